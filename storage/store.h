@@ -1,0 +1,123 @@
+/*
+ * The applied store: one per shard, the state the shard's Raft state machine applies into and
+ * the thing that serves history and resume. (The Raft log itself is libraft's.)
+ *
+ * Contract (implemented in storage/store.c and the files it names at its top):
+ *
+ * - Records are written in *batches*, one batch per applied Raft entry, tagged with that entry's
+ *   Raft index. A batch is atomic across crashes: after reopening, either all of its records are
+ *   there or none are, and spool_store_applied_index() is the index of the last complete batch.
+ *   The state machine skips entries at or below it when libraft replays its log.
+ * - Sequence numbers are dense per channel: a record's seq must be last_seq(channel) + 1.
+ * - Nothing is fsynced until spool_store_sync(); the Raft log is what makes acknowledged data
+ *   durable, and the state machine syncs the store before libraft may drop log entries
+ *   (i.e. before a snapshot is taken).
+ * - Reads never return a corrupt record: every record is checksummed (CRC32C) and a mismatch
+ *   is an SPOOL_ECORRUPT error, not data.
+ * - Not thread-safe: one owner (the shard's loop thread).
+ */
+#ifndef SPOOL_STORAGE_STORE_H
+#define SPOOL_STORAGE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "proto/record.pb-c.h"
+
+struct spool_store;
+
+struct spool_retention {
+    uint64_t max_age_ms; /* 0 = unlimited */
+    uint64_t max_count;  /* 0 = unlimited */
+    uint64_t max_bytes;  /* 0 = unlimited */
+};
+
+struct spool_store_config {
+    const char *dir;                   /* created if missing */
+    uint64_t segment_bytes;            /* roll the active segment at this size (default 64 MiB) */
+    uint32_t block_bytes;              /* lz4 block size in sealed segments (default 64 KiB) */
+    uint64_t tail_cache_bytes;         /* bound on all channels' cached tails (default 64 MiB) */
+    uint32_t tail_cache_entries;       /* newest entries kept per channel (default 1024) */
+    struct spool_retention retention;  /* default for channels without their own */
+};
+
+/* Fills defaults for every zero field. */
+void spool_store_config_defaults(struct spool_store_config *cfg);
+
+/* Opens (recovering after a crash: torn tails are truncated, corrupt records dropped with a log
+ * line) or creates the store in cfg->dir. */
+int spool_store_open(struct spool_store **out, const struct spool_store_config *cfg,
+                     struct spool_err *err);
+void spool_store_close(struct spool_store *s);
+
+/* Appends the records of one applied Raft entry atomically. The store copies what it needs. */
+int spool_store_append_batch(struct spool_store *s, uint64_t raft_index, const Spool__Record *const *recs,
+                             size_t n, struct spool_err *err);
+/* Marks `raft_index` applied without records (an entry that produced none), so replay skips it. */
+int spool_store_mark_applied(struct spool_store *s, uint64_t raft_index, struct spool_err *err);
+/* fsync everything written so far. */
+int spool_store_sync(struct spool_store *s, struct spool_err *err);
+
+uint64_t spool_store_applied_index(const struct spool_store *s);
+/* Highest seq ever assigned in the channel (0 if it never had one). Survives retention. */
+uint64_t spool_store_last_seq(const struct spool_store *s, const char *channel);
+/* Lowest seq still readable (last_seq + 1 when nothing is retained). */
+uint64_t spool_store_first_seq(const struct spool_store *s, const char *channel);
+
+/* Visitor for reads. The record and its strings are valid only during the call. Return 0 to go
+ * on, non-zero to stop (the read then returns 0). */
+typedef int (*spool_store_visit_cb)(void *arg, const Spool__Record *rec);
+
+/* Records of `channel` with seq > after_seq, ascending, at most `limit` (0 = no limit). */
+int spool_store_read(struct spool_store *s, const char *channel, uint64_t after_seq, size_t limit,
+                     spool_store_visit_cb cb, void *arg, struct spool_err *err);
+/* Records of `channel` with seq < before_seq (0 = from the newest), descending, at most `limit`.
+ * "The latest K entries" is spool_store_read_backward(s, c, 0, K, ...). */
+int spool_store_read_backward(struct spool_store *s, const char *channel, uint64_t before_seq,
+                              size_t limit, spool_store_visit_cb cb, void *arg,
+                              struct spool_err *err);
+/* The first seq of `channel` whose timestamp is >= ts_ms (last_seq + 1 if none). */
+uint64_t spool_store_seq_at_time(struct spool_store *s, const char *channel, int64_t ts_ms);
+
+/* Per-channel retention override (NULL = back to the store default). */
+int spool_store_set_retention(struct spool_store *s, const char *channel,
+                              const struct spool_retention *r, struct spool_err *err);
+/* Applies retention as of `now_ms` (a timestamp carried in a Raft entry, so every replica trims
+ * the same records) and reclaims space by dropping or compacting segments. */
+int spool_store_enforce_retention(struct spool_store *s, int64_t now_ms, struct spool_err *err);
+/* Removes every record of the channel; its last_seq is kept so seqs are never reused. */
+int spool_store_delete_channel(struct spool_store *s, const char *channel, struct spool_err *err);
+
+/* Iterates channel names (order unspecified). Return non-zero from cb to stop. */
+int spool_store_channels(const struct spool_store *s, int (*cb)(void *arg, const char *channel),
+                         void *arg);
+
+struct spool_store_stats {
+    uint64_t channels;
+    uint64_t records;          /* retained records */
+    uint64_t bytes_on_disk;    /* all segment files */
+    uint64_t segments;
+    uint64_t sealed_segments;
+    uint64_t raw_bytes_sealed; /* uncompressed size of what sealed segments hold */
+    uint64_t tail_cache_bytes;
+    uint64_t tail_cache_hits;
+    uint64_t disk_reads;       /* blocks or records read from disk */
+    uint64_t fsyncs;
+    uint64_t fsync_ns_total;   /* for fsync latency */
+};
+void spool_store_stats(const struct spool_store *s, struct spool_store_stats *out);
+
+/* Snapshot stream (format in proto/snapshot.proto). The writer is called with consecutive
+ * chunks; return non-zero from it to abort. */
+typedef int (*spool_store_write_cb)(void *arg, const void *buf, size_t len);
+int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void *arg,
+                         struct spool_err *err);
+/* Replaces the whole store's content with the snapshot in `buf` (validated first: a bad
+ * snapshot leaves the store untouched and returns SPOOL_ECORRUPT). */
+int spool_store_restore(struct spool_store *s, const void *buf, size_t len, struct spool_err *err);
+/* Reads the applied index out of a snapshot without restoring it (0 and an error if invalid). */
+uint64_t spool_store_snapshot_applied_index(const void *buf, size_t len, struct spool_err *err);
+
+#endif
