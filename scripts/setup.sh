@@ -30,8 +30,9 @@ PACKAGES=(
   libwslay-dev                              # WebSocket framing (RFC 6455)
   libjansson-dev                            # JSON
   libssl-dev                                # HMAC-SHA256 (JWT), SHA-1 (WebSocket handshake)
+  libnats-dev                               # bench/publish: the NATS JetStream peer's C client
   clang libclang-rt-14-dev                  # fuzzing (libFuzzer) and sanitizer runtimes
-  curl procps iproute2 dpkg-dev             # tests: HTTP client, process control, netns
+  curl procps iproute2 dpkg-dev python3     # tests: HTTP client, process control, netns, drivers
 )
 if [ "${SPOOL_SETUP_TEST:-0}" = 1 ]; then
   PACKAGES+=(nodejs npm nats-server)
