@@ -31,11 +31,11 @@ PACKAGES=(
   libjansson-dev                            # JSON
   libssl-dev                                # HMAC-SHA256 (JWT), SHA-1 (WebSocket handshake)
   libnats-dev                               # bench/publish: the NATS JetStream peer's C client
-  clang libclang-rt-14-dev                  # fuzzing (libFuzzer) and sanitizer runtimes
-  curl procps iproute2 dpkg-dev python3     # tests: HTTP client, process control, netns, drivers
+  curl                                      # health checks (also the container's HEALTHCHECK)
 )
+# Only the test command needs these (fuzzing, process-level tests, peers for benchmarks).
 if [ "${SPOOL_SETUP_TEST:-0}" = 1 ]; then
-  PACKAGES+=(nodejs npm nats-server)
+  PACKAGES+=(clang libclang-rt-14-dev procps iproute2 python3 nodejs npm nats-server)
 fi
 
 install_packages() {
