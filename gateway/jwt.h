@@ -48,6 +48,9 @@ int spool_jwt_decode(struct spool_jwt *jwt, const char *token, size_t len, struc
 int spool_jwt_verify(const struct spool_jwt *jwt, const void *secret, size_t secret_len,
                      int64_t now_ms, int64_t skew_ms, struct spool_err *err);
 void spool_jwt_close(struct spool_jwt *jwt);
+/* A numeric date claim ("exp", "nbf", "iat") in unix ms: 1 if present, 0 if absent, -1 if it is
+ * not a number within +-2^43 s. */
+int spool_jwt_date(const struct spool_jwt *jwt, const char *name, int64_t *ms);
 
 /* Signs `claims` (a JSON object, not modified) with header {"alg":"HS256","typ":"JWT","kid":kid}.
  * Returns 0 with a malloc'd NUL-terminated token in *out, or SPOOL_EINVAL / SPOOL_ENOMEM. */
