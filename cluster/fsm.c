@@ -1,0 +1,376 @@
+/*
+ * The shard state machine (see fsm.h for the contract).
+ *
+ * apply() is the only writer of a shard's store. It is deterministic: its output depends only on
+ * the store's content, the dedup table (itself a function of the store's content and the applied
+ * entries) and the entry, never on the local clock or on which node runs it.
+ *
+ * Seq assignment inside one entry: requests of the same channel follow each other, so a small
+ * per-entry table (channel -> next seq) sits in front of spool_store_last_seq().
+ */
+#include "cluster/fsm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proto/entry.pb-c.h"
+
+#define DEDUP_MAX_ENTRIES 65536
+
+void spool_fsm_result_free(struct spool_fsm_result *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->publishes[i].seqs);
+        free(r->publishes[i].duplicate);
+    }
+    free(r->publishes);
+    free(r);
+}
+
+/* --- dedup rebuild ------------------------------------------------------------------------ */
+
+struct seen {
+    char *channel;
+    char *id;
+    uint64_t seq;
+    int64_t ts;
+};
+
+struct rebuild {
+    struct spool_fsm *f;
+    int64_t newest;
+    struct seen *v;
+    size_t n, cap;
+    const char *channel;
+    size_t visited;
+    int rc;
+};
+
+static int newest_visit_cb(void *arg, const Spool__Record *rec)
+{
+    struct rebuild *b = arg;
+    if (rec->timestamp_ms > b->newest)
+        b->newest = rec->timestamp_ms;
+    return 1;
+}
+
+static int tail_visit_cb(void *arg, const Spool__Record *rec)
+{
+    struct rebuild *b = arg;
+    if (++b->visited > DEDUP_MAX_ENTRIES ||
+        b->newest - rec->timestamp_ms > (int64_t)b->f->dedup.window_ms)
+        return 1;
+    if (rec->id == NULL || rec->id[0] == '\0')
+        return 0;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        struct seen *v = realloc(b->v, cap * sizeof *v);
+        if (v == NULL) {
+            b->rc = SPOOL_ENOMEM;
+            return 1;
+        }
+        b->v = v;
+        b->cap = cap;
+    }
+    struct seen *s = &b->v[b->n];
+    s->channel = strdup(b->channel);
+    s->id = strdup(rec->id);
+    s->seq = rec->seq;
+    s->ts = rec->timestamp_ms;
+    if (s->channel == NULL || s->id == NULL) {
+        free(s->channel);
+        free(s->id);
+        b->rc = SPOOL_ENOMEM;
+        return 1;
+    }
+    b->n++;
+    return 0;
+}
+
+static int newest_channel_cb(void *arg, const char *channel)
+{
+    struct rebuild *b = arg;
+    struct spool_err err;
+    spool_store_read_backward(b->f->store, channel, 0, 1, newest_visit_cb, b, &err);
+    return 0;
+}
+
+static int tail_channel_cb(void *arg, const char *channel)
+{
+    struct rebuild *b = arg;
+    struct spool_err err;
+    b->channel = channel;
+    b->visited = 0;
+    int rc = spool_store_read_backward(b->f->store, channel, 0, 0, tail_visit_cb, b, &err);
+    if (rc != 0)
+        SPOOL_WARN("fsm.dedup_rebuild_read", "code=%s msg=\"%s\"", spool_err_name(rc), err.msg);
+    return b->rc != 0;
+}
+
+static int seen_cmp(const void *a, const void *b)
+{
+    const struct seen *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq ? 1 : 0;
+}
+
+/* Refills the dedup table with the ids stored within the window of the newest record. */
+static int dedup_rebuild(struct spool_fsm *f, struct spool_err *err)
+{
+    struct rebuild b = {.f = f, .newest = INT64_MIN};
+    spool_dedup_reset(&f->dedup);
+    spool_store_channels(f->store, newest_channel_cb, &b);
+    if (b.newest != INT64_MIN)
+        spool_store_channels(f->store, tail_channel_cb, &b);
+    if (b.rc == 0) {
+        qsort(b.v, b.n, sizeof *b.v, seen_cmp);
+        for (size_t i = 0; i < b.n && b.rc == 0; i++)
+            b.rc = spool_dedup_insert(&f->dedup, b.v[i].channel, b.v[i].id, b.v[i].seq, b.v[i].ts);
+    }
+    for (size_t i = 0; i < b.n; i++) {
+        free(b.v[i].channel);
+        free(b.v[i].id);
+    }
+    free(b.v);
+    if (b.rc != 0)
+        return spool_err_set(err, b.rc, "rebuilding the dedup table: out of memory");
+    return 0;
+}
+
+/* --- apply -------------------------------------------------------------------------------- */
+
+struct next_seq {
+    const char *channel;
+    uint64_t next;
+};
+
+/* The next seq of `channel` within this entry, consulting the store the first time. */
+static uint64_t *next_seq_of(struct spool_fsm *f, struct next_seq *t, size_t *n, const char *channel)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(t[i].channel, channel) == 0)
+            return &t[i].next;
+    t[*n].channel = channel;
+    t[*n].next = spool_store_last_seq(f->store, channel) + 1;
+    return &t[(*n)++].next;
+}
+
+static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry *e)
+{
+    struct spool_fsm_result *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->index = index;
+    r->n = e->n_publishes;
+    r->publishes = calloc(r->n ? r->n : 1, sizeof *r->publishes);
+    if (r->publishes == NULL) {
+        free(r);
+        return NULL;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        size_t m = e->publishes[i]->n_messages;
+        r->publishes[i].n = m;
+        r->publishes[i].seqs = calloc(m ? m : 1, sizeof(uint64_t));
+        r->publishes[i].duplicate = calloc(m ? m : 1, sizeof(bool));
+        if (r->publishes[i].seqs == NULL || r->publishes[i].duplicate == NULL) {
+            spool_fsm_result_free(r);
+            return NULL;
+        }
+    }
+    return r;
+}
+
+int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, size_t len,
+                          struct spool_fsm_result **result, struct spool_err *err)
+{
+    *result = NULL;
+    if (index <= spool_store_applied_index(f->store))
+        return 0;
+    Spool__Entry *e = spool__entry__unpack(NULL, len, buf);
+    if (e == NULL) {
+        /* Every replica sees the same bytes, so every replica skips it the same way. */
+        SPOOL_ERROR("fsm.bad_entry", "index=%llu len=%zu", (unsigned long long)index, len);
+        return spool_store_mark_applied(f->store, index, err);
+    }
+    int rc = SPOOL_ENOMEM;
+    size_t total = 0;
+    for (size_t i = 0; i < e->n_publishes; i++)
+        total += e->publishes[i]->n_messages;
+    struct spool_fsm_result *r = result_alloc(index, e);
+    Spool__Record *recs = calloc(total ? total : 1, sizeof *recs);
+    const Spool__Record **ptrs = calloc(total ? total : 1, sizeof *ptrs);
+    struct next_seq *seqs = calloc(e->n_publishes ? e->n_publishes : 1, sizeof *seqs);
+    if (r == NULL || recs == NULL || ptrs == NULL || seqs == NULL) {
+        spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);
+        goto out;
+    }
+    size_t n = 0, n_seqs = 0;
+    for (size_t i = 0; i < e->n_publishes; i++) {
+        const Spool__PublishRequest *p = e->publishes[i];
+        if (p->channel == NULL || p->channel[0] == '\0') {
+            r->publishes[i].status = SPOOL_EINVAL;
+            continue;
+        }
+        uint64_t *next = next_seq_of(f, seqs, &n_seqs, p->channel);
+        for (size_t j = 0; j < p->n_messages; j++) {
+            const Spool__Record *m = p->messages[j];
+            uint64_t seq;
+            if (spool_dedup_find(&f->dedup, p->channel, m->id, e->timestamp_ms, &seq)) {
+                r->publishes[i].seqs[j] = seq;
+                r->publishes[i].duplicate[j] = true;
+                continue;
+            }
+            seq = (*next)++;
+            recs[n] = *m;
+            recs[n].channel = p->channel;
+            recs[n].seq = seq;
+            recs[n].timestamp_ms = e->timestamp_ms;
+            ptrs[n] = &recs[n];
+            n++;
+            r->publishes[i].seqs[j] = seq;
+            if (spool_dedup_insert(&f->dedup, p->channel, m->id, seq, e->timestamp_ms) != 0) {
+                spool_err_set(err, rc, "dedup insert: out of memory");
+                goto out;
+            }
+        }
+    }
+    if (n > 0)
+        rc = spool_store_append_batch(f->store, index, (const Spool__Record *const *)ptrs, n, err);
+    else
+        rc = spool_store_mark_applied(f->store, index, err);
+    if (rc == 0 && e->retention != NULL)
+        rc = spool_store_enforce_retention(f->store, e->retention->now_ms, err);
+    if (rc != 0)
+        goto out;
+    if (n > 0 && f->on_records != NULL)
+        f->on_records(f->cb_arg, (const Spool__Record *const *)ptrs, n);
+    *result = r;
+    r = NULL;
+out:
+    spool_fsm_result_free(r);
+    free(seqs);
+    free(ptrs);
+    free(recs);
+    spool__entry__free_unpacked(e, NULL);
+    return rc;
+}
+
+/* --- raft_fsm ----------------------------------------------------------------------------- */
+
+static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf, void **result)
+{
+    struct spool_fsm *f = rf->data;
+    struct spool_err err;
+    struct spool_fsm_result *r;
+    uint64_t index = f->raft ? raft_last_applied(f->raft) + 1 : spool_store_applied_index(f->store) + 1;
+    int rc = spool_fsm_apply_entry(f, index, buf->base, buf->len, &r, &err);
+    if (rc != 0) {
+        SPOOL_ERROR("fsm.apply_failed", "index=%llu code=%s msg=\"%s\"", (unsigned long long)index,
+                    spool_err_name(rc), err.msg);
+        return rc == SPOOL_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
+    }
+    *result = r;
+    return 0;
+}
+
+struct snap_buf {
+    uint8_t *base;
+    size_t len, cap;
+};
+
+static int snapshot_write_cb(void *arg, const void *buf, size_t len)
+{
+    struct snap_buf *s = arg;
+    if (s->len + len > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap < s->len + len)
+            cap *= 2;
+        uint8_t *p = raft_realloc(s->base, cap);
+        if (p == NULL)
+            return 1;
+        s->base = p;
+        s->cap = cap;
+    }
+    memcpy(s->base + s->len, buf, len);
+    s->len += len;
+    return 0;
+}
+
+static int fsm_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct spool_fsm *f = rf->data;
+    struct spool_err err;
+    struct snap_buf s = {0};
+    int rc = spool_store_sync(f->store, &err);
+    if (rc == 0)
+        rc = spool_store_snapshot(f->store, snapshot_write_cb, &s, &err);
+    if (rc == 0 && (*bufs = raft_malloc(sizeof **bufs)) == NULL)
+        rc = spool_err_set(&err, SPOOL_ENOMEM, "snapshot buffer");
+    if (rc != 0) {
+        SPOOL_ERROR("fsm.snapshot_failed", "code=%s msg=\"%s\"", spool_err_name(rc), err.msg);
+        raft_free(s.base);
+        return rc == SPOOL_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
+    }
+    (*bufs)[0].base = s.base;
+    (*bufs)[0].len = s.len;
+    *n_bufs = 1;
+    SPOOL_INFO("fsm.snapshot", "applied=%llu bytes=%zu",
+               (unsigned long long)spool_store_applied_index(f->store), s.len);
+    return 0;
+}
+
+static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
+{
+    struct spool_fsm *f = rf->data;
+    struct spool_err err;
+    spool_err_clear(&err);
+    uint64_t index = spool_store_snapshot_applied_index(buf->base, buf->len, &err);
+    if (err.code != 0) {
+        SPOOL_ERROR("fsm.restore_bad", "msg=\"%s\"", err.msg);
+        return RAFT_CORRUPT;
+    }
+    uint64_t applied = spool_store_applied_index(f->store);
+    if (index > applied) {
+        int rc = spool_store_restore(f->store, buf->base, buf->len, &err);
+        if (rc == 0)
+            rc = dedup_rebuild(f, &err);
+        if (rc != 0) {
+            SPOOL_ERROR("fsm.restore_failed", "code=%s msg=\"%s\"", spool_err_name(rc), err.msg);
+            return rc == SPOOL_ECORRUPT ? RAFT_CORRUPT : RAFT_IOERR;
+        }
+        SPOOL_INFO("fsm.restored", "from=%llu to=%llu", (unsigned long long)applied,
+                   (unsigned long long)index);
+        if (f->on_restored != NULL)
+            f->on_restored(f->cb_arg);
+    }
+    raft_free(buf->base);
+    return 0;
+}
+
+int spool_fsm_init(struct spool_fsm *f, struct spool_store *store, uint64_t dedup_window_ms,
+                   struct spool_err *err)
+{
+    memset(f, 0, sizeof *f);
+    f->store = store;
+    spool_dedup_init(&f->dedup, dedup_window_ms, DEDUP_MAX_ENTRIES);
+    f->raft_fsm.version = 3;
+    f->raft_fsm.data = f;
+    f->raft_fsm.apply = fsm_apply;
+    f->raft_fsm.snapshot = fsm_snapshot;
+    f->raft_fsm.restore = fsm_restore;
+    f->raft_fsm.snapshot_finalize = NULL; /* libraft frees the snapshot buffers */
+    f->raft_fsm.snapshot_async = NULL;
+    int rc = dedup_rebuild(f, err);
+    if (rc != 0)
+        spool_dedup_close(&f->dedup);
+    return rc;
+}
+
+void spool_fsm_close(struct spool_fsm *f)
+{
+    spool_dedup_close(&f->dedup);
+}

@@ -1,0 +1,75 @@
+/*
+ * The state machine of a shard's Raft group: applies committed entries (proto/entry.proto) into
+ * the shard's store (storage/store.h).
+ *
+ * Apply, for the entry at Raft index i:
+ *   - i <= spool_store_applied_index(): already in the store (libraft replays its log after a
+ *     restart from the last snapshot): skipped, no result, no notification.
+ *   - otherwise every publish request gets consecutive seqs after the channel's last seq and the
+ *     entry's timestamp; a message whose `id` was stored on the channel within the dedup window
+ *     (cluster/dedup.h) is not stored again and reports its original seq with duplicate set.
+ *     All records of the entry go to the store in one spool_store_append_batch (or
+ *     spool_store_mark_applied when there are none), then `on_records` sees them (every replica
+ *     applies, so every replica can feed its local subscribers).
+ *   - the result (struct spool_fsm_result, owned by whoever receives it: the leader's apply
+ *     callback, see cluster/batch.h) tells each request its seqs.
+ *
+ * Snapshots are the store's own stream (spool_store_sync first, so the store is durable before
+ * libraft drops log entries); restore skips a snapshot the store has already passed.
+ *
+ * The Raft index of the entry being applied is not an argument of raft_fsm.apply; with libraft
+ * it is raft_last_applied() + 1 (only command entries reach the FSM), which spool_fsm reads from
+ * the `raft` pointer the shard sets. spool_fsm_apply_entry() takes it explicitly (tests).
+ */
+#ifndef SPOOL_CLUSTER_FSM_H
+#define SPOOL_CLUSTER_FSM_H
+
+#include <raft.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster/dedup.h"
+#include "common/err.h"
+#include "proto/record.pb-c.h"
+#include "storage/store.h"
+
+struct spool_fsm_publish_result {
+    int status;       /* 0, or SPOOL_EINVAL for a request the state machine refused */
+    size_t n;
+    uint64_t *seqs;
+    bool *duplicate;
+};
+
+struct spool_fsm_result {
+    uint64_t index;
+    size_t n;
+    struct spool_fsm_publish_result *publishes; /* one per PublishRequest of the entry */
+};
+void spool_fsm_result_free(struct spool_fsm_result *r);
+
+/* New records stored by one entry, in the order stored (valid during the call). */
+typedef void (*spool_fsm_records_cb)(void *arg, const Spool__Record *const *recs, size_t n);
+/* The store was replaced by a snapshot (records may have appeared without on_records). */
+typedef void (*spool_fsm_restored_cb)(void *arg);
+
+struct spool_fsm {
+    struct raft_fsm raft_fsm; /* what raft_init takes; raft_fsm.data = this */
+    struct raft *raft;        /* the group, for the applied index (NULL when driven directly) */
+    struct spool_store *store;
+    struct spool_dedup dedup;
+    spool_fsm_records_cb on_records;
+    spool_fsm_restored_cb on_restored;
+    void *cb_arg;
+};
+
+/* Builds the dedup table from the store's tails. */
+int spool_fsm_init(struct spool_fsm *f, struct spool_store *store, uint64_t dedup_window_ms,
+                   struct spool_err *err);
+void spool_fsm_close(struct spool_fsm *f);
+
+/* Applies the encoded Entry at Raft index `index`. *result is NULL when nothing was applied. */
+int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, size_t len,
+                          struct spool_fsm_result **result, struct spool_err *err);
+
+#endif
