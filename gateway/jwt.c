@@ -245,7 +245,10 @@ int spool_jwt_date(const struct spool_jwt *jwt, const char *name, int64_t *ms)
     if (!json_is_number(v)) return -1;
     double s = json_number_value(v);
     if (!isfinite(s) || s < -DATE_LIMIT_S || s > DATE_LIMIT_S) return -1;
-    *ms = (int64_t)floor(s * 1000.0);
+    /* floor() without libm, which the gateway library does not link */
+    double x = s * 1000.0;
+    int64_t whole = (int64_t)x;
+    *ms = (double)whole > x ? whole - 1 : whole;
     return 1;
 }
 
