@@ -87,5 +87,15 @@ SRC
   touch "$prefix/.stamp-$RAFT_DEBIAN_VERSION"
 }
 
+# Deploy checks render the Kubernetes overlays with kubectl's built-in kustomize; machines that
+# already carry a kubectl (from any source) keep it, others get Debian's.
+install_kubectl() {
+  if [ "${SPOOL_SETUP_TEST:-0}" = 1 ] && ! command -v kubectl >/dev/null; then
+    need_root
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kubernetes-client >/dev/null
+  fi
+}
+
 install_packages
+install_kubectl
 build_raft
