@@ -1,0 +1,179 @@
+/*
+ * Group commit (see batch.h). An in-flight entry is a `struct proposal`: the raft_apply request
+ * plus the items it carries, freed by its apply callback, the one completion path of a proposal.
+ */
+#include "cluster/batch.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+#include "common/log.h"
+
+struct proposal {
+    struct raft_apply req;
+    struct spool_batch *batch;
+    size_t n;
+    struct spool_batch_item *items[];
+};
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void fail_items(struct spool_batch_item **items, size_t n, int code, const char *msg)
+{
+    struct spool_err err;
+    spool_err_set(&err, code, "%s", msg);
+    for (size_t i = 0; i < n; i++)
+        items[i]->done(items[i], code, &err, NULL);
+}
+
+static void proposal_applied_cb(struct raft_apply *req, int status, void *result)
+{
+    struct proposal *p = req->data;
+    struct spool_fsm_result *res = result;
+    p->batch->in_flight--;
+    if (status == 0 && res != NULL && res->n == p->n) {
+        for (size_t i = 0; i < p->n; i++) {
+            const struct spool_fsm_publish_result *r = &res->publishes[i];
+            struct spool_err err;
+            spool_err_clear(&err);
+            if (r->status != 0)
+                spool_err_set(&err, r->status, "publish refused by the state machine");
+            p->items[i]->done(p->items[i], r->status, &err, r);
+        }
+    } else if (status == 0) {
+        fail_items(p->items, p->n, SPOOL_EIO, "entry applied without a result");
+    } else if (status == RAFT_CANCELED || status == RAFT_SHUTDOWN) {
+        fail_items(p->items, p->n, SPOOL_ECLOSED, "shard closing");
+    } else {
+        fail_items(p->items, p->n, SPOOL_ENOTLEADER, raft_strerror(status));
+    }
+    spool_fsm_result_free(res);
+    free(p);
+}
+
+/* Proposes up to SPOOL_BATCH_MAX_ENTRY_BYTES worth of queued items as one entry. */
+static void propose_some(struct spool_batch *b)
+{
+    size_t n = 0, bytes = 16;
+    for (struct spool_batch_item *it = b->head; it; it = it->next) {
+        size_t sz = spool__publish_request__get_packed_size(it->req) + 8;
+        if (n > 0 && bytes + sz > SPOOL_BATCH_MAX_ENTRY_BYTES)
+            break;
+        bytes += sz;
+        n++;
+    }
+    struct proposal *p = malloc(sizeof *p + n * sizeof p->items[0]);
+    Spool__PublishRequest **reqs = malloc(n * sizeof *reqs);
+    struct spool_batch_item **items = p ? p->items : NULL;
+    struct spool_batch_item *it = b->head;
+    for (size_t i = 0; i < n; i++, it = it->next) {
+        if (items)
+            items[i] = it;
+        if (reqs)
+            reqs[i] = (Spool__PublishRequest *)it->req;
+    }
+    /* Detach the n items from the queue whatever happens next: they complete below or later. */
+    struct spool_batch_item *first = b->head;
+    b->head = it;
+    if (b->head == NULL)
+        b->tail = NULL;
+    if (p == NULL || reqs == NULL) {
+        struct spool_err err;
+        spool_err_set(&err, SPOOL_ENOMEM, "out of memory proposing an entry");
+        for (size_t i = 0; i < n; i++) {
+            struct spool_batch_item *next = first->next;
+            first->done(first, SPOOL_ENOMEM, &err, NULL);
+            first = next;
+        }
+        free(p);
+        free(reqs);
+        return;
+    }
+    p->n = n;
+    p->batch = b;
+    Spool__Entry e = SPOOL__ENTRY__INIT;
+    e.timestamp_ms = wall_ms();
+    e.n_publishes = n;
+    e.publishes = reqs;
+    struct raft_buffer buf;
+    buf.len = spool__entry__get_packed_size(&e);
+    buf.base = raft_malloc(buf.len ? buf.len : 1);
+    if (buf.base == NULL) {
+        free(reqs);
+        fail_items(p->items, n, SPOOL_ENOMEM, "out of memory encoding an entry");
+        free(p);
+        return;
+    }
+    spool__entry__pack(&e, buf.base);
+    free(reqs);
+    p->req.data = p;
+    int rv = raft_apply(b->raft, &p->req, &buf, 1, proposal_applied_cb);
+    if (rv != 0) {
+        raft_free(buf.base);
+        fail_items(p->items, n, rv == RAFT_NOTLEADER ? SPOOL_ENOTLEADER : SPOOL_EBUSY,
+                   raft_strerror(rv));
+        free(p);
+        return;
+    }
+    b->in_flight++;
+    b->entries++;
+    b->items += n;
+}
+
+static void flush_timer_cb(uv_timer_t *t)
+{
+    struct spool_batch *b = t->data;
+    /* Bounded: each round detaches at least one item. */
+    while (b->head != NULL && !b->closing)
+        propose_some(b);
+}
+
+int spool_batch_init(struct spool_batch *b, uv_loop_t *loop, struct raft *raft)
+{
+    *b = (struct spool_batch){.raft = raft};
+    int rv = uv_timer_init(loop, &b->flush_timer);
+    if (rv != 0)
+        return SPOOL_EIO;
+    b->flush_timer.data = b;
+    return 0;
+}
+
+void spool_batch_submit(struct spool_batch *b, struct spool_batch_item *item)
+{
+    item->next = NULL;
+    if (b->tail)
+        b->tail->next = item;
+    else
+        b->head = item;
+    b->tail = item;
+    if (!uv_is_active((uv_handle_t *)&b->flush_timer) && !b->closing)
+        uv_timer_start(&b->flush_timer, flush_timer_cb, 0, 0);
+}
+
+static void timer_closed_cb(uv_handle_t *h)
+{
+    struct spool_batch *b = h->data;
+    /* Items submitted while closing fail here, on the loop, never inside submit. */
+    struct spool_err err;
+    spool_err_set(&err, SPOOL_ECLOSED, "shard closing");
+    while (b->head != NULL) {
+        struct spool_batch_item *it = b->head;
+        b->head = it->next;
+        it->done(it, SPOOL_ECLOSED, &err, NULL);
+    }
+    b->tail = NULL;
+    if (b->close_cb)
+        b->close_cb(b);
+}
+
+void spool_batch_close(struct spool_batch *b, void (*cb)(struct spool_batch *b))
+{
+    b->closing = true;
+    b->close_cb = cb;
+    uv_close((uv_handle_t *)&b->flush_timer, timer_closed_cb);
+}

@@ -1,0 +1,57 @@
+/*
+ * Group commit for one shard led by this node: every publish submitted during one loop turn
+ * becomes part of ONE Raft entry (one raft_apply, one buffer, one fsync on each replica), capped
+ * at SPOOL_BATCH_MAX_ENTRY_BYTES per entry (beyond that the turn's publishes are split over
+ * several entries, each still applied as one atomic store batch).
+ *
+ * Flow: spool_batch_submit() queues an item and arms a zero-delay timer; the timer callback (the
+ * next loop turn) encodes the queued requests into an Entry stamped with the leader's wall clock
+ * and proposes it. Each item completes exactly once through item->done:
+ *   - status 0 with its spool_fsm_publish_result, from the apply callback once committed+applied;
+ *   - SPOOL_ENOTLEADER when raft_apply refused or leadership was lost before commit (the entry
+ *     may still commit under the next leader: clients that need exactly-once give messages ids);
+ *   - SPOOL_ECLOSED when the batch or the Raft instance is closing.
+ * `done` is never called from inside spool_batch_submit(), and a failed item is never re-proposed
+ * here: the owner (cluster/router.c) decides, on a later loop turn, where it goes next.
+ */
+#ifndef SPOOL_CLUSTER_BATCH_H
+#define SPOOL_CLUSTER_BATCH_H
+
+#include <raft.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "cluster/fsm.h"
+#include "common/err.h"
+#include "proto/entry.pb-c.h"
+
+#define SPOOL_BATCH_MAX_ENTRY_BYTES (1u << 20)
+
+struct spool_batch_item;
+typedef void (*spool_batch_done_cb)(struct spool_batch_item *item, int status,
+                                    const struct spool_err *err,
+                                    const struct spool_fsm_publish_result *res);
+struct spool_batch_item {
+    struct spool_batch_item *next;
+    const Spool__PublishRequest *req; /* owned by the submitter, valid until done */
+    spool_batch_done_cb done;
+};
+
+struct spool_batch {
+    uv_timer_t flush_timer;
+    struct raft *raft;
+    struct spool_batch_item *head, *tail;
+    size_t in_flight; /* proposed entries whose apply callback has not run yet */
+    bool closing;
+    uint64_t entries, items; /* counters */
+    void (*close_cb)(struct spool_batch *b);
+};
+
+int spool_batch_init(struct spool_batch *b, uv_loop_t *loop, struct raft *raft);
+void spool_batch_submit(struct spool_batch *b, struct spool_batch_item *item);
+/* Fails queued items with SPOOL_ECLOSED and closes the timer; items already proposed complete
+ * through their apply callbacks (raft_close cancels them). cb runs once the timer is closed. */
+void spool_batch_close(struct spool_batch *b, void (*cb)(struct spool_batch *b));
+
+#endif

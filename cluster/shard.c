@@ -1,0 +1,213 @@
+/*
+ * A shard replica (see shard.h). Owns, in init order: the store, the state machine, the mux
+ * transport, the raft_uv io, the raft instance and the batch; close releases them in reverse
+ * once libraft's close callback says it is done with the io and the transport.
+ */
+#include "cluster/shard.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/log.h"
+
+static void raft_closed_cb(struct raft *r);
+
+static int mkdir_p(const char *path, struct spool_err *err)
+{
+    char buf[1024];
+    size_t len = strlen(path);
+    if (len >= sizeof buf)
+        return spool_err_set(err, SPOOL_EINVAL, "path too long: %s", path);
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return spool_err_set(err, SPOOL_EIO, "mkdir %s: %s", buf, strerror(errno));
+        buf[i] = c;
+    }
+    return 0;
+}
+
+int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux *mux,
+                     const struct spool_shard_config *cfg, struct spool_err *err)
+{
+    char raft_dir[1024], store_dir[1024];
+    *out = NULL;
+    struct spool_shard *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return spool_err_set(err, SPOOL_ENOMEM, "shard %u", cfg->id);
+    s->id = cfg->id;
+    s->node_id = cfg->node_id;
+    snprintf(raft_dir, sizeof raft_dir, "%s/shard-%u/raft", cfg->data_dir, cfg->id);
+    snprintf(store_dir, sizeof store_dir, "%s/shard-%u/store", cfg->data_dir, cfg->id);
+    int rc = mkdir_p(raft_dir, err);
+    if (rc == 0)
+        rc = mkdir_p(store_dir, err);
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
+
+    struct spool_store_config sc = cfg->store;
+    sc.dir = store_dir;
+    rc = spool_store_open(&s->store, &sc, err);
+    if (rc != 0) {
+        free(s);
+        return spool_err_wrap(err, "shard %u store", cfg->id);
+    }
+    rc = spool_fsm_init(&s->fsm, s->store, cfg->dedup_window_ms, err);
+    if (rc != 0)
+        goto err_store;
+    s->fsm.raft = &s->raft;
+
+    if (spool_mux_transport_init(mux, cfg->id, &s->transport) != 0) {
+        rc = spool_err_set(err, SPOOL_EIO, "shard %u: transport init failed", cfg->id);
+        goto err_fsm;
+    }
+    int rv = raft_uv_init(&s->io, loop, raft_dir, &s->transport);
+    if (rv != 0) {
+        rc = spool_err_set(err, SPOOL_EIO, "shard %u: raft_uv_init: %s", cfg->id, s->io.errmsg);
+        goto err_transport;
+    }
+    rv = raft_init(&s->raft, &s->io, &s->fsm.raft_fsm, cfg->node_id, cfg->node_address);
+    if (rv != 0) {
+        rc = spool_err_set(err, SPOOL_EIO, "shard %u: raft_init: %s", cfg->id,
+                           raft_errmsg(&s->raft));
+        goto err_io;
+    }
+    s->raft.data = s;
+    raft_set_election_timeout(&s->raft, (unsigned)cfg->election_timeout_ms);
+    raft_set_heartbeat_timeout(&s->raft, (unsigned)cfg->heartbeat_ms);
+    raft_set_snapshot_threshold(&s->raft,
+                                (unsigned)(cfg->snapshot_threshold < 64 ? 64 : cfg->snapshot_threshold));
+    raft_set_snapshot_trailing(&s->raft,
+                               (unsigned)(cfg->snapshot_trailing < 64 ? 64 : cfg->snapshot_trailing));
+    raft_set_pre_vote(&s->raft, true);
+
+    struct raft_configuration conf;
+    raft_configuration_init(&conf);
+    rv = 0;
+    for (size_t i = 0; i < cfg->n_voters && rv == 0; i++)
+        rv = raft_configuration_add(&conf, cfg->voters[i].id, cfg->voters[i].address, RAFT_VOTER);
+    if (rv == 0) {
+        rv = raft_bootstrap(&s->raft, &conf);
+        if (rv == 0)
+            SPOOL_INFO("shard.bootstrap", "shard=%u voters=%zu", cfg->id, cfg->n_voters);
+        else if (rv == RAFT_CANTBOOTSTRAP)
+            rv = 0;
+    }
+    raft_configuration_close(&conf);
+    if (rv == 0)
+        rv = raft_start(&s->raft);
+    if (rv != 0) {
+        rc = spool_err_set(err, SPOOL_EIO, "shard %u: start: %s", cfg->id, raft_errmsg(&s->raft));
+        goto err_raft;
+    }
+    rc = spool_batch_init(&s->batch, loop, &s->raft);
+    if (rc != 0) {
+        spool_err_set(err, rc, "shard %u: batch timer", cfg->id);
+        goto err_raft;
+    }
+    SPOOL_INFO("shard.started", "shard=%u applied=%llu", cfg->id,
+               (unsigned long long)spool_store_applied_index(s->store));
+    *out = s;
+    return 0;
+
+err_raft:
+    /* raft_close is asynchronous: the loop releases (and frees) the rest afterwards. */
+    s->closing = true;
+    s->pending_close = 1;
+    s->close_cb = NULL;
+    raft_close(&s->raft, raft_closed_cb);
+    return rc;
+err_io:
+    raft_uv_close(&s->io);
+err_transport:
+    spool_mux_transport_close(&s->transport);
+err_fsm:
+    spool_fsm_close(&s->fsm);
+err_store:
+    spool_store_close(s->store);
+    free(s);
+    return rc;
+}
+
+static void shard_release(struct spool_shard *s)
+{
+    raft_uv_close(&s->io);
+    spool_mux_transport_close(&s->transport);
+    spool_fsm_close(&s->fsm);
+    struct spool_err err;
+    if (spool_store_sync(s->store, &err) != 0)
+        SPOOL_ERROR("shard.sync_failed", "shard=%u msg=\"%s\"", s->id, err.msg);
+    spool_store_close(s->store);
+    s->store = NULL;
+    SPOOL_INFO("shard.closed", "shard=%u", s->id);
+    if (s->close_cb)
+        s->close_cb(s);
+    free(s);
+}
+
+static void part_closed(struct spool_shard *s)
+{
+    if (--s->pending_close == 0)
+        shard_release(s);
+}
+
+static void raft_closed_cb(struct raft *r)
+{
+    part_closed(r->data);
+}
+
+static void batch_closed_cb(struct spool_batch *b)
+{
+    part_closed((struct spool_shard *)((char *)b - offsetof(struct spool_shard, batch)));
+}
+
+static void close_raft(struct spool_shard *s)
+{
+    s->pending_close = 2;
+    spool_batch_close(&s->batch, batch_closed_cb);
+    raft_close(&s->raft, raft_closed_cb);
+}
+
+static void transfer_done_cb(struct raft_transfer *req)
+{
+    struct spool_shard *s = req->data;
+    raft_id leader;
+    const char *addr;
+    raft_leader(&s->raft, &leader, &addr);
+    SPOOL_INFO("shard.transferred", "shard=%u leader=%llu", s->id, (unsigned long long)leader);
+    close_raft(s);
+}
+
+void spool_shard_close(struct spool_shard *s, void (*cb)(struct spool_shard *s))
+{
+    s->closing = true;
+    s->close_cb = cb;
+    if (raft_state(&s->raft) == RAFT_LEADER) {
+        s->transfer.data = s;
+        if (raft_transfer(&s->raft, &s->transfer, 0, transfer_done_cb) == 0)
+            return;
+    }
+    close_raft(s);
+}
+
+bool spool_shard_is_leader(struct spool_shard *s)
+{
+    return !s->closing && raft_state(&s->raft) == RAFT_LEADER;
+}
+
+uint64_t spool_shard_leader(struct spool_shard *s)
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+    raft_leader(&s->raft, &id, &addr);
+    return id;
+}

@@ -1,0 +1,67 @@
+/*
+ * One shard replica on this node: a Raft group (libraft with raft_uv storage in
+ * <data>/shard-<n>/raft and a mux transport on the node's cluster port), its state machine
+ * (cluster/fsm.h) applying into the store in <data>/shard-<n>/store, and the group-commit queue
+ * (cluster/batch.h) used while this replica leads.
+ *
+ * Lifecycle: spool_shard_init() opens the store, starts Raft and bootstraps the group with the
+ * configured voters if the Raft directory is pristine (libraft refuses to bootstrap anything
+ * else, so restarting on an existing directory simply resumes). spool_shard_close() first hands
+ * leadership to another voter (bounded by one election timeout, libraft's own bound), then
+ * closes Raft, the transport, the state machine and the store (synced), and calls cb.
+ */
+#ifndef SPOOL_CLUSTER_SHARD_H
+#define SPOOL_CLUSTER_SHARD_H
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cluster/batch.h"
+#include "cluster/fsm.h"
+#include "cluster/placement.h"
+#include "cluster/transport.h"
+#include "storage/store.h"
+
+struct spool_shard_config {
+    uint32_t id;
+    uint64_t node_id;
+    const char *node_address;
+    const char *data_dir;                 /* the node's; the shard uses <data_dir>/shard-<id> */
+    const struct spool_peer *voters;      /* the group's bootstrap configuration */
+    size_t n_voters;
+    uint64_t snapshot_threshold, snapshot_trailing;
+    uint64_t election_timeout_ms, heartbeat_ms, dedup_window_ms;
+    struct spool_store_config store;      /* dir is set here */
+};
+
+struct spool_shard {
+    uint32_t id;
+    uint64_t node_id;
+    struct spool_store *store;
+    struct spool_fsm fsm;
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft raft;
+    struct spool_batch batch;
+    struct raft_transfer transfer;
+    bool closing;
+    int pending_close; /* raft + batch */
+    void (*close_cb)(struct spool_shard *s);
+    void *data;        /* owner's */
+};
+
+/* Allocates the shard; on failure *out is NULL (a half-started Raft instance is released by the
+ * loop's next iterations). */
+int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux *mux,
+                     const struct spool_shard_config *cfg, struct spool_err *err);
+/* cb runs on the loop once everything is released; the shard is freed right after it. */
+void spool_shard_close(struct spool_shard *s, void (*cb)(struct spool_shard *s));
+
+bool spool_shard_is_leader(struct spool_shard *s);
+/* The leader this replica knows of (0 = none). */
+uint64_t spool_shard_leader(struct spool_shard *s);
+
+#endif
