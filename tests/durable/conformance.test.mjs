@@ -1,0 +1,1 @@
+import { runConformanceTests } from "@durable-streams/server-conformance-tests"; runConformanceTests({ baseUrl: process.env.DS_BASE_URL, subscriptions: process.env.DS_SUBSCRIPTIONS !== "0", ...(process.env.DS_LONG_POLL_TIMEOUT_MS ? { longPollTimeoutMs: Number(process.env.DS_LONG_POLL_TIMEOUT_MS) } : {}) })
