@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Publish benchmark: 3-node Spool (3 shards x 3 replicas, fsync per commit) against a 3-node NATS
+# JetStream cluster with one R3 file-storage stream, same load, same run, interleaved repeats.
+#
+#   bench/cluster.sh [--repeats N] [--duration S] [--sizes "100 1024"] [--inflights "1 64 256"]
+#                    [--only spool|nats] [--raw FILE]
+#
+# Environment: SPOOLD (build/spoold), PUBLISH (build/bench/publish), BENCH_DIR (a fresh temporary
+# directory, removed at exit), NATS_MSG_ID=1 to send a Nats-Msg-Id with each JetStream publish,
+# SPOOL_PIPELINE=P to pipeline P requests per HTTP connection (default 1: in flight = connections).
+# Everything listens on 127.0.0.1 below 32768 and is stopped on exit. See bench/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+REPEATS=3
+DURATION=5
+WARMUP=1
+SIZES="100 1024"
+INFLIGHTS="1 64 256"
+ONLY=""
+RAW=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --repeats) REPEATS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --sizes) SIZES=$2; shift 2 ;;
+    --inflights) INFLIGHTS=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    --raw) RAW=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ "$REPEATS" -ge 1 ] && [ "$REPEATS" -le 20 ] || { echo "--repeats must be 1..20" >&2; exit 2; }
+
+SPOOLD=${SPOOLD:-$ROOT/build/spoold}
+PUBLISH=${PUBLISH:-$ROOT/build/bench/publish}
+NATS_SERVER=${NATS_SERVER:-$(command -v nats-server || true)}
+NATS_MSG_ID=${NATS_MSG_ID:-0}
+SPOOL_PIPELINE=${SPOOL_PIPELINE:-1}
+
+# Ports (below the ephemeral range 32768-60999).
+SPOOL_HTTP=(18081 18082 18083)
+SPOOL_CLUSTER=(17081 17082 17083)
+NATS_CLIENT=(14221 14222 14223)
+NATS_ROUTE=(16221 16222 16223)
+
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+
+[ -x "$PUBLISH" ] || { echo "no $PUBLISH: scripts/build.sh release" >&2; exit 1; }
+if want spool; then [ -x "$SPOOLD" ] || { echo "no $SPOOLD: scripts/build.sh release" >&2; exit 1; }; fi
+if want nats; then [ -n "$NATS_SERVER" ] || { echo "no nats-server: apt-get install nats-server" >&2; exit 1; }; fi
+
+BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/spool-bench.XXXXXX)}
+mkdir -p "$BENCH_DIR"
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  rm -rf "$BENCH_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- NATS JetStream, 3 nodes
+start_nats() {
+  local routes="" i
+  for i in 0 1 2; do routes+="nats-route://127.0.0.1:${NATS_ROUTE[$i]}, "; done
+  for i in 0 1 2; do
+    local d=$BENCH_DIR/nats$((i + 1))
+    mkdir -p "$d/js"
+    cat > "$d/nats.conf" <<EOF
+server_name: n$((i + 1))
+host: 127.0.0.1
+port: ${NATS_CLIENT[$i]}
+jetstream {
+  store_dir: "$d/js"
+  max_mem: 1G
+  max_file: 20G
+}
+cluster {
+  name: bench
+  host: 127.0.0.1
+  port: ${NATS_ROUTE[$i]}
+  routes: [ ${routes%, } ]
+}
+EOF
+    "$NATS_SERVER" -c "$d/nats.conf" > "$d/log" 2>&1 &
+    PIDS+=($!)
+  done
+  local deadline=$((SECONDS + 30))
+  for i in 0 1 2; do
+    until (exec 3<> "/dev/tcp/127.0.0.1/${NATS_CLIENT[$i]}") 2> /dev/null; do
+      [ $SECONDS -lt $deadline ] || { echo "nats-server $((i + 1)) not listening" >&2; exit 1; }
+      sleep 0.2
+    done
+  done
+  # The stream is (re)created by the first publish run; it retries until JetStream has a
+  # meta leader (bounded at 30 s inside publish).
+  local urls
+  urls=$(nats_urls)
+  "$PUBLISH" --target nats --urls "$urls" --create-stream --duration 0.5 --warmup 0 --inflight 1 \
+    --size 100 > "$BENCH_DIR/nats-setup.out" 2>&1 || {
+    echo "NATS stream setup failed:" >&2; cat "$BENCH_DIR/nats-setup.out" >&2
+    tail -n 5 "$BENCH_DIR"/nats*/log >&2; exit 1; }
+  echo "nats: 3 nodes up, stream BENCH (R3, file storage) created" >&2
+}
+nats_urls() { echo "nats://127.0.0.1:${NATS_CLIENT[0]},nats://127.0.0.1:${NATS_CLIENT[1]},nats://127.0.0.1:${NATS_CLIENT[2]}"; }
+
+# ---------------------------------------------------------------- Spool, 3 nodes
+start_spool() {
+  local peers="" i
+  for i in 0 1 2; do peers+="$((i + 1))@127.0.0.1:${SPOOL_CLUSTER[$i]},"; done
+  peers=${peers%,}
+  for i in 0 1 2; do
+    local d=$BENCH_DIR/spool$((i + 1))
+    mkdir -p "$d/data"
+    "$SPOOLD" --id $((i + 1)) --listen "127.0.0.1:${SPOOL_HTTP[$i]}" \
+      --cluster-listen "127.0.0.1:${SPOOL_CLUSTER[$i]}" --peers "$peers" --data "$d/data" \
+      --shards 3 --replicas 3 --anonymous --log-level warn \
+      --rate-per-connection 100000000 > "$d/log" 2>&1 &
+    PIDS+=($!)
+  done
+  local deadline=$((SECONDS + 60))
+  for i in 0 1 2; do
+    until curl -fsS -m 2 "http://127.0.0.1:${SPOOL_HTTP[$i]}/readyz" > /dev/null 2>&1; do
+      if [ $SECONDS -ge $deadline ]; then
+        echo "spoold node $((i + 1)) not ready after 60 s; last log lines:" >&2
+        tail -20 "$BENCH_DIR/spool$((i + 1))/log" >&2; exit 1
+      fi
+      sleep 0.5
+    done
+  done
+  echo "spool: 3 nodes ready (3 shards x 3 replicas)" >&2
+}
+spool_urls() { echo "127.0.0.1:${SPOOL_HTTP[0]},127.0.0.1:${SPOOL_HTTP[1]},127.0.0.1:${SPOOL_HTTP[2]}"; }
+
+want nats && start_nats
+want spool && start_spool
+
+RESULTS=$BENCH_DIR/results
+: > "$RESULTS"
+run_one() { # system size inflight repeat
+  local sys=$1 size=$2 inf=$3 rep=$4 out
+  local common=(--size "$size" --inflight "$inf" --duration "$DURATION" --warmup "$WARMUP")
+  if [ "$sys" = spool ]; then
+    out=$("$PUBLISH" --target spool --urls "$(spool_urls)" --pipeline "$SPOOL_PIPELINE" \
+      --prefix "b$size-$inf-$rep" "${common[@]}" 2> "$BENCH_DIR/err" | grep '^RESULT' || true)
+  else
+    local extra=()
+    [ "$NATS_MSG_ID" = 1 ] && extra=(--msg-id)
+    out=$("$PUBLISH" --target nats --urls "$(nats_urls)" --prefix bench "${extra[@]}" "${common[@]}" \
+      2> "$BENCH_DIR/err" | grep '^RESULT' || true)
+  fi
+  if [ -z "$out" ]; then
+    echo "  $sys size=$size inflight=$inf: no result: $(head -3 "$BENCH_DIR/err")" >&2
+    return
+  fi
+  head -2 "$BENCH_DIR/err" | sed 's/^/    /' >&2
+  echo "$out" | tee -a "$RESULTS" | sed 's/^RESULT /  /' >&2
+}
+
+for size in $SIZES; do
+  for inf in $INFLIGHTS; do
+    for rep in $(seq 1 "$REPEATS"); do
+      # Interleaved so that the shared machine's noise lands on both systems alike.
+      want spool && run_one spool "$size" "$inf" "$rep"
+      want nats && run_one nats "$size" "$inf" "$rep"
+    done
+  done
+done
+[ -n "$RAW" ] && cp "$RESULTS" "$RAW"
+
+python3 - "$RESULTS" <<'EOF'
+import sys, statistics as st
+rows = {}
+for line in open(sys.argv[1]):
+    kv = dict(f.split('=', 1) for f in line.split()[1:])
+    rows.setdefault((int(kv['size']), int(kv['inflight']), kv['target']), []).append(kv)
+def med(rs, k): return st.median(float(r[k]) for r in rs) if rs else None
+def fmt(v, d=0): return '-' if v is None else f'{v:,.{d}f}'
+keys = sorted({(s, i) for s, i, _ in rows})
+print()
+print('| size | in flight | spool msg/s | p50 ms | p99 ms | nats msg/s | p50 ms | p99 ms | msg/s spool/nats | p99 spool/nats | runs | errors spool/nats |')
+print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+for s, i in keys:
+    a, b = rows.get((s, i, 'spool'), []), rows.get((s, i, 'nats'), [])
+    ta, tb = med(a, 'msgs_per_s'), med(b, 'msgs_per_s')
+    pa, pb = med(a, 'p99_ms'), med(b, 'p99_ms')
+    ratio = fmt(ta / tb, 2) + 'x' if ta and tb else '-'
+    pr = fmt(pa / pb, 2) + 'x' if pa and pb else '-'
+    ea = sum(int(r['errors']) for r in a); eb = sum(int(r['errors']) for r in b)
+    print(f'| {s} B | {i} | {fmt(ta)} | {fmt(med(a, "p50_ms"), 2)} | {fmt(pa, 2)} | {fmt(tb)} | '
+          f'{fmt(med(b, "p50_ms"), 2)} | {fmt(pb, 2)} | {ratio} | {pr} | {len(a)}/{len(b)} | {ea}/{eb} |')
+print()
+print('Medians over the runs. Spool: every commit fsynced on a quorum before the 201. NATS JetStream 2.9:')
+print('acknowledged once a quorum holds the message, before fsync (it syncs periodically).')
+EOF

@@ -1,0 +1,842 @@
+/*
+ * publish: closed-loop publish load generator, Spool (HTTP/1.1) or NATS JetStream (libnats).
+ *
+ *   publish --target spool --urls 127.0.0.1:18081,127.0.0.1:18082 --size 100 --inflight 64
+ *   publish --target nats  --urls nats://127.0.0.1:14222 --size 100 --inflight 64
+ *
+ * Every message is acknowledged before it counts. "In flight" is the number of publishes sent and
+ * not yet acknowledged, held constant (closed loop):
+ *   spool: inflight / pipeline keep-alive connections (round-robin over --urls), each with
+ *          `pipeline` requests outstanding (1 = plain HTTP/1.1, one request at a time).
+ *   nats:  inflight 1 = js_Publish (sync) in a loop; > 1 = js_PublishAsync on one connection,
+ *          a counting window keeps exactly `inflight` unacknowledged.
+ * Latency is publish -> ack, measured per message. Only messages sent after the warm-up and
+ * acknowledged before the end of the measured window count. Output ends with one line:
+ *   RESULT target=.. size=.. inflight=.. acked=.. errors=.. secs=.. msgs_per_s=.. p50_ms=.. p99_ms=..
+ * All loops are bounded by --duration and --count; traffic goes only where --urls says.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#ifdef SPOOL_BENCH_NATS
+#include <nats/nats.h>
+#endif
+
+/* ------------------------------------------------------------------ common */
+
+static struct {
+    const char *target;
+    const char *urls;
+    size_t size;
+    unsigned inflight;
+    unsigned pipeline;
+    double duration;
+    double warmup;
+    uint64_t count;
+    const char *prefix;
+    unsigned channels;
+    const char *stream;
+    bool create_stream;
+    unsigned replicas;
+    bool msg_id;
+    bool quiet;
+} opt = {
+    .target = "spool",
+    .urls = "127.0.0.1:8080",
+    .size = 100,
+    .inflight = 1,
+    .pipeline = 1,
+    .duration = 5,
+    .warmup = 1,
+    .count = 100000000,
+    .prefix = "bench",
+    .channels = 0,
+    .stream = "BENCH",
+    .create_stream = false,
+    .replicas = 3,
+    .msg_id = false,
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Window: sends at >= t_measure count; acks at <= t_end count. */
+static uint64_t t_start, t_measure, t_end;
+
+struct samples {
+    uint64_t *v;
+    size_t n, cap;
+};
+static struct samples lat;
+static uint64_t n_acked, n_errors, n_sent;
+
+static void sample_add(uint64_t ns)
+{
+    if (lat.n == lat.cap) {
+        size_t cap = lat.cap ? lat.cap * 2 : 1 << 16;
+        uint64_t *v = realloc(lat.v, cap * sizeof *v);
+        if (!v) {
+            fprintf(stderr, "out of memory for samples\n");
+            exit(1);
+        }
+        lat.v = v;
+        lat.cap = cap;
+    }
+    lat.v[lat.n++] = ns;
+}
+
+/* Called for each acknowledged publish (send time, ack time). */
+static void record_ack(uint64_t sent, uint64_t acked)
+{
+    if (sent < t_measure || acked > t_end)
+        return;
+    n_acked++;
+    sample_add(acked - sent);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct_ms(double p)
+{
+    if (lat.n == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)(lat.n - 1) + 0.5);
+    return (double)lat.v[i] / 1e6;
+}
+
+static void report(const char *mode)
+{
+    qsort(lat.v, lat.n, sizeof *lat.v, cmp_u64);
+    double secs = (double)(t_end - t_measure) / 1e9;
+    printf("RESULT target=%s mode=%s size=%zu inflight=%u pipeline=%u acked=%" PRIu64
+           " errors=%" PRIu64 " secs=%.2f msgs_per_s=%.0f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
+           opt.target, mode, opt.size, opt.inflight, opt.pipeline, n_acked, n_errors, secs,
+           secs > 0 ? (double)n_acked / secs : 0, pct_ms(0.50), pct_ms(0.99), pct_ms(1.0));
+    fflush(stdout);
+}
+
+/* ------------------------------------------------------------------ spool (HTTP/1.1) */
+
+#define MAX_URLS 16
+
+struct conn {
+    int fd;
+    unsigned idx;
+    struct sockaddr_in addr;
+    char *out;          /* pending bytes to write */
+    size_t out_len, out_off, out_cap;
+    char *in;
+    size_t in_len, in_cap;
+    uint64_t *sent_at;  /* FIFO of send times, capacity = pipeline */
+    unsigned q_head, q_n;
+    uint64_t seq;
+    char path[128];
+    bool want_out;
+};
+
+static struct sockaddr_in addrs[MAX_URLS];
+static unsigned n_addrs;
+static char *payload;
+static unsigned run_nonce;
+static int ep;
+static unsigned err_printed;
+static uint64_t reconnects;
+
+static int parse_hostport(const char *s, struct sockaddr_in *a)
+{
+    char host[64];
+    const char *colon = strrchr(s, ':');
+    if (!colon || (size_t)(colon - s) >= sizeof host)
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = 0;
+    memset(a, 0, sizeof *a);
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)atoi(colon + 1));
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    return inet_pton(AF_INET, host, &a->sin_addr) == 1 ? 0 : -1;
+}
+
+static int conn_open(struct conn *c)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&c->addr, sizeof c->addr) < 0) {
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    c->fd = fd;
+    c->out_len = c->out_off = 0;
+    c->in_len = 0;
+    c->q_n = 0;
+    c->want_out = false;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->fd >= 0) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    c->fd = -1;
+}
+
+static void out_reserve(struct conn *c, size_t more)
+{
+    if (c->out_len + more <= c->out_cap)
+        return;
+    size_t cap = c->out_cap ? c->out_cap : 4096;
+    while (cap < c->out_len + more)
+        cap *= 2;
+    c->out = realloc(c->out, cap);
+    if (!c->out) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    c->out_cap = cap;
+}
+
+static void conn_set_out(struct conn *c, bool want)
+{
+    if (c->want_out == want)
+        return;
+    c->want_out = want;
+    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Returns -1 when the connection failed. */
+static int conn_flush(struct conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                conn_set_out(c, true);
+                return 0;
+            }
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        c->out_off += (size_t)w;
+    }
+    c->out_off = c->out_len = 0;
+    conn_set_out(c, false);
+    return 0;
+}
+
+static bool sending_allowed(uint64_t t)
+{
+    return t < t_end && n_sent < opt.count;
+}
+
+/* Queue one request on c (the caller flushes). */
+static void conn_send_one(struct conn *c, uint64_t t)
+{
+    char id[64];
+    int idl = snprintf(id, sizeof id, "%08x-%04u-%012" PRIu64, run_nonce, c->idx, c->seq++);
+    /* JSON: {"id":"<id>","data":"<payload>"} */
+    size_t body = 7 + (size_t)idl + 10 + opt.size + 2;
+    char head[256];
+    int hl = snprintf(head, sizeof head,
+                      "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\n\r\n",
+                      c->path, body);
+    out_reserve(c, (size_t)hl + body);
+    char *p = c->out + c->out_len;
+    memcpy(p, head, (size_t)hl);
+    p += hl;
+    memcpy(p, "{\"id\":\"", 7);
+    p += 7;
+    memcpy(p, id, (size_t)idl);
+    p += idl;
+    memcpy(p, "\",\"data\":\"", 10);
+    p += 10;
+    memcpy(p, payload, opt.size);
+    p += opt.size;
+    memcpy(p, "\"}", 2);
+    p += 2;
+    c->out_len = (size_t)(p - c->out);
+    c->sent_at[(c->q_head + c->q_n) % opt.pipeline] = t;
+    c->q_n++;
+    if (t >= t_measure)
+        n_sent++;
+}
+
+static void conn_fill(struct conn *c, uint64_t t)
+{
+    while (c->q_n < opt.pipeline && sending_allowed(t))
+        conn_send_one(c, t);
+}
+
+/* Parse as many complete responses as the input holds. Returns -1 on a protocol error or when
+ * the server asked to close. */
+static int conn_parse(struct conn *c, uint64_t t)
+{
+    size_t off = 0;
+    int rc = 0;
+    for (;;) {
+        char *base = c->in + off;
+        size_t avail = c->in_len - off;
+        char *eoh = memmem(base, avail, "\r\n\r\n", 4);
+        if (!eoh)
+            break;
+        size_t hlen = (size_t)(eoh - base) + 4;
+        if (avail < 12 || memcmp(base, "HTTP/1.", 7) != 0) {
+            fprintf(stderr, "bad response head\n");
+            return -1;
+        }
+        int status = atoi(base + 9);
+        long clen = -1;
+        bool chunked = false, close_after = false;
+        for (char *l = memchr(base, '\n', hlen); l && l < eoh; l = memchr(l, '\n', (size_t)(eoh - l))) {
+            l++;
+            if (strncasecmp(l, "content-length:", 15) == 0)
+                clen = strtol(l + 15, NULL, 10);
+            else if (strncasecmp(l, "transfer-encoding:", 18) == 0 && strncasecmp(l + 18, " chunked", 8) == 0)
+                chunked = true;
+            else if (strncasecmp(l, "connection:", 11) == 0 && strncasecmp(l + 11, " close", 6) == 0)
+                close_after = true;
+        }
+        const char *body = base + hlen;
+        size_t blen, total;
+        char *dechunked = NULL;
+        if (chunked) {
+            /* Walk the chunks; incomplete -> wait for more. */
+            size_t p = hlen, dl = 0;
+            bool done = false;
+            dechunked = malloc(avail + 1);
+            for (;;) {
+                char *crlf = memmem(base + p, avail - p, "\r\n", 2);
+                if (!crlf)
+                    break;
+                size_t sz = strtoul(base + p, NULL, 16);
+                size_t data = (size_t)(crlf - base) + 2;
+                if (sz == 0) {
+                    char *end = memmem(base + data, avail - data, "\r\n", 2);
+                    if (!end)
+                        break;
+                    p = (size_t)(end - base) + 2;
+                    done = true;
+                    break;
+                }
+                if (data + sz + 2 > avail)
+                    break;
+                memcpy(dechunked + dl, base + data, sz);
+                dl += sz;
+                p = data + sz + 2;
+            }
+            if (!done) {
+                free(dechunked);
+                break;
+            }
+            body = dechunked;
+            blen = dl;
+            total = p;
+        } else {
+            blen = clen < 0 ? 0 : (size_t)clen;
+            if (avail < hlen + blen)
+                break;
+            total = hlen + blen;
+        }
+        if (c->q_n == 0) {
+            fprintf(stderr, "response without a request\n");
+            free(dechunked);
+            return -1;
+        }
+        uint64_t sent = c->sent_at[c->q_head];
+        c->q_head = (c->q_head + 1) % opt.pipeline;
+        c->q_n--;
+        if (status == 201 && memmem(body, blen, "\"serials\"", 9)) {
+            record_ack(sent, t);
+        } else {
+            if (sent >= t_measure && t <= t_end)
+                n_errors++;
+            if (err_printed < 5) {
+                err_printed++;
+                fprintf(stderr, "publish failed: HTTP %d: %.*s\n", status, (int)(blen > 200 ? 200 : blen), body);
+            }
+        }
+        free(dechunked);
+        off += total;
+        if (close_after) {
+            rc = -1;
+            break;
+        }
+    }
+    if (off) {
+        memmove(c->in, c->in + off, c->in_len - off);
+        c->in_len -= off;
+    }
+    return rc;
+}
+
+static int conn_read(struct conn *c, uint64_t t)
+{
+    for (;;) {
+        if (c->in_cap - c->in_len < 4096) {
+            c->in_cap = c->in_cap ? c->in_cap * 2 : 16384;
+            c->in = realloc(c->in, c->in_cap);
+            if (!c->in)
+                exit(1);
+        }
+        ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        if (r > 0) {
+            c->in_len += (size_t)r;
+            continue;
+        }
+        if (r == 0)
+            return -1;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        return -1;
+    }
+    return conn_parse(c, t);
+}
+
+static void conn_fail(struct conn *c, uint64_t t)
+{
+    /* Outstanding requests on a dropped connection count as errors. */
+    while (c->q_n) {
+        if (c->sent_at[c->q_head] >= t_measure && t <= t_end)
+            n_errors++;
+        c->q_head = (c->q_head + 1) % opt.pipeline;
+        c->q_n--;
+    }
+    conn_close(c);
+}
+
+static int run_spool(void)
+{
+    char *list = strdup(opt.urls);
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && n_addrs < MAX_URLS;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (strncmp(tok, "http://", 7) == 0)
+            tok += 7;
+        if (parse_hostport(tok, &addrs[n_addrs]) < 0) {
+            fprintf(stderr, "bad url %s (want host:port)\n", tok);
+            return 2;
+        }
+        n_addrs++;
+    }
+    free(list);
+    if (!n_addrs)
+        return 2;
+    if (opt.pipeline == 0)
+        opt.pipeline = 1;
+    unsigned nconn = (opt.inflight + opt.pipeline - 1) / opt.pipeline;
+    unsigned nch = opt.channels ? opt.channels : nconn;
+    ep = epoll_create1(0);
+    struct conn *cs = calloc(nconn, sizeof *cs);
+    payload = malloc(opt.size + 1);
+    for (size_t i = 0; i < opt.size; i++)
+        payload[i] = (char)('a' + i % 26);
+    for (unsigned i = 0; i < nconn; i++) {
+        struct conn *c = &cs[i];
+        c->idx = i;
+        c->fd = -1;
+        c->addr = addrs[i % n_addrs];
+        c->sent_at = calloc(opt.pipeline, sizeof *c->sent_at);
+        snprintf(c->path, sizeof c->path, "/v1/channels/%s-%u/messages", opt.prefix, i % nch);
+        if (conn_open(c) < 0) {
+            fprintf(stderr, "connect to %s:%u: %s\n", inet_ntoa(c->addr.sin_addr), ntohs(c->addr.sin_port),
+                    strerror(errno));
+            return 1;
+        }
+    }
+    t_start = now_ns();
+    t_measure = t_start + (uint64_t)(opt.warmup * 1e9);
+    t_end = t_measure + (uint64_t)(opt.duration * 1e9);
+    uint64_t hard_stop = t_end + 10ull * 1000000000ull; /* drain at most 10 s */
+    for (unsigned i = 0; i < nconn; i++) {
+        conn_fill(&cs[i], t_start);
+        if (conn_flush(&cs[i]) < 0)
+            conn_fail(&cs[i], t_start);
+    }
+    struct epoll_event evs[256];
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t > hard_stop)
+            break;
+        unsigned outstanding = 0;
+        for (unsigned i = 0; i < nconn; i++)
+            outstanding += cs[i].q_n;
+        if (t >= t_end && outstanding == 0)
+            break;
+        int n = epoll_wait(ep, evs, 256, 10);
+        t = now_ns();
+        for (int k = 0; k < n; k++) {
+            struct conn *c = evs[k].data.ptr;
+            if (c->fd < 0)
+                continue;
+            int bad = 0;
+            if (evs[k].events & (EPOLLERR | EPOLLHUP))
+                bad = -1;
+            if (!bad && (evs[k].events & EPOLLIN))
+                bad = conn_read(c, t);
+            if (!bad && (evs[k].events & EPOLLOUT))
+                bad = conn_flush(c);
+            if (!bad) {
+                conn_fill(c, t);
+                bad = conn_flush(c);
+            }
+            if (bad)
+                conn_fail(c, t);
+        }
+        /* Reopen dropped connections (bounded). */
+        for (unsigned i = 0; i < nconn && t < t_end; i++) {
+            struct conn *c = &cs[i];
+            if (c->fd >= 0 || reconnects >= 1000)
+                continue;
+            reconnects++;
+            if (conn_open(c) == 0) {
+                conn_fill(c, t);
+                if (conn_flush(c) < 0)
+                    conn_fail(c, t);
+            }
+        }
+    }
+    uint64_t t = now_ns();
+    for (unsigned i = 0; i < nconn; i++)
+        if (cs[i].fd >= 0)
+            conn_fail(&cs[i], t);
+    if (reconnects)
+        fprintf(stderr, "reconnects: %" PRIu64 "\n", reconnects);
+    report(opt.pipeline > 1 ? "http-pipelined" : "http");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ nats (JetStream) */
+
+#ifdef SPOOL_BENCH_NATS
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static unsigned in_flight;
+
+/* The payload starts with the send time in decimal, so the ack handler can compute latency
+ * without any per-message bookkeeping. */
+static void stamp(char *buf, uint64_t t)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%020" PRIu64, t);
+    size_t k = (size_t)n < opt.size ? (size_t)n : opt.size;
+    memcpy(buf, tmp, k);
+}
+
+static void ack_cb(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    uint64_t t = now_ns();
+    uint64_t sent = 0;
+    const char *d = natsMsg_GetData(msg);
+    int dl = natsMsg_GetDataLength(msg);
+    for (int i = 0; i < dl && i < 20; i++)
+        sent = sent * 10 + (uint64_t)(d[i] - '0');
+    pthread_mutex_lock(&mu);
+    if (pa)
+        record_ack(sent, t);
+    else if (sent >= t_measure && t <= t_end) {
+        n_errors++;
+        if (err_printed < 5) {
+            err_printed++;
+            fprintf(stderr, "publish failed: %s (%s)\n", natsStatus_GetText(pae->Err),
+                    pae->ErrText ? pae->ErrText : "");
+        }
+    }
+    in_flight--;
+    pthread_cond_signal(&cv);
+    pthread_mutex_unlock(&mu);
+    natsMsg_Destroy(msg);
+}
+
+static int nats_setup_stream(jsCtx *js)
+{
+    char subj[128];
+    snprintf(subj, sizeof subj, "%s.>", opt.prefix);
+    const char *subjects[] = {subj};
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = opt.stream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = (int64_t)opt.replicas;
+    uint64_t deadline = now_ns() + 30ull * 1000000000ull;
+    for (;;) {
+        jsErrCode jerr = 0;
+        js_DeleteStream(js, opt.stream, NULL, &jerr);
+        jsStreamInfo *si = NULL;
+        natsStatus s = js_AddStream(&si, js, &sc, NULL, &jerr);
+        if (s == NATS_OK) {
+            jsStreamInfo_Destroy(si);
+            break;
+        }
+        if (now_ns() > deadline) {
+            fprintf(stderr, "create stream %s: %s (jerr %d)\n", opt.stream, natsStatus_GetText(s), (int)jerr);
+            return -1;
+        }
+        usleep(500000);
+    }
+    /* Wait until the stream answers a publish (its Raft group has a leader). */
+    while (now_ns() < deadline) {
+        char s1[160];
+        snprintf(s1, sizeof s1, "%s.warm", opt.prefix);
+        jsPubAck *pa = NULL;
+        if (js_Publish(&pa, js, s1, "x", 1, NULL, NULL) == NATS_OK) {
+            jsPubAck_Destroy(pa);
+            return 0;
+        }
+        usleep(200000);
+    }
+    fprintf(stderr, "stream %s never accepted a publish\n", opt.stream);
+    return -1;
+}
+
+static int run_nats(void)
+{
+    if (opt.inflight > 1 && opt.size < 20) {
+        fprintf(stderr, "nats async needs --size >= 20 (the payload carries its send time)\n");
+        return 2;
+    }
+    char *list = strdup(opt.urls);
+    const char *servers[MAX_URLS];
+    int ns = 0;
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && ns < MAX_URLS; tok = strtok_r(NULL, ",", &save))
+        servers[ns++] = tok;
+    natsOptions *no = NULL;
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    natsStatus s = natsOptions_Create(&no);
+    if (s == NATS_OK)
+        s = natsOptions_SetServers(no, servers, ns);
+    if (s == NATS_OK)
+        s = natsOptions_SetNoRandomize(no, true);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(no, 5000);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&nc, no);
+    if (s != NATS_OK) {
+        fprintf(stderr, "nats connect %s: %s\n", opt.urls, natsStatus_GetText(s));
+        return 1;
+    }
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 10000;
+    jo.PublishAsync.MaxPending = (int64_t)opt.inflight + 16;
+    jo.PublishAsync.AckHandler = ack_cb;
+    jo.PublishAsync.StallWait = 10000;
+    s = natsConnection_JetStream(&js, nc, &jo);
+    if (s != NATS_OK) {
+        fprintf(stderr, "jetstream: %s\n", natsStatus_GetText(s));
+        return 1;
+    }
+    if (opt.create_stream && nats_setup_stream(js) < 0)
+        return 1;
+    char *buf = malloc(opt.size + 24);
+    for (size_t i = 0; i < opt.size; i++)
+        buf[i] = (char)('a' + i % 26);
+    unsigned nsub = opt.channels ? opt.channels : 1;
+    char subj[160];
+    char idbuf[64];
+    unsigned nonce = run_nonce;
+    t_start = now_ns();
+    t_measure = t_start + (uint64_t)(opt.warmup * 1e9);
+    t_end = t_measure + (uint64_t)(opt.duration * 1e9);
+    const char *mode = opt.inflight <= 1 ? "js-sync" : "js-async";
+    uint64_t i = 0;
+    for (;; i++) {
+        uint64_t t = now_ns();
+        if (!sending_allowed(t))
+            break;
+        snprintf(subj, sizeof subj, "%s.%u", opt.prefix, (unsigned)(i % nsub));
+        jsPubOptions po;
+        jsPubOptions *pop = NULL;
+        if (opt.msg_id) {
+            jsPubOptions_Init(&po);
+            snprintf(idbuf, sizeof idbuf, "%08x-%012" PRIu64, nonce, i);
+            po.MsgId = idbuf;
+            pop = &po;
+        }
+        if (opt.inflight <= 1) {
+            jsPubAck *pa = NULL;
+            jsErrCode jerr = 0;
+            s = js_Publish(&pa, js, subj, buf, (int)opt.size, pop, &jerr);
+            uint64_t t2 = now_ns();
+            if (s == NATS_OK)
+                record_ack(t, t2);
+            else if (t >= t_measure && t2 <= t_end) {
+                n_errors++;
+                if (err_printed++ < 5)
+                    fprintf(stderr, "publish failed: %s (jerr %d)\n", natsStatus_GetText(s), (int)jerr);
+            }
+            jsPubAck_Destroy(pa);
+            if (t >= t_measure)
+                n_sent++;
+            continue;
+        }
+        pthread_mutex_lock(&mu);
+        while (in_flight >= opt.inflight) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&cv, &mu, &ts);
+            if (now_ns() > t_end + 10ull * 1000000000ull)
+                break;
+        }
+        in_flight++;
+        pthread_mutex_unlock(&mu);
+        t = now_ns();
+        stamp(buf, t);
+        s = js_PublishAsync(js, subj, buf, (int)opt.size, pop);
+        if (s != NATS_OK) {
+            pthread_mutex_lock(&mu);
+            in_flight--;
+            if (t >= t_measure)
+                n_errors++;
+            pthread_mutex_unlock(&mu);
+            if (err_printed++ < 5)
+                fprintf(stderr, "publish async: %s\n", natsStatus_GetText(s));
+        } else if (t >= t_measure) {
+            n_sent++;
+        }
+    }
+    if (opt.inflight > 1) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = 10000;
+        js_PublishAsyncComplete(js, &po);
+    }
+    pthread_mutex_lock(&mu);
+    report(mode);
+    pthread_mutex_unlock(&mu);
+    free(buf);
+    free(list);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    natsOptions_Destroy(no);
+    nats_Close();
+    return 0;
+}
+#else
+static int run_nats(void)
+{
+    fprintf(stderr, "built without libnats (install libnats-dev and reconfigure)\n");
+    return 2;
+}
+#endif
+
+/* ------------------------------------------------------------------ main */
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: publish [options]\n"
+            "  --target spool|nats     system under test (spool)\n"
+            "  --urls LIST             spool: host:port,...; nats: nats://host:port,... (first is used first)\n"
+            "  --size BYTES            payload bytes (100)\n"
+            "  --inflight N            publishes awaiting their ack at any time (1)\n"
+            "  --pipeline P            spool: requests outstanding per connection (1 = no pipelining);\n"
+            "                          connections = inflight / P\n"
+            "  --duration S            measured seconds (5)\n"
+            "  --warmup S              seconds before measuring (1)\n"
+            "  --count N               at most N measured publishes (100000000)\n"
+            "  --prefix NAME           channel name / subject prefix (bench)\n"
+            "  --channels K            spool: channels spread over connections (default: one per\n"
+            "                          connection); nats: subjects (1)\n"
+            "  --stream NAME           nats: stream name (BENCH)\n"
+            "  --create-stream         nats: (re)create the stream: file storage, --replicas, PREFIX.>\n"
+            "  --replicas R            nats: stream replicas (3)\n"
+            "  --msg-id                nats: send a Nats-Msg-Id per message (JetStream dedup, like Spool's id)\n");
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define ARG(name) (strcmp(a, name) == 0 && v && (i++, 1))
+        if (ARG("--target"))
+            opt.target = v;
+        else if (ARG("--urls"))
+            opt.urls = v;
+        else if (ARG("--size"))
+            opt.size = strtoull(v, NULL, 10);
+        else if (ARG("--inflight"))
+            opt.inflight = (unsigned)strtoul(v, NULL, 10);
+        else if (ARG("--pipeline"))
+            opt.pipeline = (unsigned)strtoul(v, NULL, 10);
+        else if (ARG("--duration"))
+            opt.duration = atof(v);
+        else if (ARG("--warmup"))
+            opt.warmup = atof(v);
+        else if (ARG("--count"))
+            opt.count = strtoull(v, NULL, 10);
+        else if (ARG("--prefix"))
+            opt.prefix = v;
+        else if (ARG("--channels"))
+            opt.channels = (unsigned)strtoul(v, NULL, 10);
+        else if (ARG("--stream"))
+            opt.stream = v;
+        else if (ARG("--replicas"))
+            opt.replicas = (unsigned)strtoul(v, NULL, 10);
+        else if (strcmp(a, "--create-stream") == 0)
+            opt.create_stream = true;
+        else if (strcmp(a, "--msg-id") == 0)
+            opt.msg_id = true;
+        else {
+            usage();
+            return strcmp(a, "--help") == 0 ? 0 : 2;
+        }
+#undef ARG
+    }
+    if (opt.inflight == 0 || opt.size < 1 || opt.duration <= 0 || opt.duration > 600 || opt.warmup < 0 ||
+        opt.warmup > 60) {
+        fprintf(stderr, "bad options (inflight >= 1, size >= 1, 0 < duration <= 600, warmup <= 60)\n");
+        return 2;
+    }
+    run_nonce = (unsigned)(now_ns() ^ ((uint64_t)getpid() << 16));
+    if (strcmp(opt.target, "spool") == 0)
+        return run_spool();
+    if (strcmp(opt.target, "nats") == 0)
+        return run_nats();
+    usage();
+    return 2;
+}
