@@ -1,0 +1,49 @@
+/*
+ * Frame encoding and checking (layout in storage/format.h). Every reader of segment bytes goes
+ * through spool_frame_parse, so "is this frame intact" is decided in exactly one place.
+ */
+#include "storage/format.h"
+
+#include "storage/crc32c.h"
+
+static uint32_t frame_crc(const uint8_t *word, const uint8_t *payload, uint32_t len)
+{
+    return spool_crc32c(spool_crc32c(0, word, 4), payload, len);
+}
+
+void spool_frame_finish(uint8_t *frame, unsigned type, uint32_t len)
+{
+    spool_put_u32(frame, len | (uint32_t)type << 28);
+    spool_put_u32(frame + 4, frame_crc(frame, frame + SPOOL_FRAME_HDR, len));
+}
+
+enum spool_frame_status spool_frame_parse(const uint8_t *buf, size_t avail, struct spool_frame *f)
+{
+    if (avail < SPOOL_FRAME_HDR) return SPOOL_FRAME_TORN;
+    uint32_t word = spool_get_u32(buf);
+    uint32_t len = word & SPOOL_FRAME_MAX;
+    unsigned type = word >> 28;
+    if (type < SPOOL_FRAME_RECORD || type > SPOOL_FRAME_META) return SPOOL_FRAME_BAD;
+    if (type == SPOOL_FRAME_COMMIT && len != SPOOL_COMMIT_LEN) return SPOOL_FRAME_BAD;
+    if (avail - SPOOL_FRAME_HDR < len) return SPOOL_FRAME_TORN;
+    if (frame_crc(buf, buf + SPOOL_FRAME_HDR, len) != spool_get_u32(buf + 4)) return SPOOL_FRAME_BAD;
+    f->type = type;
+    f->payload = buf + SPOOL_FRAME_HDR;
+    f->len = len;
+    return SPOOL_FRAME_OK;
+}
+
+void spool_seg_header(uint8_t *hdr, const char *magic, uint32_t id)
+{
+    memcpy(hdr, magic, 4);
+    spool_put_u32(hdr + 4, SPOOL_FORMAT_VERSION);
+    spool_put_u64(hdr + 8, id);
+}
+
+int spool_seg_header_check(const uint8_t *hdr, const char *magic, uint32_t id)
+{
+    if (memcmp(hdr, magic, 4) != 0) return -1;
+    if (spool_get_u32(hdr + 4) != SPOOL_FORMAT_VERSION) return -1;
+    if (spool_get_u64(hdr + 8) != id) return -1;
+    return 0;
+}

@@ -1,0 +1,237 @@
+/* The store's core contract: batches, seqs, reads, recovery of torn tails, tail cache. */
+#include "store_helpers.h"
+
+static char *dir;
+static struct spool_store *s;
+static struct spool_err err;
+
+static void setup(void)
+{
+    dir = scratch_dir();
+    s = open_store(dir, 0, 0);
+}
+
+static void teardown(void)
+{
+    spool_store_close(s);
+    rm_rf(dir);
+    free(dir);
+}
+
+TestSuite(store, .init = setup, .fini = teardown);
+
+Test(store, empty_store)
+{
+    cr_expect_eq(spool_store_applied_index(s), 0);
+    cr_expect_eq(spool_store_last_seq(s, "a"), 0);
+    cr_expect_eq(spool_store_first_seq(s, "a"), 1);
+    struct collect c = {0};
+    cr_expect_eq(spool_store_read(s, "a", 0, 0, collect_cb, &c, &err), 0);
+    cr_expect_eq(c.n, 0);
+    cr_expect_eq(spool_store_seq_at_time(s, "a", 5), 1);
+}
+
+Test(store, append_and_read)
+{
+    cr_assert_eq(append_range(s, 1, "a", 1, 3, 100, 10, &err), 0, "%s", err.msg);
+    cr_assert_eq(append_range(s, 2, "b", 1, 2, 100, 10, &err), 0, "%s", err.msg);
+    cr_assert_eq(append_range(s, 3, "a", 4, 5, 200, 10, &err), 0, "%s", err.msg);
+    cr_expect_eq(spool_store_applied_index(s), 3);
+    cr_expect_eq(spool_store_last_seq(s, "a"), 5);
+    cr_expect_eq(spool_store_first_seq(s, "a"), 1);
+    cr_expect_eq(spool_store_last_seq(s, "b"), 2);
+
+    struct collect c = {0};
+    cr_assert_eq(spool_store_read(s, "a", 2, 0, collect_cb, &c, &err), 0, "%s", err.msg);
+    cr_assert_eq(c.n, 3);
+    cr_expect_eq(c.seqs[0], 3);
+    cr_expect_eq(c.seqs[2], 5);
+    cr_expect_eq(c.bad, 0);
+
+    struct collect lim = {0};
+    cr_assert_eq(spool_store_read(s, "a", 0, 2, collect_cb, &lim, &err), 0);
+    cr_expect_eq(lim.n, 2);
+
+    struct collect stop = {.stop_after = 1};
+    cr_assert_eq(spool_store_read(s, "a", 0, 0, collect_cb, &stop, &err), 0);
+    cr_expect_eq(stop.n, 1);
+
+    struct collect back = {0};
+    cr_assert_eq(spool_store_read_backward(s, "a", 0, 2, collect_cb, &back, &err), 0);
+    cr_assert_eq(back.n, 2);
+    cr_expect_eq(back.seqs[0], 5);
+    cr_expect_eq(back.seqs[1], 4);
+
+    struct collect before = {0};
+    cr_assert_eq(spool_store_read_backward(s, "a", 3, 0, collect_cb, &before, &err), 0);
+    cr_assert_eq(before.n, 2);
+    cr_expect_eq(before.seqs[0], 2);
+    cr_expect_eq(before.seqs[1], 1);
+
+    cr_expect_eq(spool_store_seq_at_time(s, "a", 150), 4);
+    cr_expect_eq(spool_store_seq_at_time(s, "a", 100), 1);
+    cr_expect_eq(spool_store_seq_at_time(s, "a", 201), 6);
+}
+
+Test(store, same_channel_twice_in_one_batch)
+{
+    struct rec r[3];
+    make_rec(&r[0], "a", 1, 1, 0);
+    make_rec(&r[1], "b", 1, 1, 0);
+    make_rec(&r[2], "a", 2, 1, 0);
+    const Spool__Record *p[3] = {&r[0].r, &r[1].r, &r[2].r};
+    cr_assert_eq(spool_store_append_batch(s, 1, p, 3, &err), 0, "%s", err.msg);
+    cr_expect_eq(spool_store_last_seq(s, "a"), 2);
+    cr_expect_eq(spool_store_last_seq(s, "b"), 1);
+}
+
+Test(store, rejected_batch_writes_nothing)
+{
+    cr_assert_eq(append_range(s, 1, "a", 1, 2, 1, 0, &err), 0);
+    struct rec r[2];
+    make_rec(&r[0], "a", 3, 1, 0);
+    make_rec(&r[1], "a", 5, 1, 0); /* gap */
+    const Spool__Record *p[2] = {&r[0].r, &r[1].r};
+    cr_expect_eq(spool_store_append_batch(s, 2, p, 2, &err), SPOOL_ECONFLICT);
+    cr_expect_eq(spool_store_last_seq(s, "a"), 2);
+    cr_expect_eq(spool_store_applied_index(s), 1);
+    /* An index at or below the applied one is refused; so is a record without a channel. */
+    cr_expect_eq(append_range(s, 1, "a", 3, 3, 1, 0, &err), SPOOL_EINVAL);
+    struct rec bad;
+    make_rec(&bad, "", 1, 1, 0);
+    const Spool__Record *pb[1] = {&bad.r};
+    cr_expect_eq(spool_store_append_batch(s, 5, pb, 1, &err), SPOOL_EINVAL);
+    /* A new channel that only a rejected batch named is not listed. */
+    make_rec(&r[0], "ghost", 2, 1, 0);
+    cr_expect_eq(spool_store_append_batch(s, 6, p, 1, &err), SPOOL_ECONFLICT);
+    struct spool_store_stats st;
+    spool_store_stats(s, &st);
+    cr_expect_eq(st.channels, 1);
+    /* The store still works and the index continues. */
+    cr_expect_eq(append_range(s, 7, "a", 3, 3, 1, 0, &err), 0, "%s", err.msg);
+}
+
+Test(store, mark_applied_survives_reopen)
+{
+    cr_assert_eq(append_range(s, 1, "a", 1, 1, 1, 0, &err), 0);
+    cr_assert_eq(spool_store_mark_applied(s, 9, &err), 0, "%s", err.msg);
+    cr_expect_eq(spool_store_applied_index(s), 9);
+    cr_expect_eq(spool_store_mark_applied(s, 3, &err), SPOOL_EINVAL);
+    spool_store_close(s);
+    s = open_store(dir, 0, 0);
+    cr_expect_eq(spool_store_applied_index(s), 9);
+    cr_expect_eq(spool_store_last_seq(s, "a"), 1);
+}
+
+static int count_channel(void *arg, const char *ch)
+{
+    (void)ch;
+    (*(int *)arg)++;
+    return 0;
+}
+
+Test(store, reopen_rebuilds_index)
+{
+    for (uint64_t i = 0; i < 50; i++) {
+        const char *ch = i % 2 ? "odd" : "even";
+        uint64_t seq = i / 2 + 1;
+        cr_assert_eq(append_range(s, i + 1, ch, seq, seq, (int64_t)i, 30, &err), 0, "%s", err.msg);
+    }
+    cr_assert_eq(spool_store_sync(s, &err), 0);
+    spool_store_close(s);
+    s = open_store(dir, 0, 0);
+    cr_expect_eq(spool_store_applied_index(s), 50);
+    cr_expect_eq(spool_store_last_seq(s, "odd"), 25);
+    cr_expect_eq(spool_store_last_seq(s, "even"), 25);
+    int n = 0;
+    spool_store_channels(s, count_channel, &n);
+    cr_expect_eq(n, 2);
+    struct collect c = {0};
+    cr_assert_eq(spool_store_read(s, "odd", 0, 0, collect_cb, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c.n, 25);
+    cr_expect_eq(c.bad, 0);
+    /* After a reopen the cache is cold: the reads came from disk. */
+    struct spool_store_stats st;
+    spool_store_stats(s, &st);
+    cr_expect_geq(st.disk_reads, 25);
+    cr_expect_eq(st.records, 50);
+    cr_expect_eq(spool_store_seq_at_time(s, "odd", 10), 6); /* odd seq k has ts 2k-1 */
+}
+
+Test(store, torn_batch_is_dropped_whole)
+{
+    cr_assert_eq(append_range(s, 1, "a", 1, 3, 1, 20, &err), 0);
+    cr_assert_eq(append_range(s, 2, "a", 4, 8, 1, 20, &err), 0);
+    spool_store_close(s);
+    char seg[4096];
+    newest_segment(dir, ".log", seg, sizeof seg);
+    struct stat st;
+    cr_assert_eq(stat(seg, &st), 0);
+    /* Cut inside the second batch's COMMIT frame. */
+    cr_assert_eq(truncate(seg, st.st_size - 3), 0);
+    s = open_store(dir, 0, 0);
+    cr_expect_eq(spool_store_applied_index(s), 1);
+    cr_expect_eq(spool_store_last_seq(s, "a"), 3);
+    /* Raft replays entry 2 and it applies cleanly. */
+    cr_assert_eq(append_range(s, 2, "a", 4, 8, 1, 20, &err), 0, "%s", err.msg);
+    spool_store_close(s);
+    s = open_store(dir, 0, 0);
+    cr_expect_eq(spool_store_last_seq(s, "a"), 8);
+    struct collect c = {0};
+    cr_assert_eq(spool_store_read(s, "a", 0, 0, collect_cb, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c.n, 8);
+    cr_expect_eq(c.bad, 0);
+}
+
+Test(store, tail_reads_touch_no_disk)
+{
+    spool_store_close(s);
+    struct spool_store_config cfg = {.dir = dir, .tail_cache_entries = 16};
+    cr_assert_eq(spool_store_open(&s, &cfg, &err), 0);
+    cr_assert_eq(append_range(s, 1, "a", 1, 40, 1, 50, &err), 0, "%s", err.msg);
+    struct spool_store_stats st0, st1, st2;
+    spool_store_stats(s, &st0);
+    cr_expect_gt(st0.tail_cache_bytes, 0);
+    struct collect c = {0};
+    cr_assert_eq(spool_store_read_backward(s, "a", 0, 16, collect_cb, &c, &err), 0);
+    cr_expect_eq(c.n, 16);
+    spool_store_stats(s, &st1);
+    cr_expect_eq(st1.disk_reads, st0.disk_reads, "the newest 16 came from memory");
+    cr_expect_eq(st1.tail_cache_hits, st0.tail_cache_hits + 16);
+    struct collect old = {0};
+    cr_assert_eq(spool_store_read(s, "a", 0, 10, collect_cb, &old, &err), 0);
+    spool_store_stats(s, &st2);
+    cr_expect_eq(st2.disk_reads, st1.disk_reads + 10, "older records come from the segment");
+    cr_expect_eq(old.bad + c.bad, 0);
+}
+
+Test(store, tail_cache_bytes_bounded)
+{
+    spool_store_close(s);
+    struct spool_store_config cfg = {.dir = dir, .tail_cache_bytes = 64 << 10};
+    cr_assert_eq(spool_store_open(&s, &cfg, &err), 0);
+    char name[32];
+    for (int ch = 0; ch < 100; ch++) {
+        snprintf(name, sizeof name, "c%d", ch);
+        cr_assert_eq(append_range(s, (uint64_t)ch + 1, name, 1, 20, 1, 200, &err), 0, "%s", err.msg);
+        struct spool_store_stats st;
+        spool_store_stats(s, &st);
+        cr_assert_leq(st.tail_cache_bytes, 64 << 10);
+    }
+    /* Evicted channels still read correctly from disk. */
+    struct collect c = {0};
+    cr_assert_eq(spool_store_read(s, "c0", 0, 0, collect_cb, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c.n, 20);
+    cr_expect_eq(c.bad, 0);
+}
+
+Test(store, sync_counts_fsyncs)
+{
+    cr_assert_eq(append_range(s, 1, "a", 1, 1, 1, 0, &err), 0);
+    struct spool_store_stats st;
+    spool_store_stats(s, &st);
+    uint64_t before = st.fsyncs;
+    cr_assert_eq(spool_store_sync(s, &err), 0, "%s", err.msg);
+    spool_store_stats(s, &st);
+    cr_expect_gt(st.fsyncs, before);
+}
