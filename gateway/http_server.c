@@ -600,7 +600,7 @@ bool spool_http_req_closing(const struct spool_http_req *req)
 static int refuse(struct spool_http_conn *c, int status, int code, const char *msg)
 {
     c->error_status = status, c->error_code = code, c->error_msg = msg;
-    return 1;
+    return -1; /* not 1 or 2: on_headers_complete gives those a meaning (skip body, upgrade) */
 }
 
 static int head_add(struct spool_http_conn *c, enum piece piece, const char *at, size_t len)
@@ -784,8 +784,9 @@ static void conn_refuse(struct spool_http_conn *c)
 
 static void conn_dispatch(struct spool_http_conn *c)
 {
+
     timer_set(c, 0);
-    if (request_build(c) != 0) {
+    if (c->error_status != 0 || request_build(c) != 0) {
         conn_refuse(c);
         return;
     }

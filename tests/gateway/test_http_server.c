@@ -1,0 +1,432 @@
+/*
+ * HTTP server tests: a raw TCP client (libuv, same loop as the server) on 127.0.0.1 against a
+ * server with small limits, driven by run_until(), which runs the loop until a condition holds
+ * or a deadline passes (never a sleep).
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "gateway/http_router.h"
+#include "gateway/http_server.h"
+
+static uv_loop_t loop;
+static struct spool_http_server *srv;
+static struct spool_http_router router;
+static bool srv_closed;
+static int port;
+
+/* ---- a raw client ---- */
+
+struct client {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    bool connected, eof, closed;
+    int connect_status;
+    char buf[1 << 17];
+    size_t len;
+};
+
+static void on_client_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    struct client *c = h->data;
+    b->base = c->buf + c->len;
+    b->len = sizeof c->buf - 1 - c->len;
+}
+
+static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct client *c = s->data;
+    if (n < 0) {
+        c->eof = true;
+        uv_read_stop(s);
+        return;
+    }
+    c->len += (size_t)n;
+    c->buf[c->len] = '\0';
+}
+
+static void on_client_connect(uv_connect_t *req, int status)
+{
+    struct client *c = req->data;
+    c->connected = true;
+    c->connect_status = status;
+    if (status == 0) uv_read_start((uv_stream_t *)&c->tcp, on_client_alloc, on_client_read);
+}
+
+static void on_client_close(uv_handle_t *h)
+{
+    struct client *c = h->data;
+    c->closed = true;
+}
+
+static bool deadline_hit;
+static void on_deadline(uv_timer_t *t) { deadline_hit = true; }
+
+/* Runs the loop until cond(arg) or ms elapse; returns cond(arg). */
+static bool run_until(bool (*cond)(void *), void *arg, uint64_t ms)
+{
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    deadline_hit = false;
+    uv_timer_start(&t, on_deadline, ms, 0);
+    while (!cond(arg) && !deadline_hit) uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    return cond(arg);
+}
+
+static bool is_connected(void *a) { return ((struct client *)a)->connected; }
+static bool is_eof(void *a) { return ((struct client *)a)->eof; }
+static bool is_closed(void *a) { return ((struct client *)a)->closed; }
+static bool flag_set(void *a) { return *(bool *)a; }
+
+static struct client *client_open(void)
+{
+    struct client *c = calloc(1, sizeof *c);
+    uv_tcp_init(&loop, &c->tcp);
+    c->tcp.data = c;
+    c->connect.data = c;
+    struct sockaddr_in addr;
+    uv_ip4_addr("127.0.0.1", port, &addr);
+    uv_tcp_connect(&c->connect, &c->tcp, (struct sockaddr *)&addr, on_client_connect);
+    cr_assert(run_until(is_connected, c, 2000));
+    cr_assert_eq(c->connect_status, 0);
+    return c;
+}
+
+static void client_send(struct client *c, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    cr_assert_eq(uv_try_write((uv_stream_t *)&c->tcp, &b, 1), (int)len);
+}
+#define SEND(c, s) client_send(c, s, strlen(s))
+
+static void client_free(struct client *c)
+{
+    uv_close((uv_handle_t *)&c->tcp, on_client_close);
+    cr_assert(run_until(is_closed, c, 2000));
+    free(c);
+}
+
+/* Counts occurrences of `needle` in the client's buffer. */
+static size_t count_of(struct client *c, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = c->buf; (p = strstr(p, needle)) != NULL; p++) n++;
+    return n;
+}
+
+struct wait_text {
+    struct client *c;
+    const char *needle;
+    size_t times;
+};
+static bool has_text(void *a)
+{
+    struct wait_text *w = a;
+    return count_of(w->c, w->needle) >= w->times;
+}
+static bool wait_text(struct client *c, const char *needle, size_t times)
+{
+    struct wait_text w = {c, needle, times};
+    return run_until(has_text, &w, 3000);
+}
+
+/* ---- test handlers ---- */
+
+static void handle_echo(void *arg, struct spool_http_req *req)
+{
+    char out[4096];
+    const char *x = spool_http_req_header(req, "x-test");
+    int n = snprintf(out, sizeof out, "%s %s q=%s seq=%llu x=%s body=%.*s", req->method,
+                     req->decoded_path, req->query, (unsigned long long)req->seq, x ? x : "-",
+                     (int)req->body_len, req->body);
+    struct spool_http_header h[] = {{"Content-Type", "text/plain"}};
+    spool_http_respond(req, 200, h, 1, out, (size_t)n);
+}
+
+static void handle_param(void *arg, struct spool_http_req *req)
+{
+    char out[256];
+    int n = snprintf(out, sizeof out, "param=[%s]", req->params[0]);
+    spool_http_respond(req, 200, NULL, 0, out, (size_t)n);
+}
+
+/* A stream that writes two pieces, then holds until the client goes away or the server drains. */
+static struct spool_http_req *held;
+static int held_reason;
+static void on_held_close(void *arg, struct spool_http_req *req, int reason)
+{
+    held_reason = reason;
+    spool_http_stream_end(req);
+    held = NULL;
+}
+static bool held_gone(void *a) { return held == NULL; }
+static void handle_stream(void *arg, struct spool_http_req *req)
+{
+    struct spool_http_header h[] = {{"Content-Type", "text/event-stream"}};
+    cr_assert_eq(spool_http_stream_start(req, 200, h, 1), 0);
+    cr_assert_eq(spool_http_stream_write(req, "data: one\n\n", 11), 0);
+    uv_buf_t v[2] = {uv_buf_init("data: ", 6), uv_buf_init("two\n\n", 5)};
+    cr_assert_eq(spool_http_stream_writev(req, v, 2), 0);
+    held = req;
+    spool_http_req_on_close(req, on_held_close, NULL);
+}
+
+/* Takes the socket and answers on it directly. */
+static uv_tcp_t *upgraded;
+static char *leftover;
+static size_t leftover_len;
+static void on_upgraded_close(uv_handle_t *h) { free(h); }
+static void handle_upgrade(void *arg, struct spool_http_req *req)
+{
+    struct spool_err err;
+    cr_assert_eq(spool_http_upgrade(req, &upgraded, &leftover, &leftover_len, &err), 0);
+    cr_assert_null(upgraded->data);
+    uv_buf_t b = uv_buf_init("HTTP/1.1 101 Switching Protocols\r\n\r\nhello", 41);
+    cr_assert_eq(uv_try_write((uv_stream_t *)upgraded, &b, 1), 41);
+}
+
+static void on_server_closed(void *arg) { srv_closed = true; }
+
+static void start(uint64_t max_conns, uint64_t max_header, uint64_t max_body, uint64_t req_ms,
+                  uint64_t idle_ms)
+{
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    spool_http_router_init(&router);
+    struct spool_err err;
+    cr_assert_eq(spool_http_router_add(&router, NULL, "/echo", handle_echo, NULL, &err), 0);
+    cr_assert_eq(spool_http_router_add(&router, "GET", "/p/{name}/x", handle_param, NULL, &err), 0);
+    cr_assert_eq(spool_http_router_add(&router, "GET", "/stream", handle_stream, NULL, &err), 0);
+    cr_assert_eq(spool_http_router_add(&router, "GET", "/ws", handle_upgrade, NULL, &err), 0);
+    struct spool_http_config cfg;
+    spool_http_config_defaults(&cfg);
+    cfg.max_connections = max_conns;
+    cfg.max_header_bytes = max_header;
+    cfg.max_body_bytes = max_body;
+    cfg.request_timeout_ms = req_ms;
+    cfg.idle_timeout_ms = idle_ms;
+    cfg.drain_timeout_ms = 2000;
+    cfg.handler = spool_http_router_dispatch;
+    cfg.handler_arg = &router;
+    cr_assert_eq(spool_http_server_init(&srv, &loop, &cfg, &err), 0, "%s", err.msg);
+    cr_assert_eq(spool_http_server_listen(srv, "127.0.0.1:0", &err), 0, "%s", err.msg);
+    port = spool_http_server_port(srv);
+    cr_assert_gt(port, 0);
+    srv_closed = false;
+    held = NULL;
+    upgraded = NULL;
+}
+
+static void stop(void)
+{
+    spool_http_server_close(srv, on_server_closed, NULL);
+    cr_assert(run_until(flag_set, &srv_closed, 3000), "server did not close");
+    spool_http_router_close(&router);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(uv_loop_close(&loop), 0, "handles left on the loop");
+}
+
+static void start_default(void) { start(8, 1024, 64, 5000, 5000); }
+
+TestSuite(http_server);
+
+Test(http_server, keep_alive_and_pipelining_in_order)
+{
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "GET /echo?a=1 HTTP/1.1\r\nHost: x\r\nX-Test: one\r\n\r\n"
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    cr_assert(wait_text(c, "HTTP/1.1 200 OK", 2), "got: %s", c->buf);
+    const char *first = strstr(c->buf, "GET /echo q=a=1 seq=1 x=one body=");
+    const char *second = strstr(c->buf, "POST /echo q= seq=2 x=- body=hello");
+    cr_assert(first != NULL && second != NULL && first < second, "got: %s", c->buf);
+    cr_expect_eq(count_of(c, "Connection: close"), 0);
+    /* the same connection serves a third request later */
+    SEND(c, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(c, "seq=3", 1), "got: %s", c->buf);
+    cr_expect(!c->eof);
+    client_free(c);
+    stop();
+}
+
+Test(http_server, chunked_request_body_and_expect_continue)
+{
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+    cr_assert(wait_text(c, "body=abcde", 1), "got: %s", c->buf);
+    SEND(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+    cr_assert(wait_text(c, "HTTP/1.1 100 Continue\r\n\r\n", 1), "got: %s", c->buf);
+    cr_expect_eq(count_of(c, "HTTP/1.1 200"), 1); /* no answer before the body */
+    SEND(c, "xyz");
+    cr_assert(wait_text(c, "body=xyz", 1), "got: %s", c->buf);
+    client_free(c);
+    stop();
+}
+
+Test(http_server, oversized_head_is_431_json_and_closes)
+{
+    start_default();
+    struct client *c = client_open();
+    char req[4096];
+    memset(req, 'a', sizeof req);
+    memcpy(req, "GET /echo HTTP/1.1\r\nX-Big: ", 27);
+    memcpy(req + sizeof req - 4, "\r\n\r\n", 4);
+    client_send(c, req, sizeof req);
+    cr_assert(run_until(is_eof, c, 3000), "not closed; got: %s", c->buf);
+    cr_expect(strstr(c->buf, "HTTP/1.1 431 ") == c->buf, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "{\"error\":{\"code\":43100,") != NULL, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "\"status\":431}}") != NULL, "got: %s", c->buf);
+    client_free(c);
+    stop();
+}
+
+Test(http_server, oversized_body_is_413_before_reading_it)
+{
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n");
+    cr_assert(run_until(is_eof, c, 3000), "not closed; got: %s", c->buf);
+    cr_expect(strstr(c->buf, "HTTP/1.1 413 ") == c->buf, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "\"code\":41300") != NULL, "got: %s", c->buf);
+    client_free(c);
+    /* chunked bodies are counted as they arrive */
+    c = client_open();
+    SEND(c, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n"
+            "1\r\nx\r\n0\r\n\r\n");
+    cr_assert(run_until(is_eof, c, 3000), "not closed; got: %s", c->buf);
+    cr_expect(strstr(c->buf, "HTTP/1.1 413 ") == c->buf, "got: %s", c->buf);
+    client_free(c);
+    stop();
+}
+
+Test(http_server, malformed_request_is_400_and_closes)
+{
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "GET /echo HTTP/1.1\r\nBad Header Line\r\n\r\n");
+    cr_assert(run_until(is_eof, c, 3000), "not closed; got: %s", c->buf);
+    cr_expect(strstr(c->buf, "HTTP/1.1 400 ") == c->buf, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "\"code\":40000") != NULL, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "Connection: close") != NULL, "got: %s", c->buf);
+    client_free(c);
+    c = client_open();
+    SEND(c, "GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(run_until(is_eof, c, 3000), "not closed; got: %s", c->buf);
+    cr_expect(strstr(c->buf, "\"code\":40004") != NULL, "got: %s", c->buf);
+    client_free(c);
+    stop();
+}
+
+Test(http_server, slow_client_gets_408_and_idle_connection_closes)
+{
+    start(8, 1024, 64, 150, 150);
+    struct client *c = client_open();
+    SEND(c, "GET /echo HTTP/1.1\r\nHo");
+    cr_assert(run_until(is_eof, c, 3000), "not closed; got: %s", c->buf);
+    cr_expect(strstr(c->buf, "HTTP/1.1 408 ") == c->buf, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "\"code\":40800") != NULL, "got: %s", c->buf);
+    client_free(c);
+    c = client_open();
+    SEND(c, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(c, "HTTP/1.1 200", 1));
+    cr_assert(run_until(is_eof, c, 3000), "idle connection not closed");
+    cr_expect_eq(count_of(c, "HTTP/1.1"), 1, "got: %s", c->buf);
+    client_free(c);
+    stop();
+}
+
+Test(http_server, routes_404_405_and_decoded_params)
+{
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "GET /p/a%2Fb%20c/x HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(c, "param=[a/b c]", 1), "got: %s", c->buf);
+    SEND(c, "POST /p/n/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    cr_assert(wait_text(c, "HTTP/1.1 405", 1), "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "Allow: GET\r\n") != NULL, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "\"code\":40500") != NULL, "got: %s", c->buf);
+    SEND(c, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(c, "HTTP/1.1 404", 1), "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "{\"error\":{\"code\":40400,\"message\":\"no route for GET /nope\","
+                             "\"status\":404}}") != NULL, "got: %s", c->buf);
+    SEND(c, "HEAD /p/n/x HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(c, "Content-Length: 9\r\n", 1), "got: %s", c->buf); /* no body for HEAD */
+    cr_expect_eq(count_of(c, "param=[n]"), 0, "got: %s", c->buf);
+    client_free(c);
+    stop();
+}
+
+Test(http_server, streaming_response_and_client_going_away)
+{
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(c, "b\r\ndata: two\n\n\r\n", 1), "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "Transfer-Encoding: chunked\r\n") != NULL, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "b\r\ndata: one\n\n\r\n") != NULL, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "0\r\n\r\n") == NULL);
+    cr_assert_not_null(held);
+    held_reason = 0;
+    client_free(c); /* the client goes away: the handler hears of it */
+    cr_assert(run_until(held_gone, NULL, 3000), "close callback did not fire");
+    stop();
+    cr_expect_eq(held_reason, SPOOL_HTTP_CLOSE_PEER);
+}
+
+Test(http_server, stream_ends_on_graceful_close)
+{
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(c, "data: two", 1), "got: %s", c->buf);
+    spool_http_server_close(srv, on_server_closed, NULL);
+    cr_assert(run_until(is_eof, c, 3000));
+    cr_expect_eq(held_reason, SPOOL_HTTP_CLOSE_SHUTDOWN);
+    cr_expect(strstr(c->buf, "\r\n0\r\n\r\n") != NULL, "stream not terminated: %s", c->buf);
+    cr_assert(run_until(flag_set, &srv_closed, 3000));
+    client_free(c);
+    spool_http_router_close(&router);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+Test(http_server, upgrade_hands_over_socket_and_leftover_bytes)
+{
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            "\x81\x05" "frame");
+    cr_assert(wait_text(c, "hello", 1), "got: %s", c->buf);
+    cr_expect(strncmp(c->buf, "HTTP/1.1 101 Switching Protocols\r\n\r\nhello", 41) == 0, "got: %s", c->buf);
+    cr_assert_not_null(upgraded);
+    cr_assert_eq(leftover_len, 7);
+    cr_expect(memcmp(leftover, "\x81\x05" "frame", 7) == 0);
+    cr_expect_eq(spool_http_server_connections(srv), 0);
+    free(leftover);
+    uv_close((uv_handle_t *)upgraded, on_upgraded_close);
+    cr_assert(run_until(is_eof, c, 3000));
+    client_free(c);
+    stop();
+}
+
+Test(http_server, max_connections_gets_503)
+{
+    start(1, 1024, 64, 5000, 5000);
+    struct client *a = client_open();
+    SEND(a, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(a, "HTTP/1.1 200", 1));
+    cr_expect_eq(spool_http_server_connections(srv), 1);
+    struct client *b = client_open();
+    SEND(b, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(run_until(is_eof, b, 3000), "got: %s", b->buf);
+    cr_expect(strstr(b->buf, "HTTP/1.1 503 ") == b->buf, "got: %s", b->buf);
+    cr_expect(strstr(b->buf, "\"code\":50300") != NULL, "got: %s", b->buf);
+    client_free(b);
+    client_free(a);
+    stop();
+}
