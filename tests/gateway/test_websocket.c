@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "gateway/resume.h"
 #include "gateway/websocket.h"
 
 /* ---- pieces --------------------------------------------------------------------------------- */
@@ -479,4 +480,98 @@ Test(ws_conn, shared_frame_reaches_every_connection)
     free(a);
     free(b);
     cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+/* ---- resume keys (gateway/resume.h) ---------------------------------------------------------- */
+
+static const uint8_t secret_a[SPOOL_RESUME_SECRET_BYTES] = {1, 2, 3};
+static const uint8_t secret_b[SPOOL_RESUME_SECRET_BYTES] = {1, 2, 4};
+
+static char *make_key(int64_t issued, int64_t expires, size_t *len)
+{
+    struct spool_resume_state s;
+    spool_resume_state_init(&s);
+    cr_assert_eq(spool_resume_state_set(&s, "conn-1", "alice", "agent", issued, expires), 0);
+    cr_assert_eq(spool_resume_state_add(&s, "chat:1", 41), 0);
+    cr_assert_eq(spool_resume_state_add(&s, "weird \"name\" ,/?", 0), 0);
+    char *key = spool_resume_encode(secret_a, &s, len);
+    spool_resume_state_close(&s);
+    cr_assert_not_null(key);
+    return key;
+}
+
+Test(resume_key, round_trip)
+{
+    size_t len;
+    char *key = make_key(1000, 5000, &len);
+    cr_assert_eq(strlen(key), len);
+    cr_assert_eq(strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."), len,
+                 "query-safe characters only");
+    struct spool_resume_state out;
+    spool_resume_state_init(&out);
+    struct spool_err err;
+    cr_assert_eq(spool_resume_decode(secret_a, key, len, 4999, &out, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(out.connection_id, "conn-1");
+    cr_assert_str_eq(out.client_id, "alice");
+    cr_assert_str_eq(out.key_name, "agent");
+    cr_assert_eq(out.issued_ms, 1000);
+    cr_assert_eq(out.expires_ms, 5000);
+    cr_assert_eq(out.n, 2);
+    cr_assert_str_eq(out.atts[0].channel, "chat:1");
+    cr_assert_eq(out.atts[0].serial, 41);
+    cr_assert_str_eq(out.atts[1].channel, "weird \"name\" ,/?");
+    spool_resume_state_close(&out);
+    free(key);
+}
+
+Test(resume_key, expired_key_still_names_its_channels)
+{
+    size_t len;
+    char *key = make_key(1000, 5000, &len);
+    struct spool_resume_state out;
+    spool_resume_state_init(&out);
+    struct spool_err err;
+    cr_assert_eq(spool_resume_decode(secret_a, key, len, 5001, &out, &err), SPOOL_ETIMEOUT);
+    cr_assert_eq(out.n, 2);
+    spool_resume_state_close(&out);
+    free(key);
+}
+
+Test(resume_key, tampered_or_foreign_keys_are_refused)
+{
+    size_t len;
+    char *key = make_key(1000, 5000, &len);
+    struct spool_resume_state out;
+    spool_resume_state_init(&out);
+    struct spool_err err;
+    cr_assert_eq(spool_resume_decode(secret_b, key, len, 2000, &out, &err), SPOOL_EDENIED);
+    for (size_t i = 0; i < len; i += 7) {
+        char saved = key[i];
+        key[i] = key[i] == 'A' ? 'B' : 'A';
+        cr_assert_neq(spool_resume_decode(secret_a, key, len, 2000, &out, &err), 0, "byte %zu", i);
+        key[i] = saved;
+    }
+    cr_assert_eq(spool_resume_decode(secret_a, key, len - 1, 2000, &out, &err), SPOOL_EDENIED);
+    cr_assert_eq(spool_resume_decode(secret_a, "", 0, 2000, &out, &err), SPOOL_EDENIED);
+    cr_assert_eq(spool_resume_decode(secret_a, "abc.def", 7, 2000, &out, &err), SPOOL_EDENIED);
+    spool_resume_state_close(&out);
+    free(key);
+}
+
+Test(resume_key, secret_from_flag_or_data_dir)
+{
+    uint8_t a[SPOOL_RESUME_SECRET_BYTES], b[SPOOL_RESUME_SECRET_BYTES];
+    struct spool_err err;
+    cr_assert_eq(spool_resume_secret("shared", "/nonexistent", a, &err), 0);
+    cr_assert_eq(spool_resume_secret("shared", "/elsewhere", b, &err), 0);
+    cr_assert(memcmp(a, b, sizeof a) == 0, "the same flag gives the same secret on every node");
+    char dir[] = "/tmp/spool-resume-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_eq(spool_resume_secret("", dir, a, &err), 0, "%s", err.msg);
+    cr_assert_eq(spool_resume_secret(NULL, dir, b, &err), 0, "%s", err.msg);
+    cr_assert(memcmp(a, b, sizeof a) == 0, "the data-dir secret persists");
+    char path[256];
+    snprintf(path, sizeof path, "%s/resume.secret", dir);
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(rmdir(dir), 0);
 }
