@@ -13,7 +13,7 @@
 
 #include "storage/store.h"
 
-static void rm_rf(const char *path)
+__attribute__((unused)) static void rm_rf(const char *path)
 {
     DIR *d = opendir(path);
     if (d == NULL) {
@@ -31,7 +31,7 @@ static void rm_rf(const char *path)
     rmdir(path);
 }
 
-static char *scratch_dir(void)
+__attribute__((unused)) static char *scratch_dir(void)
 {
     char *d = strdup("/tmp/spool-store-test-XXXXXX");
     cr_assert_not_null(mkdtemp(d));
@@ -44,7 +44,7 @@ struct rec {
     char data[4096];
 };
 
-static void make_rec(struct rec *x, const char *ch, uint64_t seq, int64_t ts, size_t size)
+__attribute__((unused)) static void make_rec(struct rec *x, const char *ch, uint64_t seq, int64_t ts, size_t size)
 {
     spool__record__init(&x->r);
     x->r.channel = (char *)ch;
@@ -59,7 +59,7 @@ static void make_rec(struct rec *x, const char *ch, uint64_t seq, int64_t ts, si
 }
 
 /* Appends records seq from..to of `ch` as one batch at `raft_index`. */
-static int append_range(struct spool_store *s, uint64_t raft_index, const char *ch, uint64_t from,
+__attribute__((unused)) static int append_range(struct spool_store *s, uint64_t raft_index, const char *ch, uint64_t from,
                         uint64_t to, int64_t ts, size_t size, struct spool_err *err)
 {
     size_t n = (size_t)(to - from + 1);
@@ -82,7 +82,7 @@ struct collect {
     int bad;           /* payload did not match its seq */
 };
 
-static int collect_cb(void *arg, const Spool__Record *r)
+__attribute__((unused)) static int collect_cb(void *arg, const Spool__Record *r)
 {
     struct collect *c = arg;
     char want[128];
@@ -93,7 +93,7 @@ static int collect_cb(void *arg, const Spool__Record *r)
     return c->stop_after != 0 && c->n >= c->stop_after;
 }
 
-static struct spool_store *open_store(const char *dir, uint64_t segment_bytes, uint32_t block_bytes)
+__attribute__((unused)) static struct spool_store *open_store(const char *dir, uint64_t segment_bytes, uint32_t block_bytes)
 {
     struct spool_store_config cfg = {.dir = dir, .segment_bytes = segment_bytes, .block_bytes = block_bytes};
     struct spool_store *s = NULL;
@@ -104,7 +104,7 @@ static struct spool_store *open_store(const char *dir, uint64_t segment_bytes, u
 }
 
 /* Path of the store's newest segment file with `suffix` (".log"), or "" if none. */
-static void newest_segment(const char *dir, const char *suffix, char *out, size_t size)
+__attribute__((unused)) static void newest_segment(const char *dir, const char *suffix, char *out, size_t size)
 {
     char gen[4096];
     out[0] = '\0';
