@@ -126,7 +126,7 @@ static int dedup_rebuild(struct spool_fsm *f, struct spool_err *err)
     spool_store_channels(f->store, newest_channel_cb, &b);
     if (b.newest != INT64_MIN)
         spool_store_channels(f->store, tail_channel_cb, &b);
-    if (b.rc == 0) {
+    if (b.rc == 0 && b.n > 0) {
         qsort(b.v, b.n, sizeof *b.v, seen_cmp);
         for (size_t i = 0; i < b.n && b.rc == 0; i++)
             b.rc = spool_dedup_insert(&f->dedup, b.v[i].channel, b.v[i].id, b.v[i].seq, b.v[i].ts);

@@ -65,6 +65,9 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
     if (rc != 0)
         goto err_store;
     s->fsm.raft = &s->raft;
+    s->fsm.on_records = cfg->on_records;
+    s->fsm.on_restored = cfg->on_restored;
+    s->fsm.cb_arg = cfg->cb_arg;
 
     if (spool_mux_transport_init(mux, cfg->id, &s->transport) != 0) {
         rc = spool_err_set(err, SPOOL_EIO, "shard %u: transport init failed", cfg->id);

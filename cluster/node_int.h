@@ -1,0 +1,90 @@
+/*
+ * Internals of a spool_node shared by the files that implement it (not for the gateway):
+ *   node.c          lifecycle, configuration, status getters
+ *   router.c        publish/read: local leader or forward over RPC, retries through elections,
+ *                   and the RPC server side of forwarded requests
+ *   subscription.c  local subscribers per channel, fed by the local state machine or, on nodes
+ *                   without a replica of the channel's shard, by a long-poll follower
+ *
+ * Every operation a node has in flight (struct spool_op, router.c) is on node->ops so close can
+ * fail them; every one completes exactly once, on the loop, never inside the call that began it.
+ */
+#ifndef SPOOL_CLUSTER_NODE_INT_H
+#define SPOOL_CLUSTER_NODE_INT_H
+
+#include "cluster/node.h"
+#include "cluster/placement.h"
+#include "cluster/rpc.h"
+#include "cluster/shard.h"
+#include "cluster/transport.h"
+#include "proto/cluster.pb-c.h"
+
+/* RPC methods of the cluster layer (bodies in proto/cluster.proto). */
+enum {
+    SPOOL_METHOD_PUBLISH = 1, /* ForwardPublish -> PublishReply */
+    SPOOL_METHOD_READ = 2,    /* ReadRequest -> ReadReply */
+    SPOOL_METHOD_LEADER = 3,  /* LeaderQuery -> LeaderReply */
+};
+
+#define SPOOL_READ_DEFAULT_LIMIT 100
+#define SPOOL_READ_MAX_LIMIT 1000
+#define SPOOL_RPC_MAX_FRAME (16u << 20)
+
+struct spool_op;
+struct spool_topic;
+
+struct spool_node {
+    uv_loop_t *loop;
+    struct spool_node_config cfg; /* strings point at the copies below */
+    char *data_dir, *cluster_listen, *peers;
+    struct spool_placement placement;
+    struct spool_mux *mux;
+    struct spool_rpc *rpc;
+    struct spool_shard **shards; /* [placement.shards]; NULL where no local replica */
+    uint64_t *leader_hint;       /* [placement.shards]; last leader learned from peers */
+    struct spool_op *ops;        /* in flight (router.c) */
+    struct spool_topic *topics;  /* channels with local subscribers (subscription.c) */
+    struct spool_op *waiters;    /* parked long-poll reads served for peers (router.c) */
+    bool closing;
+    int pending_close;   /* live ops (router.c) + the closing stages below */
+    uint32_t shards_open;
+    bool rpc_closed, mux_closed;
+    void (*close_cb)(void *arg);
+    void *close_arg;
+};
+
+/* router.c */
+void spool_router_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
+                             size_t len, struct spool_rpc_reply *reply);
+void spool_router_message_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
+                             size_t len);
+/* Fails every operation in flight with SPOOL_ECLOSED (on the loop). */
+void spool_router_close(struct spool_node *n);
+/* New records applied locally: wakes parked long-poll reads of their channels. */
+void spool_router_records_applied(struct spool_node *n, const char *channel);
+/* Reads `channel` from a local store: deep copies of the records (free with spool_records_free). */
+int spool_router_read_local(struct spool_node *n, struct spool_store *store,
+                            const Spool__ReadRequest *req, Spool__Record ***recs, size_t *count,
+                            struct spool_err *err);
+void spool_records_free(Spool__Record **recs, size_t n);
+/* A long-poll read (used by subscription.c for remote channels): completes once. */
+typedef void (*spool_follow_cb)(void *arg, int status, const struct spool_err *err,
+                                const Spool__ReadReply *reply);
+struct spool_op *spool_router_follow(struct spool_node *n, const char *channel, uint64_t after_seq,
+                                     bool anchor, spool_follow_cb cb, void *arg);
+void spool_router_cancel(struct spool_op *op);
+
+/* subscription.c */
+void spool_subs_records_cb(void *arg, const Spool__Record *const *recs, size_t n);
+void spool_subs_restored_cb(void *arg);
+void spool_subs_close(struct spool_node *n);
+
+/* node.c */
+/* Called whenever a part of a closing node finished closing; frees it after the last one. */
+void spool_node_finish_close(struct spool_node *n);
+struct spool_shard *spool_node_local_shard(const struct spool_node *n, uint32_t shard);
+/* The node a request for `shard` should go to next: the known leader, else a replica picked by
+ * `attempt` (never this node). 0 when there is nobody to ask. */
+uint64_t spool_node_route_target(struct spool_node *n, uint32_t shard, unsigned attempt);
+
+#endif

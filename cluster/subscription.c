@@ -1,0 +1,264 @@
+/*
+ * Live subscriptions: every local subscriber of a channel hangs off one `struct spool_topic`,
+ * which remembers the last seq it delivered. Whatever feeds a topic, it delivers a record only if
+ * its seq is last + 1 (older ones are dropped as duplicates), so subscribers see each record once
+ * and in order.
+ *
+ * Feeding:
+ *   - a node with a replica of the channel's shard: the local state machine's on_records (every
+ *     replica applies every entry), starting after the store's last seq at subscribe time. A gap
+ *     (records that arrived through a snapshot install instead of apply) is filled by reading the
+ *     local store, which then holds them.
+ *   - a node without one: a chain of long-poll reads (router.c, spool_router_follow) to a
+ *     replica, leader first: an "anchor" read tells the channel's last seq, then each poll asks
+ *     for records after the last delivered one and the next poll starts when it answers. Because
+ *     every poll names its starting seq, a failed poll, a dead replica or a new leader never
+ *     leaves a gap: the next poll, wherever it goes, resumes from the last delivered seq.
+ *
+ * Unsubscribing inside a delivery callback is allowed: the sub is only marked while the topic
+ * is delivering and freed when the delivery loop ends.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/node_int.h"
+#include "common/log.h"
+
+struct spool_sub {
+    struct spool_sub *next;
+    struct spool_topic *topic;
+    spool_record_cb cb;
+    void *arg;
+    bool removed;
+};
+
+struct spool_topic {
+    struct spool_topic *prev, *next;
+    struct spool_node *node;
+    char *channel;
+    uint32_t shard;
+    uint64_t last;        /* last seq delivered */
+    bool anchored;        /* `last` is known (always, with a local replica) */
+    struct spool_sub *subs;
+    size_t live;          /* subs not removed */
+    struct spool_op *follow;
+    int delivering;
+};
+
+static struct spool_topic *topic_find(struct spool_node *n, const char *channel)
+{
+    for (struct spool_topic *t = n->topics; t; t = t->next)
+        if (strcmp(t->channel, channel) == 0)
+            return t;
+    return NULL;
+}
+
+static void topic_free(struct spool_topic *t)
+{
+    struct spool_node *n = t->node;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        n->topics = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    while (t->subs) {
+        struct spool_sub *s = t->subs;
+        t->subs = s->next;
+        free(s);
+    }
+    free(t->channel);
+    free(t);
+}
+
+/* Frees removed subs, and the topic once nobody listens and nothing is in flight. */
+static void topic_gc(struct spool_topic *t)
+{
+    if (t->delivering > 0)
+        return;
+    struct spool_sub **pp = &t->subs;
+    while (*pp) {
+        struct spool_sub *s = *pp;
+        if (s->removed) {
+            *pp = s->next;
+            free(s);
+        } else {
+            pp = &s->next;
+        }
+    }
+    if (t->live == 0) {
+        if (t->follow) {
+            spool_router_cancel(t->follow);
+            t->follow = NULL;
+        }
+        topic_free(t);
+    }
+}
+
+static void deliver(struct spool_topic *t, const Spool__Record *rec)
+{
+    if (rec->seq <= t->last)
+        return;
+    t->last = rec->seq;
+    t->delivering++;
+    for (struct spool_sub *s = t->subs; s; s = s->next)
+        if (!s->removed)
+            s->cb(s->arg, rec);
+    t->delivering--;
+}
+
+static int gap_visit_cb(void *arg, const Spool__Record *rec)
+{
+    deliver(arg, rec);
+    return 0;
+}
+
+/* Delivers what the local store holds after t->last, up to `upto` (exclusive; 0 = all). */
+static void catch_up_local(struct spool_topic *t, struct spool_store *store, uint64_t upto)
+{
+    size_t limit = upto ? (size_t)(upto - t->last - 1) : 0;
+    struct spool_err err;
+    if (spool_store_read(store, t->channel, t->last, limit, gap_visit_cb, t, &err) != 0)
+        SPOOL_WARN("subs.catch_up_failed", "shard=%u msg=\"%s\"", t->shard, err.msg);
+}
+
+void spool_subs_records_cb(void *arg, const Spool__Record *const *recs, size_t n)
+{
+    struct spool_node *node = arg;
+    for (size_t i = 0; i < n; i++) {
+        const Spool__Record *rec = recs[i];
+        if (i == 0 || strcmp(rec->channel, recs[i - 1]->channel) != 0)
+            spool_router_records_applied(node, rec->channel);
+        struct spool_topic *t = topic_find(node, rec->channel);
+        if (t == NULL || !t->anchored)
+            continue;
+        struct spool_shard *sh = spool_node_local_shard(node, t->shard);
+        if (rec->seq > t->last + 1 && sh != NULL)
+            catch_up_local(t, sh->store, rec->seq);
+        deliver(t, rec);
+        topic_gc(t);
+    }
+}
+
+void spool_subs_restored_cb(void *arg)
+{
+    struct spool_node *node = arg;
+    struct spool_topic *t = node->topics;
+    while (t) {
+        struct spool_topic *next = t->next;
+        struct spool_shard *sh = spool_node_local_shard(node, t->shard);
+        if (sh != NULL && t->anchored) {
+            catch_up_local(t, sh->store, 0);
+            topic_gc(t);
+        }
+        t = next;
+    }
+}
+
+/* --- remote follow ------------------------------------------------------------------------ */
+
+static void follow_start(struct spool_topic *t);
+
+static void follow_cb(void *arg, int status, const struct spool_err *err,
+                      const Spool__ReadReply *reply)
+{
+    struct spool_topic *t = arg;
+    t->follow = NULL;
+    if (status != 0) {
+        /* Only ECLOSED ends a follow (router.c retries everything else itself). */
+        if (!t->node->closing)
+            SPOOL_WARN("subs.follow_failed", "code=%s msg=\"%s\"", spool_err_name(status),
+                       err->msg);
+        topic_gc(t);
+        return;
+    }
+    if (!t->anchored) {
+        t->last = reply->last_seq;
+        t->anchored = true;
+    } else {
+        for (size_t i = 0; i < reply->n_records; i++)
+            deliver(t, reply->records[i]);
+    }
+    if (t->live > 0 && !t->node->closing)
+        follow_start(t);
+    topic_gc(t);
+}
+
+static void follow_start(struct spool_topic *t)
+{
+    t->follow = spool_router_follow(t->node, t->channel, t->last, !t->anchored, follow_cb, t);
+    if (t->follow == NULL)
+        SPOOL_WARN("subs.follow_start_failed", "shard=%u", t->shard);
+}
+
+/* --- API ---------------------------------------------------------------------------------- */
+
+int spool_node_subscribe(struct spool_node *n, const char *channel, spool_record_cb cb, void *arg,
+                         struct spool_sub **out)
+{
+    if (n->closing)
+        return SPOOL_ECLOSED;
+    if (channel == NULL || channel[0] == '\0' || cb == NULL)
+        return SPOOL_EINVAL;
+    struct spool_sub *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return SPOOL_ENOMEM;
+    struct spool_topic *t = topic_find(n, channel);
+    if (t == NULL) {
+        t = calloc(1, sizeof *t);
+        char *c = strdup(channel);
+        if (t == NULL || c == NULL) {
+            free(t);
+            free(c);
+            free(s);
+            return SPOOL_ENOMEM;
+        }
+        t->node = n;
+        t->channel = c;
+        t->shard = spool_node_shard_of(n, channel);
+        t->next = n->topics;
+        if (n->topics)
+            n->topics->prev = t;
+        n->topics = t;
+        struct spool_shard *sh = spool_node_local_shard(n, t->shard);
+        if (sh != NULL) {
+            t->last = spool_store_last_seq(sh->store, channel);
+            t->anchored = true;
+        } else {
+            follow_start(t);
+        }
+    }
+    s->topic = t;
+    s->cb = cb;
+    s->arg = arg;
+    s->next = t->subs;
+    t->subs = s;
+    t->live++;
+    *out = s;
+    return 0;
+}
+
+void spool_node_unsubscribe(struct spool_sub *sub)
+{
+    if (sub == NULL || sub->removed)
+        return;
+    struct spool_topic *t = sub->topic;
+    sub->removed = true;
+    t->live--;
+    topic_gc(t);
+}
+
+void spool_subs_close(struct spool_node *n)
+{
+    struct spool_topic *t = n->topics;
+    while (t) {
+        struct spool_topic *next = t->next;
+        if (t->follow) {
+            spool_router_cancel(t->follow);
+            t->follow = NULL;
+        }
+        if (t->delivering == 0)
+            topic_free(t);
+        t = next;
+    }
+}
