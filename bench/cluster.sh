@@ -7,6 +7,7 @@
 #
 # Environment: SPOOLD (build/spoold), PUBLISH (build/bench/publish), BENCH_DIR (a fresh temporary
 # directory, removed at exit), NATS_MSG_ID=1 to send a Nats-Msg-Id with each JetStream publish,
+# NATS_STREAMS=K to spread the load over K R3 streams (K Raft groups, like Spool's shards),
 # SPOOL_PIPELINE=P to pipeline P requests per HTTP connection (default 1: in flight = connections).
 # Everything listens on 127.0.0.1 below 32768 and is stopped on exit. See bench/README.md.
 set -euo pipefail
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --inflights) INFLIGHTS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --raw) RAW=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +40,7 @@ SPOOLD=${SPOOLD:-$ROOT/build/spoold}
 PUBLISH=${PUBLISH:-$ROOT/build/bench/publish}
 NATS_SERVER=${NATS_SERVER:-$(command -v nats-server || true)}
 NATS_MSG_ID=${NATS_MSG_ID:-0}
+NATS_STREAMS=${NATS_STREAMS:-1}
 SPOOL_PIPELINE=${SPOOL_PIPELINE:-1}
 
 # Ports (below the ephemeral range 32768-60999).
@@ -56,6 +58,8 @@ if want nats; then [ -n "$NATS_SERVER" ] || { echo "no nats-server: apt-get inst
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/spool-bench.XXXXXX)}
 mkdir -p "$BENCH_DIR"
 PIDS=()
+SPOOL_PIDS=()
+NATS_PIDS=()
 cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -94,6 +98,7 @@ cluster {
 EOF
     "$NATS_SERVER" -c "$d/nats.conf" > "$d/log" 2>&1 &
     PIDS+=($!)
+    NATS_PIDS+=($!)
   done
   local deadline=$((SECONDS + 30))
   for i in 0 1 2; do
@@ -106,11 +111,11 @@ EOF
   # meta leader (bounded at 30 s inside publish).
   local urls
   urls=$(nats_urls)
-  "$PUBLISH" --target nats --urls "$urls" --create-stream --duration 0.5 --warmup 0 --inflight 1 \
+  "$PUBLISH" --target nats --urls "$urls" --create-stream --streams "$NATS_STREAMS" --duration 0.5 --warmup 0 --inflight 1 \
     --size 100 > "$BENCH_DIR/nats-setup.out" 2>&1 || {
     echo "NATS stream setup failed:" >&2; cat "$BENCH_DIR/nats-setup.out" >&2
     tail -n 5 "$BENCH_DIR"/nats*/log >&2; exit 1; }
-  echo "nats: 3 nodes up, stream BENCH (R3, file storage) created" >&2
+  echo "nats: 3 nodes up, $NATS_STREAMS stream(s) BENCH (R3, file storage) created" >&2
 }
 nats_urls() { echo "nats://127.0.0.1:${NATS_CLIENT[0]},nats://127.0.0.1:${NATS_CLIENT[1]},nats://127.0.0.1:${NATS_CLIENT[2]}"; }
 
@@ -127,6 +132,7 @@ start_spool() {
       --shards 3 --replicas 3 --anonymous --log-level warn \
       --rate-per-connection 100000000 > "$d/log" 2>&1 &
     PIDS+=($!)
+    SPOOL_PIDS+=($!)
   done
   local deadline=$((SECONDS + 60))
   for i in 0 1 2; do
@@ -145,20 +151,39 @@ spool_urls() { echo "127.0.0.1:${SPOOL_HTTP[0]},127.0.0.1:${SPOOL_HTTP[1]},127.0
 want nats && start_nats
 want spool && start_spool
 
+# CPU time (clock ticks, all threads) used so far by the given processes.
+cpu_ticks() {
+  local p t=0 f
+  for p in "$@"; do
+    f=$(cut -d')' -f2 "/proc/$p/stat" 2> /dev/null) || continue
+    set -- $f
+    t=$((t + ${12} + ${13}))
+  done
+  echo $t
+}
+CLK_TCK=$(getconf CLK_TCK)
+
 RESULTS=$BENCH_DIR/results
 : > "$RESULTS"
 run_one() { # system size inflight repeat
   local sys=$1 size=$2 inf=$3 rep=$4 out
   local common=(--size "$size" --inflight "$inf" --duration "$DURATION" --warmup "$WARMUP")
+  local pids c0 w0 c1 w1
+  if [ "$sys" = spool ]; then pids=("${SPOOL_PIDS[@]}"); else pids=("${NATS_PIDS[@]}"); fi
+  c0=$(cpu_ticks "${pids[@]}"); w0=$(date +%s%N)
   if [ "$sys" = spool ]; then
     out=$("$PUBLISH" --target spool --urls "$(spool_urls)" --pipeline "$SPOOL_PIPELINE" \
       --prefix "b$size-$inf-$rep" "${common[@]}" 2> "$BENCH_DIR/err" | grep '^RESULT' || true)
   else
     local extra=()
     [ "$NATS_MSG_ID" = 1 ] && extra=(--msg-id)
-    out=$("$PUBLISH" --target nats --urls "$(nats_urls)" --prefix bench "${extra[@]}" "${common[@]}" \
+    out=$("$PUBLISH" --target nats --urls "$(nats_urls)" --prefix bench --streams "$NATS_STREAMS" "${extra[@]}" "${common[@]}" \
       2> "$BENCH_DIR/err" | grep '^RESULT' || true)
   fi
+  c1=$(cpu_ticks "${pids[@]}"); w1=$(date +%s%N)
+  # Server CPU over the whole run (warm-up, window, drain), in cores.
+  [ -n "$out" ] && out+=" srv_cores=$(awk -v c=$((c1 - c0)) -v t="$CLK_TCK" -v w=$((w1 - w0)) \
+    'BEGIN { printf "%.2f", (c / t) / (w / 1e9) }')"
   if [ -z "$out" ]; then
     echo "  $sys size=$size inflight=$inf: no result: $(head -3 "$BENCH_DIR/err")" >&2
     return
@@ -185,21 +210,27 @@ for line in open(sys.argv[1]):
     kv = dict(f.split('=', 1) for f in line.split()[1:])
     rows.setdefault((int(kv['size']), int(kv['inflight']), kv['target']), []).append(kv)
 def med(rs, k): return st.median(float(r[k]) for r in rs) if rs else None
+def cpu_us(rs):  # server CPU per acknowledged message, from the run's average cores
+    v = [float(r['srv_cores']) * 1e6 / float(r['msgs_per_s']) for r in rs
+         if 'srv_cores' in r and float(r['msgs_per_s']) > 0]
+    return st.median(v) if v else None
 def fmt(v, d=0): return '-' if v is None else f'{v:,.{d}f}'
+def ratio(x, y): return fmt(x / y, 2) + 'x' if x and y else '-'
 keys = sorted({(s, i) for s, i, _ in rows})
 print()
-print('| size | in flight | spool msg/s | p50 ms | p99 ms | nats msg/s | p50 ms | p99 ms | msg/s spool/nats | p99 spool/nats | runs | errors spool/nats |')
-print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+print('| size | in flight | spool msg/s | p50 ms | p99 ms | nats msg/s | p50 ms | p99 ms '
+      '| msg/s spool/nats | p99 spool/nats | server CPU us/msg spool, nats | runs | errors |')
+print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 for s, i in keys:
     a, b = rows.get((s, i, 'spool'), []), rows.get((s, i, 'nats'), [])
     ta, tb = med(a, 'msgs_per_s'), med(b, 'msgs_per_s')
     pa, pb = med(a, 'p99_ms'), med(b, 'p99_ms')
-    ratio = fmt(ta / tb, 2) + 'x' if ta and tb else '-'
-    pr = fmt(pa / pb, 2) + 'x' if pa and pb else '-'
     ea = sum(int(r['errors']) for r in a); eb = sum(int(r['errors']) for r in b)
     print(f'| {s} B | {i} | {fmt(ta)} | {fmt(med(a, "p50_ms"), 2)} | {fmt(pa, 2)} | {fmt(tb)} | '
-          f'{fmt(med(b, "p50_ms"), 2)} | {fmt(pb, 2)} | {ratio} | {pr} | {len(a)}/{len(b)} | {ea}/{eb} |')
+          f'{fmt(med(b, "p50_ms"), 2)} | {fmt(pb, 2)} | **{ratio(ta, tb)}** | {ratio(pa, pb)} | '
+          f'{fmt(cpu_us(a), 1)}, {fmt(cpu_us(b), 1)} | {len(a)}/{len(b)} | {ea}/{eb} |')
 print()
-print('Medians over the runs. Spool: every commit fsynced on a quorum before the 201. NATS JetStream 2.9:')
-print('acknowledged once a quorum holds the message, before fsync (it syncs periodically).')
+print('Medians over the runs (spool and nats runs alternate). Spool: every commit is fsynced on a quorum')
+print('before the 201. NATS JetStream 2.9: acknowledged once a quorum holds the message, BEFORE fsync')
+print('(it flushes periodically; 2.9 has no per-message sync setting).')
 EOF

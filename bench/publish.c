@@ -29,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +52,7 @@ static struct {
     uint64_t count;
     const char *prefix;
     unsigned channels;
+    unsigned streams;
     const char *stream;
     bool create_stream;
     unsigned replicas;
@@ -67,6 +69,7 @@ static struct {
     .count = 100000000,
     .prefix = "bench",
     .channels = 0,
+    .streams = 1,
     .stream = "BENCH",
     .create_stream = false,
     .replicas = 3,
@@ -132,10 +135,14 @@ static void report(const char *mode)
 {
     qsort(lat.v, lat.n, sizeof *lat.v, cmp_u64);
     double secs = (double)(t_end - t_measure) / 1e9;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+                 (double)ru.ru_stime.tv_usec / 1e6;
     printf("RESULT target=%s mode=%s size=%zu inflight=%u pipeline=%u acked=%" PRIu64
-           " errors=%" PRIu64 " secs=%.2f msgs_per_s=%.0f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
+           " errors=%" PRIu64 " secs=%.2f msgs_per_s=%.0f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f client_cpu_s=%.2f\n",
            opt.target, mode, opt.size, opt.inflight, opt.pipeline, n_acked, n_errors, secs,
-           secs > 0 ? (double)n_acked / secs : 0, pct_ms(0.50), pct_ms(0.99), pct_ms(1.0));
+           secs > 0 ? (double)n_acked / secs : 0, pct_ms(0.50), pct_ms(0.99), pct_ms(1.0), cpu);
     fflush(stdout);
 }
 
@@ -582,47 +589,83 @@ static void ack_cb(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     natsMsg_Destroy(msg);
 }
 
+static void stream_name(char *buf, size_t n, unsigned k)
+{
+    if (opt.streams <= 1)
+        snprintf(buf, n, "%s", opt.stream);
+    else
+        snprintf(buf, n, "%s%u", opt.stream, k);
+}
+
+/* Subject of the i-th publish: one stream takes PREFIX.>, K streams take PREFIX.k.> each. */
+static void subject_for(char *buf, size_t n, uint64_t i)
+{
+    if (opt.streams <= 1)
+        snprintf(buf, n, "%s.%u", opt.prefix, (unsigned)(i % (opt.channels ? opt.channels : 1)));
+    else
+        snprintf(buf, n, "%s.%u.m", opt.prefix, (unsigned)(i % opt.streams));
+}
+
 static int nats_setup_stream(jsCtx *js)
 {
-    char subj[128];
-    snprintf(subj, sizeof subj, "%s.>", opt.prefix);
-    const char *subjects[] = {subj};
-    jsStreamConfig sc;
-    jsStreamConfig_Init(&sc);
-    sc.Name = opt.stream;
-    sc.Subjects = subjects;
-    sc.SubjectsLen = 1;
-    sc.Storage = js_FileStorage;
-    sc.Replicas = (int64_t)opt.replicas;
     uint64_t deadline = now_ns() + 30ull * 1000000000ull;
-    for (;;) {
+    /* Remove what an earlier run left (one stream or several), then create. */
+    for (unsigned k = 0; k <= 16; k++) {
+        char name[128];
+        if (k == 16)
+            snprintf(name, sizeof name, "%s", opt.stream);
+        else
+            snprintf(name, sizeof name, "%s%u", opt.stream, k);
         jsErrCode jerr = 0;
-        js_DeleteStream(js, opt.stream, NULL, &jerr);
-        jsStreamInfo *si = NULL;
-        natsStatus s = js_AddStream(&si, js, &sc, NULL, &jerr);
-        if (s == NATS_OK) {
-            jsStreamInfo_Destroy(si);
-            break;
-        }
-        if (now_ns() > deadline) {
-            fprintf(stderr, "create stream %s: %s (jerr %d)\n", opt.stream, natsStatus_GetText(s), (int)jerr);
-            return -1;
-        }
-        usleep(500000);
+        js_DeleteStream(js, name, NULL, &jerr);
     }
-    /* Wait until the stream answers a publish (its Raft group has a leader). */
-    while (now_ns() < deadline) {
-        char s1[160];
-        snprintf(s1, sizeof s1, "%s.warm", opt.prefix);
-        jsPubAck *pa = NULL;
-        if (js_Publish(&pa, js, s1, "x", 1, NULL, NULL) == NATS_OK) {
-            jsPubAck_Destroy(pa);
-            return 0;
+    unsigned ns = opt.streams ? opt.streams : 1;
+    for (unsigned k = 0; k < ns; k++) {
+        char name[128], subj[128];
+        stream_name(name, sizeof name, k);
+        if (ns <= 1)
+            snprintf(subj, sizeof subj, "%s.>", opt.prefix);
+        else
+            snprintf(subj, sizeof subj, "%s.%u.>", opt.prefix, k);
+        const char *subjects[] = {subj};
+        jsStreamConfig sc;
+        jsStreamConfig_Init(&sc);
+        sc.Name = name;
+        sc.Subjects = subjects;
+        sc.SubjectsLen = 1;
+        sc.Storage = js_FileStorage;
+        sc.Replicas = (int64_t)opt.replicas;
+        for (;;) {
+            jsErrCode jerr = 0;
+            jsStreamInfo *si = NULL;
+            natsStatus s = js_AddStream(&si, js, &sc, NULL, &jerr);
+            if (s == NATS_OK) {
+                jsStreamInfo_Destroy(si);
+                break;
+            }
+            if (now_ns() > deadline) {
+                fprintf(stderr, "create stream %s: %s (jerr %d)\n", name, natsStatus_GetText(s), (int)jerr);
+                return -1;
+            }
+            usleep(500000);
         }
-        usleep(200000);
+        /* Wait until the stream answers a publish (its Raft group has a leader). */
+        for (;;) {
+            char s1[160];
+            subject_for(s1, sizeof s1, k);
+            jsPubAck *pa = NULL;
+            if (js_Publish(&pa, js, s1, "x", 1, NULL, NULL) == NATS_OK) {
+                jsPubAck_Destroy(pa);
+                break;
+            }
+            if (now_ns() > deadline) {
+                fprintf(stderr, "stream %s never accepted a publish\n", name);
+                return -1;
+            }
+            usleep(200000);
+        }
     }
-    fprintf(stderr, "stream %s never accepted a publish\n", opt.stream);
-    return -1;
+    return 0;
 }
 
 static int run_nats(void)
@@ -668,7 +711,6 @@ static int run_nats(void)
     char *buf = malloc(opt.size + 24);
     for (size_t i = 0; i < opt.size; i++)
         buf[i] = (char)('a' + i % 26);
-    unsigned nsub = opt.channels ? opt.channels : 1;
     char subj[160];
     char idbuf[64];
     unsigned nonce = run_nonce;
@@ -681,7 +723,7 @@ static int run_nats(void)
         uint64_t t = now_ns();
         if (!sending_allowed(t))
             break;
-        snprintf(subj, sizeof subj, "%s.%u", opt.prefix, (unsigned)(i % nsub));
+        subject_for(subj, sizeof subj, i);
         jsPubOptions po;
         jsPubOptions *pop = NULL;
         if (opt.msg_id) {
@@ -781,6 +823,7 @@ static void usage(void)
             "  --channels K            spool: channels spread over connections (default: one per\n"
             "                          connection); nats: subjects (1)\n"
             "  --stream NAME           nats: stream name (BENCH)\n"
+            "  --streams K             nats: K streams NAME0.. on PREFIX.k.>, publishes round-robin (1)\n"
             "  --create-stream         nats: (re)create the stream: file storage, --replicas, PREFIX.>\n"
             "  --replicas R            nats: stream replicas (3)\n"
             "  --msg-id                nats: send a Nats-Msg-Id per message (JetStream dedup, like Spool's id)\n");
@@ -813,6 +856,8 @@ int main(int argc, char **argv)
             opt.prefix = v;
         else if (ARG("--channels"))
             opt.channels = (unsigned)strtoul(v, NULL, 10);
+        else if (ARG("--streams"))
+            opt.streams = (unsigned)strtoul(v, NULL, 10);
         else if (ARG("--stream"))
             opt.stream = v;
         else if (ARG("--replicas"))
@@ -826,6 +871,10 @@ int main(int argc, char **argv)
             return strcmp(a, "--help") == 0 ? 0 : 2;
         }
 #undef ARG
+    }
+    if (opt.streams == 0 || opt.streams > 16) {
+        fprintf(stderr, "--streams must be 1..16\n");
+        return 2;
     }
     if (opt.inflight == 0 || opt.size < 1 || opt.duration <= 0 || opt.duration > 600 || opt.warmup < 0 ||
         opt.warmup > 60) {
