@@ -199,17 +199,28 @@ static void trim(const char **s, size_t *n)
     while (*n > 0 && isspace((unsigned char)(*s)[*n - 1])) (*n)--;
 }
 
-/* One "pattern:cap,cap" rule; split at the last ':' since patterns may contain ':'. */
-static int parse_rule(struct spool_caps *caps, const char *s, size_t n, const char *where,
-                      const char *name, struct spool_err *err)
+/* A capability word is echoed in messages only when it looks like a mistyped capability: the
+ * rules part ends a secret that (wrongly) held '=' and must not be quoted wholesale. */
+static bool echoable(const char *w, size_t n)
+{
+    if (n == 0 || n > 16) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((w[i] >= 'a' && w[i] <= 'z') || w[i] == '-')) return false;
+    return true;
+}
+
+/* Rule number `index` ("pattern:cap,cap"), split at the last ':' as patterns may contain ':'. */
+static int parse_rule(struct spool_caps *caps, const char *s, size_t n, int index,
+                      const char *where, const char *name, struct spool_err *err)
 {
     trim(&s, &n);
     const char *colon = NULL;
     for (size_t i = n; i > 0 && colon == NULL; i--)
         if (s[i - 1] == ':') colon = s + i - 1;
     if (colon == NULL)
-        return spool_err_set(err, SPOOL_EINVAL, "%s: key \"%s\": rule %.*s%s has no ':caps' part",
-                             where, name, n > 40 ? 40 : (int)n, s, n > 40 ? "..." : "");
+        return spool_err_set(err, SPOOL_EINVAL,
+                             "%s: key \"%s\": rule %d has no ':caps' part (secrets may not "
+                             "contain '=')", where, name, index);
     const char *pat = s;
     size_t plen = (size_t)(colon - s);
     trim(&pat, &plen);
@@ -225,15 +236,17 @@ static int parse_rule(struct spool_caps *caps, const char *s, size_t n, const ch
         unsigned bit = spool_cap_parse(w, wn);
         if (bit == 0)
             return spool_err_set(err, SPOOL_EINVAL,
-                                 "%s: key \"%s\": %s capability \"%.*s\" (known: publish, "
-                                 "subscribe, presence, history, admin, edit-any, delete-any, *)",
-                                 where, name, wn == 0 ? "empty" : "unknown",
-                                 wn > 32 ? 32 : (int)wn, w);
+                                 "%s: key \"%s\": rule %d: %s capability%s%.*s%s (known: "
+                                 "publish, subscribe, presence, history, admin, edit-any, "
+                                 "delete-any, *)",
+                                 where, name, index, wn == 0 ? "empty" : "unknown",
+                                 echoable(w, wn) ? " \"" : "", echoable(w, wn) ? (int)wn : 0, w,
+                                 echoable(w, wn) ? "\"" : "");
         bits |= bit;
         c = stop + 1;
     }
     if (spool_caps_add(caps, pat, plen, bits, err) != 0)
-        return spool_err_wrap(err, "%s: key \"%s\"", where, name);
+        return spool_err_wrap(err, "%s: key \"%s\": rule %d", where, name, index);
     return 0;
 }
 
@@ -284,12 +297,13 @@ static int parse_entry(struct spool_api_key *key, const char *s, size_t n, const
     if (eq == NULL) return spool_caps_add(&key->caps, "*", 1, SPOOL_CAP_ALL, err);
     const char *r = eq + 1;
     if (r == end)
-        return spool_err_set(err, SPOOL_EINVAL, "%s: key \"%s\": no rules after '='", where,
-                             key->name);
-    while (r <= end) {
+        return spool_err_set(err, SPOOL_EINVAL,
+                             "%s: key \"%s\": no rules after '=' (secrets may not contain '=')",
+                             where, key->name);
+    for (int index = 1; r <= end; index++) {
         const char *bar = memchr(r, '|', (size_t)(end - r));
         const char *stop = bar ? bar : end;
-        int rc = parse_rule(&key->caps, r, (size_t)(stop - r), where, key->name, err);
+        int rc = parse_rule(&key->caps, r, (size_t)(stop - r), index, where, key->name, err);
         if (rc != 0) return rc;
         r = stop + 1;
     }

@@ -142,6 +142,9 @@ Test(auth, bad_specs_name_the_entry_and_hide_the_secret)
         {"k:TOPSECRET=:publish", "pattern is empty"},
         {"k:TOPSECRET=a:publish||b:publish", "no ':caps' part"},
         {"k:TOP SECRET", "whitespace"},
+        {"k:TOP=SECRET:X9", "rule 1: unknown capability (known"},
+        {"k:TOPSECRET=a:publish|b:adimn", "rule 2: unknown capability \"adimn\""},
+        {"k:TOPSECRET==", "secrets may not contain '='"},
         {"k:TOPSECRET; k:other", "defined twice"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
