@@ -287,17 +287,11 @@ static int validate_batch(struct spool_store *s, const Spool__Record *const *rec
     return 0;
 }
 
-int spool_store_append_batch(struct spool_store *s, uint64_t raft_index, const Spool__Record *const *recs,
-                             size_t n, struct spool_err *err)
+/* Writes the batch whose channels validate_batch (or the loader) put in s->batch_chans. */
+static int write_batch(struct spool_store *s, uint64_t raft_index, const Spool__Record *const *recs,
+                       size_t n, size_t total, struct spool_err *err)
 {
-    if (raft_index <= s->applied_index)
-        return spool_err_set(err, SPOOL_EINVAL, "raft index %" PRIu64 " already applied (applied %" PRIu64 ")",
-                             raft_index, s->applied_index);
-    if (n == 0) return spool_store_mark_applied(s, raft_index, err);
-    if (n > UINT32_MAX) return spool_err_set(err, SPOOL_EINVAL, "batch too large");
-    size_t total;
-    int rv = validate_batch(s, recs, n, &total, err);
-    if (rv == 0) rv = spool_store_grow_wbuf(s, total, err);
+    int rv = spool_store_grow_wbuf(s, total, err);
     if (rv == 0) rv = spool_store_ensure_room(s, total, err); /* may roll: before taking offsets */
     if (rv != 0) return rv;
     size_t pos = 0;
@@ -323,6 +317,57 @@ int spool_store_append_batch(struct spool_store *s, uint64_t raft_index, const S
         pos += SPOOL_FRAME_HDR + len;
     }
     s->applied_index = raft_index;
+    return 0;
+}
+
+int spool_store_append_batch(struct spool_store *s, uint64_t raft_index, const Spool__Record *const *recs,
+                             size_t n, struct spool_err *err)
+{
+    if (raft_index <= s->applied_index)
+        return spool_err_set(err, SPOOL_EINVAL, "raft index %" PRIu64 " already applied (applied %" PRIu64 ")",
+                             raft_index, s->applied_index);
+    if (n == 0) return spool_store_mark_applied(s, raft_index, err);
+    if (n > UINT32_MAX) return spool_err_set(err, SPOOL_EINVAL, "batch too large");
+    size_t total;
+    int rv = validate_batch(s, recs, n, &total, err);
+    if (rv != 0) return rv;
+    return write_batch(s, raft_index, recs, n, total, err);
+}
+
+int spool_store_load_batch(struct spool_store *s, uint64_t raft_index, const Spool__Record *const *recs,
+                           size_t n, struct spool_err *err)
+{
+    if (s->batch_cap < n) {
+        struct spool_chan **a = realloc(s->batch_chans, n * sizeof *a);
+        if (a == NULL) return spool_err_set(err, SPOOL_ENOMEM, "batch of %zu records", n);
+        s->batch_chans = a;
+        s->batch_cap = n;
+    }
+    size_t total = SPOOL_FRAME_HDR + SPOOL_COMMIT_LEN;
+    for (size_t i = 0; i < n; i++) {
+        struct spool_chan *c = spool_chanmap_put(&s->chans, recs[i]->channel);
+        if (c == NULL) return spool_err_set(err, SPOOL_ENOMEM, "channel table");
+        if (c->count > 0 && recs[i]->seq < c->base + c->count)
+            return spool_err_set(err, SPOOL_ECORRUPT, "channel %s: seq %" PRIu64 " out of order",
+                                 c->name, recs[i]->seq);
+        s->batch_chans[i] = c;
+        total += SPOOL_FRAME_HDR + spool__record__get_packed_size(recs[i]);
+    }
+    return write_batch(s, raft_index, recs, n, total, err);
+}
+
+int spool_store_payload(struct spool_store *s, struct spool_chan *c, uint64_t seq, const uint8_t **p,
+                        uint32_t *len, struct spool_err *err)
+{
+    if (spool_tail_get(c, seq, p, len)) {
+        s->tail_hits++;
+        return 0;
+    }
+    const struct spool_entry *e = spool_chan_at(c, seq);
+    if (e == NULL) return spool_err_set(err, SPOOL_ENOENT, "channel %s has no seq %" PRIu64, c->name, seq);
+    int rv = spool_store_fetch(s, e, p, err);
+    if (rv != 0) return spool_err_wrap(err, "channel %s seq %" PRIu64, c->name, seq);
+    *len = e->len;
     return 0;
 }
 
@@ -422,16 +467,9 @@ static int visit(struct spool_store *s, struct spool_chan *c, uint64_t seq, spoo
 {
     const uint8_t *p;
     uint32_t len;
-    if (spool_tail_get(c, seq, &p, &len)) {
-        s->tail_hits++;
-    } else {
-        const struct spool_entry *e = spool_chan_at(c, seq);
-        int rv = spool_store_fetch(s, e, &p, err);
-        if (rv != 0) return spool_err_wrap(err, "channel %s seq %" PRIu64, c->name, seq);
-        len = e->len;
-    }
+    int rv = spool_store_payload(s, c, seq, &p, &len, err);
+    if (rv != 0) return rv;
     Spool__Record *r = spool__record__unpack(&s->arena.pb, len, p);
-    int rv = 0;
     if (r == NULL || r->seq != seq || strcmp(r->channel, c->name) != 0)
         rv = spool_err_set(err, SPOOL_ECORRUPT, "channel %s seq %" PRIu64 ": record does not decode",
                            c->name, seq);

@@ -74,6 +74,14 @@ int spool_store_grow_wbuf(struct spool_store *s, size_t need, struct spool_err *
 int spool_store_fetch(struct spool_store *s, const struct spool_entry *e, const uint8_t **payload,
                       struct spool_err *err);
 
+/* The encoded record `seq` of `c`, from the tail cache or its segment (checked). */
+int spool_store_payload(struct spool_store *s, struct spool_chan *c, uint64_t seq, const uint8_t **p,
+                        uint32_t *len, struct spool_err *err);
+/* Appends records without the seq-continuity and applied-index checks (restore: the snapshot
+ * was validated, and may skip seqs). */
+int spool_store_load_batch(struct spool_store *s, uint64_t raft_index, const Spool__Record *const *recs,
+                           size_t n, struct spool_err *err);
+
 /* index bookkeeping */
 int spool_store_index(struct spool_store *s, struct spool_chan *c, uint64_t seq,
                       const struct spool_entry *e);
