@@ -101,20 +101,21 @@ static void propose_some(struct spool_batch *b)
     e.n_publishes = n;
     e.publishes = reqs;
     struct raft_buffer buf;
-    buf.len = spool__entry__get_packed_size(&e);
-    buf.base = raft_malloc(buf.len ? buf.len : 1);
-    if (buf.base == NULL) {
-        free(reqs);
+    int rc = spool_fsm_encode_entry(&e, &buf.base, &buf.len);
+    free(reqs);
+    if (rc != 0) {
         fail_items(p->items, n, SPOOL_ENOMEM, "out of memory encoding an entry");
         free(p);
         return;
     }
-    spool__entry__pack(&e, buf.base);
-    free(reqs);
     p->req.data = p;
     int rv = raft_apply(b->raft, &p->req, &buf, 1, proposal_applied_cb);
     if (rv != 0) {
-        raft_free(buf.base);
+        /* libraft 0.22 may already have freed the buffer before failing (it copies the entry
+         * and frees the original early); it has not on RAFT_NOTLEADER (checked first). */
+        if (rv == RAFT_NOTLEADER)
+            raft_free(buf.base);
+        SPOOL_WARN("batch.apply_refused", "rv=%d msg=\"%s\"", rv, raft_errmsg(b->raft));
         fail_items(p->items, n, rv == RAFT_NOTLEADER ? SPOOL_ENOTLEADER : SPOOL_EBUSY,
                    raft_strerror(rv));
         free(p);

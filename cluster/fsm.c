@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "proto/entry.pb-c.h"
 
 #define DEDUP_MAX_ENTRIES 65536
 
@@ -184,13 +183,42 @@ static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry 
     return r;
 }
 
+int spool_fsm_encode_entry(const Spool__Entry *e, void **buf, size_t *len)
+{
+    size_t payload = spool__entry__get_packed_size(e);
+    size_t total = (8 + payload + 7) & ~(size_t)7;
+    uint8_t *p = raft_malloc(total);
+    if (p == NULL)
+        return SPOOL_ENOMEM;
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)((uint64_t)payload >> (8 * i));
+    spool__entry__pack(e, p + 8);
+    memset(p + 8 + payload, 0, total - 8 - payload);
+    *buf = p;
+    *len = total;
+    return 0;
+}
+
+static Spool__Entry *decode_entry(const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    if (len < 8)
+        return NULL;
+    uint64_t payload = 0;
+    for (int i = 0; i < 8; i++)
+        payload |= (uint64_t)p[i] << (8 * i);
+    if (payload > len - 8)
+        return NULL;
+    return spool__entry__unpack(NULL, (size_t)payload, p + 8);
+}
+
 int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, size_t len,
                           struct spool_fsm_result **result, struct spool_err *err)
 {
     *result = NULL;
     if (index <= spool_store_applied_index(f->store))
         return 0;
-    Spool__Entry *e = spool__entry__unpack(NULL, len, buf);
+    Spool__Entry *e = decode_entry(buf, len);
     if (e == NULL) {
         /* Every replica sees the same bytes, so every replica skips it the same way. */
         SPOOL_ERROR("fsm.bad_entry", "index=%llu len=%zu", (unsigned long long)index, len);

@@ -1,0 +1,488 @@
+/*
+ * spool_node end to end, in one process and one loop: a single node (publish, dedup, reads,
+ * subscribe, restart on the same data directory), and three nodes with 2 shards x 3 replicas
+ * (forwarding, read-your-writes everywhere, subscribers everywhere, graceful leader close), plus
+ * a gateway-only node that reaches everything over RPC.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cluster/node.h"
+
+static char root[64];
+static uv_loop_t loop;
+static uv_timer_t tick; /* keeps run_until's loop turns short */
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void tick_cb(uv_timer_t *t) {}
+
+static void setup(void)
+{
+    snprintf(root, sizeof root, "/tmp/spool-node-XXXXXX");
+    cr_assert_not_null(mkdtemp(root));
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    uv_timer_init(&loop, &tick);
+    uv_timer_start(&tick, tick_cb, 10, 10);
+}
+
+static void closed_walk_cb(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void teardown(void)
+{
+    uv_timer_stop(&tick);
+    uv_close((uv_handle_t *)&tick, NULL);
+    for (int i = 0; i < 1000 && uv_run(&loop, UV_RUN_NOWAIT) != 0; i++)
+        ;
+    uv_walk(&loop, closed_walk_cb, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0, "handles left open");
+    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Runs the loop until cond(arg) holds or `ms` pass; returns whether it held. */
+static bool run_until(bool (*cond)(void *), void *arg, uint64_t ms)
+{
+    uv_update_time(&loop);
+    uint64_t deadline = uv_now(&loop) + ms;
+    while (!cond(arg)) {
+        if (uv_now(&loop) >= deadline)
+            return false;
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    return true;
+}
+
+static uint16_t free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* --- a node under test -------------------------------------------------------------------- */
+
+#define MAX_RECS 256
+
+struct sub_log {
+    uint64_t seqs[MAX_RECS];
+    size_t n;
+    bool out_of_order;
+    struct spool_sub *sub;
+};
+
+static void record_cb(void *arg, const Spool__Record *rec)
+{
+    struct sub_log *l = arg;
+    if (l->n > 0 && rec->seq != l->seqs[l->n - 1] + 1)
+        l->out_of_order = true;
+    if (l->n < MAX_RECS)
+        l->seqs[l->n++] = rec->seq;
+}
+
+struct tnode {
+    struct spool_node *node;
+    struct spool_node_config cfg;
+    char dir[128], listen[64];
+    bool closed;
+};
+
+static void node_start(struct tnode *t, uint64_t id, const char *peers, uint32_t shards,
+                       bool gateway_only)
+{
+    snprintf(t->dir, sizeof t->dir, "%s/n%llu", root, (unsigned long long)id);
+    memset(&t->cfg, 0, sizeof t->cfg);
+    t->cfg.id = id;
+    t->cfg.data_dir = t->dir;
+    t->cfg.cluster_listen = t->listen;
+    t->cfg.peers = peers;
+    t->cfg.shards = shards;
+    t->cfg.replicas = 3;
+    t->cfg.gateway_only = gateway_only;
+    t->cfg.election_timeout_ms = 400;
+    t->cfg.heartbeat_ms = 50;
+    t->cfg.forward_timeout_ms = 8000;
+    spool_node_config_defaults(&t->cfg);
+    t->cfg.store.segment_bytes = 1 << 20;
+    t->cfg.store.tail_cache_bytes = 1 << 20;
+    struct spool_err err;
+    cr_assert_eq(spool_node_init(&t->node, &loop, &t->cfg, &err), 0, "%s", err.msg);
+    t->closed = false;
+}
+
+static void node_closed_cb(void *arg)
+{
+    ((struct tnode *)arg)->closed = true;
+}
+
+static bool closed_cond(void *arg)
+{
+    return ((struct tnode *)arg)->closed;
+}
+
+static void node_stop(struct tnode *t)
+{
+    spool_node_close(t->node, node_closed_cb, t);
+    cr_assert(run_until(closed_cond, t, 10000), "node close did not finish");
+    t->node = NULL;
+}
+
+static bool ready_cond(void *arg)
+{
+    struct tnode **ts = arg;
+    for (; *ts; ts++)
+        if (!spool_node_ready((*ts)->node))
+            return false;
+    return true;
+}
+
+/* --- publish / read helpers --------------------------------------------------------------- */
+
+struct pub {
+    bool done;
+    int status;
+    char msg[256];
+    uint64_t seqs[16];
+    bool dup[16];
+    size_t n;
+};
+
+static void publish_cb(void *arg, int status, const struct spool_err *err, const uint64_t *seqs,
+                       const bool *duplicate, size_t n)
+{
+    struct pub *p = arg;
+    cr_assert_not(p->done, "publish completed twice");
+    p->done = true;
+    p->status = status;
+    if (status != 0)
+        snprintf(p->msg, sizeof p->msg, "%s", err->msg);
+    p->n = n;
+    for (size_t i = 0; i < n && i < 16; i++) {
+        p->seqs[i] = seqs[i];
+        p->dup[i] = duplicate[i];
+    }
+}
+
+static bool pub_done(void *arg)
+{
+    return ((struct pub *)arg)->done;
+}
+
+struct pubs {
+    struct pub *v;
+    size_t n;
+};
+
+static bool pubs_done(void *arg)
+{
+    struct pubs *p = arg;
+    for (size_t i = 0; i < p->n; i++)
+        if (!p->v[i].done)
+            return false;
+    return true;
+}
+
+static void publish_start(struct spool_node *n, const char *channel, const char *const *ids,
+                          size_t count, struct pub *p)
+{
+    Spool__Record recs[16];
+    const Spool__Record *ptrs[16];
+    for (size_t i = 0; i < count; i++) {
+        spool__record__init(&recs[i]);
+        recs[i].action = SPOOL__ACTION__ACTION_MESSAGE_CREATE;
+        recs[i].id = (char *)(ids ? ids[i] : "");
+        recs[i].data.data = (uint8_t *)"payload";
+        recs[i].data.len = 7;
+        ptrs[i] = &recs[i];
+    }
+    memset(p, 0, sizeof *p);
+    cr_assert_eq(spool_node_publish(n, channel, ptrs, count, publish_cb, p), 0);
+    cr_assert_not(p->done, "publish completed inside the call");
+}
+
+static void publish_sync(struct spool_node *n, const char *channel, const char *const *ids,
+                         size_t count, struct pub *p)
+{
+    publish_start(n, channel, ids, count, p);
+    cr_assert(run_until(pub_done, p, 15000), "publish did not complete");
+    cr_assert_eq(p->status, 0, "publish failed: %s", p->msg);
+}
+
+struct rd {
+    bool done;
+    int status;
+    char msg[256];
+    uint64_t seqs[MAX_RECS];
+    size_t n;
+    uint64_t first, last;
+};
+
+static void read_cb(void *arg, int status, const struct spool_err *err,
+                    const Spool__Record *const *recs, size_t n, uint64_t first_seq,
+                    uint64_t last_seq)
+{
+    struct rd *r = arg;
+    cr_assert_not(r->done, "read completed twice");
+    r->done = true;
+    r->status = status;
+    if (status != 0)
+        snprintf(r->msg, sizeof r->msg, "%s", err->msg);
+    for (size_t i = 0; i < n && i < MAX_RECS; i++) {
+        cr_assert_eq(recs[i]->data.len, 7);
+        r->seqs[i] = recs[i]->seq;
+    }
+    r->n = n;
+    r->first = first_seq;
+    r->last = last_seq;
+}
+
+static bool rd_done(void *arg)
+{
+    return ((struct rd *)arg)->done;
+}
+
+static void read_sync(struct spool_node *n, const struct spool_read_req *req, struct rd *r)
+{
+    memset(r, 0, sizeof *r);
+    cr_assert_eq(spool_node_read(n, req, read_cb, r), 0);
+    cr_assert_not(r->done, "read completed inside the call");
+    cr_assert(run_until(rd_done, r, 15000), "read did not complete");
+    cr_assert_eq(r->status, 0, "read failed: %s", r->msg);
+}
+
+struct sub_want {
+    struct sub_log **logs;
+    size_t n_logs;
+    size_t count;
+};
+
+static bool subs_have(void *arg)
+{
+    struct sub_want *w = arg;
+    for (size_t i = 0; i < w->n_logs; i++)
+        if (w->logs[i]->n < w->count)
+            return false;
+    return true;
+}
+
+static bool log_reached_16(void *arg)
+{
+    struct sub_log *l = arg;
+    return l->n > 0 && l->seqs[l->n - 1] == 16;
+}
+
+static void assert_log(const struct sub_log *l, uint64_t first, size_t count)
+{
+    cr_assert_eq(l->n, count, "subscriber saw %zu records, want %zu", l->n, count);
+    cr_assert_not(l->out_of_order);
+    for (size_t i = 0; i < count; i++)
+        cr_assert_eq(l->seqs[i], first + i);
+}
+
+TestSuite(node, .init = setup, .fini = teardown, .timeout = 120);
+
+/* --- single node -------------------------------------------------------------------------- */
+
+Test(node, single_node_publish_read_subscribe_restart)
+{
+    struct tnode t;
+    snprintf(t.listen, sizeof t.listen, "127.0.0.1:%u", free_port());
+    node_start(&t, 1, "", 2, false);
+    struct tnode *all[] = {&t, NULL};
+    cr_assert(run_until(ready_cond, all, 10000), "single node never became ready");
+    cr_assert_eq(spool_node_shard_count(t.node), 2);
+
+    struct sub_log log = {0};
+    cr_assert_eq(spool_node_subscribe(t.node, "chat", record_cb, &log, &log.sub), 0);
+
+    struct pub p;
+    const char *ids[3] = {"a", "b", ""};
+    publish_sync(t.node, "chat", ids, 3, &p);
+    cr_assert_eq(p.n, 3);
+    cr_assert_eq(p.seqs[0], 1);
+    cr_assert_eq(p.seqs[2], 3);
+    cr_assert_not(p.dup[0]);
+    publish_sync(t.node, "chat", NULL, 1, &p);
+    cr_assert_eq(p.seqs[0], 4);
+    /* Same id again: not stored, original seq. */
+    const char *again[1] = {"b"};
+    publish_sync(t.node, "chat", again, 1, &p);
+    cr_assert(p.dup[0]);
+    cr_assert_eq(p.seqs[0], 2);
+
+    /* Invalid calls are refused synchronously. */
+    cr_assert_eq(spool_node_publish(t.node, "", NULL, 1, publish_cb, &p), SPOOL_EINVAL);
+
+    struct sub_log *logs[] = {&log};
+    struct sub_want w = {logs, 1, 4};
+    cr_assert(run_until(subs_have, &w, 5000));
+    assert_log(&log, 1, 4);
+
+    struct rd r;
+    struct spool_read_req fwd = {.channel = "chat"};
+    read_sync(t.node, &fwd, &r);
+    cr_assert_eq(r.n, 4);
+    cr_assert_eq(r.seqs[0], 1);
+    cr_assert_eq(r.seqs[3], 4);
+    cr_assert_eq(r.first, 1);
+    cr_assert_eq(r.last, 4);
+    struct spool_read_req back = {.channel = "chat", .backward = true, .limit = 3};
+    read_sync(t.node, &back, &r);
+    cr_assert_eq(r.n, 3);
+    cr_assert_eq(r.seqs[0], 4);
+    cr_assert_eq(r.seqs[2], 2);
+    struct spool_read_req after = {.channel = "chat", .after_seq = 2, .limit = 1};
+    read_sync(t.node, &after, &r);
+    cr_assert_eq(r.n, 1);
+    cr_assert_eq(r.seqs[0], 3);
+
+    struct spool_shard_status st;
+    uint32_t shard = spool_node_shard_of(t.node, "chat");
+    spool_node_shard_status(t.node, shard, &st);
+    cr_assert(st.local_replica);
+    cr_assert_eq(st.leader_id, 1);
+    cr_assert_geq(st.applied_index, 3);
+    cr_assert_eq(st.store.records, 4);
+
+    spool_node_unsubscribe(log.sub);
+    node_stop(&t);
+
+    /* Restart on the same directory: data is there and seqs continue. */
+    node_start(&t, 1, "", 2, false);
+    cr_assert(run_until(ready_cond, all, 10000), "restarted node never became ready");
+    read_sync(t.node, &fwd, &r);
+    cr_assert_eq(r.n, 4);
+    publish_sync(t.node, "chat", NULL, 1, &p);
+    cr_assert_eq(p.seqs[0], 5);
+    /* Dedup survives the restart. */
+    const char *a[1] = {"a"};
+    publish_sync(t.node, "chat", a, 1, &p);
+    cr_assert(p.dup[0]);
+    cr_assert_eq(p.seqs[0], 1);
+    node_stop(&t);
+}
+
+/* --- three nodes -------------------------------------------------------------------------- */
+
+Test(node, three_nodes_forward_read_your_writes_subscribe_failover)
+{
+    struct tnode t[4];
+    char peers[256];
+    uint16_t ports[4];
+    for (int i = 0; i < 4; i++) {
+        ports[i] = free_port();
+        snprintf(t[i].listen, sizeof t[i].listen, "127.0.0.1:%u", ports[i]);
+    }
+    snprintf(peers, sizeof peers, "1@127.0.0.1:%u,2@127.0.0.1:%u,3@127.0.0.1:%u", ports[0],
+             ports[1], ports[2]);
+    for (int i = 0; i < 3; i++)
+        node_start(&t[i], (uint64_t)i + 1, peers, 2, false);
+    /* Node 4 holds no replica: everything goes over RPC. */
+    node_start(&t[3], 4, peers, 2, true);
+    struct tnode *all[] = {&t[0], &t[1], &t[2], &t[3], NULL};
+    cr_assert(run_until(ready_cond, all, 20000), "cluster never became ready");
+
+    const char *channel = "conversation-7";
+    uint32_t shard = spool_node_shard_of(t[0].node, channel);
+    struct spool_shard_status st;
+    spool_node_shard_status(t[0].node, shard, &st);
+    uint64_t leader = st.leader_id;
+    cr_assert(leader >= 1 && leader <= 3);
+    struct tnode *follower = &t[leader % 3]; /* some node that does not lead the shard */
+
+    struct sub_log logs[4];
+    memset(logs, 0, sizeof logs);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(spool_node_subscribe(t[i].node, channel, record_cb, &logs[i], &logs[i].sub), 0);
+
+    /* Through a follower: forwarded to the leader. */
+    struct pub p;
+    publish_sync(follower->node, channel, NULL, 2, &p);
+    cr_assert_eq(p.seqs[0], 1);
+    cr_assert_eq(p.seqs[1], 2);
+
+    /* Let node 4's follower anchor at the channel before the burst (it subscribed first, so it
+     * must then see 3.. at least; it anchors at what the replica had when its first poll ran). */
+    struct pub burst[12];
+    struct pubs bs = {burst, 12};
+    for (int i = 0; i < 12; i++)
+        publish_start(t[i % 4].node, channel, NULL, 1, &burst[i]);
+    cr_assert(run_until(pubs_done, &bs, 20000), "burst did not complete");
+    bool seen[15] = {0};
+    for (int i = 0; i < 12; i++) {
+        cr_assert_eq(burst[i].status, 0, "publish %d: %s", i, burst[i].msg);
+        cr_assert(burst[i].seqs[0] >= 3 && burst[i].seqs[0] <= 14);
+        cr_assert_not(seen[burst[i].seqs[0]], "seq %llu assigned twice",
+                      (unsigned long long)burst[i].seqs[0]);
+        seen[burst[i].seqs[0]] = true;
+    }
+
+    /* Read-your-writes through every node. */
+    for (int i = 0; i < 4; i++) {
+        struct rd r;
+        struct spool_read_req req = {.channel = channel, .min_seq = 14, .limit = 100};
+        read_sync(t[i].node, &req, &r);
+        cr_assert_eq(r.n, 14, "node %d read %zu records", i + 1, r.n);
+        cr_assert_eq(r.seqs[13], 14);
+        cr_assert_eq(r.last, 14);
+    }
+
+    /* Replicas' subscribers saw 1..14 once, in order; node 4's saw a gap-free suffix. */
+    struct sub_log *lp[4] = {&logs[0], &logs[1], &logs[2], &logs[3]};
+    struct sub_want w = {lp, 3, 14};
+    cr_assert(run_until(subs_have, &w, 10000));
+    for (int i = 0; i < 3; i++)
+        assert_log(&logs[i], 1, 14);
+
+    /* Graceful close of the shard's leader: leadership moves, publishing continues. */
+    struct tnode *old = &t[leader - 1];
+    node_stop(old);
+    struct tnode *rest[3];
+    int k = 0;
+    for (int i = 0; i < 4; i++)
+        if (&t[i] != old)
+            rest[k++] = &t[i];
+    publish_sync(rest[0]->node, channel, NULL, 1, &p);
+    cr_assert_eq(p.seqs[0], 15);
+    publish_sync(rest[2]->node, channel, NULL, 1, &p); /* the gateway-only node */
+    cr_assert_eq(p.seqs[0], 16);
+    struct sub_log *lr[3];
+    k = 0;
+    for (int i = 0; i < 4; i++)
+        if (&t[i] != old)
+            lr[k++] = &logs[i];
+    struct sub_want w2 = {lr, 3, 0};
+    /* Replica subscribers: 16 records; node 4's: ends at 16. */
+    w2.n_logs = 2;
+    w2.count = 16;
+    cr_assert(run_until(subs_have, &w2, 10000));
+    assert_log(lr[0], 1, 16);
+    assert_log(lr[1], 1, 16);
+    struct sub_log *gw = &logs[3];
+    cr_assert(run_until(log_reached_16, gw, 15000), "gateway-only subscriber stuck at %zu records",
+              gw->n);
+    cr_assert_not(gw->out_of_order);
+    cr_assert_geq(gw->n, 14, "gateway-only subscriber missed records after anchoring");
+
+    for (int i = 0; i < 4; i++)
+        if (t[i].node != NULL)
+            node_stop(&t[i]);
+}
