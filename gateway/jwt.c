@@ -202,6 +202,12 @@ int spool_jwt_decode(struct spool_jwt *jwt, const char *token, size_t len, struc
         rc = SPOOL_AUTH_UNSUPPORTED_ALG;
         goto fail;
     }
+    /* RFC 7515 4.1.11: a "crit" extension we do not implement must not be ignored. */
+    if (json_object_get(jwt->header, "crit") != NULL) {
+        spool_err_set(err, SPOOL_EDENIED, "token header has crit extensions (unsupported)");
+        rc = SPOOL_AUTH_MALFORMED;
+        goto fail;
+    }
     json_t *kid = json_object_get(jwt->header, "kid");
     if (!json_is_string(kid) || json_string_length(kid) == 0 ||
         json_string_length(kid) > SPOOL_KEY_NAME_MAX ||

@@ -219,6 +219,16 @@ Test(jwt, garbage_is_malformed_not_a_crash)
                          "bm90IGpzb24.e30.AAAA", "eyJhbGciOiJIUzI1NiIsImtpZCI6ImsifQ.e30.AAAA"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_expect_eq(check(bad[i], "s", NOW_MS, &err), SPOOL_AUTH_MALFORMED, "%s", bad[i]);
+    const char *hdrs[] = {"{\"alg\":\"HS256\",\"kid\":\"k\",\"crit\":[\"exp\"]}",
+                          "{\"alg\":\"HS256\",\"kid\":\"k\",\"kid\":\"k\"}"};
+    for (size_t i = 0; i < 2; i++) {
+        char *tok = make_token(hdrs[i], "{\"exp\":1900000000}", "s", false);
+        cr_expect_eq(check(tok, "s", NOW_MS, &err), SPOOL_AUTH_MALFORMED, "%s", hdrs[i]);
+        free(tok);
+    }
+    char *dup = make_token(HDR, "{\"exp\":1,\"exp\":1900000000}", "s", false);
+    cr_expect_eq(check(dup, "s", NOW_MS, &err), SPOOL_AUTH_MALFORMED, "duplicate claim");
+    free(dup);
     char *huge = malloc(SPOOL_JWT_MAX_BYTES + 2);
     memset(huge, 'A', SPOOL_JWT_MAX_BYTES + 1);
     huge[SPOOL_JWT_MAX_BYTES + 1] = '\0';
