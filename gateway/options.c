@@ -39,6 +39,11 @@ void spool_options_defaults(struct spool_options *o)
     o->heartbeat_interval_ms = 15000;
     o->dedup_window_ms = 120000;
     o->forward_timeout_ms = 5000;
+    o->drain_timeout_ms = 10000;
+    o->max_channel_name_bytes = 256;
+    o->max_publish_batch = 1000;
+    o->history_page_default = 100;
+    o->history_page_max = 1000;
     o->api_keys = "";
     o->api_keys_file = "";
     o->anonymous = false;
@@ -82,6 +87,11 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("heartbeat-interval", SPOOL_OPT_MS, heartbeat_interval_ms, "SSE comments / WebSocket pings every");
     OPT("dedup-window", SPOOL_OPT_MS, dedup_window_ms, "publishes with a repeated client message id are dropped within");
     OPT("forward-timeout", SPOOL_OPT_MS, forward_timeout_ms, "how long a request waits for a shard leader");
+    OPT("drain-timeout", SPOOL_OPT_MS, drain_timeout_ms, "on SIGTERM, how long in-flight HTTP requests may take before connections are cut");
+    OPT("max-channel-name-bytes", SPOOL_OPT_UINT, max_channel_name_bytes, "longest channel name");
+    OPT("max-publish-batch", SPOOL_OPT_UINT, max_publish_batch, "messages in one REST publish");
+    OPT("history-page-default", SPOOL_OPT_UINT, history_page_default, "history items per page when no limit is given");
+    OPT("history-page-max", SPOOL_OPT_UINT, history_page_max, "largest history limit a request may ask for");
     OPT("api-keys", SPOOL_OPT_STRING, api_keys, "API keys: name:secret=capabilities;... (see README)");
     OPT("api-keys-file", SPOOL_OPT_STRING, api_keys_file, "file with one API key per line, same syntax");
     OPT("anonymous", SPOOL_OPT_BOOL, anonymous, "allow clients without credentials (development only)");

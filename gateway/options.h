@@ -51,6 +51,11 @@ struct spool_options {
     uint64_t heartbeat_interval_ms;
     uint64_t dedup_window_ms;
     uint64_t forward_timeout_ms;
+    uint64_t drain_timeout_ms;
+    uint64_t max_channel_name_bytes;
+    uint64_t max_publish_batch;
+    uint64_t history_page_default;
+    uint64_t history_page_max;
     /* auth */
     const char *api_keys;      /* name:secret=caps;... */
     const char *api_keys_file;

@@ -1,11 +1,214 @@
-/* Placeholder until the node wiring lands: refuses to start rather than pretending to serve. */
+/*
+ * spool_run: one spoold process, from parsed options to exit code.
+ *
+ * Everything runs on one libuv loop:
+ *
+ *   keyring (--api-keys, --api-keys-file, --anonymous)     refuses to start without keys unless
+ *                                                          --anonymous
+ *   metrics registry
+ *   node (cluster/node.h): Raft shards + stores + the cluster port; a single node when --peers
+ *                          is empty
+ *   router + REST API (gateway/http_api.h) + the HTTP server on --listen
+ *   SIGTERM / SIGINT watchers
+ *
+ * Shutdown is one chain, started by the first SIGTERM/SIGINT (or by a failure after the node
+ * started): the HTTP server drains (stops accepting, finishes in-flight requests, bounded by
+ * --drain-timeout) -> the node closes (hands off leaderships, stops Raft, syncs stores) -> the
+ * signal watchers close -> uv_run returns -> everything else is released and the loop closed.
+ * Each step starts in the completion callback of the previous one.
+ */
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
 
+#include "cluster/node.h"
+#include "common/log.h"
+#include "gateway/auth.h"
+#include "gateway/http_api.h"
+#include "gateway/http_router.h"
+#include "gateway/http_server.h"
+#include "gateway/metrics.h"
 #include "gateway/options.h"
+
+struct spool_daemon {
+    const struct spool_options *opts;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    struct spool_keyring keyring;
+    struct spool_metrics metrics;
+    struct spool_node *node;
+    struct spool_http_router router;
+    struct spool_http_api api;
+    struct spool_http_server *http;
+    bool stopping;
+    int exit_code;
+};
+
+static void on_signal_closed(uv_handle_t *h) { (void)h; }
+
+static void on_node_closed(void *arg)
+{
+    struct spool_daemon *d = arg;
+    d->node = NULL;
+    SPOOL_INFO("spoold.stopped", "exit=%d", d->exit_code);
+    uv_close((uv_handle_t *)&d->sigterm, on_signal_closed);
+    uv_close((uv_handle_t *)&d->sigint, on_signal_closed);
+}
+
+static void on_http_closed(void *arg)
+{
+    struct spool_daemon *d = arg;
+    d->http = NULL;
+    d->api.server = NULL;
+    SPOOL_INFO("http.closed", "connections=0");
+    if (d->node != NULL) spool_node_close(d->node, on_node_closed, d);
+    else on_node_closed(d);
+}
+
+static void daemon_stop(struct spool_daemon *d, int exit_code)
+{
+    if (d->stopping) return;
+    d->stopping = true;
+    d->exit_code = exit_code;
+    if (d->http != NULL) spool_http_server_close(d->http, on_http_closed, d);
+    else on_http_closed(d);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct spool_daemon *d = s->data;
+    if (d->stopping) {
+        SPOOL_WARN("spoold.signal", "signal=%s note=\"shutdown already in progress\"", strsignal(signum));
+        return;
+    }
+    SPOOL_INFO("spoold.signal", "signal=%s action=drain", strsignal(signum));
+    daemon_stop(d, 0);
+}
+
+static int node_start(struct spool_daemon *d, struct spool_err *err)
+{
+    const struct spool_options *o = d->opts;
+    struct spool_node_config cfg;
+    spool_node_config_defaults(&cfg);
+    if (strcmp(o->role, "node") != 0 && strcmp(o->role, "gateway") != 0)
+        return spool_err_set(err, SPOOL_EINVAL, "--role must be node or gateway, not '%s'", o->role);
+    if (o->shards == 0 || o->shards > UINT32_MAX || o->replicas == 0 || o->replicas > UINT32_MAX)
+        return spool_err_set(err, SPOOL_EINVAL, "--shards and --replicas must be >= 1");
+    cfg.id = o->id;
+    cfg.data_dir = o->data;
+    cfg.cluster_listen = o->cluster_listen;
+    cfg.peers = o->peers;
+    cfg.shards = (uint32_t)o->shards;
+    cfg.replicas = (uint32_t)o->replicas;
+    cfg.gateway_only = strcmp(o->role, "gateway") == 0;
+    cfg.snapshot_threshold = o->snapshot_threshold;
+    cfg.snapshot_trailing = o->snapshot_trailing;
+    cfg.election_timeout_ms = o->election_timeout_ms;
+    cfg.heartbeat_ms = o->heartbeat_ms;
+    cfg.forward_timeout_ms = o->forward_timeout_ms;
+    cfg.dedup_window_ms = o->dedup_window_ms;
+    cfg.store.segment_bytes = o->segment_bytes;
+    cfg.store.tail_cache_bytes = o->tail_cache_bytes;
+    cfg.store.retention.max_age_ms = o->retention_max_age_ms;
+    cfg.store.retention.max_count = o->retention_max_count;
+    cfg.store.retention.max_bytes = o->retention_max_bytes;
+    return spool_node_init(&d->node, &d->loop, &cfg, err);
+}
+
+static int http_start(struct spool_daemon *d, struct spool_err *err)
+{
+    const struct spool_options *o = d->opts;
+    int rv;
+    spool_http_router_init(&d->router);
+    if ((rv = spool_http_api_init(&d->api, o, d->node, &d->keyring, &d->metrics, err)) != 0 ||
+        (rv = spool_http_api_routes(&d->api, &d->router, err)) != 0)
+        return rv;
+    struct spool_http_config cfg;
+    spool_http_config_defaults(&cfg);
+    cfg.max_connections = o->max_connections;
+    cfg.max_header_bytes = o->max_header_bytes;
+    cfg.max_body_bytes = o->max_request_bytes;
+    cfg.request_timeout_ms = o->request_timeout_ms;
+    cfg.idle_timeout_ms = o->idle_timeout_ms;
+    cfg.drain_timeout_ms = o->drain_timeout_ms;
+    cfg.handler = spool_http_router_dispatch;
+    cfg.handler_arg = &d->router;
+    cfg.on_done = spool_http_api_on_done;
+    cfg.on_done_arg = &d->api;
+    if ((rv = spool_http_server_init(&d->http, &d->loop, &cfg, err)) != 0) return rv;
+    d->api.server = d->http;
+    if ((rv = spool_http_server_listen(d->http, o->listen, err)) != 0) return rv;
+    SPOOL_INFO("http.listening", "address=%s port=%d", o->listen, spool_http_server_port(d->http));
+    return 0;
+}
+
+static int keyring_load(struct spool_daemon *d, struct spool_err *err)
+{
+    const struct spool_options *o = d->opts;
+    int rv = spool_keyring_configure(&d->keyring, o->api_keys, o->api_keys_file, o->anonymous, err);
+    if (rv != 0) return rv;
+    if (o->anonymous) {
+        SPOOL_WARN("auth.anonymous",
+                   "msg=\"ANONYMOUS ACCESS IS ON: any client that can reach %s may publish, read and "
+                   "subscribe on every channel. For development only; never in production.\"",
+                   o->listen);
+    } else if (d->keyring.n == 0) {
+        return spool_err_set(err, SPOOL_EINVAL,
+                             "no API keys configured: pass --api-keys or --api-keys-file "
+                             "(or --anonymous for local development)");
+    }
+    return 0;
+}
 
 int spool_run(const struct spool_options *o)
 {
-    (void)o;
-    fprintf(stderr, "spoold: the server is not wired up yet in this build\n");
-    return 1;
+    struct spool_daemon *d = calloc(1, sizeof *d);
+    if (d == NULL) return 1;
+    d->opts = o;
+    signal(SIGPIPE, SIG_IGN);
+    if (o->peers[0] != '\0') spool_log_set_node(o->id);
+    struct spool_err err;
+    spool_err_clear(&err);
+    spool_keyring_init(&d->keyring);
+    int code = 0;
+    if (keyring_load(d, &err) != 0) {
+        fprintf(stderr, "spoold: %s\n", err.msg);
+        spool_keyring_close(&d->keyring);
+        free(d);
+        return 2;
+    }
+    if (uv_loop_init(&d->loop) != 0 || spool_metrics_init(&d->metrics) != 0) {
+        fprintf(stderr, "spoold: cannot initialise the event loop\n");
+        spool_keyring_close(&d->keyring);
+        free(d);
+        return 1;
+    }
+    uv_signal_init(&d->loop, &d->sigterm);
+    uv_signal_init(&d->loop, &d->sigint);
+    d->sigterm.data = d->sigint.data = d;
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    SPOOL_INFO("spoold.start", "version=%s id=%llu role=%s data=%s listen=%s cluster_listen=%s peers=%s shards=%llu",
+               SPOOL_VERSION, (unsigned long long)o->id, o->role, o->data, o->listen,
+               o->cluster_listen, o->peers[0] ? o->peers : "(single-node)",
+               (unsigned long long)o->shards);
+    if (node_start(d, &err) != 0 || http_start(d, &err) != 0) {
+        SPOOL_ERROR("spoold.start_failed", "err=%s msg=\"%s\"", spool_err_name(err.code), err.msg);
+        fprintf(stderr, "spoold: %s\n", err.msg);
+        daemon_stop(d, 1);
+    }
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    code = d->exit_code;
+    spool_http_api_close(&d->api);
+    spool_http_router_close(&d->router);
+    if (uv_loop_close(&d->loop) != 0) {
+        SPOOL_ERROR("spoold.loop_busy", "msg=\"handles still open at exit\"");
+        code = code ? code : 1;
+    }
+    spool_metrics_close(&d->metrics);
+    spool_keyring_close(&d->keyring);
+    free(d);
+    return code;
 }
