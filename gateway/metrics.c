@@ -536,38 +536,49 @@ static const char *type_name(enum spool_metric_type t)
     return t == SPOOL_METRIC_COUNTER ? "counter" : t == SPOOL_METRIC_GAUGE ? "gauge" : "histogram";
 }
 
+static void render_family(struct buf *b, struct spool_metric_family *f)
+{
+    buf_str(b, "# HELP ");
+    buf_str(b, f->name);
+    buf_str(b, " ");
+    buf_escaped(b, f->help, false);
+    buf_str(b, "\n# TYPE ");
+    buf_str(b, f->name);
+    buf_str(b, " ");
+    buf_str(b, type_name(f->type));
+    buf_str(b, "\n");
+    if (f->collect != NULL) {
+        struct spool_metric_writer w = {b, f};
+        f->collect(&w, f->collect_arg);
+        return;
+    }
+    pthread_mutex_lock(&f->registry->lock); /* children may be appended concurrently */
+    for (size_t j = 0; j < f->n; j++) {
+        struct child *c = f->children[j];
+        const char *const *values = (const char *const *)c->values;
+        if (f->type == SPOOL_METRIC_HISTOGRAM) render_histogram(b, f, c);
+        else if (f->type == SPOOL_METRIC_GAUGE)
+            sample(b, f, "", values, NULL, spool_gauge_value(&c->u.gauge));
+        else sample(b, f, "", values, NULL, spool_counter_value(&c->u.counter));
+    }
+    pthread_mutex_unlock(&f->registry->lock);
+}
+
+/* Collect callbacks run without the registry lock, so a callback may take locks of its own
+ * layer even if code holding those locks creates metric children. Families are never removed
+ * and their name/help/type never change, so a snapshot of the family pointers is enough. */
 int spool_metrics_render(struct spool_metrics *m, char **out, size_t *len, struct spool_err *err)
 {
     struct buf b = {0};
     buf_put(&b, "", 0); /* an empty registry still yields "" rather than NULL */
     pthread_mutex_lock(&m->lock);
-    for (size_t i = 0; i < m->n && !b.oom; i++) {
-        struct spool_metric_family *f = m->families[i];
-        buf_str(&b, "# HELP ");
-        buf_str(&b, f->name);
-        buf_str(&b, " ");
-        buf_escaped(&b, f->help, false);
-        buf_str(&b, "\n# TYPE ");
-        buf_str(&b, f->name);
-        buf_str(&b, " ");
-        buf_str(&b, type_name(f->type));
-        buf_str(&b, "\n");
-        if (f->collect != NULL) {
-            struct spool_metric_writer w = {&b, f};
-            f->collect(&w, f->collect_arg);
-            continue;
-        }
-        for (size_t j = 0; j < f->n; j++) {
-            struct child *c = f->children[j];
-            if (f->type == SPOOL_METRIC_HISTOGRAM) render_histogram(&b, f, c);
-            else if (f->type == SPOOL_METRIC_GAUGE)
-                sample(&b, f, "", (const char *const *)c->values, NULL, spool_gauge_value(&c->u.gauge));
-            else
-                sample(&b, f, "", (const char *const *)c->values, NULL,
-                       spool_counter_value(&c->u.counter));
-        }
-    }
+    size_t n = m->n;
+    struct spool_metric_family **fs = n ? malloc(n * sizeof *fs) : NULL;
+    if (fs != NULL) memcpy(fs, m->families, n * sizeof *fs);
     pthread_mutex_unlock(&m->lock);
+    if (n > 0 && fs == NULL) b.oom = true;
+    for (size_t i = 0; i < n && !b.oom; i++) render_family(&b, fs[i]);
+    free(fs);
     if (b.oom) {
         free(b.p);
         *out = NULL;

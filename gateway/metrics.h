@@ -17,8 +17,9 @@
  *
  * Collectors are families whose samples are produced at scrape time by a callback — for values
  * owned elsewhere (per-shard raft term and commit index, store statistics). The callback gets a
- * writer and emits one sample per label-value combination. It runs with the registry mutex held
- * and must not touch the registry.
+ * writer and emits one sample per label-value combination. It runs on the scraping thread
+ * without the registry mutex held, so it may take its own layer's locks (whose holders may be
+ * creating children) and may even create children itself.
  *
  * Output order: families in registration order, children in creation order, which keeps scrapes
  * stable and tests exact. Names are validated ([a-zA-Z_:][a-zA-Z0-9_:]*; labels without ':' and

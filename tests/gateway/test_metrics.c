@@ -155,12 +155,15 @@ Test(metrics, invalid_and_duplicate_names_are_refused)
 
 struct shard_stats {
     int calls;
+    struct spool_metric_family *other;
 };
 
 static void collect_shards(struct spool_metric_writer *w, void *arg)
 {
     struct shard_stats *s = arg;
     s->calls++;
+    /* Would deadlock if callbacks ran under the registry lock. */
+    spool_counter_inc(spool_counter_of(s->other, (const char *[]){"from-callback"}));
     spool_metric_write(w, (const char *[]){"0"}, 7);
     spool_metric_write(w, (const char *[]){"1"}, 12);
     spool_metric_write(w, NULL, 99); /* wrong label count: dropped, not a crash */
@@ -169,18 +172,23 @@ static void collect_shards(struct spool_metric_writer *w, void *arg)
 Test(metrics, collector_fills_values_at_scrape_time)
 {
     struct spool_err err;
-    struct shard_stats stats = {0};
+    struct shard_stats stats = {0, NULL};
     cr_assert_not_null(spool_metrics_collector(&reg, "spool_raft_term", "Current raft term.",
                                                SPOOL_METRIC_GAUGE, (const char *[]){"shard"}, 1,
                                                collect_shards, &stats, &err),
                        "%s", err.msg);
     cr_expect_null(spool_metrics_collector(&reg, "c2", "", SPOOL_METRIC_HISTOGRAM, NULL, 0,
                                            collect_shards, &stats, &err));
+    stats.other = spool_metrics_counter(&reg, "scrapes_total", "", (const char *[]){"by"}, 1, &err);
+    cr_assert_not_null(stats.other);
     cr_expect_eq(stats.calls, 0, "nothing is collected before a scrape");
     expect_render("# HELP spool_raft_term Current raft term.\n"
                   "# TYPE spool_raft_term gauge\n"
                   "spool_raft_term{shard=\"0\"} 7\n"
-                  "spool_raft_term{shard=\"1\"} 12\n");
+                  "spool_raft_term{shard=\"1\"} 12\n"
+                  "# HELP scrapes_total \n"
+                  "# TYPE scrapes_total counter\n"
+                  "scrapes_total{by=\"from-callback\"} 1\n");
     cr_expect_eq(stats.calls, 1);
 }
 
