@@ -368,8 +368,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(slab, sizeof slab);
 }
 
-static void ws_feed(struct spool_ws *ws, const uint8_t *data, size_t len)
+void spool_ws_feed(struct spool_ws *ws, const uint8_t *data, size_t len)
 {
+    if (ws->dead)
+        return;
     ws->heard = true;
     ws->in = data;
     ws->in_len = len;
@@ -396,7 +398,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread > 0)
-        ws_feed(ws, (const uint8_t *)buf->base, (size_t)nread);
+        spool_ws_feed(ws, (const uint8_t *)buf->base, (size_t)nread);
 }
 
 static void on_close_timeout(uv_timer_t *t)
@@ -458,7 +460,7 @@ int spool_ws_start(struct spool_ws *ws, uv_stream_t *stream, const uint8_t *head
     if (cfg->heartbeat_ms > 0)
         uv_timer_start(&ws->timer, on_heartbeat, cfg->heartbeat_ms, cfg->heartbeat_ms);
     if (head_len > 0)
-        ws_feed(ws, head, head_len);
+        spool_ws_feed(ws, head, head_len);
     return 0;
 }
 

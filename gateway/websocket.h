@@ -126,6 +126,9 @@ struct spool_ws {
 int spool_ws_start(struct spool_ws *ws, uv_stream_t *stream, const uint8_t *head, size_t head_len,
                    const struct spool_ws_config *cfg, const struct spool_ws_events *ev,
                    struct spool_err *err);
+/* Parses bytes that were read elsewhere, e.g. those the HTTP server read past the upgrade
+ * request, when the owner wants to send something first (instead of passing them as `head`). */
+void spool_ws_feed(struct spool_ws *ws, const uint8_t *data, size_t len);
 /* Send a text message (copied). SPOOL_ECLOSED once closing, SPOOL_ELIMIT when over the send
  * buffer (the connection is then being closed with 1008). */
 int spool_ws_send_text(struct spool_ws *ws, const char *s, size_t len);

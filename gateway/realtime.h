@@ -1,0 +1,95 @@
+/*
+ * The realtime protocol: JSON messages over a WebSocket at GET /v1/realtime (docs/protocol.md
+ * is the client-facing description; this is the server side).
+ *
+ * One struct spool_realtime per gateway holds every realtime connection of the node. A
+ * connection is: a struct spool_ws (framing, limits, heartbeats), the authenticated principal,
+ * its attachments (gateway/attach.h, one per channel), a publish rate bucket and the publishes
+ * still waiting for the node. It lives until the WebSocket reports on_close AND every publish
+ * it started has completed (a reference count), so no node callback ever sees freed memory.
+ *
+ * Encode once. A record delivered to many connections is encoded into one shared WebSocket
+ * frame (struct spool_wsframe): the realtime object remembers the frames of the most recently
+ * encoded records (channel + serial), and every attachment delivering the same record sends
+ * that frame. The node delivers one record to all local subscribers back to back, so a small
+ * cache hits for all but the first.
+ *
+ * Resume (gateway/resume.h). On "connected", after every attach/detach, and every
+ * min(heartbeat, resume window / 4) the server sends {"type":"resumeKey"} with a fresh key
+ * listing the attachments and their last written serials. A client reconnects with
+ * ?resume=<key> (and optionally &serials=<JSON object channel -> last serial processed>) or
+ * sends {"type":"resume","resumeKey":...,"serials":{...}} as its first message; the
+ * attachments are re-created from those serials via the same join as any attach, so the
+ * messages missed arrive in order with no gap and no duplicate.
+ *
+ * Errors are {"type":"error","error":{"code","message"}} and never close the connection unless
+ * the WebSocket layer itself must (limits: 1009, bad UTF-8: 1007, send buffer: 1008).
+ */
+#ifndef SPOOL_GATEWAY_REALTIME_H
+#define SPOOL_GATEWAY_REALTIME_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cluster/node.h"
+#include "common/err.h"
+#include "gateway/attach.h"
+#include "gateway/auth.h"
+#include "gateway/http_server.h"
+#include "gateway/resume.h"
+
+/* Error codes of the realtime protocol (HTTP-like: status * 100 + detail). */
+enum spool_rt_error {
+    SPOOL_RT_EBAD_JSON = 40001,       /* not JSON, or not an object */
+    SPOOL_RT_EBAD_CHANNEL = 40002,    /* missing or invalid channel name */
+    SPOOL_RT_EBAD_MESSAGE = 40010,    /* unknown type, or a field missing / of the wrong type */
+    SPOOL_RT_ENOT_ATTACHED = 40011,   /* detach of a channel that is not attached */
+    SPOOL_RT_EBAD_RESUME = 40012,     /* resume key does not verify, or resume not allowed now */
+    SPOOL_RT_EFORBIDDEN = 40301,      /* capability missing (same code as auth) */
+    SPOOL_RT_ERESUME_IDENTITY = 40302, /* resume key belongs to another key / client id */
+    SPOOL_RT_ERESUME_EXPIRED = 41001, /* resume window passed: re-attach from your serials */
+    SPOOL_RT_ETOO_LARGE = 41300,      /* message data over max_message_bytes */
+    SPOOL_RT_ERATE = 42900,           /* over rate_per_connection publishes per second */
+    SPOOL_RT_ETOO_MANY_CHANNELS = 42901, /* over max_channels_per_connection */
+    SPOOL_RT_EINTERNAL = 50000,
+    SPOOL_RT_EUNAVAILABLE = 50300,    /* the cluster could not serve the request */
+    SPOOL_RT_ETIMEOUT = 50400,
+};
+
+struct spool_realtime_config {
+    uint64_t max_message_bytes;   /* largest message data (JSON-encoded) in a publish */
+    uint64_t max_frame_bytes;     /* largest WebSocket frame and message */
+    uint64_t max_channels;        /* attachments per connection */
+    uint64_t send_buffer_bytes;   /* per connection */
+    uint64_t heartbeat_ms;        /* WebSocket pings and dead-peer detection */
+    uint64_t resume_window_ms;
+    uint64_t rate_per_second;     /* published messages per connection per second; 0 = off */
+    uint64_t max_connections;     /* realtime connections on this node; 0 = unlimited */
+};
+
+struct spool_realtime;
+
+int spool_realtime_init(struct spool_realtime **out, uv_loop_t *loop, struct spool_node *node,
+                        const struct spool_keyring *keys, const struct spool_realtime_config *cfg,
+                        const uint8_t secret[SPOOL_RESUME_SECRET_BYTES], struct spool_err *err);
+/* spool_http_handler for GET /v1/realtime; `arg` is the struct spool_realtime. */
+void spool_realtime_handle(void *arg, struct spool_http_req *req);
+size_t spool_realtime_connections(const struct spool_realtime *rt);
+/* Closes every connection with 1001 (going away) and calls cb once they are all gone; the
+ * object is freed after cb. */
+void spool_realtime_close(struct spool_realtime *rt, void (*cb)(void *arg), void *arg);
+
+/* ---- pieces shared with SSE and tests ---- */
+
+/* The JSON object for a record as clients see it (type "message"); new reference or NULL. */
+json_t *spool_rt_record_json(const Spool__Record *rec);
+/* Authenticates a request from ?key= / ?token= or the Authorization header into `p`
+ * (initialised). Returns an auth code (SPOOL_AUTH_OK...). */
+int spool_rt_authenticate(const struct spool_keyring *keys, struct spool_http_req *req,
+                          struct spool_principal *p, struct spool_err *err);
+/* Parses "live" | "start" | <serial> | {"last": N} (NULL = live). Returns 0 or -1. */
+int spool_rt_parse_from(const json_t *v, struct spool_from *out);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * Server-Sent Events: GET /v1/channels/{channel}/events streams one channel as text/event-stream.
+ *
+ *   retry: <ms>                      reconnect hint, once at the start
+ *   : attached <serial>              the channel's last serial when the stream attached
+ *   id: <serial>                     one event per record; `data` is the same JSON object the
+ *   event: message                   realtime protocol sends (type "message")
+ *   data: {"type":"message",...}
+ *
+ *   : hb                             a comment every heartbeat_ms keeps proxies from timing out
+ *
+ * Where the stream starts: the Last-Event-ID header (what EventSource sends when it reconnects)
+ * resumes exactly after that serial and wins over the query; otherwise ?from=start (whole
+ * history), ?from=<serial> (after it), ?from=live (default) or ?last=N (the last N records, then
+ * live). The join itself is gateway/attach.h, so reconnecting with Last-Event-ID yields every
+ * record once, in order.
+ *
+ * Backpressure: history pages are read only while the response's queued bytes are at most half
+ * of send_buffer_bytes; if live traffic pushes the queue past send_buffer_bytes the stream ends
+ * (the client reconnects with Last-Event-ID and loses nothing). A failed attachment sends
+ * "event: error" with {"code","message"} and ends the stream. Auth is the realtime one
+ * (?key=, ?token=, Authorization) plus the subscribe capability on the channel.
+ *
+ * Each stream has one owner (struct sse_stream) and one completion path (sse_finish): the
+ * attachment and the heartbeat timer are closed, then spool_http_stream_end() completes the
+ * request once the timer handle is closed.
+ */
+#ifndef SPOOL_GATEWAY_SSE_H
+#define SPOOL_GATEWAY_SSE_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "cluster/node.h"
+#include "gateway/auth.h"
+#include "gateway/http_server.h"
+
+struct spool_sse_config {
+    uint64_t heartbeat_ms;      /* comment cadence; 0 = none */
+    uint64_t retry_ms;          /* the retry: hint */
+    uint64_t send_buffer_bytes; /* per stream */
+};
+
+struct spool_sse {
+    uv_loop_t *loop;
+    struct spool_node *node;
+    const struct spool_keyring *keys;
+    struct spool_sse_config cfg;
+};
+
+void spool_sse_init(struct spool_sse *s, uv_loop_t *loop, struct spool_node *node,
+                    const struct spool_keyring *keys, const struct spool_sse_config *cfg);
+/* spool_http_handler for GET /v1/channels/{channel}/events; `arg` is the struct spool_sse and
+ * req->params[0] the channel. Streams end on their own when the server drains. */
+void spool_sse_handle(void *arg, struct spool_http_req *req);
+
+#endif
