@@ -937,3 +937,51 @@ void spool_realtime_handle(void *arg, struct spool_http_req *req)
         spool_ws_feed(&c->ws, (const uint8_t *)leftover, leftover_len);
     free(leftover);
 }
+
+/* ---- wiring ---------------------------------------------------------------------------------- */
+
+int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
+                         const struct spool_options *o, struct spool_node *node,
+                         const struct spool_keyring *keys, struct spool_http_router *router,
+                         struct spool_err *err)
+{
+    memset(m, 0, sizeof *m);
+    uint8_t secret[SPOOL_RESUME_SECRET_BYTES];
+    int rv = spool_resume_secret(NULL, o->data, secret, err);
+    if (rv != 0)
+        return rv;
+    struct spool_realtime_config cfg = {
+        .max_message_bytes = o->max_message_bytes,
+        .max_frame_bytes = o->max_frame_bytes,
+        .max_channels = o->max_channels_per_connection,
+        .send_buffer_bytes = o->send_buffer_bytes,
+        .heartbeat_ms = o->heartbeat_interval_ms,
+        .resume_window_ms = o->resume_window_ms,
+        .rate_per_second = o->rate_per_connection,
+        .max_connections = o->max_connections,
+    };
+    if ((rv = spool_realtime_init(&m->rt, loop, node, keys, &cfg, secret, err)) != 0)
+        return rv;
+    struct spool_sse_config scfg = {
+        .heartbeat_ms = o->heartbeat_interval_ms,
+        .retry_ms = 1000,
+        .send_buffer_bytes = o->send_buffer_bytes,
+    };
+    spool_sse_init(&m->sse, loop, node, keys, &scfg);
+    if ((rv = spool_http_router_add(router, "GET", "/v1/realtime", spool_realtime_handle, m->rt,
+                                    err)) != 0 ||
+        (rv = spool_http_router_add(router, "GET", "/v1/channels/{channel}/events",
+                                    spool_sse_handle, &m->sse, err)) != 0)
+        return rv;
+    return 0;
+}
+
+void spool_realtime_unmount(struct spool_realtime_mount *m, void (*cb)(void *arg), void *arg)
+{
+    struct spool_realtime *rt = m->rt;
+    m->rt = NULL;
+    if (rt != NULL)
+        spool_realtime_close(rt, cb, arg);
+    else if (cb != NULL)
+        cb(arg);
+}

@@ -37,8 +37,11 @@
 #include "common/err.h"
 #include "gateway/attach.h"
 #include "gateway/auth.h"
+#include "gateway/http_router.h"
 #include "gateway/http_server.h"
+#include "gateway/options.h"
 #include "gateway/resume.h"
+#include "gateway/sse.h"
 
 /* Error codes of the realtime protocol (HTTP-like: status * 100 + detail). */
 enum spool_rt_error {
@@ -80,6 +83,28 @@ size_t spool_realtime_connections(const struct spool_realtime *rt);
 /* Closes every connection with 1001 (going away) and calls cb once they are all gone; the
  * object is freed after cb. */
 void spool_realtime_close(struct spool_realtime *rt, void (*cb)(void *arg), void *arg);
+
+/* ---- wiring into spoold (gateway/run.c) ----
+ *
+ * One call after the node is up and before the HTTP server listens:
+ *     spool_realtime_mount(&d->realtime, &d->loop, o, d->node, &d->keyring, &d->router, &err);
+ * adds GET /v1/realtime (WebSocket) and GET /v1/channels/{channel}/events (SSE) to the router,
+ * with every limit taken from the options. On shutdown, before the node closes (upgraded
+ * WebSocket connections are no longer the HTTP server's), call
+ *     spool_realtime_unmount(&d->realtime, cb, arg);
+ * which closes every realtime connection (1001) and calls cb once they are gone. SSE streams
+ * end with the HTTP server's drain. The resume secret comes from o->data/resume.secret (see
+ * gateway/resume.h) until a --resume-secret option exists. */
+struct spool_realtime_mount {
+    struct spool_realtime *rt;
+    struct spool_sse sse;
+};
+int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
+                         const struct spool_options *o, struct spool_node *node,
+                         const struct spool_keyring *keys, struct spool_http_router *router,
+                         struct spool_err *err);
+/* Safe when mount failed or never ran (cb is then called at once). */
+void spool_realtime_unmount(struct spool_realtime_mount *m, void (*cb)(void *arg), void *arg);
 
 /* ---- pieces shared with SSE and tests ---- */
 
