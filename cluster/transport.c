@@ -76,6 +76,7 @@ struct spool_mux {
     struct link closed_transports; /* closed, close cb not yet called */
     spool_mux_rpc_accept_cb rpc_accept;
     void *rpc_accept_arg;
+    uint64_t preamble_timeout_ms;
     bool closing;
     void (*close_cb)(void *arg);
     void *close_arg;
@@ -264,7 +265,7 @@ static void sweep_cb(uv_timer_t *timer)
     uint64_t now = uv_now(m->loop);
     for (struct link *l = m->incoming.next; l != &m->incoming; l = l->next) {
         struct mux_incoming *in = LINK_DATA(l, struct mux_incoming, link);
-        if (now - in->accepted_at >= SPOOL_MUX_PREAMBLE_TIMEOUT_MS) {
+        if (now - in->accepted_at >= m->preamble_timeout_ms) {
             SPOOL_WARN("mux.preamble_timeout", "bytes=%zu", in->have);
             incoming_close(in, "timeout");
         }
@@ -305,7 +306,12 @@ static void listener_connection_cb(uv_stream_t *server, int status)
         incoming_close(in, "read_start_failed");
         return;
     }
-    if (!uv_is_active((uv_handle_t *)&m->sweep)) uv_timer_start(&m->sweep, sweep_cb, 1000, 1000);
+    if (!uv_is_active((uv_handle_t *)&m->sweep)) {
+        uint64_t every = m->preamble_timeout_ms / 2;
+        if (every > 1000) every = 1000;
+        if (every == 0) every = 1;
+        uv_timer_start(&m->sweep, sweep_cb, every, every);
+    }
 }
 
 /* --- the mux ------------------------------------------------------------------------------- */
@@ -357,6 +363,7 @@ int spool_mux_init(struct spool_mux **out, uv_loop_t *loop, uint64_t node_id, co
     if (m == NULL) return spool_err_set(err, SPOOL_ENOMEM, "out of memory");
     m->loop = loop;
     m->node_id = node_id;
+    m->preamble_timeout_ms = SPOOL_MUX_PREAMBLE_TIMEOUT_MS;
     link_init(&m->incoming);
     link_init(&m->connects);
     link_init(&m->transports);
@@ -408,6 +415,11 @@ void spool_mux_set_rpc_accept(struct spool_mux *m, spool_mux_rpc_accept_cb cb, v
 {
     m->rpc_accept = cb;
     m->rpc_accept_arg = arg;
+}
+
+void spool_mux_set_preamble_timeout(struct spool_mux *m, uint64_t ms)
+{
+    m->preamble_timeout_ms = ms;
 }
 
 static void connect_abort(struct spool_mux_connect *c);

@@ -50,6 +50,9 @@ int spool_mux_init(struct spool_mux **out, uv_loop_t *loop, uint64_t node_id, co
  * sender address in RPC preambles. */
 const char *spool_mux_address(const struct spool_mux *m);
 void spool_mux_set_rpc_accept(struct spool_mux *m, spool_mux_rpc_accept_cb cb, void *arg);
+/* How long an accepted connection may take to send its preamble (default
+ * SPOOL_MUX_PREAMBLE_TIMEOUT_MS); checked every min(timeout / 2, 1 s). */
+void spool_mux_set_preamble_timeout(struct spool_mux *m, uint64_t ms);
 /* Closes the listener and every connection still in its preamble, then frees; cb may be NULL. */
 void spool_mux_close(struct spool_mux *m, void (*cb)(void *arg), void *arg);
 

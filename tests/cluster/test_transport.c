@@ -381,6 +381,127 @@ Test(mux, rpc_connect_success_refused_and_canceled)
     loop_finish(&loop);
 }
 
+Test(mux, slow_preamble_times_out)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct spool_mux *m;
+    struct spool_err err;
+    cr_assert_eq(spool_mux_init(&m, &loop, 1, "127.0.0.1:0", &err), 0, "%s", err.msg);
+    spool_mux_set_preamble_timeout(m, 200);
+    struct raw_client slow = {0};
+    memcpy(slow.data[0], "SPMX", 4);
+    slow.bufs[0] = uv_buf_init((char *)slow.data[0], 4);
+    slow.nbufs = 1;
+    raw_start(&slow, &loop, m);
+    uint64_t start = uv_now(&loop);
+    cr_assert(run_until(&loop, raw_eof, &slow, 5000), "stalled preamble never closed");
+    cr_assert_geq(uv_now(&loop) - start, 150, "closed before its timeout");
+    bool closed = false;
+    spool_mux_close(m, set_flag, &closed);
+    cr_assert(run_until(&loop, flag_set, &closed, 5000));
+    uv_close((uv_handle_t *)&slow.tcp, raw_closed_cb);
+    loop_finish(&loop);
+}
+
+/* --- one raft_uv_transport driven by hand -------------------------------------------------- */
+
+struct raft_side {
+    int accepts;
+    raft_id id;
+    char address[64];
+    uv_stream_t *accepted;
+    int connects;
+    int connect_status;
+    uv_stream_t *connected;
+    bool closed;
+    int connects_at_close; /* connect callbacks seen when the close callback ran */
+};
+
+static void side_accept_cb(struct raft_uv_transport *t, raft_id id, const char *address,
+                           uv_stream_t *stream)
+{
+    struct raft_side *s = t->data;
+    s->accepts++;
+    s->id = id;
+    snprintf(s->address, sizeof s->address, "%s", address);
+    s->accepted = stream;
+}
+
+static void side_connect_cb(struct raft_uv_connect *req, uv_stream_t *stream, int status)
+{
+    struct raft_side *s = req->data;
+    s->connects++;
+    s->connect_status = status;
+    s->connected = stream;
+}
+
+static void side_close_cb(struct raft_uv_transport *t)
+{
+    struct raft_side *s = t->data;
+    s->closed = true;
+    s->connects_at_close = s->connects;
+}
+
+static bool side_accepted(void *arg) { return ((struct raft_side *)arg)->accepts > 0; }
+static bool side_connected(void *arg) { return ((struct raft_side *)arg)->connects > 0; }
+static bool side_closed(void *arg) { return ((struct raft_side *)arg)->closed; }
+
+Test(mux, raft_transport_connect_accept_and_cancel)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct spool_mux *ma, *mb;
+    struct spool_err err;
+    cr_assert_eq(spool_mux_init(&ma, &loop, 1, "127.0.0.1:0", &err), 0, "%s", err.msg);
+    cr_assert_eq(spool_mux_init(&mb, &loop, 2, "127.0.0.1:0", &err), 0, "%s", err.msg);
+    struct raft_uv_transport ta, tb;
+    struct raft_side sa = {0}, sb = {0};
+    cr_assert_eq(spool_mux_transport_init(ma, 7, &ta), 0);
+    cr_assert_eq(spool_mux_transport_init(mb, 7, &tb), 0);
+    cr_assert_neq(spool_mux_transport_init(mb, 7, &tb), 0, "group registered twice");
+    ta.data = &sa;
+    tb.data = &sb;
+    cr_assert_eq(ta.init(&ta, 11, "a.example:1"), 0);
+    cr_assert_eq(tb.init(&tb, 22, spool_mux_address(mb)), 0);
+    cr_assert_eq(tb.listen(&tb, side_accept_cb), 0);
+
+    struct raft_uv_connect req = {.data = &sa};
+    cr_assert_eq(ta.connect(&ta, &req, 22, spool_mux_address(mb), side_connect_cb), 0);
+    cr_assert(run_until(&loop, side_connected, &sa, 5000));
+    cr_assert_eq(sa.connect_status, 0);
+    cr_assert_not_null(sa.connected);
+    cr_assert(run_until(&loop, side_accepted, &sb, 5000));
+    cr_assert_eq(sb.id, 11);
+    cr_assert_str_eq(sb.address, "a.example:1");
+
+    /* A connect still resolving when the transport closes: its callback runs once, with
+     * RAFT_CANCELED, before the close callback. */
+    struct raft_side sc = {0};
+    struct raft_uv_connect req2 = {.data = &sc};
+    cr_assert_eq(ta.connect(&ta, &req2, 22, spool_mux_address(mb), side_connect_cb), 0);
+    ta.data = &sc;
+    ta.close(&ta, side_close_cb);
+    cr_assert_eq(sc.connects, 0, "callbacks must not run inside close");
+    cr_assert(run_until(&loop, side_closed, &sc, 5000));
+    cr_assert_eq(sc.connects_at_close, 1);
+    cr_assert_eq(sc.connect_status, RAFT_CANCELED);
+    cr_assert_null(sc.connected);
+
+    tb.close(&tb, side_close_cb);
+    cr_assert(run_until(&loop, side_closed, &sb, 5000));
+    spool_mux_transport_close(&ta);
+    spool_mux_transport_close(&tb);
+    bool a_closed = false, b_closed = false;
+    spool_mux_close(ma, set_flag, &a_closed);
+    spool_mux_close(mb, set_flag, &b_closed);
+    cr_assert(run_until(&loop, flag_set, &a_closed, 5000));
+    cr_assert(run_until(&loop, flag_set, &b_closed, 5000));
+    uv_close((uv_handle_t *)sa.connected, stream_free_cb);
+    uv_close((uv_handle_t *)sb.accepted, stream_free_cb);
+    loop_finish(&loop);
+}
+
 /* --- libraft over the mux: 3 servers x 2 groups -------------------------------------------- */
 
 #define SERVERS 3
