@@ -39,7 +39,9 @@ static void check_all(void)
         cr_assert_eq(spool_store_read(s, chans[c], 0, 0, collect_cb, &col, &err), 0, "%s", err.msg);
         cr_assert_eq(col.n, 150, "channel %s", chans[c]);
         cr_assert_eq(col.bad, 0);
-        for (size_t i = 0; i < col.n; i++) cr_assert_eq(col.seqs[i], i + 1);
+        size_t dense = 0;
+        while (dense < col.n && col.seqs[dense] == dense + 1) dense++;
+        cr_assert_eq(dense, col.n);
     }
 }
 
