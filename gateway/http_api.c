@@ -441,6 +441,7 @@ static void handle_history(void *arg, struct spool_http_req *req)
     op->api = api, op->req = req, op->channel = channel;
     op->from = 1, op->until = UINT64_MAX;
     uint64_t limit = api->opts->history_page_default;
+    if (limit > api->opts->history_page_max) limit = api->opts->history_page_max;
     bool has_limit;
     if (!query_uint(req, "from", &op->from, NULL) || !query_uint(req, "until", &op->until, NULL) ||
         !query_uint(req, "start", &op->start, &op->has_start) ||
