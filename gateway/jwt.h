@@ -6,10 +6,9 @@
  * file: spool_jwt_decode() parses the structure and checks what needs no secret (alg is HS256 —
  * "none" and every other alg are refused explicitly, since accepting the header's word for the
  * algorithm is the classic JWT hole; `kid` present; no "crit" extensions), the caller looks the
- * kid up, then
- * spool_jwt_verify() checks the signature in constant time and then the time claims. Claims are
- * interpreted only after the signature verified, so an unauthenticated sender learns nothing
- * about them.
+ * kid up, then spool_jwt_verify() checks the signature in constant time and then the time claims.
+ * Claims are interpreted only after the signature verified, so an unauthenticated sender learns
+ * nothing about them.
  *
  * Claims: exp (required, unix seconds), nbf and iat (optional; a token issued or valid only in
  * the future is refused), clientId or sub (client id), role (user|agent|operator),
