@@ -11,6 +11,7 @@
 
 struct proposal {
     struct raft_apply req;
+    struct proposal *prev, *next; /* batch->in_flight */
     struct spool_batch *batch;
     size_t n;
     struct spool_batch_item *items[];
@@ -35,7 +36,13 @@ static void proposal_applied_cb(struct raft_apply *req, int status, void *result
 {
     struct proposal *p = req->data;
     struct spool_fsm_result *res = result;
-    p->batch->in_flight--;
+    struct spool_batch *b = p->batch;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        b->in_flight = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
     if (status == 0 && res != NULL && res->n == p->n) {
         for (size_t i = 0; i < p->n; i++) {
             const struct spool_fsm_publish_result *r = &res->publishes[i];
@@ -121,9 +128,22 @@ static void propose_some(struct spool_batch *b)
         free(p);
         return;
     }
-    b->in_flight++;
+    p->prev = NULL;
+    p->next = b->in_flight;
+    if (b->in_flight)
+        b->in_flight->prev = p;
+    b->in_flight = p;
     b->entries++;
     b->items += n;
+}
+
+bool spool_batch_awaits(void *arg, uint64_t index)
+{
+    struct spool_batch *b = arg;
+    for (struct proposal *p = b->in_flight; p; p = p->next)
+        if (p->req.index == index)
+            return true;
+    return false;
 }
 
 static void flush_timer_cb(uv_timer_t *t)

@@ -29,6 +29,7 @@
 #define SPOOL_BATCH_MAX_ENTRY_BYTES (1u << 20)
 
 struct spool_batch_item;
+struct proposal;
 typedef void (*spool_batch_done_cb)(struct spool_batch_item *item, int status,
                                     const struct spool_err *err,
                                     const struct spool_fsm_publish_result *res);
@@ -42,7 +43,7 @@ struct spool_batch {
     uv_timer_t flush_timer;
     struct raft *raft;
     struct spool_batch_item *head, *tail;
-    size_t in_flight; /* proposed entries whose apply callback has not run yet */
+    struct proposal *in_flight; /* proposed entries whose apply callback has not run yet */
     bool closing;
     uint64_t entries, items; /* counters */
     void (*close_cb)(struct spool_batch *b);
@@ -50,6 +51,9 @@ struct spool_batch {
 
 int spool_batch_init(struct spool_batch *b, uv_loop_t *loop, struct raft *raft);
 void spool_batch_submit(struct spool_batch *b, struct spool_batch_item *item);
+/* Whether an entry this batch proposed at `index` is waiting for its result (for
+ * spool_fsm.want_result; arg is the batch). */
+bool spool_batch_awaits(void *arg, uint64_t index);
 /* Fails queued items with SPOOL_ECLOSED and closes the timer; items already proposed complete
  * through their apply callbacks (raft_close cancels them). cb runs once the timer is closed. */
 void spool_batch_close(struct spool_batch *b, void (*cb)(struct spool_batch *b));

@@ -276,8 +276,10 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         goto out;
     if (n > 0 && f->on_records != NULL)
         f->on_records(f->cb_arg, (const Spool__Record *const *)ptrs, n);
-    *result = r;
-    r = NULL;
+    if (f->want_result == NULL || f->want_result(f->want_arg, index)) {
+        *result = r;
+        r = NULL;
+    }
 out:
     spool_fsm_result_free(r);
     free(seqs);

@@ -62,6 +62,11 @@ struct spool_fsm {
     spool_fsm_records_cb on_records;
     spool_fsm_restored_cb on_restored;
     void *cb_arg;
+    /* Whether someone waits for the result of the entry at `index` (a local proposal). libraft
+     * drops the results of entries nobody waits for (followers, earlier leaders' entries), so
+     * results are only built when this says yes; NULL = always (tests). */
+    bool (*want_result)(void *arg, uint64_t index);
+    void *want_arg;
 };
 
 /* Builds the dedup table from the store's tails. */

@@ -14,6 +14,7 @@
 #include "common/log.h"
 
 static void raft_closed_cb(struct raft *r);
+static void timer_closed_cb(uv_handle_t *h);
 
 static int mkdir_p(const char *path, struct spool_err *err)
 {
@@ -112,10 +113,21 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
         rc = spool_err_set(err, SPOOL_EIO, "shard %u: start: %s", cfg->id, raft_errmsg(&s->raft));
         goto err_raft;
     }
+    s->election_timeout_ms = cfg->election_timeout_ms;
+    uv_timer_init(loop, &s->transfer_timer);
+    s->transfer_timer.data = s;
     rc = spool_batch_init(&s->batch, loop, &s->raft);
+    s->fsm.want_result = spool_batch_awaits;
+    s->fsm.want_arg = &s->batch;
     if (rc != 0) {
         spool_err_set(err, rc, "shard %u: batch timer", cfg->id);
-        goto err_raft;
+        s->closing = true;
+        s->raft_closing = true;
+        s->pending_close = 2;
+        s->close_cb = NULL;
+        uv_close((uv_handle_t *)&s->transfer_timer, timer_closed_cb);
+        raft_close(&s->raft, raft_closed_cb);
+        return rc;
     }
     SPOOL_INFO("shard.started", "shard=%u applied=%llu", cfg->id,
                (unsigned long long)spool_store_applied_index(s->store));
@@ -125,6 +137,7 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
 err_raft:
     /* raft_close is asynchronous: the loop releases (and frees) the rest afterwards. */
     s->closing = true;
+    s->raft_closing = true;
     s->pending_close = 1;
     s->close_cb = NULL;
     raft_close(&s->raft, raft_closed_cb);
@@ -173,16 +186,34 @@ static void batch_closed_cb(struct spool_batch *b)
     part_closed((struct spool_shard *)((char *)b - offsetof(struct spool_shard, batch)));
 }
 
+static void timer_closed_cb(uv_handle_t *h)
+{
+    part_closed(h->data);
+}
+
 static void close_raft(struct spool_shard *s)
 {
-    s->pending_close = 2;
+    if (s->raft_closing)
+        return;
+    s->raft_closing = true;
+    s->pending_close = 3;
+    uv_close((uv_handle_t *)&s->transfer_timer, timer_closed_cb);
     spool_batch_close(&s->batch, batch_closed_cb);
-    raft_close(&s->raft, raft_closed_cb);
+    raft_close(&s->raft, raft_closed_cb); /* fires a still pending transfer's callback */
+}
+
+static void transfer_timeout_cb(uv_timer_t *t)
+{
+    struct spool_shard *s = t->data;
+    SPOOL_WARN("shard.transfer_timeout", "shard=%u", s->id);
+    close_raft(s);
 }
 
 static void transfer_done_cb(struct raft_transfer *req)
 {
     struct spool_shard *s = req->data;
+    if (s->raft_closing)
+        return;
     raft_id leader;
     const char *addr;
     raft_leader(&s->raft, &leader, &addr);
@@ -196,8 +227,10 @@ void spool_shard_close(struct spool_shard *s, void (*cb)(struct spool_shard *s))
     s->close_cb = cb;
     if (raft_state(&s->raft) == RAFT_LEADER) {
         s->transfer.data = s;
-        if (raft_transfer(&s->raft, &s->transfer, 0, transfer_done_cb) == 0)
+        if (raft_transfer(&s->raft, &s->transfer, 0, transfer_done_cb) == 0) {
+            uv_timer_start(&s->transfer_timer, transfer_timeout_cb, 2 * s->election_timeout_ms, 0);
             return;
+        }
     }
     close_raft(s);
 }

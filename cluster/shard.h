@@ -8,7 +8,9 @@
  * configured voters if the Raft directory is pristine (libraft refuses to bootstrap anything
  * else, so restarting on an existing directory simply resumes). spool_shard_close() first hands
  * leadership to another voter (bounded by one election timeout, libraft's own bound), then
- * closes Raft, the transport, the state machine and the store (synced), and calls cb.
+ * closes Raft, the transport, the state machine and the store (synced), and calls cb. (The
+ * transfer is bounded by our own timer too: a leader that lost its quorum steps down and
+ * libraft then keeps the transfer pending until a new leader appears, possibly never.)
  */
 #ifndef SPOOL_CLUSTER_SHARD_H
 #define SPOOL_CLUSTER_SHARD_H
@@ -50,8 +52,10 @@ struct spool_shard {
     struct raft raft;
     struct spool_batch batch;
     struct raft_transfer transfer;
-    bool closing;
-    int pending_close; /* raft + batch */
+    uv_timer_t transfer_timer; /* bounds the transfer: libraft may never call back */
+    uint64_t election_timeout_ms;
+    bool closing, raft_closing;
+    int pending_close; /* raft + batch + timer */
     void (*close_cb)(struct spool_shard *s);
     void *data;        /* owner's */
 };
