@@ -328,7 +328,7 @@ int spool_store_append_batch(struct spool_store *s, uint64_t raft_index, const S
                              raft_index, s->applied_index);
     if (n == 0) return spool_store_mark_applied(s, raft_index, err);
     if (n > UINT32_MAX) return spool_err_set(err, SPOOL_EINVAL, "batch too large");
-    size_t total;
+    size_t total = 0;
     int rv = validate_batch(s, recs, n, &total, err);
     if (rv != 0) return rv;
     return write_batch(s, raft_index, recs, n, total, err);
