@@ -45,6 +45,7 @@
 #define RPC_DIAL_TIMEOUT_MS 3000
 #define RPC_MAX_QUEUED 4096      /* frames waiting for a peer's connection */
 #define RPC_READ_CHUNK 65536
+#define RPC_MAX_WRITE_QUEUE (64u << 20) /* bytes a peer may leave unread before we refuse */
 
 /* --- a minimal intrusive doubly-linked list ------------------------------------------------ */
 
@@ -250,8 +251,13 @@ static void out_written_cb(uv_write_t *req, int status)
     }
 }
 
+/* Writes `o` (always consumed). UV_ENOBUFS: the peer is not reading what we already sent. */
 static int conn_write(struct rpc_conn *c, struct rpc_out *o)
 {
+    if (uv_stream_get_write_queue_size((uv_stream_t *)c->tcp) > RPC_MAX_WRITE_QUEUE) {
+        out_free(o);
+        return UV_ENOBUFS;
+    }
     o->req.data = o;
     int rv = uv_write(&o->req, (uv_stream_t *)c->tcp, &o->buf, 1, out_written_cb);
     if (rv != 0) out_free(o);
@@ -545,7 +551,10 @@ static void peer_dial(struct rpc_peer *p)
 /* Sends `o` to the peer now, or queues it for the connection being dialled. */
 static int peer_submit(struct rpc_peer *p, struct rpc_out *o, bool queue_in_backoff)
 {
-    if (p->conn != NULL) return conn_write(p->conn, o) == 0 ? 0 : SPOOL_EIO;
+    if (p->conn != NULL) {
+        int rv = conn_write(p->conn, o);
+        return rv == 0 ? 0 : rv == UV_ENOBUFS ? SPOOL_EBUSY : SPOOL_EIO;
+    }
     if (p->in_backoff && !queue_in_backoff) {
         out_free(o);
         return SPOOL_EIO;
@@ -563,7 +572,10 @@ static int peer_submit(struct rpc_peer *p, struct rpc_out *o, bool queue_in_back
 int spool_rpc_set_peer(struct spool_rpc *r, uint64_t id, const char *address)
 {
     if (r->closing) return SPOOL_ECLOSED;
-    if (strlen(address) >= sizeof ((struct rpc_peer *)0)->address) return SPOOL_EINVAL;
+    char host[256], port[16];
+    if (strlen(address) >= sizeof ((struct rpc_peer *)0)->address ||
+        spool_mux_split_address(address, host, sizeof host, port, sizeof port) != 0)
+        return SPOOL_EINVAL;
     struct rpc_peer *p = peer_find(r, id);
     if (p != NULL) {
         if (strcmp(p->address, address) == 0) return 0;
@@ -746,7 +758,13 @@ void spool_rpc_respond(struct spool_rpc_reply *reply, int status, const char *ms
             f.body.len = 0;
             o = out_new(&f, c->rpc->max_frame, &rv);
         }
-        if (o != NULL && conn_write(c, o) != 0) conn_close(c, SPOOL_EIO, "write_failed");
+        if (o != NULL) rv = conn_write(c, o); /* consumes o */
+        if (rv == UV_ENOBUFS || (o == NULL && rv != 0))
+            SPOOL_WARN("rpc.response_dropped", "peer=%llu reason=%s",
+                       (unsigned long long)c->peer_id,
+                       rv == UV_ENOBUFS ? "write_queue_full" : spool_err_name(rv));
+        else if (rv != 0)
+            conn_close(c, SPOOL_EIO, "write_failed");
     }
     free(reply);
 }

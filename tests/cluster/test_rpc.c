@@ -37,7 +37,7 @@ static bool run_until(uv_loop_t *loop, bool (*cond)(void *), void *arg, uint64_t
 static bool flag_set(void *arg) { return *(bool *)arg; }
 static void set_flag(void *arg) { *(bool *)arg = true; }
 
-enum { M_ECHO = 1, M_HOLD = 2, M_FAIL = 3 };
+enum { M_ECHO = 1, M_HOLD = 2, M_FAIL = 3, M_BIG = 4 };
 
 #define MAX_HELD 8
 #define MAX_MSGS 64
@@ -65,6 +65,11 @@ static void on_request(void *arg, uint64_t from, uint32_t method, const void *bo
         case M_ECHO:
             spool_rpc_respond(reply, 0, NULL, body, len);
             break;
+        case M_BIG: { /* an answer over the frame limit */
+            static char big[2 << 20];
+            spool_rpc_respond(reply, 0, NULL, big, sizeof big);
+            break;
+        }
         case M_HOLD:
             cr_assert_lt(n->nheld, MAX_HELD);
             n->held[n->nheld++] = reply;
@@ -252,6 +257,13 @@ Test(rpc, request_response_and_errors)
     cr_assert_eq(spool_rpc_call(p.a.rpc, 2, M_ECHO, big, sizeof big, 100, call_done_cb, &r),
                  SPOOL_ELIMIT);
     cr_assert_eq(spool_rpc_send(p.a.rpc, 2, M_ECHO, big, sizeof big), SPOOL_ELIMIT);
+    cr_assert_eq(spool_rpc_set_peer(p.a.rpc, 5, "no-port"), SPOOL_EINVAL);
+
+    /* An answer too large for the frame limit arrives as a SPOOL_ELIMIT error instead. */
+    struct result lim = {0};
+    cr_assert_eq(spool_rpc_call(p.a.rpc, 2, M_BIG, NULL, 0, 5000, call_done_cb, &lim), 0);
+    cr_assert(run_until(&p.loop, result_done, &lim, 5000));
+    cr_assert_eq(lim.status, SPOOL_ELIMIT, "got %d (%s)", lim.status, lim.msg);
     pair_stop(&p);
 }
 
