@@ -75,7 +75,7 @@ static void propose_some(struct spool_batch *b)
         n++;
     }
     struct proposal *p = malloc(sizeof *p + n * sizeof p->items[0]);
-    Spool__PublishRequest **reqs = malloc(n * sizeof *reqs);
+    Spool__PublishRequest **reqs = malloc((n ? n : 1) * sizeof *reqs);
     struct spool_batch_item **items = p ? p->items : NULL;
     struct spool_batch_item *it = b->head;
     for (size_t i = 0; i < n; i++, it = it->next) {
@@ -107,6 +107,12 @@ static void propose_some(struct spool_batch *b)
     e.timestamp_ms = wall_ms();
     e.n_publishes = n;
     e.publishes = reqs;
+    Spool__RetentionTick tick = SPOOL__RETENTION_TICK__INIT;
+    if (b->retention_due) {
+        tick.now_ms = e.timestamp_ms;
+        e.retention = &tick;
+        b->retention_due = false;
+    }
     struct raft_buffer buf;
     int rc = spool_fsm_encode_entry(&e, &buf.base, &buf.len);
     free(reqs);
@@ -149,8 +155,8 @@ bool spool_batch_awaits(void *arg, uint64_t index)
 static void flush_timer_cb(uv_timer_t *t)
 {
     struct spool_batch *b = t->data;
-    /* Bounded: each round detaches at least one item. */
-    while (b->head != NULL && !b->closing)
+    /* Bounded: each round detaches at least one item or the retention tick. */
+    while ((b->head != NULL || b->retention_due) && !b->closing)
         propose_some(b);
 }
 
@@ -173,6 +179,15 @@ void spool_batch_submit(struct spool_batch *b, struct spool_batch_item *item)
         b->head = item;
     b->tail = item;
     if (!uv_is_active((uv_handle_t *)&b->flush_timer) && !b->closing)
+        uv_timer_start(&b->flush_timer, flush_timer_cb, 0, 0);
+}
+
+void spool_batch_retention(struct spool_batch *b)
+{
+    if (b->closing)
+        return;
+    b->retention_due = true;
+    if (!uv_is_active((uv_handle_t *)&b->flush_timer))
         uv_timer_start(&b->flush_timer, flush_timer_cb, 0, 0);
 }
 

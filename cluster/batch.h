@@ -45,12 +45,15 @@ struct spool_batch {
     struct spool_batch_item *head, *tail;
     struct proposal *in_flight; /* proposed entries whose apply callback has not run yet */
     bool closing;
+    bool retention_due;      /* the next entry carries a retention tick */
     uint64_t entries, items; /* counters */
     void (*close_cb)(struct spool_batch *b);
 };
 
 int spool_batch_init(struct spool_batch *b, uv_loop_t *loop, struct raft *raft);
 void spool_batch_submit(struct spool_batch *b, struct spool_batch_item *item);
+/* Asks for a retention tick (the leader's clock) in the next entry; fire and forget. */
+void spool_batch_retention(struct spool_batch *b);
 /* Whether an entry this batch proposed at `index` is waiting for its result (for
  * spool_fsm.want_result; arg is the batch). */
 bool spool_batch_awaits(void *arg, uint64_t index);

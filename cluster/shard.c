@@ -16,6 +16,14 @@
 static void raft_closed_cb(struct raft *r);
 static void timer_closed_cb(uv_handle_t *h);
 
+/* Retention is applied through the log so every replica trims the same records. */
+static void retention_tick_cb(uv_timer_t *t)
+{
+    struct spool_shard *s = t->data;
+    if (!s->closing && raft_state(&s->raft) == RAFT_LEADER)
+        spool_batch_retention(&s->batch);
+}
+
 static int mkdir_p(const char *path, struct spool_err *err)
 {
     char buf[1024];
@@ -116,6 +124,8 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
     s->election_timeout_ms = cfg->election_timeout_ms;
     uv_timer_init(loop, &s->transfer_timer);
     s->transfer_timer.data = s;
+    uv_timer_init(loop, &s->retention_timer);
+    s->retention_timer.data = s;
     rc = spool_batch_init(&s->batch, loop, &s->raft);
     s->fsm.want_result = spool_batch_awaits;
     s->fsm.want_arg = &s->batch;
@@ -123,12 +133,15 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
         spool_err_set(err, rc, "shard %u: batch timer", cfg->id);
         s->closing = true;
         s->raft_closing = true;
-        s->pending_close = 2;
+        s->pending_close = 3;
         s->close_cb = NULL;
         uv_close((uv_handle_t *)&s->transfer_timer, timer_closed_cb);
+        uv_close((uv_handle_t *)&s->retention_timer, timer_closed_cb);
         raft_close(&s->raft, raft_closed_cb);
         return rc;
     }
+    uv_timer_start(&s->retention_timer, retention_tick_cb, SPOOL_RETENTION_TICK_MS,
+                   SPOOL_RETENTION_TICK_MS);
     SPOOL_INFO("shard.started", "shard=%u applied=%llu", cfg->id,
                (unsigned long long)spool_store_applied_index(s->store));
     *out = s;
@@ -196,8 +209,9 @@ static void close_raft(struct spool_shard *s)
     if (s->raft_closing)
         return;
     s->raft_closing = true;
-    s->pending_close = 3;
+    s->pending_close = 4;
     uv_close((uv_handle_t *)&s->transfer_timer, timer_closed_cb);
+    uv_close((uv_handle_t *)&s->retention_timer, timer_closed_cb);
     spool_batch_close(&s->batch, batch_closed_cb);
     raft_close(&s->raft, raft_closed_cb); /* fires a still pending transfer's callback */
 }

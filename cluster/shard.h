@@ -27,6 +27,8 @@
 #include "cluster/transport.h"
 #include "storage/store.h"
 
+#define SPOOL_RETENTION_TICK_MS 30000
+
 struct spool_shard_config {
     uint32_t id;
     uint64_t node_id;
@@ -53,9 +55,10 @@ struct spool_shard {
     struct spool_batch batch;
     struct raft_transfer transfer;
     uv_timer_t transfer_timer; /* bounds the transfer: libraft may never call back */
+    uv_timer_t retention_timer; /* while leading: a retention tick every SPOOL_RETENTION_TICK_MS */
     uint64_t election_timeout_ms;
     bool closing, raft_closing;
-    int pending_close; /* raft + batch + timer */
+    int pending_close; /* raft + batch + 2 timers */
     void (*close_cb)(struct spool_shard *s);
     void *data;        /* owner's */
 };

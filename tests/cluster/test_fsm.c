@@ -293,3 +293,38 @@ Test(fsm, snapshot_restore_roundtrip)
     spool_store_close(a);
     spool_store_close(b);
 }
+
+Test(fsm, retention_tick_applies_store_retention)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/ret", dir);
+    struct spool_store_config cfg = {.dir = path, .retention = {.max_count = 2}};
+    spool_store_config_defaults(&cfg);
+    struct spool_store *st;
+    struct spool_err err;
+    cr_assert_eq(spool_store_open(&st, &cfg, &err), 0, "%s", err.msg);
+    struct spool_fsm f;
+    cr_assert_eq(spool_fsm_init(&f, st, 60000, &err), 0);
+    const char *ids[5] = {"", "", "", "", ""};
+    spool_fsm_result_free(apply1(&f, 1, 1000, "c", ids, 5));
+
+    Spool__Entry e = SPOOL__ENTRY__INIT;
+    Spool__RetentionTick tick = SPOOL__RETENTION_TICK__INIT;
+    e.timestamp_ms = 2000;
+    tick.now_ms = 2000;
+    e.retention = &tick;
+    void *buf;
+    size_t len;
+    cr_assert_eq(spool_fsm_encode_entry(&e, &buf, &len), 0);
+    struct spool_fsm_result *r;
+    cr_assert_eq(spool_fsm_apply_entry(&f, 2, buf, len, &r, &err), 0, "%s", err.msg);
+    raft_free(buf);
+    cr_assert_not_null(r);
+    cr_assert_eq(r->n, 0);
+    spool_fsm_result_free(r);
+    cr_assert_eq(spool_store_applied_index(st), 2);
+    cr_assert_eq(spool_store_first_seq(st, "c"), 4, "retention kept the newest 2 of 5");
+    cr_assert_eq(spool_store_last_seq(st, "c"), 5);
+    spool_fsm_close(&f);
+    spool_store_close(st);
+}
