@@ -77,17 +77,19 @@ async function connect(query = '') {
   return c;
 }
 
+let nextMsgSerial = 1; // unique per process, so concurrent publishMany calls never collide
+
 // Publishes `count` messages to channel, `batch` per publish, up to `window` publishes in flight.
 // Returns Map serial -> data.i as acknowledged.
 async function publishMany(c, channel, count, {batch = 1, window = 8, tag = 'p', start = 0} = {}) {
   const bySerial = new Map();
-  let next = start, msgSerial = 1000000 + start, inflight = [];
+  let next = start, inflight = [];
   while (next < start + count || inflight.length) {
     while (next < start + count && inflight.length < window) {
       const messages = [];
       for (let k = 0; k < batch && next < start + count; k++, next++)
         messages.push({id: `${tag}-${next}`, name: 'n', data: {i: next}});
-      const ms = msgSerial++;
+      const ms = nextMsgSerial++;
       c.send({type: 'publish', msgSerial: ms, channel, messages});
       inflight.push({ms, messages});
     }
