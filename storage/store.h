@@ -2,18 +2,26 @@
  * The applied store: one per shard, the state the shard's Raft state machine applies into and
  * the thing that serves history and resume. (The Raft log itself is libraft's.)
  *
- * Contract (implemented in storage/store.c and the files it names at its top):
+ * Contract (implemented in storage/store.c and the files storage/store_int.h lists; formats,
+ * recovery rules and measurements in docs/storage-format.md):
  *
  * - Records are written in *batches*, one batch per applied Raft entry, tagged with that entry's
- *   Raft index. A batch is atomic across crashes: after reopening, either all of its records are
- *   there or none are, and spool_store_applied_index() is the index of the last complete batch.
- *   The state machine skips entries at or below it when libraft replays its log.
- * - Sequence numbers are dense per channel: a record's seq must be last_seq(channel) + 1.
+ *   Raft index, which must be above the applied index (SPOOL_EINVAL otherwise). A batch is atomic
+ *   across crashes: after reopening, either all of its records are there or none are, and
+ *   spool_store_applied_index() is the index of the last complete batch. The state machine skips
+ *   entries at or below it when libraft replays its log.
+ * - Sequence numbers are dense per channel: a record's seq must be last_seq(channel) + 1
+ *   (counting earlier records of the same batch); otherwise SPOOL_ECONFLICT and nothing of the
+ *   batch is written.
  * - Nothing is fsynced until spool_store_sync(); the Raft log is what makes acknowledged data
  *   durable, and the state machine syncs the store before libraft may drop log entries
- *   (i.e. before a snapshot is taken).
+ *   (i.e. before a snapshot is taken). Exceptions, all rare: the append that fills a segment
+ *   seals it (lz4 rewrite + fsync), enforce_retention syncs before deleting a segment, restore
+ *   syncs what it built.
  * - Reads never return a corrupt record: every record is checksummed (CRC32C) and a mismatch
- *   is an SPOOL_ECORRUPT error, not data.
+ *   is an SPOOL_ECORRUPT error, not data. Recent records come from an in-memory tail cache.
+ * - Unknown channels read as empty: last_seq 0, first_seq 1, seq_at_time 1.
+ * - Visitors and iterator callbacks must not call back into the store.
  * - Not thread-safe: one owner (the shard's loop thread).
  */
 #ifndef SPOOL_STORAGE_STORE_H
@@ -78,7 +86,8 @@ int spool_store_read(struct spool_store *s, const char *channel, uint64_t after_
 int spool_store_read_backward(struct spool_store *s, const char *channel, uint64_t before_seq,
                               size_t limit, spool_store_visit_cb cb, void *arg,
                               struct spool_err *err);
-/* The first seq of `channel` whose timestamp is >= ts_ms (last_seq + 1 if none). */
+/* The first seq of `channel` whose timestamp is >= ts_ms (last_seq + 1 if none). Binary search:
+ * assumes timestamps are non-decreasing within a channel (the leader assigns them). */
 uint64_t spool_store_seq_at_time(struct spool_store *s, const char *channel, int64_t ts_ms);
 
 /* Per-channel retention override (NULL = back to the store default). */
@@ -87,10 +96,13 @@ int spool_store_set_retention(struct spool_store *s, const char *channel,
 /* Applies retention as of `now_ms` (a timestamp carried in a Raft entry, so every replica trims
  * the same records) and reclaims space by dropping or compacting segments. */
 int spool_store_enforce_retention(struct spool_store *s, int64_t now_ms, struct spool_err *err);
-/* Removes every record of the channel; its last_seq is kept so seqs are never reused. */
+/* Removes every record of the channel; its last_seq is kept so seqs are never reused (first_seq
+ * becomes last_seq + 1). Unknown or already empty channels: 0, nothing written. */
 int spool_store_delete_channel(struct spool_store *s, const char *channel, struct spool_err *err);
 
-/* Iterates channel names (order unspecified). Return non-zero from cb to stop. */
+/* Iterates channel names (order unspecified): every channel that ever had a record or a
+ * retention override, deleted ones included (they keep their last_seq). Return non-zero from cb
+ * to stop. */
 int spool_store_channels(const struct spool_store *s, int (*cb)(void *arg, const char *channel),
                          void *arg);
 
@@ -103,7 +115,7 @@ struct spool_store_stats {
     uint64_t raw_bytes_sealed; /* uncompressed size of what sealed segments hold */
     uint64_t tail_cache_bytes;
     uint64_t tail_cache_hits;
-    uint64_t disk_reads;       /* blocks or records read from disk */
+    uint64_t disk_reads;       /* blocks (sealed) or records (active) read from segment files */
     uint64_t fsyncs;
     uint64_t fsync_ns_total;   /* for fsync latency */
 };
