@@ -18,11 +18,11 @@ function check(cond, msg) {
 }
 
 class Client {
-  constructor(query = '') {
+  constructor(query = '', base = BASE) {
     this.queue = [];
     this.waiters = [];
     this.closed = null; // {code, reason} once closed
-    this.ws = new WebSocket(`ws://${BASE}/v1/realtime${query}`);
+    this.ws = new WebSocket(`ws://${base}/v1/realtime${query}`);
     this.ws.on('message', (data, isBinary) => {
       let m;
       try { m = JSON.parse(data.toString()); } catch (e) { fail(`server sent non-JSON: ${data}`); }
@@ -71,8 +71,8 @@ class Client {
   cut() { this.ws.terminate(); } // drop the TCP connection without a close frame
 }
 
-async function connect(query = '') {
-  const c = new Client(query);
+async function connect(query = '', base = BASE) {
+  const c = new Client(query, base);
   c.connected = await c.type('connected', 10000);
   return c;
 }

@@ -9,8 +9,11 @@ if [ ! -d "$NODE_DIR/node_modules/ws" ] || [ ! -d "$NODE_DIR/node_modules/events
 fi
 WORK=$(mktemp -d /tmp/spool-rt-XXXXXX)
 SPOOL_PID=
+SPOOL_PID2=
 cleanup() {
-  if [ -n "$SPOOL_PID" ] && kill -0 "$SPOOL_PID" 2>/dev/null; then kill -KILL "$SPOOL_PID" 2>/dev/null || true; fi
+  for p in $SPOOL_PID $SPOOL_PID2; do
+    if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -32,18 +35,65 @@ spool_start() {
   export PORT
 }
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+wait_ready() { # wait_ready PORT PID LOG: up to 30 s for /readyz
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$1/readyz" || true)" = 200 ] && return 0
+    kill -0 "$2" 2>/dev/null || { cat "$3"; echo "spoold exited"; exit 1; }
+    sleep 0.1
+  done
+  cat "$3"; echo "spoold not ready"; exit 1
+}
+
+# Two processes sharing one resume secret file: node 1 holds the replicas (PORT), node 2 is a
+# gateway-only node (PORT2) reaching the shards over the cluster port.
+spool_start_pair() {
+  local c1 c2; c1=$(free_port); c2=$(free_port); PORT=$(free_port); PORT2=$(free_port)
+  local peers="1@127.0.0.1:$c1,2@127.0.0.1:$c2"
+  mkdir -p "$WORK/data1" "$WORK/data2"
+  head -c 32 /dev/urandom >"$WORK/data1/resume.secret"
+  cp "$WORK/data1/resume.secret" "$WORK/data2/resume.secret"
+  : >"$WORK/spoold.log"; : >"$WORK/spoold2.log"
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$SPOOLD" --anonymous --id 1 --data "$WORK/data1" \
+    --listen "127.0.0.1:$PORT" --cluster-listen "127.0.0.1:$c1" --peers "$peers" --shards 1 \
+    --replicas 1 "$@" >"$WORK/spoold.log" 2>&1 &
+  SPOOL_PID=$!
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$SPOOLD" --anonymous --id 2 --role gateway \
+    --data "$WORK/data2" --listen "127.0.0.1:$PORT2" --cluster-listen "127.0.0.1:$c2" \
+    --peers "$peers" --shards 1 --replicas 1 "$@" >"$WORK/spoold2.log" 2>&1 &
+  SPOOL_PID2=$!
+  wait_ready "$PORT" "$SPOOL_PID" "$WORK/spoold.log"
+  wait_ready "$PORT2" "$SPOOL_PID2" "$WORK/spoold2.log"
+  export PORT PORT2
+}
+
+spool_stop_pair() {
+  local pid1=$SPOOL_PID
+  SPOOL_PID=$SPOOL_PID2 spool_stop_one "$WORK/spoold2.log"
+  SPOOL_PID2=
+  SPOOL_PID=$pid1 spool_stop_one "$WORK/spoold.log"
+  SPOOL_PID=
+}
+
 spool_node() {
   if ! (cd "$NODE_DIR" && timeout 120 node "$@"); then
-    echo "--- spoold log (tail) ---"; tail -40 "$WORK/spoold.log"; exit 1
+    echo "--- spoold log (tail) ---"; tail -40 "$WORK/spoold.log"
+    [ -s "$WORK/spoold2.log" ] && { echo "--- spoold 2 log (tail) ---"; tail -40 "$WORK/spoold2.log"; }
+    exit 1
+  fi
+}
+
+spool_stop_one() { # SIGTERM $SPOOL_PID, require exit 0 and a clean log ($1)
+  kill -TERM "$SPOOL_PID"
+  local rc=0
+  wait "$SPOOL_PID" || rc=$?
+  if [ "$rc" != 0 ] || grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$1"; then
+    echo "spoold exit=$rc"; tail -60 "$1"; exit 1
   fi
 }
 
 spool_stop() {
-  kill -TERM "$SPOOL_PID"
-  local rc=0
-  wait "$SPOOL_PID" || rc=$?
+  spool_stop_one "$WORK/spoold.log"
   SPOOL_PID=
-  if [ "$rc" != 0 ] || grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK/spoold.log"; then
-    echo "spoold exit=$rc"; tail -60 "$WORK/spoold.log"; exit 1
-  fi
 }
