@@ -17,6 +17,18 @@
 
 #include "cluster/node.h"
 
+/* libraft 0.22.1 bug, not ours: replicationInstallSnapshot() (src/replication.c:946) answers
+ * "already installing" with *async = true and returns 0, so recvInstallSnapshot() neither frees
+ * the InstallSnapshot message (its configuration and its payload buffer, allocated by
+ * uvServerAllocCb) nor hands it to anyone. A leader that resends the snapshot while the follower
+ * persists it leaks one copy per resend. (recv.c already frees on RAFT_BUSY; returning that
+ * there is the one-line fix, to carry in scripts/setup.sh.) Only those two stacks are ignored. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void)
+{
+    return "leak:decodeInstallSnapshot\nleak:uvServerAllocCb\n";
+}
+
 static char root[64];
 static uv_loop_t loop;
 static uv_timer_t tick; /* keeps run_until's loop turns short */
@@ -82,7 +94,7 @@ static uint16_t free_port(void)
 
 /* --- a node under test -------------------------------------------------------------------- */
 
-#define MAX_RECS 256
+#define MAX_RECS 512
 
 struct sub_log {
     uint64_t seqs[MAX_RECS];
@@ -122,6 +134,8 @@ static void node_start(struct tnode *t, uint64_t id, const char *peers, uint32_t
     t->cfg.election_timeout_ms = 400;
     t->cfg.heartbeat_ms = 50;
     t->cfg.forward_timeout_ms = 8000;
+    t->cfg.snapshot_threshold = 64;
+    t->cfg.snapshot_trailing = 64;
     spool_node_config_defaults(&t->cfg);
     t->cfg.store.segment_bytes = 1 << 20;
     t->cfg.store.tail_cache_bytes = 1 << 20;
@@ -289,6 +303,12 @@ static bool log_reached_16(void *arg)
 {
     struct sub_log *l = arg;
     return l->n > 0 && l->seqs[l->n - 1] == 16;
+}
+
+static bool log_reached_302(void *arg)
+{
+    struct sub_log *l = arg;
+    return l->n > 0 && l->seqs[l->n - 1] == 302;
 }
 
 static void assert_log(const struct sub_log *l, uint64_t first, size_t count)
@@ -487,4 +507,71 @@ Test(node, three_nodes_forward_read_your_writes_subscribe_failover)
     for (int i = 0; i < 4; i++)
         if (t[i].node != NULL)
             node_stop(&t[i]);
+}
+
+struct applied_want {
+    struct spool_node *node;
+    uint32_t shard;
+    uint64_t records;
+};
+
+static bool store_has(void *arg)
+{
+    struct applied_want *w = arg;
+    struct spool_shard_status st;
+    spool_node_shard_status(w->node, w->shard, &st);
+    return st.store.records >= w->records;
+}
+
+/* A replica that comes back after the others compacted their logs catches up by snapshot, and
+ * then serves reads and feeds subscribers locally. */
+Test(node, lagging_replica_catches_up_by_snapshot)
+{
+    struct tnode t[3];
+    char peers[256];
+    uint16_t ports[3];
+    for (int i = 0; i < 3; i++) {
+        ports[i] = free_port();
+        snprintf(t[i].listen, sizeof t[i].listen, "127.0.0.1:%u", ports[i]);
+    }
+    snprintf(peers, sizeof peers, "1@127.0.0.1:%u,2@127.0.0.1:%u,3@127.0.0.1:%u", ports[0],
+             ports[1], ports[2]);
+    for (int i = 0; i < 3; i++)
+        node_start(&t[i], (uint64_t)i + 1, peers, 1, false);
+    struct tnode *all[] = {&t[0], &t[1], &t[2], NULL};
+    cr_assert(run_until(ready_cond, all, 20000), "cluster never became ready");
+
+    const char *channel = "snap";
+    struct pub p;
+    publish_sync(t[0].node, channel, NULL, 1, &p);
+    node_stop(&t[2]);
+    /* 64 is the floor for threshold and trailing: 300 entries force at least one snapshot and
+     * drop the entries node 3 is missing from the others' logs. */
+    for (int i = 0; i < 300; i++)
+        publish_sync(t[i % 2].node, channel, NULL, 1, &p);
+    cr_assert_eq(p.seqs[0], 301);
+
+    node_start(&t[2], 3, peers, 1, false);
+    struct sub_log log = {0};
+    cr_assert_eq(spool_node_subscribe(t[2].node, channel, record_cb, &log, &log.sub), 0);
+    struct applied_want w = {t[2].node, 0, 301};
+    cr_assert(run_until(store_has, &w, 20000), "node 3 never caught up");
+
+    /* Served locally now: node 3's replica has applied everything. */
+    struct rd r;
+    struct spool_read_req req = {.channel = channel, .after_seq = 290, .min_seq = 301};
+    read_sync(t[2].node, &req, &r);
+    cr_assert_eq(r.n, 11);
+    cr_assert_eq(r.seqs[10], 301);
+
+    /* Node 3's subscriber gets what comes next, once, in order. (It subscribed while its
+     * replica was still behind, so it may also have seen the records the snapshot brought, in
+     * order: the topic fills that gap from the restored store.) */
+    publish_sync(t[1].node, channel, NULL, 1, &p);
+    cr_assert_eq(p.seqs[0], 302);
+    cr_assert(run_until(log_reached_302, &log, 10000), "subscriber stuck at %zu records (%llu..%llu)", log.n, (unsigned long long)log.seqs[0], (unsigned long long)log.seqs[log.n ? log.n - 1 : 0]);
+    cr_assert_not(log.out_of_order);
+
+    for (int i = 0; i < 3; i++)
+        node_stop(&t[i]);
 }
