@@ -13,8 +13,9 @@
  *   IDLE       waiting for the first byte of the next request      timer: idle_timeout_ms
  *   RECEIVING  parsing head and body                               timer: request_timeout_ms
  *   HANDLING   the handler owns `req` (plain, streaming or upgrade) timer: off
- *   FLUSHING   completion call made, waiting for writes to finish  timer: off
- *   DONE       nothing more will happen; waiting for handles to close and to be freed
+ *   FLUSHING   completion call made, waiting for writes to finish  timer: request_timeout_ms
+ *   DONE       no more requests: lingering after a refusal (FIN sent, input discarded until
+ *              the peer closes or LINGER_MS pass), or waiting for handles to close
  *
  * FLUSHING -> IDLE when the response is written and the connection is kept; any pipelined bytes
  * are parsed then. Parsing pauses the parser in on_message_complete, so http_parser_execute
@@ -52,6 +53,7 @@
 #define READ_BUF_BYTES 65536
 #define PENDING_MIN 65536 /* pipelined bytes buffered per connection beyond max_header_bytes */
 #define WRITE_BUFS 4
+#define LINGER_MS 2000 /* lingering close after a refused request */
 
 enum phase { PHASE_IDLE, PHASE_RECEIVING, PHASE_HANDLING, PHASE_FLUSHING, PHASE_DONE };
 enum piece { PIECE_NONE, PIECE_URL, PIECE_FIELD, PIECE_VALUE };
@@ -332,16 +334,38 @@ static void conn_maybe_free(struct spool_http_conn *c)
 
 static void conn_read_start(struct spool_http_conn *c);
 
+static void on_linger_shutdown(uv_shutdown_t *req, int status)
+{
+    free(req);
+}
+
+/* After refusing a request the peer may still be sending (the rest of a too-large body):
+ * closing now would reset the connection and could destroy the error response before the
+ * client reads it. So: send FIN, discard input until the peer closes or LINGER_MS pass. */
+static void conn_linger(struct spool_http_conn *c)
+{
+    uv_shutdown_t *req = malloc(sizeof *req);
+    if (req == NULL || uv_shutdown(req, (uv_stream_t *)c->tcp, on_linger_shutdown) != 0) {
+        free(req);
+        conn_close(c);
+        return;
+    }
+    timer_set(c, LINGER_MS);
+    conn_read_start(c);
+}
+
 static void conn_finish_request(struct spool_http_conn *c)
 {
     struct spool_http_server *s = c->server;
+    bool refused = c->error_status != 0 || c->rejected;
     if (s->cfg.on_done != NULL && c->req.method != NULL)
         s->cfg.on_done(s->cfg.on_done_arg, &c->req, c->status,
                        (uv_hrtime() - c->req.start_ns) / 1000);
     request_reset(c);
     if (c->close_after || c->closing || c->peer_eof || s->closing || c->rejected) {
         c->phase = PHASE_DONE;
-        conn_close(c);
+        if (refused && !c->closing && !c->peer_eof && !s->closing) conn_linger(c);
+        else conn_close(c);
         return;
     }
     c->phase = PHASE_IDLE;
@@ -423,6 +447,7 @@ void spool_http_respond_owned(struct spool_http_req *req, int status,
         conn_write(c, bufs, owned, head_only ? 1 : 2, NULL);
     }
     c->phase = PHASE_FLUSHING;
+    if (c->writes_pending > 0) timer_set(c, c->server->cfg.request_timeout_ms);
     conn_maybe_finish_request(c);
     conn_maybe_free(c);
 }
@@ -511,6 +536,7 @@ void spool_http_stream_end(struct spool_http_req *req)
         conn_write(c, &b, &owned, 1, NULL);
     }
     c->phase = PHASE_FLUSHING;
+    if (c->writes_pending > 0) timer_set(c, c->server->cfg.request_timeout_ms);
     conn_maybe_finish_request(c);
     conn_maybe_free(c);
 }
@@ -872,6 +898,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    if (c->phase == PHASE_DONE) return; /* lingering: discard */
     if (c->phase == PHASE_HANDLING || c->phase == PHASE_FLUSHING || c->pending_len > 0) {
         if (buf_reserve(&c->pending, &c->pending_cap, c->pending_len + (size_t)nread + 1) != 0) {
             conn_close(c);
@@ -886,7 +913,6 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         if (c->phase == PHASE_IDLE || c->phase == PHASE_RECEIVING) conn_parse_pending(c);
         return;
     }
-    if (c->phase == PHASE_DONE) return;
     conn_parse(c, buf->base, (size_t)nread);
 }
 
@@ -906,6 +932,11 @@ static void on_timer(uv_timer_t *t)
     } else if (c->phase == PHASE_RECEIVING) {
         refuse(c, 408, SPOOL_HTTP_ETIMEOUT, "request not received in time");
         conn_refuse(c);
+    } else if (c->phase == PHASE_FLUSHING) {
+        SPOOL_DEBUG("http.write_timeout", "conn=%llu queued=%zu", (unsigned long long)c->id, c->queued);
+        conn_close(c);
+    } else if (c->phase == PHASE_DONE) { /* lingering close: the peer did not close in time */
+        conn_close(c);
     }
 }
 
@@ -1091,7 +1122,7 @@ void spool_http_server_close(struct spool_http_server *s, void (*cb)(void *arg),
      * can free a connection whose handles are already closed: walk with `next` saved. */
     for (struct spool_http_conn *c = s->conns, *next; c != NULL; c = next) {
         next = c->next;
-        if (c->phase == PHASE_IDLE || c->phase == PHASE_RECEIVING) conn_close(c);
+        if (c->phase == PHASE_IDLE || c->phase == PHASE_RECEIVING || c->phase == PHASE_DONE) conn_close(c);
         else {
             c->close_after = true;
             conn_notify_close(c, SPOOL_HTTP_CLOSE_SHUTDOWN);

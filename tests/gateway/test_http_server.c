@@ -71,6 +71,16 @@ static void handle_upgrade(void *arg, struct spool_http_req *req)
     cr_assert_eq(uv_try_write((uv_stream_t *)upgraded, &b, 1), 41);
 }
 
+/* A plain request answered later, by the test. */
+static struct spool_http_req *pending_req;
+static int pending_reason;
+static void on_pending_close(void *arg, struct spool_http_req *req, int reason) { pending_reason = reason; }
+static void handle_hold(void *arg, struct spool_http_req *req)
+{
+    pending_req = req;
+    spool_http_req_on_close(req, on_pending_close, NULL);
+}
+
 static void on_server_closed(void *arg) { srv_closed = true; }
 
 static void start(uint64_t max_conns, uint64_t max_header, uint64_t max_body, uint64_t req_ms,
@@ -83,6 +93,7 @@ static void start(uint64_t max_conns, uint64_t max_header, uint64_t max_body, ui
     cr_assert_eq(spool_http_router_add(&router, "GET", "/p/{name}/x", handle_param, NULL, &err), 0);
     cr_assert_eq(spool_http_router_add(&router, "GET", "/stream", handle_stream, NULL, &err), 0);
     cr_assert_eq(spool_http_router_add(&router, "GET", "/ws", handle_upgrade, NULL, &err), 0);
+    cr_assert_eq(spool_http_router_add(&router, "GET", "/hold", handle_hold, NULL, &err), 0);
     struct spool_http_config cfg;
     spool_http_config_defaults(&cfg);
     cfg.max_connections = max_conns;
@@ -99,6 +110,8 @@ static void start(uint64_t max_conns, uint64_t max_header, uint64_t max_body, ui
     cr_assert_gt(port, 0);
     srv_closed = false;
     held = NULL;
+    pending_req = NULL;
+    pending_reason = 0;
     upgraded = NULL;
 }
 
@@ -311,4 +324,54 @@ Test(http_server, max_connections_gets_503)
     client_free(b);
     client_free(a);
     stop();
+}
+
+static void on_big_written(uv_write_t *w, int status) { free(w); }
+
+Test(http_server, refused_body_is_not_reset_away)
+{
+    /* The client sends a too-large body in full, more than the server reads before refusing:
+     * the 413 must still reach it intact (lingering close), not be lost to a connection reset
+     * caused by closing a socket with unread input. (Linux loopback usually delivers the
+     * response even without lingering, so this guards the outcome more than the mechanism.) */
+    start_default();
+    struct client *c = client_open();
+    static char req[300000];
+    int n = snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n",
+                     sizeof req - 100);
+    memset(req + n, 'b', sizeof req - (size_t)n);
+    uv_write_t *w = malloc(sizeof *w);
+    uv_buf_t b = uv_buf_init(req, (unsigned)(sizeof req - 100 + (size_t)n));
+    cr_assert_eq(uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, on_big_written), 0);
+    cr_assert(run_until(is_eof, c, 5000), "not closed");
+    cr_expect(strstr(c->buf, "HTTP/1.1 413 ") == c->buf, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "\"status\":413}}") != NULL, "got: %s", c->buf);
+    client_free(c);
+    stop();
+}
+
+static bool pending_arrived(void *a) { return pending_req != NULL; }
+
+Test(http_server, graceful_close_lets_in_flight_request_finish)
+{
+    start_default();
+    struct client *busy = client_open(), *idle = client_open();
+    SEND(idle, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(idle, "HTTP/1.1 200", 1));
+    SEND(busy, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(run_until(pending_arrived, NULL, 3000));
+    spool_http_server_close(srv, on_server_closed, NULL);
+    cr_assert(run_until(is_eof, idle, 3000), "idle keep-alive connection not closed");
+    cr_expect_eq(pending_reason, SPOOL_HTTP_CLOSE_SHUTDOWN);
+    cr_expect(!busy->eof && !srv_closed, "in-flight request cut");
+    spool_http_respond(pending_req, 200, NULL, 0, "late", 4);
+    cr_assert(run_until(is_eof, busy, 3000));
+    cr_expect(strstr(busy->buf, "HTTP/1.1 200 OK\r\n") == busy->buf, "got: %s", busy->buf);
+    cr_expect(strstr(busy->buf, "Connection: close\r\n") != NULL, "got: %s", busy->buf);
+    cr_expect(strstr(busy->buf, "\r\n\r\nlate") != NULL, "got: %s", busy->buf);
+    cr_assert(run_until(flag_set, &srv_closed, 3000));
+    client_free(busy);
+    client_free(idle);
+    spool_http_router_close(&router);
+    cr_assert_eq(uv_loop_close(&loop), 0);
 }
