@@ -33,6 +33,18 @@ spool_start() {
   done
   [ -n "$PORT" ] || { cat "$WORK/spoold.log"; echo "spoold did not listen"; exit 1; }
   export PORT
+  require_realtime "$PORT"
+}
+
+# Fails with a clear message when this spoold does not serve the realtime endpoints.
+require_realtime() {
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/v1/realtime" || true)
+  if [ "$code" = 404 ]; then
+    echo "FAIL: GET /v1/realtime is not routed in this spoold: gateway/run.c must call"
+    echo "      spool_realtime_mount() (see gateway/realtime.h)"
+    exit 1
+  fi
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -66,6 +78,7 @@ spool_start_pair() {
   wait_ready "$PORT" "$SPOOL_PID" "$WORK/spoold.log"
   wait_ready "$PORT2" "$SPOOL_PID2" "$WORK/spoold2.log"
   export PORT PORT2
+  require_realtime "$PORT"
 }
 
 spool_stop_pair() {
