@@ -8,12 +8,14 @@
  *   metrics registry
  *   node (cluster/node.h): Raft shards + stores + the cluster port; a single node when --peers
  *                          is empty
- *   router + REST API (gateway/http_api.h) + the HTTP server on --listen
+ *   router + REST API (gateway/http_api.h) + realtime WebSocket/SSE (gateway/realtime.h)
+ *   + the HTTP server on --listen
  *   SIGTERM / SIGINT watchers
  *
  * Shutdown is one chain, started by the first SIGTERM/SIGINT (or by a failure after the node
- * started): the HTTP server drains (stops accepting, finishes in-flight requests, bounded by
- * --drain-timeout) -> the node closes (hands off leaderships, stops Raft, syncs stores) -> the
+ * started): the HTTP server drains (stops accepting, finishes in-flight requests and ends SSE
+ * streams, bounded by --drain-timeout) -> the realtime WebSocket connections close (1001) ->
+ * the node closes (hands off leaderships, stops Raft, syncs stores) -> the
  * signal watchers close -> uv_run returns -> everything else is released and the loop closed.
  * Each step starts in the completion callback of the previous one.
  */
@@ -31,6 +33,7 @@
 #include "gateway/http_server.h"
 #include "gateway/metrics.h"
 #include "gateway/options.h"
+#include "gateway/realtime.h"
 
 struct spool_daemon {
     const struct spool_options *opts;
@@ -41,6 +44,7 @@ struct spool_daemon {
     struct spool_node *node;
     struct spool_http_router router;
     struct spool_http_api api;
+    struct spool_realtime_mount realtime; /* /v1/realtime (WebSocket) and SSE */
     struct spool_http_server *http;
     bool stopping;
     int exit_code;
@@ -57,14 +61,21 @@ static void on_node_closed(void *arg)
     uv_close((uv_handle_t *)&d->sigint, on_signal_closed);
 }
 
+static void on_realtime_closed(void *arg)
+{
+    struct spool_daemon *d = arg;
+    if (d->node != NULL) spool_node_close(d->node, on_node_closed, d);
+    else on_node_closed(d);
+}
+
 static void on_http_closed(void *arg)
 {
     struct spool_daemon *d = arg;
     d->http = NULL;
     d->api.server = NULL;
     SPOOL_INFO("http.closed", "connections=0");
-    if (d->node != NULL) spool_node_close(d->node, on_node_closed, d);
-    else on_node_closed(d);
+    /* upgraded WebSocket connections are not the HTTP server's: close them before the node */
+    spool_realtime_unmount(&d->realtime, on_realtime_closed, d);
 }
 
 static void daemon_stop(struct spool_daemon *d, int exit_code)
@@ -123,7 +134,8 @@ static int http_start(struct spool_daemon *d, struct spool_err *err)
     int rv;
     spool_http_router_init(&d->router);
     if ((rv = spool_http_api_init(&d->api, o, d->node, &d->keyring, &d->metrics, err)) != 0 ||
-        (rv = spool_http_api_routes(&d->api, &d->router, err)) != 0)
+        (rv = spool_http_api_routes(&d->api, &d->router, err)) != 0 ||
+        (rv = spool_realtime_mount(&d->realtime, &d->loop, o, d->node, &d->keyring, &d->router, err)) != 0)
         return rv;
     struct spool_http_config cfg;
     spool_http_config_defaults(&cfg);
