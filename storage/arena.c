@@ -54,6 +54,17 @@ void spool_arena_reset(struct spool_arena *a)
     a->want = 0;
 }
 
+void spool_arena_release(struct spool_arena *a, struct spool_arena_mark m)
+{
+    if (m.used == 0 && m.nbig == 0) {
+        spool_arena_reset(a);
+        return;
+    }
+    for (size_t i = m.nbig; i < a->nbig; i++) free(a->big[i]);
+    a->nbig = m.nbig;
+    a->used = m.used;
+}
+
 void spool_arena_close(struct spool_arena *a)
 {
     spool_arena_reset(a);

@@ -469,13 +469,14 @@ static int visit(struct spool_store *s, struct spool_chan *c, uint64_t seq, spoo
     uint32_t len;
     int rv = spool_store_payload(s, c, seq, &p, &len, err);
     if (rv != 0) return rv;
+    struct spool_arena_mark m = spool_arena_mark(&s->arena);
     Spool__Record *r = spool__record__unpack(&s->arena.pb, len, p);
     if (r == NULL || r->seq != seq || strcmp(r->channel, c->name) != 0)
         rv = spool_err_set(err, SPOOL_ECORRUPT, "channel %s seq %" PRIu64 ": record does not decode",
                            c->name, seq);
     else if (cb(arg, r) != 0)
         rv = 1;
-    spool_arena_reset(&s->arena);
+    spool_arena_release(&s->arena, m);
     return rv;
 }
 

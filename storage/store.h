@@ -21,7 +21,8 @@
  * - Reads never return a corrupt record: every record is checksummed (CRC32C) and a mismatch
  *   is an SPOOL_ECORRUPT error, not data. Recent records come from an in-memory tail cache.
  * - Unknown channels read as empty: last_seq 0, first_seq 1, seq_at_time 1.
- * - Visitors and iterator callbacks must not call back into the store.
+ * - Visitors and the channels() callback may read from the store (nested reads are safe) but
+ *   must not write to it.
  * - Not thread-safe: one owner (the shard's loop thread).
  */
 #ifndef SPOOL_STORAGE_STORE_H
