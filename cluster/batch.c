@@ -1,5 +1,5 @@
 /*
- * Group commit (see batch.h). An in-flight entry is a `struct proposal`: the raft_apply request
+ * Group commit (see batch.h). An in-flight entry is a `struct spool_batch_proposal`: the raft_apply request
  * plus the items it carries, freed by its apply callback, the one completion path of a proposal.
  */
 #include "cluster/batch.h"
@@ -9,9 +9,9 @@
 
 #include "common/log.h"
 
-struct proposal {
+struct spool_batch_proposal {
     struct raft_apply req;
-    struct proposal *prev, *next; /* batch->in_flight */
+    struct spool_batch_proposal *prev, *next; /* batch->in_flight */
     struct spool_batch *batch;
     size_t n;
     struct spool_batch_item *items[];
@@ -34,7 +34,7 @@ static void fail_items(struct spool_batch_item **items, size_t n, int code, cons
 
 static void proposal_applied_cb(struct raft_apply *req, int status, void *result)
 {
-    struct proposal *p = req->data;
+    struct spool_batch_proposal *p = req->data;
     struct spool_fsm_result *res = result;
     struct spool_batch *b = p->batch;
     if (p->prev)
@@ -74,7 +74,7 @@ static void propose_some(struct spool_batch *b)
         bytes += sz;
         n++;
     }
-    struct proposal *p = malloc(sizeof *p + n * sizeof p->items[0]);
+    struct spool_batch_proposal *p = malloc(sizeof *p + n * sizeof p->items[0]);
     Spool__PublishRequest **reqs = malloc((n ? n : 1) * sizeof *reqs);
     struct spool_batch_item **items = p ? p->items : NULL;
     struct spool_batch_item *it = b->head;
@@ -146,7 +146,7 @@ static void propose_some(struct spool_batch *b)
 bool spool_batch_awaits(void *arg, uint64_t index)
 {
     struct spool_batch *b = arg;
-    for (struct proposal *p = b->in_flight; p; p = p->next)
+    for (struct spool_batch_proposal *p = b->in_flight; p; p = p->next)
         if (p->req.index == index)
             return true;
     return false;

@@ -29,7 +29,7 @@
 #define SPOOL_BATCH_MAX_ENTRY_BYTES (1u << 20)
 
 struct spool_batch_item;
-struct proposal;
+struct spool_batch_proposal;
 typedef void (*spool_batch_done_cb)(struct spool_batch_item *item, int status,
                                     const struct spool_err *err,
                                     const struct spool_fsm_publish_result *res);
@@ -43,7 +43,7 @@ struct spool_batch {
     uv_timer_t flush_timer;
     struct raft *raft;
     struct spool_batch_item *head, *tail;
-    struct proposal *in_flight; /* proposed entries whose apply callback has not run yet */
+    struct spool_batch_proposal *in_flight; /* proposed entries whose apply callback has not run yet */
     bool closing;
     bool retention_due;      /* the next entry carries a retention tick */
     uint64_t entries, items; /* counters */

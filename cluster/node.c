@@ -92,6 +92,7 @@ static void node_free(struct spool_node *n)
 {
     free(n->shards);
     free(n->leader_hint);
+    free(n->topic_buckets);
     free(n->data_dir);
     free(n->cluster_listen);
     free(n->peers);
@@ -230,9 +231,10 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
     bool failed = false;
     n->loop = loop;
     n->cfg = *cfg;
-    n->data_dir = dup_or_null(cfg->data_dir, &failed);
-    n->cluster_listen = dup_or_null(cfg->cluster_listen, &failed);
-    n->peers = dup_or_null(cfg->peers, &failed);
+    spool_node_config_defaults(&n->cfg); /* zero fields get their defaults */
+    n->data_dir = dup_or_null(n->cfg.data_dir, &failed);
+    n->cluster_listen = dup_or_null(n->cfg.cluster_listen, &failed);
+    n->peers = dup_or_null(n->cfg.peers, &failed);
     if (failed) {
         node_free(n);
         return spool_err_set(err, SPOOL_ENOMEM, "node config");
@@ -241,8 +243,6 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
     n->cfg.cluster_listen = n->cluster_listen;
     n->cfg.peers = n->peers;
     n->cfg.store.dir = NULL;
-    if (n->cfg.forward_timeout_ms == 0)
-        n->cfg.forward_timeout_ms = 5000;
 
     struct spool_peer peers[SPOOL_MAX_NODES]; /* scratch, copied into the placement */
     size_t n_peers = 0;
@@ -259,7 +259,7 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
         snprintf(peers[0].address, sizeof peers[0].address, "%s", spool_mux_address(n->mux));
         n_peers = 1;
     }
-    rc = spool_placement_init(&n->placement, peers, n_peers, cfg->shards, cfg->replicas, err);
+    rc = spool_placement_init(&n->placement, peers, n_peers, n->cfg.shards, n->cfg.replicas, err);
     if (rc != 0)
         goto err_mux;
     if (!cfg->gateway_only && spool_placement_address(&n->placement, cfg->id) == NULL) {

@@ -44,6 +44,8 @@ struct spool_node {
     uint64_t *leader_hint;       /* [placement.shards]; last leader learned from peers */
     struct spool_op *ops;        /* in flight (router.c) */
     struct spool_topic *topics;  /* channels with local subscribers (subscription.c) */
+    struct spool_topic **topic_buckets; /* hash index over `topics` by channel */
+    size_t n_topic_buckets, n_topics;
     struct spool_op *waiters;    /* parked long-poll reads served for peers (router.c) */
     bool closing;
     int pending_close;   /* live ops (router.c) + the closing stages below */

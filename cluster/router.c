@@ -15,8 +15,11 @@
  *
  * A "not the leader" / "not caught up" answer carries the replier's leader hint and the op tries
  * again at once if the hint is new, else after a backoff (5 ms doubling to 200 ms); while no
- * leader is known at all (an election) it keeps backing off. The op fails with the last error
- * (or SPOOL_ETIMEOUT) once forward_timeout_ms have passed since it started. Follow ops have no
+ * leader is known at all (an election) it keeps backing off. One forwarding attempt waits at
+ * most two election timeouts (a stopped target must not eat the whole deadline). The op fails
+ * with SPOOL_EBUSY (no leader found) or SPOOL_ETIMEOUT once forward_timeout_ms have passed
+ * since it started. A timed-out forwarded publish may still commit: message ids make the retry
+ * exact. Follow ops have no
  * deadline: they retry until they get an answer or are cancelled.
  *
  * Ops that arrive from peers (the RPC request callback) never forward again: the receiving node
@@ -330,10 +333,17 @@ static void retry(struct spool_op *op, bool at_once)
     uv_timer_start(&op->timer, attempt_timer_cb, delay, 0);
 }
 
-static uint64_t remaining_ms(struct spool_op *op)
+/* The timeout of one forwarding attempt: what is left of the op's deadline, but at most two
+ * election timeouts, so a stopped or partitioned target costs one attempt, not the whole
+ * deadline (by then a new leader exists and the next attempt finds it). */
+static uint64_t attempt_timeout_ms(struct spool_op *op)
 {
     uint64_t now = uv_now(op->node->loop);
-    return op->deadline > now ? op->deadline - now : 1;
+    uint64_t left = op->deadline > now ? op->deadline - now : 1;
+    uint64_t cap = 2 * op->node->cfg.election_timeout_ms;
+    if (cap < 1000)
+        cap = 1000;
+    return left < cap ? left : cap;
 }
 
 static void publish_reply_cb(void *arg, int status, const struct spool_err *err, const void *body,
@@ -485,7 +495,7 @@ static void attempt_publish(struct spool_op *op)
         return;
     }
     spool__forward_publish__pack(&f, buf);
-    bool sent = forward(op, SPOOL_METHOD_PUBLISH, buf, len, remaining_ms(op), publish_reply_cb);
+    bool sent = forward(op, SPOOL_METHOD_PUBLISH, buf, len, attempt_timeout_ms(op), publish_reply_cb);
     free(buf);
     if (!sent)
         retry(op, false);
@@ -507,8 +517,9 @@ static void attempt_read(struct spool_op *op)
         return;
     }
     spool__read_request__pack(op->read, buf);
-    uint64_t timeout = op->kind == OP_FOLLOW ? op->read->wait_ms + n->cfg.forward_timeout_ms
-                                             : remaining_ms(op);
+    uint64_t timeout = op->kind == OP_FOLLOW
+                           ? op->read->wait_ms + 2 * n->cfg.election_timeout_ms + 1000
+                           : attempt_timeout_ms(op);
     bool sent = forward(op, SPOOL_METHOD_READ, buf, len, timeout, read_reply_cb);
     free(buf);
     if (!sent)

@@ -33,7 +33,9 @@ struct spool_sub {
 };
 
 struct spool_topic {
-    struct spool_topic *prev, *next;
+    struct spool_topic *prev, *next; /* node->topics */
+    struct spool_topic *chain;       /* hash bucket */
+    uint64_t hash;
     struct spool_node *node;
     char *channel;
     uint32_t shard;
@@ -45,12 +47,53 @@ struct spool_topic {
     int delivering;
 };
 
+static uint64_t channel_hash(const char *channel)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *p = channel; *p; p++) {
+        h ^= (unsigned char)*p;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
 static struct spool_topic *topic_find(struct spool_node *n, const char *channel)
 {
-    for (struct spool_topic *t = n->topics; t; t = t->next)
-        if (strcmp(t->channel, channel) == 0)
+    if (n->n_topic_buckets == 0)
+        return NULL;
+    uint64_t h = channel_hash(channel);
+    for (struct spool_topic *t = n->topic_buckets[h & (n->n_topic_buckets - 1)]; t; t = t->chain)
+        if (t->hash == h && strcmp(t->channel, channel) == 0)
             return t;
     return NULL;
+}
+
+/* Links a new topic into the list and the hash index (doubling the buckets past load 1). */
+static int topic_link(struct spool_node *n, struct spool_topic *t)
+{
+    if (n->n_topics + 1 > n->n_topic_buckets) {
+        size_t nb = n->n_topic_buckets ? n->n_topic_buckets * 2 : 64;
+        struct spool_topic **b = calloc(nb, sizeof *b);
+        if (b == NULL)
+            return SPOOL_ENOMEM;
+        for (struct spool_topic *x = n->topics; x; x = x->next) {
+            x->chain = b[x->hash & (nb - 1)];
+            b[x->hash & (nb - 1)] = x;
+        }
+        free(n->topic_buckets);
+        n->topic_buckets = b;
+        n->n_topic_buckets = nb;
+    }
+    t->hash = channel_hash(t->channel);
+    t->chain = n->topic_buckets[t->hash & (n->n_topic_buckets - 1)];
+    n->topic_buckets[t->hash & (n->n_topic_buckets - 1)] = t;
+    t->prev = NULL;
+    t->next = n->topics;
+    if (n->topics)
+        n->topics->prev = t;
+    n->topics = t;
+    n->n_topics++;
+    return 0;
 }
 
 static void topic_free(struct spool_topic *t)
@@ -62,6 +105,11 @@ static void topic_free(struct spool_topic *t)
         n->topics = t->next;
     if (t->next)
         t->next->prev = t->prev;
+    struct spool_topic **pp = &n->topic_buckets[t->hash & (n->n_topic_buckets - 1)];
+    while (*pp != t)
+        pp = &(*pp)->chain;
+    *pp = t->chain;
+    n->n_topics--;
     while (t->subs) {
         struct spool_sub *s = t->subs;
         t->subs = s->next;
@@ -216,10 +264,12 @@ int spool_node_subscribe(struct spool_node *n, const char *channel, spool_record
         t->node = n;
         t->channel = c;
         t->shard = spool_node_shard_of(n, channel);
-        t->next = n->topics;
-        if (n->topics)
-            n->topics->prev = t;
-        n->topics = t;
+        if (topic_link(n, t) != 0) {
+            free(c);
+            free(t);
+            free(s);
+            return SPOOL_ENOMEM;
+        }
         struct spool_shard *sh = spool_node_local_shard(n, t->shard);
         if (sh != NULL) {
             t->last = spool_store_last_seq(sh->store, channel);
@@ -257,8 +307,19 @@ void spool_subs_close(struct spool_node *n)
             spool_router_cancel(t->follow);
             t->follow = NULL;
         }
-        if (t->delivering == 0)
+        if (t->delivering == 0) {
             topic_free(t);
+        } else {
+            /* Closing from inside a delivery: the delivery loop's topic_gc frees it. */
+            for (struct spool_sub *s = t->subs; s; s = s->next)
+                s->removed = true;
+            t->live = 0;
+        }
         t = next;
+    }
+    if (n->topics == NULL) {
+        free(n->topic_buckets);
+        n->topic_buckets = NULL;
+        n->n_topic_buckets = 0;
     }
 }
