@@ -1,0 +1,433 @@
+#!/usr/bin/env python3
+"""
+Multi-process fault tests for a 3-node Spool cluster on 127.0.0.1.
+
+Each scenario runs the same way: start (or keep) three spoold processes, drive a bounded publish
+load from several publisher threads (each message has a unique client id, retried blindly with
+the same id on any error, as a real publisher would), inject one fault, check the cluster accepts
+publishes again within a bound, then stop the load, wait for the replicas to converge, stop the
+cluster and read every replica's store from disk with spool-dump. The checks:
+
+  - every acknowledged message is present exactly once on every replica of its shard;
+  - no message (acknowledged or not) is present twice;
+  - every replica of a shard holds the same records in the same order with dense serials;
+  - the serial the publisher was given is the serial stored.
+
+Faults: kill -9 of a shard leader, SIGSTOP/SIGCONT of a leader, graceful restart of a node, and
+a partition: with SPOOL_NETNS set (see test_partition.sh, which creates the namespaces and runs
+this driver inside a hub namespace), each node runs in its own network namespace behind a veth on
+a bridge, and the leader's link is taken down, then brought back.
+
+Everything is bounded: the load stops after a fixed count or time, every wait has a deadline.
+"""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+SPOOLD = os.environ.get("SPOOLD", "build-asan/spoold")
+BUILD = os.environ.get("SPOOL_BUILD", "build-asan")
+DUMP = os.path.join(BUILD, "storage", "spool-dump")
+SHARDS = 2
+CHANNELS = ["conv-%d" % i for i in range(6)]
+RECOVERY_BOUND_S = 10.0
+
+
+def log(msg):
+    print("faults: " + msg, flush=True)
+
+
+def free_port(used):
+    # Below the ephemeral range (32768+) so outgoing connections never take our listening ports.
+    for _ in range(1000):
+        p = random.randint(20000, 32000)
+        if p in used:
+            continue
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        used.add(p)
+        return p
+    raise RuntimeError("no free port")
+
+
+def http(method, url, body=None, timeout=5.0):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw and r.headers.get_content_type() == "application/json" else raw)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, raw
+
+
+NETNS = os.environ.get("SPOOL_NETNS")  # "<prefix>:<subnet prefix>", e.g. "spool123:10.213.7"
+
+
+class Node:
+    def __init__(self, cluster, node_id):
+        self.cluster = cluster
+        self.id = node_id
+        if NETNS:
+            prefix, subnet = NETNS.split(":")
+            self.netns = "%s-n%d" % (prefix, node_id)
+            self.host = "%s.%d" % (subnet, node_id)
+            self.port, self.cport = 8080, 7080
+        else:
+            self.netns = None
+            self.host = "127.0.0.1"
+            self.port = free_port(cluster.used)
+            self.cport = free_port(cluster.used)
+        self.data = os.path.join(cluster.dir, "n%d" % node_id)
+        self.proc = None
+        self.stderr_path = os.path.join(cluster.dir, "n%d.log" % node_id)
+
+    @property
+    def url(self):
+        return "http://%s:%d" % (self.host, self.port)
+
+    def link(self, up):
+        subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "veth0",
+                        "up" if up else "down"], check=True)
+
+    def start(self):
+        args = [SPOOLD, "--id", str(self.id), "--listen", "%s:%d" % (self.host, self.port),
+                "--cluster-listen", "%s:%d" % (self.host, self.cport), "--peers", self.cluster.peers,
+                "--data", self.data, "--shards", str(SHARDS), "--replicas", "3", "--anonymous",
+                "--election-timeout", "1000", "--log-level", "info"]
+        if self.netns:
+            args = ["ip", "netns", "exec", self.netns] + args
+        self.stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.stderr)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=30):
+        """Graceful stop; returns the exit code (0 expected)."""
+        if not self.alive():
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+            raise AssertionError("node %d did not stop within %ds" % (self.id, timeout))
+        finally:
+            self.stderr.close()
+        return rc
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.stderr.close()
+
+    def ready(self):
+        try:
+            return http("GET", self.url + "/readyz", timeout=1.0)[0] == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+
+class Cluster:
+    def __init__(self, root):
+        self.dir = root
+        self.used = set()
+        self.nodes = {i: Node(self, i) for i in (1, 2, 3)}
+        self.peers = ",".join("%d@%s:%d" % (n.id, n.host, n.cport) for n in self.nodes.values())
+
+    def start(self):
+        for n in self.nodes.values():
+            n.start()
+        self.wait_ready()
+
+    def wait_ready(self, bound=30.0):
+        deadline = time.time() + bound
+        while time.time() < deadline:
+            if all(n.ready() for n in self.nodes.values() if n.alive()):
+                return
+            time.sleep(0.05)
+        raise AssertionError("cluster not ready within %.0fs" % bound)
+
+    def any_live(self):
+        return [n for n in self.nodes.values() if n.alive()]
+
+    def leader_of(self, channel):
+        """The node id leading the channel's shard, as a live node reports it."""
+        for n in self.any_live():
+            try:
+                status, body = http("GET", "%s/v1/channels/%s" % (n.url, channel), timeout=2.0)
+            except OSError:
+                continue
+            if status == 200 and isinstance(body, dict) and body.get("leader"):
+                return int(body["leader"]), int(body.get("shard", 0))
+        return None, None
+
+    def applied(self, node):
+        """{shard: applied index} scraped from a node's /metrics."""
+        out = {}
+        try:
+            status, body = http("GET", node.url + "/metrics", timeout=2.0)
+        except OSError:
+            return out
+        if status != 200:
+            return out
+        text = body.decode() if isinstance(body, bytes) else str(body)
+        for line in text.splitlines():
+            if line.startswith("spool_shard_raft_applied_index{"):
+                labels, value = line.rsplit(" ", 1)
+                shard = labels.split('shard="', 1)[1].split('"', 1)[0]
+                out[int(shard)] = int(float(value))
+        return out
+
+    def wait_converged(self, bound=20.0):
+        deadline = time.time() + bound
+        last = None
+        while time.time() < deadline:
+            views = [self.applied(n) for n in self.any_live()]
+            if views and all(views) and all(v == views[0] for v in views):
+                return views[0]
+            last = views
+            time.sleep(0.1)
+        raise AssertionError("replicas did not converge within %.0fs: %r" % (bound, last))
+
+    def stop_all(self):
+        codes = {n.id: n.stop() for n in self.nodes.values() if n.alive()}
+        bad = {k: v for k, v in codes.items() if v != 0}
+        if bad:
+            for n in self.nodes.values():
+                sys.stdout.write(open(n.stderr_path, errors="replace").read()[-3000:])
+            raise AssertionError("nodes exited non-zero: %r" % bad)
+
+    def dump(self):
+        """{node id: {channel: [(seq, id)]}} read from disk."""
+        out = {}
+        for n in self.nodes.values():
+            recs = {}
+            for d in sorted(os.listdir(n.data)):
+                store = os.path.join(n.data, d, "store")
+                if not d.startswith("shard-") or not os.path.isdir(store):
+                    continue
+                r = subprocess.run([DUMP, store], capture_output=True, text=True, timeout=60)
+                if r.returncode != 0:
+                    raise AssertionError("spool-dump %s: %s" % (store, r.stderr))
+                for line in r.stdout.splitlines():
+                    rec = json.loads(line)
+                    recs.setdefault(rec["channel"], []).append((rec["seq"], rec["id"]))
+            out[n.id] = recs
+        return out
+
+
+class Load:
+    """Publisher threads: unique ids, blind retries with the same id, bounded count and time."""
+
+    def __init__(self, cluster, publishers=4, per_publisher=400, max_seconds=60.0):
+        self.cluster = cluster
+        self.acked = {}  # id -> (channel, serial)
+        self.sent = set()
+        self.lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(p, per_publisher, max_seconds))
+                        for p in range(publishers)]
+        self.last_ack = time.time()
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def run(self, p, count, max_seconds):
+        rng = random.Random(p)
+        end = time.time() + max_seconds
+        for i in range(count):
+            if self.stop_flag.is_set() or time.time() > end:
+                return
+            mid = "p%d-%d" % (p, i)
+            channel = CHANNELS[(p + i) % len(CHANNELS)]
+            with self.lock:
+                self.sent.add(mid)
+            for attempt in range(200):
+                if self.stop_flag.is_set() or time.time() > end:
+                    return
+                live = self.cluster.any_live()
+                if not live:
+                    time.sleep(0.05)
+                    continue
+                node = rng.choice(live)
+                try:
+                    status, body = http("POST", "%s/v1/channels/%s/messages" % (node.url, channel),
+                                        {"id": mid, "name": "token", "data": {"p": p, "i": i}},
+                                        timeout=2.0)
+                except OSError:
+                    status, body = None, None
+                if status in (200, 201) and isinstance(body, dict):
+                    with self.lock:
+                        self.acked[mid] = (channel, int(body["serials"][0]))
+                        self.last_ack = time.time()
+                    break
+                time.sleep(0.02 * min(attempt + 1, 10))
+
+    def acked_count(self):
+        with self.lock:
+            return len(self.acked)
+
+    def wait_acks(self, n, bound):
+        deadline = time.time() + bound
+        while time.time() < deadline:
+            if self.acked_count() >= n:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def finish(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(60)
+
+
+def verify(cluster, load, scenario):
+    replicas = cluster.dump()
+    acked = load.acked
+    checked = 0
+    for channel in CHANNELS:
+        views = {nid: recs.get(channel, []) for nid, recs in replicas.items() if channel in recs}
+        if not views:
+            continue
+        ref_id, ref = next(iter(views.items()))
+        for nid, recs in views.items():
+            assert recs == ref, "%s: %s differs between node %d and node %d" % (
+                scenario, channel, ref_id, nid)
+        seqs = [s for s, _ in ref]
+        assert seqs == list(range(1, len(seqs) + 1)), "%s: %s serials not dense" % (scenario, channel)
+        ids = [i for _, i in ref]
+        assert len(ids) == len(set(ids)), "%s: %s holds a duplicate" % (scenario, channel)
+        by_id = dict((i, s) for s, i in ref)
+        for mid, (ch, serial) in acked.items():
+            if ch != channel:
+                continue
+            assert mid in by_id, "%s: acknowledged %s missing from %s" % (scenario, mid, channel)
+            assert by_id[mid] == serial, "%s: %s acked as %d, stored as %d" % (
+                scenario, mid, serial, by_id[mid])
+            checked += 1
+    assert checked == len(acked), "%s: checked %d of %d acked" % (scenario, checked, len(acked))
+    total = sum(len(r) for r in next(iter(replicas.values())).values())
+    log("%s: ok: %d acknowledged of %d sent, %d stored, identical on %d replicas, no duplicate"
+        % (scenario, len(acked), len(load.sent), total, len(replicas)))
+
+
+def recovered_within(load, bound):
+    """Publishing works again: an acknowledgment arrives after the fault, within bound."""
+    t0 = time.time()
+    base = load.acked_count()
+    ok = load.wait_acks(base + 20, bound)
+    return ok, time.time() - t0
+
+
+def scenario(name, fault):
+    root = tempfile.mkdtemp(prefix="spool-faults-")
+    cluster = Cluster(root)
+    try:
+        run_scenario(name, fault, cluster)
+    except BaseException:
+        for n in cluster.nodes.values():
+            if n.alive():
+                n.signal(signal.SIGCONT)
+                n.kill9()
+            sys.stdout.write("--- node %d log (tail) ---\n" % n.id)
+            sys.stdout.write(open(n.stderr_path, errors="replace").read()[-4000:])
+        raise
+    subprocess.run(["rm", "-rf", root])
+
+
+def run_scenario(name, fault, cluster):
+    cluster.start()
+    load = Load(cluster)
+    load.start()
+    try:
+        assert load.wait_acks(100, 30), "%s: no load before the fault" % name
+        fault(cluster, load)
+        ok, took = recovered_within(load, RECOVERY_BOUND_S)
+        assert ok, "%s: publishes not accepted again within %.0fs" % (name, RECOVERY_BOUND_S)
+        log("%s: publishes accepted again %.2fs after the fault" % (name, took))
+        # Keep the load going past recovery so the checks cover traffic on both sides of it.
+        load.wait_acks(load.acked_count() + 200, 20)
+    finally:
+        load.finish()
+    for n in cluster.nodes.values():
+        if not n.alive():
+            n.start()
+    cluster.wait_ready()
+    cluster.wait_converged()
+    cluster.stop_all()
+    verify(cluster, load, name)
+
+
+def kill_leader(cluster, load):
+    leader, shard = cluster.leader_of(CHANNELS[0])
+    assert leader, "no leader reported"
+    log("kill-leader: kill -9 node %d (leader of shard %d)" % (leader, shard))
+    cluster.nodes[leader].kill9()
+
+
+def pause_leader(cluster, load):
+    leader, shard = cluster.leader_of(CHANNELS[1])
+    assert leader, "no leader reported"
+    node = cluster.nodes[leader]
+    log("pause-leader: SIGSTOP node %d (leader of shard %d) until the others make progress" % (leader, shard))
+    node.signal(signal.SIGSTOP)
+    # The pause itself is the fault being injected, not synchronisation: others must elect.
+    ok, took = recovered_within(load, RECOVERY_BOUND_S)
+    node.signal(signal.SIGCONT)
+    assert ok, "pause-leader: no progress while the leader was stopped"
+    log("pause-leader: progress resumed %.2fs into the pause; SIGCONT" % took)
+
+
+def restart_node(cluster, load):
+    node = cluster.nodes[2]
+    log("restart: graceful restart of node 2")
+    assert node.stop() == 0
+    node.start()
+
+
+def partition_leader(cluster, load):
+    leader, shard = cluster.leader_of(CHANNELS[2])
+    assert leader, "no leader reported"
+    node = cluster.nodes[leader]
+    log("partition: cut node %d (leader of shard %d) off the network" % (leader, shard))
+    node.link(False)
+    ok, took = recovered_within(load, RECOVERY_BOUND_S)
+    node.link(True)
+    assert ok, "partition: no progress while the leader was cut off"
+    log("partition: majority made progress %.2fs after the cut; link restored" % took)
+
+
+SCENARIOS = {"kill-leader": kill_leader, "pause-leader": pause_leader, "restart": restart_node,
+             "partition": partition_leader}
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or [n for n in SCENARIOS if n != "partition"]
+    for n in names:
+        scenario(n, SCENARIOS[n])
+    print("%d passed, 0 failed" % len(names))
