@@ -43,7 +43,7 @@ struct spool_batch {
     uv_timer_t flush_timer;
     struct raft *raft;
     struct spool_batch_item *head, *tail;
-    struct spool_batch_proposal *in_flight; /* proposed entries whose apply callback has not run yet */
+    struct spool_batch_proposal *in_flight; /* proposed, apply callback still to run */
     bool closing;
     bool retention_due;      /* the next entry carries a retention tick */
     uint64_t entries, items; /* counters */

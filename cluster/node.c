@@ -18,7 +18,8 @@
 #include "cluster/node_int.h"
 #include "common/log.h"
 
-void spool_node_config_defaults(struct spool_node_config *cfg)
+/* Gives every zero field its default (init applies it to the caller's copy). */
+static void config_fill_zero(struct spool_node_config *cfg)
 {
     if (cfg->data_dir == NULL)
         cfg->data_dir = "./data";
@@ -45,6 +46,12 @@ void spool_node_config_defaults(struct spool_node_config *cfg)
     if (cfg->dedup_window_ms == 0)
         cfg->dedup_window_ms = 120000;
     spool_store_config_defaults(&cfg->store);
+}
+
+void spool_node_config_defaults(struct spool_node_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    config_fill_zero(cfg);
 }
 
 struct spool_shard *spool_node_local_shard(const struct spool_node *n, uint32_t shard)
@@ -231,7 +238,7 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
     bool failed = false;
     n->loop = loop;
     n->cfg = *cfg;
-    spool_node_config_defaults(&n->cfg); /* zero fields get their defaults */
+    config_fill_zero(&n->cfg);
     n->data_dir = dup_or_null(n->cfg.data_dir, &failed);
     n->cluster_listen = dup_or_null(n->cfg.cluster_listen, &failed);
     n->peers = dup_or_null(n->cfg.peers, &failed);

@@ -57,6 +57,8 @@ struct spool_node_config {
     struct spool_store_config store; /* dir is set per shard by the node */
 };
 
+/* Sets every field to its default (call first, then override); spool_node_init also gives the
+ * defaults to fields left zero. */
 void spool_node_config_defaults(struct spool_node_config *cfg);
 
 int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool_node_config *cfg,

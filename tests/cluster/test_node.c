@@ -123,7 +123,7 @@ static void node_start(struct tnode *t, uint64_t id, const char *peers, uint32_t
                        bool gateway_only)
 {
     snprintf(t->dir, sizeof t->dir, "%s/n%llu", root, (unsigned long long)id);
-    memset(&t->cfg, 0, sizeof t->cfg);
+    spool_node_config_defaults(&t->cfg);
     t->cfg.id = id;
     t->cfg.data_dir = t->dir;
     t->cfg.cluster_listen = t->listen;
@@ -136,7 +136,6 @@ static void node_start(struct tnode *t, uint64_t id, const char *peers, uint32_t
     t->cfg.forward_timeout_ms = 8000;
     t->cfg.snapshot_threshold = 64;
     t->cfg.snapshot_trailing = 64;
-    spool_node_config_defaults(&t->cfg);
     t->cfg.store.segment_bytes = 1 << 20;
     t->cfg.store.tail_cache_bytes = 1 << 20;
     struct spool_err err;
