@@ -142,32 +142,43 @@ int spool_store_enforce_retention(struct spool_store *s, int64_t now_ms, struct 
         spool_store_trim(s, c, first);
         if ((rv = spool_store_write_meta(s, c, err)) != 0) return rv;
     }
-    size_t dead = 0;
-    for (size_t i = 0; i < s->nsegs; i++)
-        if (s->segs[i].sealed && s->segs[i].live_records == 0) dead++;
-    if (dead > 0 && (rv = checkpoint(s, err)) != 0) return rv;
-    uint64_t freed = 0;
-    for (size_t i = 0; i < s->nsegs;) {
-        struct spool_segment *seg = &s->segs[i];
-        if (!seg->sealed || seg->live_records > 0) {
-            i++;
-            continue;
+    /* Candidates are chosen before the checkpoint: a segment the checkpoint itself fills and
+     * seals holds no records either, but it is the checkpoint. */
+    uint32_t *dead = NULL;
+    size_t ndead = 0;
+    for (size_t i = 0; i < s->nsegs; i++) {
+        if (!s->segs[i].sealed || s->segs[i].live_records > 0) continue;
+        uint32_t *d = realloc(dead, (ndead + 1) * sizeof *d);
+        if (d == NULL) {
+            free(dead);
+            return spool_err_set(err, SPOOL_ENOMEM, "segment list");
         }
+        dead = d;
+        dead[ndead++] = s->segs[i].id;
+    }
+    if (ndead > 0 && (rv = checkpoint(s, err)) != 0) {
+        free(dead);
+        return rv;
+    }
+    uint64_t freed = 0;
+    for (size_t i = 0; i < ndead; i++) {
+        struct spool_segment *seg = spool_store_seg(s, dead[i]);
         char path[4096];
         spool_seg_path(path, sizeof path, s->dir, seg->id, ".lz4");
         freed += seg->file_bytes;
         unlink(path);
         spool_store_remove_seg(s, seg->id);
     }
-    if (dead > 0 && (rv = spool_fsync_dir(s->dir, &s->io, err)) != 0) return rv;
+    free(dead);
+    if (ndead > 0 && (rv = spool_fsync_dir(s->dir, &s->io, err)) != 0) return rv;
     for (size_t i = 0; i < s->nsegs; i++) {
         struct spool_segment *seg = &s->segs[i];
         if (seg->sealed && seg->live_bytes * 2 < seg->record_bytes &&
             (rv = spool_store_compact(s, seg, err)) != 0)
             return rv;
     }
-    if (trimmed > 0 || dead > 0)
+    if (trimmed > 0 || ndead > 0)
         SPOOL_INFO("store.retention", "trimmed_records=%" PRIu64 " segments_deleted=%zu bytes_freed=%" PRIu64,
-                   trimmed, dead, freed);
+                   trimmed, ndead, freed);
     return 0;
 }
