@@ -9,8 +9,10 @@
  *
  * Message data round-trips exactly: a JSON string is stored as its UTF-8 bytes with content type
  * text/plain and comes back as the same string; any other JSON value is stored as its compact
- * serialisation with application/json and comes back as the same value. Data that is neither
- * (published as binary over another protocol) comes back base64-encoded with "encoding".
+ * serialisation with application/json and comes back as the same value; no data is stored with
+ * no content type and comes back as null. Items are encoded by spool_rt_record_json, so history
+ * and live messages look the same; data that is neither JSON nor text (published as binary over
+ * another protocol) comes back base64-encoded with "encoding".
  *
  * History pages: forwards reads records with serial in [from, until], backwards in [from, until]
  * from the top down; `start`/`end` filter by timestamp within what is read. A page that may be
@@ -20,7 +22,6 @@
 
 #include <inttypes.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,9 +31,7 @@
 #include "gateway/channel_name.h"
 #include "gateway/http_path.h"
 #include "gateway/json_body.h"
-
-#define MAX_ID_BYTES 256
-#define MAX_NAME_BYTES 256
+#include "gateway/realtime.h"
 
 static const struct spool_http_header json_headers[] = {{"Content-Type", "application/json"}};
 
@@ -66,15 +65,14 @@ int spool_http_api_authorize(const struct spool_http_api *api, struct spool_http
     int code;
     if (header != NULL && header[0] != '\0') {
         code = spool_auth_header(api->keyring, header, now, out, &err);
-    } else {
-        char cred[2048];
-        long n = spool_http_query_get(req->query, "key", cred, sizeof cred);
-        if (n == -1) n = spool_http_query_get(req->query, "token", cred, sizeof cred);
-        if (n == -2) {
-            code = SPOOL_AUTH_MALFORMED;
-        } else {
-            code = spool_auth_credential(api->keyring, n >= 0 ? cred : NULL, now, out, &err);
-        }
+    } else { /* a decoded query value is never longer than the query */
+        size_t size = strlen(req->query) + 1;
+        char *cred = malloc(size);
+        long n = cred == NULL ? -2 : spool_http_query_get(req->query, "key", cred, size);
+        if (n == -1) n = spool_http_query_get(req->query, "token", cred, size);
+        if (n == -2) code = cred == NULL ? SPOOL_AUTH_INTERNAL : SPOOL_AUTH_MALFORMED;
+        else code = spool_auth_credential(api->keyring, n >= 0 ? cred : NULL, now, out, &err);
+        free(cred);
     }
     if (code == SPOOL_AUTH_OK && channel != NULL)
         code = spool_principal_check(out, channel, caps, &err);
@@ -152,12 +150,12 @@ static const char *message_from_json(const struct spool_http_api *api, json_t *m
     json_t *v;
     if ((v = json_object_get(m, "id")) != NULL) {
         if (!json_is_string(v)) return "id must be a string";
-        if (json_string_length(v) > MAX_ID_BYTES) return "id is too long";
+        if (json_string_length(v) > api->opts->max_field_bytes) return "id is longer than --max-field-bytes";
         rec->id = (char *)json_string_value(v);
     }
     if ((v = json_object_get(m, "name")) != NULL) {
         if (!json_is_string(v)) return "name must be a string";
-        if (json_string_length(v) > MAX_NAME_BYTES) return "name is too long";
+        if (json_string_length(v) > api->opts->max_field_bytes) return "name is longer than --max-field-bytes";
         rec->name = (char *)json_string_value(v);
     }
     if ((v = json_object_get(m, "clientId")) != NULL) {
@@ -183,8 +181,6 @@ static const char *message_from_json(const struct spool_http_api *api, json_t *m
             rec->data.len = len;
             rec->content_type = "application/json";
         }
-    } else {
-        rec->content_type = "application/json";
     }
     if ((v = json_object_get(m, "extras")) != NULL) {
         if (!json_is_object(v)) return "extras must be a JSON object";
@@ -277,64 +273,15 @@ out:
 
 /* ---- history ---- */
 
-static const char *action_name(int action)
-{
-    switch (action) {
-    case SPOOL__ACTION__ACTION_MESSAGE_CREATE: return "message.create";
-    case SPOOL__ACTION__ACTION_MESSAGE_APPEND: return "message.append";
-    case SPOOL__ACTION__ACTION_MESSAGE_UPDATE: return "message.update";
-    case SPOOL__ACTION__ACTION_MESSAGE_DELETE: return "message.delete";
-    case SPOOL__ACTION__ACTION_PRESENCE: return "presence";
-    case SPOOL__ACTION__ACTION_OBJECT_OP: return "object";
-    case SPOOL__ACTION__ACTION_CHANNEL_META: return "meta";
-    default: return "unknown";
-    }
-}
-
-static json_t *base64_of(const uint8_t *p, size_t len)
-{
-    char *out = malloc(4 * ((len + 2) / 3) + 1);
-    if (out == NULL) return NULL;
-    int n = EVP_EncodeBlock((unsigned char *)out, p, (int)len);
-    json_t *s = json_stringn(out, (size_t)n);
-    free(out);
-    return s;
-}
-
-/* Adds "data" (and "encoding" when base64) for the record's payload. */
-static void add_data(json_t *item, const Spool__Record *r)
-{
-    const char *ct = r->content_type != NULL ? r->content_type : "";
-    const char *d = (const char *)r->data.data;
-    json_t *v = NULL;
-    bool is_json = ct[0] == '\0' || strcmp(ct, "application/json") == 0;
-    if (is_json && r->data.len == 0) return; /* published without data */
-    if (is_json) v = json_loadb(d, r->data.len, JSON_DECODE_ANY, NULL);
-    if (v == NULL && strncmp(ct, "text/", 5) == 0) v = json_stringn(d != NULL ? d : "", r->data.len);
-    if (v == NULL) {
-        v = base64_of(r->data.data, r->data.len);
-        json_object_set_new(item, "encoding", json_string("base64"));
-    }
-    json_object_set_new(item, "data", v);
-}
-
+/* A history item: the same record encoding as the realtime protocol (one encoder for every
+ * protocol, gateway/realtime.h) without its "type", and with "version" always present. */
 static json_t *record_json(const Spool__Record *r)
 {
-    json_t *item = json_object();
-    if (r->id != NULL && r->id[0] != '\0') json_object_set_new(item, "id", json_string(r->id));
-    json_object_set_new(item, "serial", json_integer((json_int_t)r->seq));
-    if (r->name != NULL && r->name[0] != '\0') json_object_set_new(item, "name", json_string(r->name));
-    add_data(item, r);
-    if (r->client_id != NULL && r->client_id[0] != '\0')
-        json_object_set_new(item, "clientId", json_string(r->client_id));
-    if (r->extras.len > 0) {
-        json_t *x = json_loadb((const char *)r->extras.data, r->extras.len, 0, NULL);
-        if (x != NULL) json_object_set_new(item, "extras", x);
-    }
-    json_object_set_new(item, "timestamp", json_integer((json_int_t)r->timestamp_ms));
-    json_object_set_new(item, "action", json_string(action_name(r->action)));
-    json_object_set_new(item, "version", json_integer((json_int_t)r->version));
-    if (r->ref_seq != 0) json_object_set_new(item, "refSerial", json_integer((json_int_t)r->ref_seq));
+    json_t *item = spool_rt_record_json(r);
+    if (item == NULL) return NULL;
+    json_object_del(item, "type");
+    if (json_object_get(item, "version") == NULL)
+        json_object_set_new(item, "version", json_integer((json_int_t)r->version));
     return item;
 }
 
@@ -386,7 +333,14 @@ static void on_history(void *arg, int status, const struct spool_err *err,
         }
         if (op->has_start && (uint64_t)r->timestamp_ms < op->start) continue;
         if (op->has_end && (uint64_t)r->timestamp_ms > op->end) continue;
-        json_array_append_new(items, record_json(r));
+        json_t *item = record_json(r);
+        if (item == NULL) {
+            json_decref(items);
+            spool_http_respond_error(op->req, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
+            free(op);
+            return;
+        }
+        json_array_append_new(items, item);
     }
     json_t *next = json_null();
     if (!stop && n == op->limit && n > 0) {

@@ -6,6 +6,7 @@
 #include "gateway/http_router.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gateway/http_path.h"
@@ -64,11 +65,13 @@ static bool capture_params(struct spool_http_req *req, const char *pattern,
 {
     struct spool_slice ps[SPOOL_HTTP_MAX_SEGMENTS];
     spool_http_path_split(pattern, strlen(pattern), ps, SPOOL_HTTP_MAX_SEGMENTS);
-    char buf[1024];
     for (long i = 0; i < n; i++) {
         if (!segment_is_capture(ps[i])) continue;
-        long len = spool_http_pct_decode(segs[i].p, segs[i].len, false, buf, sizeof buf);
-        if (len < 0 || spool_http_req_add_param(req, buf, (size_t)len) != 0) return false;
+        char *buf = malloc(segs[i].len + 1); /* decoding never grows */
+        long len = buf != NULL ? spool_http_pct_decode(segs[i].p, segs[i].len, false, buf, segs[i].len + 1) : -1;
+        bool ok = len >= 0 && spool_http_req_add_param(req, buf, (size_t)len) == 0;
+        free(buf);
+        if (!ok) return false;
     }
     return true;
 }
@@ -94,7 +97,7 @@ void spool_http_router_dispatch(void *arg, struct spool_http_req *req)
         }
         if (!capture_params(req, rt->pattern, segs, n)) {
             spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_PATH,
-                                     "path segment is not validly percent-encoded or too long");
+                                     "path segment is not validly percent-encoded");
             return;
         }
         rt->handler(rt->arg, req);

@@ -42,6 +42,7 @@ void spool_options_defaults(struct spool_options *o)
     o->drain_timeout_ms = 10000;
     o->max_channel_name_bytes = 256;
     o->max_publish_batch = 1000;
+    o->max_field_bytes = 256;
     o->history_page_default = 100;
     o->history_page_max = 1000;
     o->api_keys = "";
@@ -90,6 +91,7 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("drain-timeout", SPOOL_OPT_MS, drain_timeout_ms, "on SIGTERM, how long in-flight HTTP requests may take before connections are cut");
     OPT("max-channel-name-bytes", SPOOL_OPT_UINT, max_channel_name_bytes, "longest channel name");
     OPT("max-publish-batch", SPOOL_OPT_UINT, max_publish_batch, "messages in one REST publish");
+    OPT("max-field-bytes", SPOOL_OPT_UINT, max_field_bytes, "longest message id or name");
     OPT("history-page-default", SPOOL_OPT_UINT, history_page_default, "history items per page when no limit is given");
     OPT("history-page-max", SPOOL_OPT_UINT, history_page_max, "largest history limit a request may ask for");
     OPT("api-keys", SPOOL_OPT_STRING, api_keys, "API keys: name:secret=capabilities;... (see README)");

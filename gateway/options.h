@@ -54,6 +54,7 @@ struct spool_options {
     uint64_t drain_timeout_ms;
     uint64_t max_channel_name_bytes;
     uint64_t max_publish_batch;
+    uint64_t max_field_bytes;
     uint64_t history_page_default;
     uint64_t history_page_max;
     /* auth */

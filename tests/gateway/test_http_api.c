@@ -64,7 +64,7 @@ static void start(const char *keys, bool anonymous)
     static char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%u", free_port());
     struct spool_node_config cfg;
-    memset(&cfg, 0, sizeof cfg);
+    spool_node_config_defaults(&cfg);
     cfg.id = 1;
     cfg.data_dir = root;
     cfg.cluster_listen = listen;
@@ -74,7 +74,6 @@ static void start(const char *keys, bool anonymous)
     cfg.election_timeout_ms = 200;
     cfg.heartbeat_ms = 50;
     cfg.forward_timeout_ms = 5000;
-    spool_node_config_defaults(&cfg);
     cfg.store.segment_bytes = 1 << 20;
     cfg.store.tail_cache_bytes = 1 << 20;
     cr_assert_eq(spool_node_init(&node, &loop, &cfg, &err), 0, "%s", err.msg);
