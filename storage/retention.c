@@ -171,11 +171,14 @@ int spool_store_enforce_retention(struct spool_store *s, int64_t now_ms, struct 
     }
     free(dead);
     if (ndead > 0 && (rv = spool_fsync_dir(s->dir, &s->io, err)) != 0) return rv;
+    /* Compaction only reclaims space: a failure (a damaged block, a full disk) is logged and the
+     * old file stays, rather than failing the Raft entry that asked for retention. */
     for (size_t i = 0; i < s->nsegs; i++) {
         struct spool_segment *seg = &s->segs[i];
-        if (seg->sealed && seg->live_bytes * 2 < seg->record_bytes &&
-            (rv = spool_store_compact(s, seg, err)) != 0)
-            return rv;
+        struct spool_err cerr = {0};
+        if (seg->sealed && seg->live_bytes * 2 < seg->record_bytes && spool_store_compact(s, seg, &cerr) != 0)
+            SPOOL_WARN("store.compact_failed", "segment=%u code=%s msg=\"%s\"", seg->id,
+                       spool_err_name(cerr.code), cerr.msg);
     }
     if (trimmed > 0 || ndead > 0)
         SPOOL_INFO("store.retention", "trimmed_records=%" PRIu64 " segments_deleted=%zu bytes_freed=%" PRIu64,
