@@ -348,5 +348,7 @@ void spool_node_shard_status(const struct spool_node *n, uint32_t shard,
     out->commit_index = raft_commit_index(&sh->raft);
     out->applied_index = raft_last_applied(&sh->raft);
     out->last_index = raft_last_index(&sh->raft);
+    out->proposals = sh->batch.entries;
+    out->proposed_publishes = sh->batch.items;
     spool_store_stats(sh->store, &out->store);
 }

@@ -119,6 +119,8 @@ struct spool_shard_status {
     uint64_t commit_index;
     uint64_t applied_index;
     uint64_t last_index;
+    uint64_t proposals;          /* Raft entries this replica proposed as leader (group commit) */
+    uint64_t proposed_publishes; /* publish calls those entries carried */
     struct spool_store_stats store;
 };
 uint32_t spool_node_shard_count(const struct spool_node *n);

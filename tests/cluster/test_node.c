@@ -335,6 +335,7 @@ Test(node, single_node_publish_read_subscribe_restart)
     cr_assert_eq(spool_node_subscribe(t.node, "chat", record_cb, &log, &log.sub), 0);
 
     struct pub p;
+    struct spool_shard_status st0, st1;
     const char *ids[3] = {"a", "b", ""};
     publish_sync(t.node, "chat", ids, 3, &p);
     cr_assert_eq(p.n, 3);
@@ -349,27 +350,40 @@ Test(node, single_node_publish_read_subscribe_restart)
     cr_assert(p.dup[0]);
     cr_assert_eq(p.seqs[0], 2);
 
+    /* Group commit: ten publishes made in one loop turn become one Raft entry. */
+    spool_node_shard_status(t.node, spool_node_shard_of(t.node, "chat"), &st0);
+    struct pub ten[10];
+    struct pubs tens = {ten, 10};
+    for (int i = 0; i < 10; i++)
+        publish_start(t.node, "chat", NULL, 1, &ten[i]);
+    cr_assert(run_until(pubs_done, &tens, 10000));
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(ten[i].seqs[0], 5 + (uint64_t)i, "publish order is seq order");
+    spool_node_shard_status(t.node, spool_node_shard_of(t.node, "chat"), &st1);
+    cr_assert_eq(st1.proposals - st0.proposals, 1);
+    cr_assert_eq(st1.proposed_publishes - st0.proposed_publishes, 10);
+
     /* Invalid calls are refused synchronously. */
     cr_assert_eq(spool_node_publish(t.node, "", NULL, 1, publish_cb, &p), SPOOL_EINVAL);
 
     struct sub_log *logs[] = {&log};
-    struct sub_want w = {logs, 1, 4};
+    struct sub_want w = {logs, 1, 14};
     cr_assert(run_until(subs_have, &w, 5000));
-    assert_log(&log, 1, 4);
+    assert_log(&log, 1, 14);
 
     struct rd r;
     struct spool_read_req fwd = {.channel = "chat"};
     read_sync(t.node, &fwd, &r);
-    cr_assert_eq(r.n, 4);
+    cr_assert_eq(r.n, 14);
     cr_assert_eq(r.seqs[0], 1);
-    cr_assert_eq(r.seqs[3], 4);
+    cr_assert_eq(r.seqs[13], 14);
     cr_assert_eq(r.first, 1);
-    cr_assert_eq(r.last, 4);
+    cr_assert_eq(r.last, 14);
     struct spool_read_req back = {.channel = "chat", .backward = true, .limit = 3};
     read_sync(t.node, &back, &r);
     cr_assert_eq(r.n, 3);
-    cr_assert_eq(r.seqs[0], 4);
-    cr_assert_eq(r.seqs[2], 2);
+    cr_assert_eq(r.seqs[0], 14);
+    cr_assert_eq(r.seqs[2], 12);
     struct spool_read_req after = {.channel = "chat", .after_seq = 2, .limit = 1};
     read_sync(t.node, &after, &r);
     cr_assert_eq(r.n, 1);
@@ -380,8 +394,8 @@ Test(node, single_node_publish_read_subscribe_restart)
     spool_node_shard_status(t.node, shard, &st);
     cr_assert(st.local_replica);
     cr_assert_eq(st.leader_id, 1);
-    cr_assert_geq(st.applied_index, 3);
-    cr_assert_eq(st.store.records, 4);
+    cr_assert_geq(st.applied_index, 4);
+    cr_assert_eq(st.store.records, 14);
 
     spool_node_unsubscribe(log.sub);
     node_stop(&t);
@@ -390,9 +404,9 @@ Test(node, single_node_publish_read_subscribe_restart)
     node_start(&t, 1, "", 2, false);
     cr_assert(run_until(ready_cond, all, 10000), "restarted node never became ready");
     read_sync(t.node, &fwd, &r);
-    cr_assert_eq(r.n, 4);
+    cr_assert_eq(r.n, 14);
     publish_sync(t.node, "chat", NULL, 1, &p);
-    cr_assert_eq(p.seqs[0], 5);
+    cr_assert_eq(p.seqs[0], 15);
     /* Dedup survives the restart. */
     const char *a[1] = {"a"};
     publish_sync(t.node, "chat", a, 1, &p);
