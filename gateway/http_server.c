@@ -398,11 +398,14 @@ static char *format_head(struct spool_http_conn *c, int status, const struct spo
     int k = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nServer: spool\r\n", status, status_text(status));
     if (buf_append(&out, &olen, &ocap, line, (size_t)k) != 0) goto oom;
     for (size_t i = 0; i < n; i++) {
+        size_t start = olen;
         if (buf_append(&out, &olen, &ocap, h[i].name, strlen(h[i].name)) != 0 ||
             buf_append(&out, &olen, &ocap, ": ", 2) != 0 ||
-            buf_append(&out, &olen, &ocap, h[i].value, strlen(h[i].value)) != 0 ||
-            buf_append(&out, &olen, &ocap, "\r\n", 2) != 0)
+            buf_append(&out, &olen, &ocap, h[i].value, strlen(h[i].value)) != 0)
             goto oom;
+        for (size_t j = start; j < olen; j++) /* no header injection through a value */
+            if (out[j] == '\r' || out[j] == '\n') out[j] = ' ';
+        if (buf_append(&out, &olen, &ocap, "\r\n", 2) != 0) goto oom;
     }
     if (buf_append(&out, &olen, &ocap, framing, strlen(framing)) != 0) goto oom;
     const char *conn_hdr = c->close_after ? "Connection: close\r\n\r\n"
@@ -693,7 +696,7 @@ static const char *head_header(struct spool_http_conn *c, const char *name)
 static int on_headers_complete(http_parser *p)
 {
     struct spool_http_conn *c = p->data;
-    if (c->piece == PIECE_NONE && head_add(c, PIECE_URL, "", 0) != 0) return 1;
+    if (c->piece == PIECE_NONE && head_add(c, PIECE_URL, "", 0) != 0) return -1;
     if (buf_reserve(&c->head, &c->head_cap, c->head_len + 2) != 0)
         return refuse(c, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
     c->head[c->head_len++] = '\0';
@@ -1060,6 +1063,8 @@ int spool_http_server_listen(struct spool_http_server *s, const char *address, s
     char *h = host;
     size_t hl = strlen(h);
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') h[hl - 1] = '\0', h++;
+    if (h[0] == '\0') h = "0.0.0.0"; /* ":8080" */
+    else if (strcmp(h, "localhost") == 0) h = "127.0.0.1";
     uint64_t port;
     if (parse_port(colon + 1, &port) != 0)
         return spool_err_set(err, SPOOL_EINVAL, "listen address '%s': bad port", address);

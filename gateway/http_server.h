@@ -140,7 +140,8 @@ struct spool_http_req {
 
 int spool_http_server_init(struct spool_http_server **out, uv_loop_t *loop,
                            const struct spool_http_config *cfg, struct spool_err *err);
-/* Binds and listens on "host:port" (IPv4 "127.0.0.1:8080", "0.0.0.0:0", IPv6 "[::1]:8080").
+/* Binds and listens on "host:port" with a numeric host (IPv4 "127.0.0.1:8080", "0.0.0.0:0",
+ * IPv6 "[::1]:8080"), "localhost:port", or ":port" for every IPv4 address.
  * Port 0 picks a free port: read it back with spool_http_server_port(). */
 int spool_http_server_listen(struct spool_http_server *s, const char *address, struct spool_err *err);
 int spool_http_server_port(const struct spool_http_server *s);
