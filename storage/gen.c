@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,6 +89,24 @@ int spool_gen_prepare(const char *root, uint64_t gen, char **dir, struct spool_e
         return rv;
     }
     *dir = d;
+    return 0;
+}
+
+int spool_gen_lock(const char *root, int *fd, struct spool_err *err)
+{
+    int rv = mkdir_p(root, err);
+    if (rv != 0) return rv;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/LOCK", root);
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0) return spool_err_set(err, SPOOL_EIO, "open %s: %s", path, strerror(errno));
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(f);
+        return spool_err_set(err, e == EWOULDBLOCK ? SPOOL_EBUSY : SPOOL_EIO, "lock %s: %s", path,
+                             e == EWOULDBLOCK ? "the store is open elsewhere" : strerror(e));
+    }
+    *fd = f;
     return 0;
 }
 

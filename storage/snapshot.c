@@ -366,6 +366,8 @@ int spool_store_restore(struct spool_store *s, const void *buf, size_t len, stru
     s->io.fsync_ns += old.io.fsync_ns;
     s->io.disk_reads += old.io.disk_reads;
     s->tail_hits += old.tail_hits;
+    s->lock_fd = old.lock_fd; /* the lock is the root's, not the generation's */
+    old.lock_fd = -1;
     free(n);
     char *old_dir = old.dir;
     old.dir = NULL;

@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "storage/format.h"
@@ -49,6 +50,7 @@ int spool_store_init_mem(struct spool_store *s, const struct spool_store_config 
     if (s->cfg.block_bytes < 256) s->cfg.block_bytes = 256;
     if (s->cfg.block_bytes > (16u << 20)) s->cfg.block_bytes = 16u << 20;
     s->cfg.dir = NULL;
+    s->lock_fd = -1;
     spool_chanmap_init(&s->chans);
     spool_tailcache_init(&s->tail, s->cfg.tail_cache_bytes, s->cfg.tail_cache_entries);
     spool_arena_init(&s->arena);
@@ -69,7 +71,8 @@ void spool_store_free_mem(struct spool_store *s)
     free(s->batch_chans);
     free(s->root);
     free(s->dir);
-    *s = (struct spool_store){0};
+    if (s->lock_fd >= 0) close(s->lock_fd);
+    *s = (struct spool_store){.lock_fd = -1};
 }
 
 int spool_store_open(struct spool_store **out, const struct spool_store_config *cfg,
@@ -82,6 +85,7 @@ int spool_store_open(struct spool_store **out, const struct spool_store_config *
     if (s == NULL) return spool_err_set(err, SPOOL_ENOMEM, "store");
     int rv = spool_store_init_mem(s, cfg, err);
     if (rv == 0 && (s->root = strdup(cfg->dir)) == NULL) rv = spool_err_set(err, SPOOL_ENOMEM, "store");
+    if (rv == 0) rv = spool_gen_lock(s->root, &s->lock_fd, err);
     if (rv == 0) rv = spool_gen_open(s->root, &s->gen, &s->dir, err);
     if (rv == 0) rv = spool_store_recover(s, err);
     if (rv != 0) {

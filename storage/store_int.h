@@ -10,7 +10,8 @@
  *
  * Directory layout: <dir>/CURRENT names the live generation directory <dir>/gen-<n>, which
  * holds the segment files. Restore builds gen-<n+1> next to it and switches CURRENT with a
- * rename, so a store is always entirely one generation or entirely the other.
+ * rename, so a store is always entirely one generation or entirely the other. <dir>/LOCK is
+ * held with flock while the store is open, so two processes never share one.
  */
 #ifndef SPOOL_STORAGE_STORE_INT_H
 #define SPOOL_STORAGE_STORE_INT_H
@@ -35,6 +36,7 @@ struct spool_store {
     char *root;            /* cfg->dir */
     char *dir;             /* the live generation directory */
     uint64_t gen;
+    int lock_fd;           /* flock on <root>/LOCK: one process per store */
     struct spool_segment *segs; /* ascending id; the last one is active unless sealed */
     size_t nsegs, capsegs;
     uint64_t applied_index;
@@ -99,6 +101,7 @@ int spool_store_recover(struct spool_store *s, struct spool_err *err);
 int spool_store_seal(struct spool_store *s, struct spool_segment *seg, struct spool_err *err);
 int spool_store_compact(struct spool_store *s, struct spool_segment *seg, struct spool_err *err);
 /* gen.c */
+int spool_gen_lock(const char *root, int *fd, struct spool_err *err);
 int spool_gen_open(const char *root, uint64_t *gen, char **dir, struct spool_err *err);
 int spool_gen_prepare(const char *root, uint64_t gen, char **dir, struct spool_err *err);
 int spool_gen_switch(const char *root, uint64_t gen, struct spool_iostats *io, struct spool_err *err);

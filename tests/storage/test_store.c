@@ -285,3 +285,14 @@ Test(store, nested_reads_from_callbacks)
     cr_expect_eq(n.bad, 0);
     cr_expect_eq(n.inner, 120);
 }
+
+Test(store, second_open_of_the_same_dir_is_refused)
+{
+    struct spool_store_config cfg = {.dir = dir};
+    struct spool_store *other = NULL;
+    cr_expect_eq(spool_store_open(&other, &cfg, &err), SPOOL_EBUSY);
+    cr_expect_null(other);
+    spool_store_close(s);
+    s = NULL;
+    cr_assert_eq(spool_store_open(&s, &cfg, &err), 0, "%s", err.msg);
+}
