@@ -94,6 +94,15 @@ static void attach_deliver(struct spool_attach *a, const Spool__Record *rec)
     a->ev->on_record(a->arg, rec);
 }
 
+/* May more be delivered now? When not, the attachment pauses until spool_attach_continue(). */
+static bool attach_room(struct spool_attach *a)
+{
+    if (a->ev->can_send == NULL || a->ev->can_send(a->arg))
+        return true;
+    a->paused = true;
+    return false;
+}
+
 static void buffer_pop(struct spool_attach *a)
 {
     struct buffered *b = a->head;
@@ -114,7 +123,7 @@ static void buffer_drain(struct spool_attach *a)
             buffer_pop(a);
             continue;
         }
-        if (b->seq != a->delivered + 1)
+        if (b->seq != a->delivered + 1 || !attach_room(a))
             return;
         Spool__Record *rec = spool__record__unpack(NULL, b->len, b->bytes);
         buffer_pop(a);
@@ -136,12 +145,8 @@ static void attach_read(struct spool_attach *a)
 {
     if (a->reading || a->closed || a->state == ATTACH_FAILED || a->state == ATTACH_LIVE)
         return;
-    if (a->state == ATTACH_CATCHUP && a->attached && a->ev->can_send != NULL &&
-        !a->ev->can_send(a->arg)) {
-        a->paused = true;
+    if (a->state == ATTACH_CATCHUP && a->attached && !attach_room(a))
         return;
-    }
-    a->paused = false;
     struct spool_read_req req = {.channel = a->channel};
     if (a->state == ATTACH_PROBING) {
         req.backward = true;
@@ -167,7 +172,7 @@ static void attach_advance(struct spool_attach *a, bool full_page, uint64_t last
                            uint64_t before)
 {
     buffer_drain(a);
-    if (a->closed || a->state == ATTACH_FAILED)
+    if (a->closed || a->state == ATTACH_FAILED || a->paused)
         return;
     bool more = full_page || a->delivered < last_seq || a->head != NULL;
     if (!more) {
@@ -220,6 +225,10 @@ static void on_read(void *arg, int status, const struct spool_err *err,
         const Spool__Record *rec = recs[i];
         if (rec->seq <= a->delivered)
             continue;
+        /* A page can be larger than the consumer's buffer: stop when it is full and read the
+         * rest again after spool_attach_continue() (at least one record per page goes). */
+        if (a->delivered != before && !attach_room(a))
+            break;
         if (rec->seq != a->delivered + 1) {
             if (a->delivered + 1 >= first_seq)
                 break; /* a gap inside a page: read again from delivered */
@@ -229,7 +238,7 @@ static void on_read(void *arg, int status, const struct spool_err *err,
         }
         attach_deliver(a, rec);
     }
-    if (a->closed || a->state == ATTACH_FAILED)
+    if (a->closed || a->state == ATTACH_FAILED || a->paused)
         goto out;
     if (n == 0 && a->delivered < last_seq) {
         SPOOL_INFO("attach.trimmed", "channel_last=%llu wanted_after=%llu",
@@ -338,10 +347,14 @@ int spool_attach_start(struct spool_attach **out, struct spool_node *node, const
 
 void spool_attach_continue(struct spool_attach *a)
 {
-    if (!a->paused || a->closed)
+    if (!a->paused || a->closed || a->reading || a->state == ATTACH_FAILED)
         return;
+    a->paused = false;
+    a->stalled = 0;
     a->busy++;
-    attach_read(a);
+    /* Drain what is buffered, then read on from `delivered` (the read finds out whether there
+     * is more history or the attachment can go live). */
+    attach_advance(a, true, 0, a->delivered);
     attach_leave(a);
 }
 

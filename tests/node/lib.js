@@ -81,14 +81,14 @@ let nextMsgSerial = 1; // unique per process, so concurrent publishMany calls ne
 
 // Publishes `count` messages to channel, `batch` per publish, up to `window` publishes in flight.
 // Returns Map serial -> data.i as acknowledged.
-async function publishMany(c, channel, count, {batch = 1, window = 8, tag = 'p', start = 0} = {}) {
+async function publishMany(c, channel, count, {batch = 1, window = 8, tag = 'p', start = 0, pad = null} = {}) {
   const bySerial = new Map();
   let next = start, inflight = [];
   while (next < start + count || inflight.length) {
     while (next < start + count && inflight.length < window) {
       const messages = [];
       for (let k = 0; k < batch && next < start + count; k++, next++)
-        messages.push({id: `${tag}-${next}`, name: 'n', data: {i: next}});
+        messages.push({id: `${tag}-${next}`, name: 'n', data: pad ? {i: next, pad} : {i: next}});
       const ms = nextMsgSerial++;
       c.send({type: 'publish', msgSerial: ms, channel, messages});
       inflight.push({ms, messages});

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Resume after cutting the TCP connection at random points while messages flow: every message
-# once, in order; then an expired key and a forged key are refused with their error codes.
+# once, in order; then an expired key and a forged key are refused with their error codes; then
+# a slow consumer is closed with 1008 and its resume catches up through paced history pages.
 . "$(dirname "$0")/lib.sh"
 spool_start --resume-window 1500ms
 spool_node resume_cut.js
 spool_node resume_expired.js
+spool_stop
+# A consumer that stops reading is closed with 1008 at --send-buffer-bytes and resumes exactly.
+spool_start --send-buffer-bytes 262144 --rate-per-connection 0
+spool_node slow_consumer.js
 spool_stop
