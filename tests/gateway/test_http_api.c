@@ -17,6 +17,7 @@
 #include "gateway/channel_name.h"
 #include "gateway/http_api.h"
 #include "gateway/http_path.h"
+#include "gateway/jwt.h"
 #include "gateway/metrics.h"
 #include "http_test_client.h"
 
@@ -238,6 +239,33 @@ Test(http_api, capabilities_are_enforced)
     /* probes need no credentials */
     st = http_call("GET", "/healthz", NULL, NULL, body, sizeof body);
     cr_expect_eq(st, 200);
+    stop();
+}
+
+Test(http_api, token_client_id_is_the_publisher)
+{
+    start("app:sekret", false);
+    json_t *claims = json_pack("{s:s,s:I}", "clientId", "user-9", "exp",
+                               (json_int_t)(spool_auth_now_ms() / 1000 + 600));
+    char *token = NULL;
+    struct spool_err err;
+    cr_assert_eq(spool_jwt_sign("app", "sekret", 6, claims, &token, &err), 0, "%s", err.msg);
+    json_decref(claims);
+    char auth[2048];
+    snprintf(auth, sizeof auth, "%sAuthorization: Bearer %s\r\n", json_hdr, token);
+    int st = http_call("POST", "/v1/channels/c1/messages", auth, "{\"data\":\"hi\"}", body, sizeof body);
+    cr_expect_eq(st, 201, "%s", body);
+    st = http_call("POST", "/v1/channels/c1/messages", auth, "{\"data\":1,\"clientId\":\"other\"}", body,
+                   sizeof body);
+    cr_expect_eq(st, 403, "%s", body);
+    cr_expect_eq(error_code(body), SPOOL_AUTH_FORBIDDEN, "%s", body);
+    char target[2048];
+    snprintf(target, sizeof target, "/v1/channels/c1/messages?token=%s", token);
+    st = http_call("GET", target, NULL, NULL, body, sizeof body);
+    cr_expect_eq(st, 200, "%s", body);
+    cr_expect(strstr(body, "\"clientId\":\"user-9\"") != NULL, "%s", body);
+    cr_expect(strstr(body, "other") == NULL, "%s", body);
+    free(token);
     stop();
 }
 
