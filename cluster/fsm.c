@@ -145,17 +145,34 @@ static int dedup_rebuild(struct spool_fsm *f, struct spool_err *err)
 struct next_seq {
     const char *channel;
     uint64_t next;
+    int64_t ts; /* the timestamp this entry's records of the channel get */
 };
 
-/* The next seq of `channel` within this entry, consulting the store the first time. */
-static uint64_t *next_seq_of(struct spool_fsm *f, struct next_seq *t, size_t *n, const char *channel)
+static int newest_ts_visit_cb(void *arg, const Spool__Record *rec)
+{
+    *(int64_t *)arg = rec->timestamp_ms;
+    return 1;
+}
+
+/* The channel's row of this entry's table, made on first use from the store: next seq, and a
+ * timestamp that never goes below the channel's newest record (a new leader's clock may be
+ * behind the old one's; readers binary-search timestamps). The store's content is the same on
+ * every replica, so the result is too. */
+static struct next_seq *next_seq_of(struct spool_fsm *f, struct next_seq *t, size_t *n,
+                                    const char *channel, int64_t entry_ts)
 {
     for (size_t i = 0; i < *n; i++)
         if (strcmp(t[i].channel, channel) == 0)
-            return &t[i].next;
-    t[*n].channel = channel;
-    t[*n].next = spool_store_last_seq(f->store, channel) + 1;
-    return &t[(*n)++].next;
+            return &t[i];
+    struct next_seq *row = &t[(*n)++];
+    row->channel = channel;
+    row->next = spool_store_last_seq(f->store, channel) + 1;
+    int64_t newest = INT64_MIN;
+    struct spool_err err;
+    if (row->next > 1)
+        spool_store_read_backward(f->store, channel, 0, 1, newest_ts_visit_cb, &newest, &err);
+    row->ts = newest > entry_ts ? newest : entry_ts;
+    return row;
 }
 
 static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry *e)
@@ -243,24 +260,24 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
             r->publishes[i].status = SPOOL_EINVAL;
             continue;
         }
-        uint64_t *next = next_seq_of(f, seqs, &n_seqs, p->channel);
+        struct next_seq *row = next_seq_of(f, seqs, &n_seqs, p->channel, e->timestamp_ms);
         for (size_t j = 0; j < p->n_messages; j++) {
             const Spool__Record *m = p->messages[j];
             uint64_t seq;
-            if (spool_dedup_find(&f->dedup, p->channel, m->id, e->timestamp_ms, &seq)) {
+            if (spool_dedup_find(&f->dedup, p->channel, m->id, row->ts, &seq)) {
                 r->publishes[i].seqs[j] = seq;
                 r->publishes[i].duplicate[j] = true;
                 continue;
             }
-            seq = (*next)++;
+            seq = row->next++;
             recs[n] = *m;
             recs[n].channel = p->channel;
             recs[n].seq = seq;
-            recs[n].timestamp_ms = e->timestamp_ms;
+            recs[n].timestamp_ms = row->ts;
             ptrs[n] = &recs[n];
             n++;
             r->publishes[i].seqs[j] = seq;
-            if (spool_dedup_insert(&f->dedup, p->channel, m->id, seq, e->timestamp_ms) != 0) {
+            if (spool_dedup_insert(&f->dedup, p->channel, m->id, seq, row->ts) != 0) {
                 spool_err_set(err, rc, "dedup insert: out of memory");
                 goto out;
             }

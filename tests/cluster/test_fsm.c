@@ -159,10 +159,20 @@ Test(fsm, assigns_dense_seqs_per_channel)
     cr_assert_eq(r->publishes[1].seqs[0], 6);
     spool_fsm_result_free(r);
 
+    /* An entry stamped earlier than the channel's newest record (a new leader with a slower
+     * clock) does not make timestamps go backwards. */
+    seen.n = 0;
+    const char *one[1] = {""};
+    spool_fsm_result_free(apply1(&f, 3, 500, "a", one, 1));
+    cr_assert_eq(seen.n, 1);
+    cr_assert_eq(seen.ts[0], 1001);
+    spool_fsm_result_free(apply1(&f, 4, 400, "fresh", one, 1));
+    cr_assert_eq(seen.ts[1], 400, "a new channel takes the entry's timestamp");
+
     /* Garbage bytes are skipped (marked applied), not fatal. */
-    cr_assert_eq(spool_fsm_apply_entry(&f, 3, "\xff\xff\xff", 3, &r, &err), 0);
+    cr_assert_eq(spool_fsm_apply_entry(&f, 5, "\xff\xff\xff", 3, &r, &err), 0);
     cr_assert_null(r);
-    cr_assert_eq(spool_store_applied_index(st), 3);
+    cr_assert_eq(spool_store_applied_index(st), 5);
 
     spool_fsm_close(&f);
     spool_store_close(st);
