@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/entry_frame.h"
 #include "common/log.h"
 
 #define DEDUP_MAX_ENTRIES 65536
@@ -202,31 +203,16 @@ static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry 
 
 int spool_fsm_encode_entry(const Spool__Entry *e, void **buf, size_t *len)
 {
-    size_t payload = spool__entry__get_packed_size(e);
-    size_t total = (8 + payload + 7) & ~(size_t)7;
-    uint8_t *p = raft_malloc(total);
-    if (p == NULL)
-        return SPOOL_ENOMEM;
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)((uint64_t)payload >> (8 * i));
-    spool__entry__pack(e, p + 8);
-    memset(p + 8 + payload, 0, total - 8 - payload);
-    *buf = p;
-    *len = total;
-    return 0;
+    return spool_entry_frame(&e->base, buf, len);
 }
 
 static Spool__Entry *decode_entry(const void *buf, size_t len)
 {
-    const uint8_t *p = buf;
-    if (len < 8)
+    const uint8_t *payload;
+    size_t n;
+    if (spool_entry_unframe(buf, len, &payload, &n) != 0)
         return NULL;
-    uint64_t payload = 0;
-    for (int i = 0; i < 8; i++)
-        payload |= (uint64_t)p[i] << (8 * i);
-    if (payload > len - 8)
-        return NULL;
-    return spool__entry__unpack(NULL, (size_t)payload, p + 8);
+    return spool__entry__unpack(NULL, n, payload);
 }
 
 int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, size_t len,

@@ -74,9 +74,8 @@ int spool_fsm_init(struct spool_fsm *f, struct spool_store *store, uint64_t dedu
                    struct spool_err *err);
 void spool_fsm_close(struct spool_fsm *f);
 
-/* Raft command payloads: u64 little-endian length of the packed Entry | the Entry | zero padding
- * to a multiple of 8 bytes (raft_uv refuses entry buffers whose length is not). Encodes into a
- * raft_malloc'd buffer; returns SPOOL_ENOMEM or 0. */
+/* Encodes an Entry as a framed Raft payload (cluster/entry_frame.h) in a raft_malloc'd buffer;
+ * returns SPOOL_ENOMEM or 0. */
 int spool_fsm_encode_entry(const Spool__Entry *e, void **buf, size_t *len);
 
 /* Applies the encoded Entry at Raft index `index`. *result is NULL when nothing was applied. */
