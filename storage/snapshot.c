@@ -9,7 +9,8 @@
  * Writing copies each record's stored protobuf bytes into the frame as field 3 (the encoding
  * of an embedded message is its bytes behind a tag and a length), so nothing is decoded and
  * re-encoded on the way out. Records lost to corruption (index holes) are left out with an
- * error line; a record that fails its checksum while being read aborts the snapshot.
+ * error line. Records that fail their checksum while being read fail the snapshot (the header
+ * already counted them) and become holes, so the next attempt succeeds without them.
  *
  * Restore first walks the whole stream checking it (checksums, order, counts, end frame), then
  * walks it again loading it into a fresh generation directory (storage/gen.c) through the
@@ -116,6 +117,7 @@ int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void
     Spool__SnapshotFrame f = SPOOL__SNAPSHOT_FRAME__INIT;
     f.header = &hdr;
     int rv = 0;
+    bool damaged = false;
     if (out_put(&o, magic, sizeof magic) != 0 || out_msg(&o, &f) != 0) goto aborted;
     SPOOL_CHANMAP_FOREACH(&s->chans, c)
     {
@@ -133,7 +135,7 @@ int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void
         }
         f = (Spool__SnapshotFrame)SPOOL__SNAPSHOT_FRAME__INIT;
         f.channel = &st;
-        if (out_msg(&o, &f) != 0) goto aborted;
+        if (!damaged && out_msg(&o, &f) != 0) goto aborted;
         for (uint64_t seq = c->base; seq < c->base + c->count; seq++) {
             if (spool_chan_at(c, seq)->seg == 0) {
                 SPOOL_ERROR("store.snapshot_hole", "channel=%s seq=%" PRIu64, c->name, seq);
@@ -141,13 +143,30 @@ int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void
             }
             const uint8_t *p;
             uint32_t len;
-            if ((rv = spool_store_payload(s, c, seq, &p, &len, err)) != 0) goto done;
+            struct spool_err e2 = {0};
+            int r2 = spool_store_payload(s, c, seq, &p, &len, damaged ? &e2 : err);
+            if (r2 == SPOOL_ECORRUPT) {
+                /* The header already counted it: this snapshot fails, but the damage is
+                 * remembered (holes) so the next attempt leaves those records out. The rest is
+                 * still checked, so one retry is enough. */
+                SPOOL_ERROR("store.snapshot_corrupt", "channel=%s seq=%" PRIu64, c->name, seq);
+                spool_store_mark_hole(s, c, seq);
+                if (!damaged) rv = r2;
+                damaged = true;
+                continue;
+            }
+            if (r2 != 0) {
+                if (!damaged) rv = r2;
+                goto done;
+            }
+            if (damaged) continue;
             uint8_t pre[11];
             pre[0] = (3 << 3) | 2; /* SnapshotFrame.record, length-delimited */
             size_t npre = 1 + put_varint(pre + 1, len);
             if (out_frame(&o, pre, npre, p, len) != 0) goto aborted;
         }
     }
+    if (damaged) goto done;
     f = (Spool__SnapshotFrame)SPOOL__SNAPSHOT_FRAME__INIT;
     f.end = true;
     if (out_msg(&o, &f) != 0 || out_flush(&o) != 0) goto aborted;

@@ -228,6 +228,20 @@ void spool_store_trim(struct spool_store *s, struct spool_chan *c, uint64_t firs
     spool_tail_trim(&s->tail, c, first);
 }
 
+void spool_store_mark_hole(struct spool_store *s, struct spool_chan *c, uint64_t seq)
+{
+    struct spool_entry *e = spool_chan_at(c, seq);
+    if (e == NULL || e->seg == 0) return;
+    uint64_t fb = SPOOL_FRAME_HDR + (uint64_t)e->len;
+    c->bytes -= fb;
+    struct spool_segment *seg = spool_store_seg(s, e->seg);
+    if (seg != NULL) {
+        seg->live_records--;
+        seg->live_bytes -= fb;
+    }
+    e->seg = 0;
+}
+
 /* ---- appends ---- */
 
 static int encode_commit(struct spool_store *s, size_t pos, uint64_t raft_index, uint32_t count)

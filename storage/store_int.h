@@ -89,6 +89,8 @@ int spool_store_index(struct spool_store *s, struct spool_chan *c, uint64_t seq,
                       const struct spool_entry *e);
 /* Drops the retained records of `c` below `first` from index, cache and segment counters. */
 void spool_store_trim(struct spool_store *s, struct spool_chan *c, uint64_t first);
+/* Turns the entry of `seq` into a hole (its bytes turned out to be damaged). */
+void spool_store_mark_hole(struct spool_store *s, struct spool_chan *c, uint64_t seq);
 /* Applies a META frame's channel state. */
 int spool_store_apply_meta(struct spool_store *s, const uint8_t *payload, uint32_t len,
                            struct spool_err *err);
