@@ -1,0 +1,319 @@
+/*
+ * Writing: every write is one vectored uv_write whose buffers the write request owns until its
+ * callback; the completion calls (respond, stream end, upgrade) move the connection to its next
+ * phase; plus the request accessors handlers use while they own a request.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "gateway/http_conn.h"
+#include "gateway/http_path.h"
+#include "gateway/json_body.h"
+
+/* ---- writing ---- */
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct write_req *wr = (struct write_req *)w;
+    struct spool_http_conn *c = wr->conn;
+    c->queued -= wr->bytes;
+    c->writes_pending--;
+    for (unsigned i = 0; i < wr->n_bufs; i++) free(wr->owned[i]);
+    free(wr);
+    if (status < 0 && !c->closing) {
+        SPOOL_DEBUG("http.write_failed", "conn=%llu err=%s", (unsigned long long)c->id, uv_err_name(status));
+        c->peer_gone = true;
+        spool_http_conn_close(c);
+    }
+    if (c->queued == 0 && c->phase == PHASE_HANDLING && c->drain_cb != NULL && !c->peer_gone)
+        c->drain_cb(c->drain_arg, &c->req);
+    spool_http_conn_maybe_finish(c);
+    spool_http_conn_maybe_free(c);
+}
+
+/* Writes `n` buffers in one uv_write. `owned[i]` (may be NULL) is freed once written. Returns 0,
+ * or SPOOL_ECLOSED when the peer is gone (the owned buffers are freed at once). */
+int spool_http_conn_write(struct spool_http_conn *c, const uv_buf_t *bufs, char **owned, unsigned n,
+                      const char *chunk_head)
+{
+    struct write_req *wr = NULL;
+    if (c->peer_gone || c->closing || c->tcp == NULL || (wr = calloc(1, sizeof *wr)) == NULL) {
+        for (unsigned i = 0; i < n; i++) free(owned[i]);
+        if (wr == NULL && !c->peer_gone && !c->closing) { /* out of memory: give up on the peer */
+            c->peer_gone = true;
+            spool_http_conn_close(c);
+        }
+        return SPOOL_ECLOSED;
+    }
+    wr->conn = c;
+    wr->n_bufs = n;
+    for (unsigned i = 0; i < n; i++) {
+        wr->bufs[i] = bufs[i];
+        wr->owned[i] = owned[i];
+        wr->bytes += bufs[i].len;
+    }
+    if (chunk_head != NULL) { /* bufs[0] points at the caller's chunk header: keep our copy */
+        memcpy(wr->chunk_head, chunk_head, bufs[0].len);
+        wr->bufs[0].base = wr->chunk_head;
+    }
+    int rv = uv_write(&wr->w, (uv_stream_t *)c->tcp, wr->bufs, n, on_write);
+    if (rv != 0) {
+        for (unsigned i = 0; i < n; i++) free(owned[i]);
+        free(wr);
+        c->peer_gone = true;
+        spool_http_conn_close(c);
+        return SPOOL_ECLOSED;
+    }
+    c->queued += wr->bytes;
+    c->writes_pending++;
+    return 0;
+}
+
+/* ---- responses ---- */
+
+static const char *status_text(int status)
+{
+    const char *t = http_status_str((enum http_status)status);
+    return t != NULL && strcmp(t, "<unknown>") != 0 ? t : "Unknown";
+}
+
+/* Formats the status line and headers (+ framing header) into a malloc'd buffer. */
+static char *format_head(struct spool_http_conn *c, int status, const struct spool_http_header *h,
+                         size_t n, const char *framing, size_t *len)
+{
+    char *out = NULL;
+    size_t olen = 0, ocap = 0;
+    char line[128];
+    int k = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nServer: spool\r\n", status, status_text(status));
+    if (buf_append(&out, &olen, &ocap, line, (size_t)k) != 0) goto oom;
+    for (size_t i = 0; i < n; i++) {
+        size_t start = olen;
+        if (buf_append(&out, &olen, &ocap, h[i].name, strlen(h[i].name)) != 0 ||
+            buf_append(&out, &olen, &ocap, ": ", 2) != 0 ||
+            buf_append(&out, &olen, &ocap, h[i].value, strlen(h[i].value)) != 0)
+            goto oom;
+        for (size_t j = start; j < olen; j++) /* no header injection through a value */
+            if (out[j] == '\r' || out[j] == '\n') out[j] = ' ';
+        if (buf_append(&out, &olen, &ocap, "\r\n", 2) != 0) goto oom;
+    }
+    if (buf_append(&out, &olen, &ocap, framing, strlen(framing)) != 0) goto oom;
+    const char *conn_hdr = c->close_after ? "Connection: close\r\n\r\n"
+                           : (c->req.http_minor == 0 && c->req.http_major == 1)
+                               ? "Connection: keep-alive\r\n\r\n"
+                               : "\r\n";
+    if (buf_append(&out, &olen, &ocap, conn_hdr, strlen(conn_hdr)) != 0) goto oom;
+    *len = olen;
+    return out;
+oom:
+    free(out);
+    return NULL;
+}
+
+static void decide_close(struct spool_http_conn *c)
+{
+    if (!c->req.keep_alive || c->req.upgrade || c->peer_eof || c->server->closing || c->rejected ||
+        c->error_status != 0)
+        c->close_after = true;
+}
+
+void spool_http_respond_owned(struct spool_http_req *req, int status,
+                              const struct spool_http_header *headers, size_t n_headers, char *body,
+                              size_t len)
+{
+    struct spool_http_conn *c = req->conn;
+    c->status = status;
+    decide_close(c);
+    char framing[48];
+    snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", len);
+    size_t head_len = 0;
+    char *head = format_head(c, status, headers, n_headers, framing, &head_len);
+    if (head == NULL) {
+        free(body);
+        c->peer_gone = true;
+        spool_http_conn_close(c);
+    } else {
+        bool head_only = req->method_id == HTTP_HEAD || len == 0;
+        uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)head_len), uv_buf_init(body, (unsigned)len)};
+        char *owned[2] = {head, body};
+        if (head_only) free(body);
+        spool_http_conn_write(c, bufs, owned, head_only ? 1 : 2, NULL);
+    }
+    c->phase = PHASE_FLUSHING;
+    if (c->writes_pending > 0) spool_http_conn_timer_set(c, c->server->cfg.request_timeout_ms);
+    spool_http_conn_maybe_finish(c);
+    spool_http_conn_maybe_free(c);
+}
+
+void spool_http_respond(struct spool_http_req *req, int status, const struct spool_http_header *headers,
+                        size_t n_headers, const void *body, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (copy != NULL) memcpy(copy, body, len);
+    else len = 0;
+    spool_http_respond_owned(req, status, headers, n_headers, copy, len);
+}
+
+void spool_http_respond_error(struct spool_http_req *req, int status, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t len = 0;
+    char *body = spool_json_error(status, code, msg, &len);
+    static const struct spool_http_header h[] = {{"Content-Type", "application/json"}};
+    spool_http_respond_owned(req, status, h, 1, body, body != NULL ? len : 0);
+}
+
+int spool_http_stream_start(struct spool_http_req *req, int status,
+                            const struct spool_http_header *headers, size_t n_headers)
+{
+    struct spool_http_conn *c = req->conn;
+    c->status = status;
+    c->streaming = true;
+    decide_close(c);
+    c->chunked = !(req->http_major == 1 && req->http_minor == 0);
+    if (!c->chunked) c->close_after = true;
+    size_t len = 0;
+    char *head = format_head(c, status, headers, n_headers,
+                             c->chunked ? "Transfer-Encoding: chunked\r\n" : "", &len);
+    if (head == NULL) {
+        c->peer_gone = true;
+        spool_http_conn_close(c);
+        return SPOOL_ECLOSED;
+    }
+    uv_buf_t b = uv_buf_init(head, (unsigned)len);
+    return spool_http_conn_write(c, &b, &head, 1, NULL);
+}
+
+int spool_http_stream_writev(struct spool_http_req *req, const uv_buf_t *bufs, size_t n)
+{
+    struct spool_http_conn *c = req->conn;
+    if (c->peer_gone || c->closing) return SPOOL_ECLOSED;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += bufs[i].len;
+    if (total == 0) return 0; /* an empty chunk would end the stream */
+    char *data = malloc(total);
+    if (data == NULL) return SPOOL_ENOMEM;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(data + off, bufs[i].base, bufs[i].len);
+        off += bufs[i].len;
+    }
+    if (!c->chunked) {
+        uv_buf_t b = uv_buf_init(data, (unsigned)total);
+        return spool_http_conn_write(c, &b, &data, 1, NULL);
+    }
+    char chunk_head[24];
+    int k = snprintf(chunk_head, sizeof chunk_head, "%zx\r\n", total);
+    uv_buf_t v[3] = {uv_buf_init(chunk_head, (unsigned)k), uv_buf_init(data, (unsigned)total),
+                     uv_buf_init("\r\n", 2)};
+    char *owned[3] = {NULL, data, NULL};
+    return spool_http_conn_write(c, v, owned, 3, chunk_head);
+}
+
+int spool_http_stream_write(struct spool_http_req *req, const void *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    return spool_http_stream_writev(req, &b, 1);
+}
+
+void spool_http_stream_end(struct spool_http_req *req)
+{
+    struct spool_http_conn *c = req->conn;
+    if (c->chunked && !c->peer_gone) {
+        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+        char *owned = NULL;
+        spool_http_conn_write(c, &b, &owned, 1, NULL);
+    }
+    c->phase = PHASE_FLUSHING;
+    if (c->writes_pending > 0) spool_http_conn_timer_set(c, c->server->cfg.request_timeout_ms);
+    spool_http_conn_maybe_finish(c);
+    spool_http_conn_maybe_free(c);
+}
+
+int spool_http_upgrade(struct spool_http_req *req, uv_tcp_t **tcp, char **leftover,
+                       size_t *leftover_len, struct spool_err *err)
+{
+    struct spool_http_conn *c = req->conn;
+    *tcp = NULL, *leftover = NULL, *leftover_len = 0;
+    if (c->peer_gone || c->closing || c->peer_eof || c->writes_pending > 0) {
+        c->close_after = true;
+        c->phase = PHASE_FLUSHING;
+        spool_http_conn_maybe_finish(c);
+        spool_http_conn_maybe_free(c);
+        return spool_err_set(err, SPOOL_ECLOSED, "the connection is gone");
+    }
+    struct spool_http_server *s = c->server;
+    uv_read_stop((uv_stream_t *)c->tcp);
+    c->reading = false;
+    c->tcp->data = NULL;
+    *tcp = c->tcp;
+    c->tcp = NULL;
+    if (c->pending_len > 0) {
+        *leftover = c->pending, *leftover_len = c->pending_len;
+        c->pending = NULL, c->pending_len = c->pending_cap = 0;
+    }
+    c->status = 101;
+    if (s->cfg.on_done != NULL)
+        s->cfg.on_done(s->cfg.on_done_arg, &c->req, 0, (uv_hrtime() - c->req.start_ns) / 1000);
+    spool_http_request_reset(c);
+    c->phase = PHASE_DONE;
+    c->closing = c->peer_gone = true;
+    spool_http_conn_uncount(c);
+    c->open_handles--; /* the socket is no longer ours */
+    uv_close((uv_handle_t *)&c->timer, spool_http_conn_on_handle_close);
+    return 0;
+}
+
+/* ---- request accessors ---- */
+
+const char *spool_http_req_header(const struct spool_http_req *req, const char *name)
+{
+    for (size_t i = 0; i < req->header_count; i++)
+        if (strcasecmp(req->headers[i].name, name) == 0) return req->headers[i].value;
+    return NULL;
+}
+
+int spool_http_req_add_param(struct spool_http_req *req, const char *value, size_t len)
+{
+    struct spool_http_conn *c = req->conn;
+    if (req->n_params >= SPOOL_HTTP_MAX_PARAMS) return SPOOL_ELIMIT;
+    /* One arena; pointers are rebuilt because realloc may move it. */
+    char *arena = realloc(c->params_arena, c->params_len + len + 1);
+    if (arena == NULL) return SPOOL_ENOMEM;
+    memcpy(arena + c->params_len, value, len);
+    arena[c->params_len + len] = '\0';
+    c->params_arena = arena;
+    c->params_len += len + 1;
+    req->n_params++;
+    size_t off = 0;
+    for (size_t i = 0; i < req->n_params; i++) {
+        req->params[i] = arena + off;
+        off += strlen(arena + off) + 1;
+    }
+    return 0;
+}
+
+void spool_http_req_on_close(struct spool_http_req *req, spool_http_close_cb cb, void *arg)
+{
+    req->conn->close_cb = cb, req->conn->close_arg = arg;
+}
+
+void spool_http_req_on_drain(struct spool_http_req *req, spool_http_drain_cb cb, void *arg)
+{
+    req->conn->drain_cb = cb, req->conn->drain_arg = arg;
+}
+
+size_t spool_http_req_queued(const struct spool_http_req *req) { return req->conn->queued; }
+
+bool spool_http_req_closing(const struct spool_http_req *req)
+{
+    return req->conn->peer_gone || req->conn->peer_eof || req->conn->server->closing;
+}
+
