@@ -20,7 +20,6 @@
 
 #define RT_CHANNEL_MAX 256
 #define RT_FRAME_CACHE 8
-#define RT_MAX_BATCH 100 /* messages in one publish */
 #define RT_QUERY_MAX 8192
 
 /* ---- record encoding ------------------------------------------------------------------------ */
@@ -488,6 +487,78 @@ static bool rt_take_tokens(struct rt_conn *c, size_t n)
     return true;
 }
 
+/* One message object into `rec`, with the same storage rules as the REST API (gateway/
+ * http_api.c): a JSON string is stored as its UTF-8 bytes (text/plain), any other JSON value as
+ * its compact serialisation (application/json), no data as nothing; extras is a JSON object.
+ * Buffers to free go to owned[0..1]. Returns NULL, or a message with *code set. */
+static const char *rt_message_from_json(struct rt_conn *c, json_t *m, Spool__Record *rec,
+                                        char **owned, int *code)
+{
+    const struct spool_realtime_config *cfg = &c->rt->cfg;
+    *code = SPOOL_RT_EBAD_MESSAGE;
+    if (!json_is_object(m))
+        return "each message must be a JSON object";
+    spool__record__init(rec);
+    rec->action = SPOOL__ACTION__ACTION_MESSAGE_CREATE;
+    rec->version = 1;
+    rec->connection_id = c->id;
+    json_t *v;
+    if ((v = json_object_get(m, "id")) != NULL) {
+        if (!json_is_string(v) || json_string_length(v) > cfg->max_field_bytes)
+            return "id must be a string of at most max-field-bytes";
+        rec->id = (char *)json_string_value(v);
+    }
+    if ((v = json_object_get(m, "name")) != NULL) {
+        if (!json_is_string(v) || json_string_length(v) > cfg->max_field_bytes)
+            return "name must be a string of at most max-field-bytes";
+        rec->name = (char *)json_string_value(v);
+    }
+    if ((v = json_object_get(m, "clientId")) != NULL) {
+        if (!json_is_string(v) || json_string_length(v) > SPOOL_CLIENT_ID_MAX)
+            return "clientId must be a string";
+        if (c->principal.client_id[0] != '\0' &&
+            strcmp(c->principal.client_id, json_string_value(v)) != 0) {
+            *code = SPOOL_RT_EFORBIDDEN;
+            return "clientId does not match the credentials' client id";
+        }
+        rec->client_id = (char *)json_string_value(v);
+    } else {
+        rec->client_id = c->principal.client_id;
+    }
+    if ((v = json_object_get(m, "data")) != NULL) {
+        if (json_is_string(v)) {
+            rec->data.data = (uint8_t *)json_string_value(v);
+            rec->data.len = json_string_length(v);
+            rec->content_type = "text/plain";
+        } else {
+            size_t len = 0;
+            if ((owned[0] = spool_json_dump(v, &len)) == NULL) {
+                *code = SPOOL_RT_EINTERNAL;
+                return "out of memory";
+            }
+            rec->data.data = (uint8_t *)owned[0];
+            rec->data.len = len;
+            rec->content_type = "application/json";
+        }
+    }
+    if ((v = json_object_get(m, "extras")) != NULL) {
+        size_t len = 0;
+        if (!json_is_object(v))
+            return "extras must be a JSON object";
+        if ((owned[1] = spool_json_dump(v, &len)) == NULL) {
+            *code = SPOOL_RT_EINTERNAL;
+            return "out of memory";
+        }
+        rec->extras.data = (uint8_t *)owned[1];
+        rec->extras.len = len;
+    }
+    if (rec->data.len + rec->extras.len > cfg->max_message_bytes) {
+        *code = SPOOL_RT_ETOO_LARGE;
+        return "message data and extras exceed max-message-bytes";
+    }
+    return NULL;
+}
+
 static void rt_publish(struct rt_conn *c, json_t *msg)
 {
     json_t *jserial = json_object_get(msg, "msgSerial");
@@ -503,9 +574,13 @@ static void rt_publish(struct rt_conn *c, json_t *msg)
         rt_nack(c, msg_serial, SPOOL_RT_EBAD_CHANNEL, why);
         return;
     }
-    if (!json_is_array(messages) || json_array_size(messages) == 0 ||
-        json_array_size(messages) > RT_MAX_BATCH) {
-        rt_nack(c, msg_serial, SPOOL_RT_EBAD_MESSAGE, "messages must be an array of 1..100 messages");
+    if (!json_is_array(messages) || json_array_size(messages) == 0) {
+        rt_nack(c, msg_serial, SPOOL_RT_EBAD_MESSAGE, "messages must be a non-empty array");
+        return;
+    }
+    size_t n = json_array_size(messages);
+    if (n > c->rt->cfg.max_batch) {
+        rt_nack(c, msg_serial, SPOOL_RT_ETOO_LARGE + 2, "too many messages in one publish");
         return;
     }
     struct spool_err err;
@@ -513,53 +588,26 @@ static void rt_publish(struct rt_conn *c, json_t *msg)
         rt_nack(c, msg_serial, SPOOL_RT_EFORBIDDEN, err.msg);
         return;
     }
-    size_t n = json_array_size(messages);
     if (!rt_take_tokens(c, n)) {
         rt_nack(c, msg_serial, SPOOL_RT_ERATE, "publish rate limit exceeded");
         return;
     }
     Spool__Record *recs = calloc(n, sizeof *recs);
     const Spool__Record **ptrs = calloc(n, sizeof *ptrs);
-    char **datas = calloc(n, sizeof *datas);
+    char **owned = calloc(2 * n, sizeof *owned);
     struct rt_pub *p = malloc(sizeof *p);
     int code = 0;
     const char *message = NULL;
-    if (recs == NULL || ptrs == NULL || datas == NULL || p == NULL) {
+    if (recs == NULL || ptrs == NULL || owned == NULL || p == NULL) {
         code = SPOOL_RT_EINTERNAL;
         message = "out of memory";
-        goto done;
     }
     for (size_t i = 0; i < n && code == 0; i++) {
-        json_t *m = json_array_get(messages, i);
-        json_t *jid = json_object_get(m, "id"), *jname = json_object_get(m, "name");
-        json_t *jdata = json_object_get(m, "data");
-        if (!json_is_object(m) || (jid != NULL && !json_is_string(jid)) ||
-            (jname != NULL && !json_is_string(jname)) || jdata == NULL) {
+        message = rt_message_from_json(c, json_array_get(messages, i), &recs[i], &owned[2 * i], &code);
+        if (message == NULL)
+            code = 0;
+        else if (code == 0)
             code = SPOOL_RT_EBAD_MESSAGE;
-            message = "each message is an object with data and optional string id and name";
-            break;
-        }
-        size_t dlen;
-        datas[i] = spool_json_dump(jdata, &dlen);
-        if (datas[i] == NULL) {
-            code = SPOOL_RT_EINTERNAL;
-            message = "out of memory";
-            break;
-        }
-        if (dlen > c->rt->cfg.max_message_bytes) {
-            code = SPOOL_RT_ETOO_LARGE;
-            message = "message data over max-message-bytes";
-            break;
-        }
-        spool__record__init(&recs[i]);
-        recs[i].action = SPOOL__ACTION__ACTION_MESSAGE_CREATE;
-        recs[i].client_id = c->principal.client_id;
-        recs[i].id = jid != NULL ? (char *)json_string_value(jid) : "";
-        recs[i].name = jname != NULL ? (char *)json_string_value(jname) : "";
-        recs[i].data.data = (uint8_t *)datas[i];
-        recs[i].data.len = dlen;
-        recs[i].content_type = "application/json";
-        recs[i].connection_id = c->id;
         ptrs[i] = &recs[i];
     }
     if (code == 0) {
@@ -576,12 +624,11 @@ static void rt_publish(struct rt_conn *c, json_t *msg)
             p = NULL; /* owned by the completion */
         }
     }
-done:
     if (code != 0)
         rt_nack(c, msg_serial, code, message);
-    for (size_t i = 0; datas != NULL && i < n; i++)
-        free(datas[i]);
-    free(datas);
+    for (size_t i = 0; owned != NULL && i < 2 * n; i++)
+        free(owned[i]);
+    free(owned);
     free(ptrs);
     free(recs);
     free(p);
@@ -708,12 +755,23 @@ static void on_ws_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *da
 
 /* ---- refresh, shutdown ----------------------------------------------------------------------- */
 
+/* On the refresh cadence: connections whose JWT has expired are closed (the client reconnects
+ * with a fresh token and resumes); the others get a fresh resume key. */
 static void on_refresh(uv_timer_t *t)
 {
     struct spool_realtime *rt = t->data;
-    for (struct rt_conn *c = rt->conns; c != NULL; c = c->next)
-        if (c->open && !spool_ws_is_closing(&c->ws))
-            rt_send_resume_key(c);
+    int64_t now = spool_auth_now_ms();
+    for (struct rt_conn *c = rt->conns; c != NULL; c = c->next) {
+        if (!c->open || spool_ws_is_closing(&c->ws))
+            continue;
+        if (c->principal.expires_at_ms != 0 && now >= c->principal.expires_at_ms) {
+            rt_send_resume_key(c); /* so the client can resume once it has a new token */
+            rt_send_error(c, SPOOL_AUTH_EXPIRED, spool_auth_message(SPOOL_AUTH_EXPIRED), NULL);
+            spool_ws_close(&c->ws, 1008, "token expired");
+            continue;
+        }
+        rt_send_resume_key(c);
+    }
 }
 
 int spool_realtime_init(struct spool_realtime **out, uv_loop_t *loop, struct spool_node *node,
@@ -959,6 +1017,8 @@ int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
         .resume_window_ms = o->resume_window_ms,
         .rate_per_second = o->rate_per_connection,
         .max_connections = o->max_connections,
+        .max_batch = o->max_publish_batch,
+        .max_field_bytes = o->max_field_bytes,
     };
     if ((rv = spool_realtime_init(&m->rt, loop, node, keys, &cfg, secret, err)) != 0)
         return rv;

@@ -53,7 +53,8 @@ enum spool_rt_error {
     SPOOL_RT_EFORBIDDEN = 40301,      /* capability missing (same code as auth) */
     SPOOL_RT_ERESUME_IDENTITY = 40302, /* resume key belongs to another key / client id */
     SPOOL_RT_ERESUME_EXPIRED = 41001, /* resume window passed: re-attach from your serials */
-    SPOOL_RT_ETOO_LARGE = 41300,      /* message data over max_message_bytes */
+    SPOOL_RT_ETOO_LARGE = 41300,      /* message data + extras over max_message_bytes */
+                                      /* 41302: more messages than max_batch in one publish */
     SPOOL_RT_ERATE = 42900,           /* over rate_per_connection publishes per second */
     SPOOL_RT_ETOO_MANY_CHANNELS = 42901, /* over max_channels_per_connection */
     SPOOL_RT_EINTERNAL = 50000,
@@ -70,6 +71,8 @@ struct spool_realtime_config {
     uint64_t resume_window_ms;
     uint64_t rate_per_second;     /* published messages per connection per second; 0 = off */
     uint64_t max_connections;     /* realtime connections on this node; 0 = unlimited */
+    uint64_t max_batch;           /* messages in one publish */
+    uint64_t max_field_bytes;     /* longest message id or name */
 };
 
 struct spool_realtime;

@@ -53,6 +53,28 @@ main(async () => {
   await expectNack(c, {type: 'publish', msgSerial: 2, channel: CH, messages: [{name: 5, data: 1}]}, 40010);
   await expectNack(c, {type: 'publish', msgSerial: 3, channel: CH, messages: [{data: 'x'.repeat(300)}]}, 41300);
   await expectNack(c, {type: 'publish', msgSerial: 4, channel: 'bad name', messages: [{data: 1}]}, 40002);
+  await expectNack(c, {type: 'publish', msgSerial: 5, channel: CH, messages: Array(6).fill({data: 1})}, 41302);
+  await expectNack(c, {type: 'publish', msgSerial: 6, channel: CH, messages: [{id: 'i'.repeat(65), data: 1}]}, 40010);
+  await expectNack(c, {type: 'publish', msgSerial: 7, channel: CH, messages: [{data: 1, extras: [1]}]}, 40010);
+  await expectNack(c, {type: 'publish', msgSerial: 8, channel: CH, messages: [{data: 'x'.repeat(150), extras: {p: 'y'.repeat(60)}}]}, 41300);
+
+  // Round trip: a string stays a string, objects and extras come back as published.
+  const rt = `${CH}-rt`;
+  c.send({type: 'attach', channel: rt});
+  await c.type('attached', 5000, (m) => m.channel === rt);
+  c.send({type: 'publish', msgSerial: 9, channel: rt,
+          messages: [{id: 'a', name: 'n', data: 'plain text', extras: {final: true}}, {data: {k: [1, 'two']}}, {name: 'empty'}]});
+  const ack = await c.type('ack', 5000, (m) => m.msgSerial === 9);
+  check(ack.serials.length === 3, 'three serials');
+  const m1 = await c.type('message', 5000, (m) => m.channel === rt && m.serial === ack.serials[0]);
+  check(m1.data === 'plain text' && m1.extras.final === true && m1.id === 'a' && m1.name === 'n' &&
+        m1.action === 'message.create' && typeof m1.timestamp === 'number', `string round trip: ${JSON.stringify(m1)}`);
+  const m2 = await c.type('message', 5000, (m) => m.channel === rt && m.serial === ack.serials[1]);
+  check(JSON.stringify(m2.data) === '{"k":[1,"two"]}', `object round trip: ${JSON.stringify(m2)}`);
+  const m3 = await c.type('message', 5000, (m) => m.channel === rt && m.serial === ack.serials[2]);
+  check(m3.data === null, `no data comes back as null: ${JSON.stringify(m3)}`);
+  c.send({type: 'detach', channel: rt});
+  await c.type('detached', 5000, (m) => m.channel === rt);
 
   // Channel limit: the third attachment is refused; detach frees a slot.
   for (const ch of ['l1', 'l2']) {
