@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "gateway/http_conn.h"
@@ -52,23 +53,10 @@ static void format_remote(uv_tcp_t *tcp, char *out, size_t size)
 
 static void on_rejected_close(uv_handle_t *h) { free(h); }
 
-static void on_connection(uv_stream_t *listener, int status)
+/* Makes `tcp` (connected, owned by `c` from now on) one of the server's connections. */
+static void conn_start(struct spool_http_server *s, struct spool_http_conn *c, uv_tcp_t *tcp)
 {
-    struct spool_http_server *s = listener->data;
-    if (status < 0 || s->closing) return;
-    struct spool_http_conn *c = calloc(1, sizeof *c);
-    uv_tcp_t *tcp = malloc(sizeof *tcp);
-    if (c == NULL || tcp == NULL || uv_tcp_init(s->loop, tcp) != 0) {
-        free(c), free(tcp);
-        return;
-    }
     tcp->data = c;
-    if (uv_accept(listener, (uv_stream_t *)tcp) != 0) {
-        free(c);
-        tcp->data = NULL;
-        uv_close((uv_handle_t *)tcp, on_rejected_close);
-        return;
-    }
     c->server = s;
     c->tcp = tcp;
     c->id = ++s->next_conn_id;
@@ -94,6 +82,45 @@ static void on_connection(uv_stream_t *listener, int status)
     /* the first request must arrive within the request timeout, not the idle one */
     spool_http_conn_timer_set(c, s->cfg.request_timeout_ms ? s->cfg.request_timeout_ms : s->cfg.idle_timeout_ms);
     spool_http_conn_read_start(c);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct spool_http_server *s = listener->data;
+    if (status < 0 || s->closing) return;
+    struct spool_http_conn *c = calloc(1, sizeof *c);
+    uv_tcp_t *tcp = malloc(sizeof *tcp);
+    if (c == NULL || tcp == NULL || uv_tcp_init(s->loop, tcp) != 0) {
+        free(c), free(tcp);
+        return;
+    }
+    if (uv_accept(listener, (uv_stream_t *)tcp) != 0) {
+        free(c);
+        uv_close((uv_handle_t *)tcp, on_rejected_close);
+        return;
+    }
+    conn_start(s, c, tcp);
+}
+
+int spool_http_server_adopt(struct spool_http_server *s, uv_os_sock_t fd, struct spool_err *err)
+{
+    if (s->closing) return spool_err_set(err, SPOOL_ECLOSED, "http server: closing");
+    struct spool_http_conn *c = calloc(1, sizeof *c);
+    uv_tcp_t *tcp = malloc(sizeof *tcp);
+    int rv = c == NULL || tcp == NULL ? UV_ENOMEM : uv_tcp_init(s->loop, tcp);
+    if (rv != 0) {
+        free(c), free(tcp);
+        close(fd);
+        return spool_err_set(err, SPOOL_ENOMEM, "http server: out of memory");
+    }
+    if ((rv = uv_tcp_open(tcp, fd)) != 0) {
+        free(c);
+        close(fd);
+        uv_close((uv_handle_t *)tcp, on_rejected_close);
+        return spool_err_set(err, SPOOL_EIO, "http server: adopt socket: %s", uv_strerror(rv));
+    }
+    conn_start(s, c, tcp);
+    return 0;
 }
 
 /* ---- server ---- */

@@ -145,6 +145,9 @@ int spool_http_server_init(struct spool_http_server **out, uv_loop_t *loop,
  * Port 0 picks a free port: read it back with spool_http_server_port(). */
 int spool_http_server_listen(struct spool_http_server *s, const char *address, struct spool_err *err);
 int spool_http_server_port(const struct spool_http_server *s);
+/* Serves an already connected stream socket as if it had been accepted (socket activation,
+ * tests, fuzzing). The server owns `fd` from now on (it is closed on failure too). */
+int spool_http_server_adopt(struct spool_http_server *s, uv_os_sock_t fd, struct spool_err *err);
 /* Open connections (upgraded ones no longer count: their new owner accounts for them). */
 uint64_t spool_http_server_connections(const struct spool_http_server *s);
 /* Graceful close as described at the top; `cb` runs once, on the loop, after which the server is
