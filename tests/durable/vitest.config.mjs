@@ -1,6 +1,8 @@
 // Vitest settings for the Durable Streams conformance run (see README.md).
-// One test file, run in one worker: the suite talks to one live server and
-// several tests measure timing (long-poll, SSE), so no parallel files.
+// One test file in one worker: the suite talks to one live server and several tests measure
+// timing (long-poll, SSE, TTL), so no parallel files. testTimeout is 30 s instead of vitest's
+// 5 s default to leave room for a cluster that forwards every request (the reference server
+// gives the same result with either).
 import { defineConfig } from "vitest/config"
 
 export default defineConfig({
@@ -9,6 +11,6 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     fileParallelism: false,
-    reporters: ["default"],
+    reporters: ["default", "./progress-reporter.mjs"],
   },
 })
