@@ -47,6 +47,13 @@ struct spool_chan {
     uint64_t batch_gen, batch_seq;          /* append_batch validation scratch */
 };
 
+/* Whether the channel exists for channels(), stats and snapshots: a rejected batch can create
+ * a channel object that never got anything. */
+static inline bool spool_chan_listed(const struct spool_chan *c)
+{
+    return c->last_seq != 0 || c->has_retention;
+}
+
 /* Lowest readable seq (last_seq + 1 if none). */
 static inline uint64_t spool_chan_first(const struct spool_chan *c)
 {

@@ -122,7 +122,7 @@ static int checkpoint(struct spool_store *s, struct spool_err *err)
     SPOOL_CHANMAP_FOREACH(&s->chans, c)
     {
         if (rv != 0) break;
-        if (c->last_seq != 0 || c->has_retention) rv = spool_store_write_meta(s, c, err);
+        if (spool_chan_listed(c)) rv = spool_store_write_meta(s, c, err);
     }
     if (rv == 0) rv = spool_store_sync(s, err);
     return rv;

@@ -96,8 +96,6 @@ static size_t put_varint(uint8_t *p, uint64_t v)
     return n;
 }
 
-static bool snapshotted(const struct spool_chan *c) { return c->last_seq != 0 || c->has_retention; }
-
 int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void *arg,
                          struct spool_err *err)
 {
@@ -107,7 +105,7 @@ int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void
     hdr.applied_index = s->applied_index;
     SPOOL_CHANMAP_FOREACH(&s->chans, c)
     {
-        if (!snapshotted(c)) continue;
+        if (!spool_chan_listed(c)) continue;
         hdr.channel_count++;
         for (size_t i = 0; i < c->count; i++) hdr.record_count += c->ent[c->head + i].seg != 0;
     }
@@ -121,7 +119,7 @@ int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void
     if (out_put(&o, magic, sizeof magic) != 0 || out_msg(&o, &f) != 0) goto aborted;
     SPOOL_CHANMAP_FOREACH(&s->chans, c)
     {
-        if (!snapshotted(c)) continue;
+        if (!spool_chan_listed(c)) continue;
         Spool__ChannelState st = SPOOL__CHANNEL_STATE__INIT;
         Spool__Retention ret = SPOOL__RETENTION__INIT;
         st.name = c->name;

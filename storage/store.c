@@ -546,7 +546,7 @@ int spool_store_channels(const struct spool_store *s, int (*cb)(void *arg, const
 {
     SPOOL_CHANMAP_FOREACH(&s->chans, c)
     {
-        if (c->last_seq == 0) continue; /* created by a rejected batch, never written */
+        if (!spool_chan_listed(c)) continue;
         if (cb(arg, c->name) != 0) return 0;
     }
     return 0;
@@ -557,7 +557,7 @@ void spool_store_stats(const struct spool_store *s, struct spool_store_stats *ou
     *out = (struct spool_store_stats){0};
     SPOOL_CHANMAP_FOREACH(&s->chans, c)
     {
-        if (c->last_seq == 0) continue;
+        if (!spool_chan_listed(c)) continue;
         out->channels++;
         out->records += c->count;
     }

@@ -131,3 +131,20 @@ Test(seal, corrupt_block_is_never_served)
     /* The store keeps accepting appends. */
     cr_expect_eq(append_range(s, 10000, "x", 151, 151, 1, 10, &err), 0, "%s", err.msg);
 }
+
+Test(seal, records_bigger_than_blocks_and_segments)
+{
+    /* 3000-byte records: bigger than a block (512), batches bigger than a segment (4096). */
+    for (uint64_t b = 0; b < 6; b++)
+        cr_assert_eq(append_range(s, b + 1, "big", b * 2 + 1, b * 2 + 2, 1, 3000, &err), 0, "%s", err.msg);
+    cr_assert_eq(append_range(s, 7, "small", 1, 1, 1, 10, &err), 0);
+    struct spool_store_stats st;
+    spool_store_stats(s, &st);
+    cr_expect_geq(st.sealed_segments, 5);
+    spool_store_close(s);
+    s = open_store(dir, 4096, 512);
+    struct collect col = {0};
+    cr_assert_eq(spool_store_read(s, "big", 0, 0, collect_cb, &col, &err), 0, "%s", err.msg);
+    cr_expect_eq(col.n, 12);
+    cr_expect_eq(col.bad, 0);
+}
