@@ -177,8 +177,16 @@ out=$(req GET '/v1/channels/a%2Fb/messages')
 [ "${out%% *}" = 200 ] || fail "encoded slash channel: $out"
 ok "a%2Fb is the channel a/b (one path segment)"
 
+# an open SSE stream must not hold up shutdown: the drain ends it, spoold exits 0
+curl -sN --max-time 30 "$base/v1/channels/chat-1/events?from=start" >"$work/sse.out" 2>/dev/null &
+sse_pid=$!
+for i in $(seq 1 100); do grep -q '^id: 7$' "$work/sse.out" && break; sleep 0.1; done
+grep -q '^id: 7$' "$work/sse.out" || fail "SSE stream did not deliver history: $(head -c 300 "$work/sse.out")"
 stop
-ok "SIGTERM -> exit 0, no sanitizer report"
+for i in $(seq 1 50); do kill -0 "$sse_pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$sse_pid" 2>/dev/null && fail "SSE client still connected after spoold exited"
+wait "$sse_pid" || true
+ok "SIGTERM with an open SSE stream -> stream ended, exit 0, no sanitizer report"
 
 # ---- second run: same data, API key required ----
 start --api-keys 'tester:s3cret'
