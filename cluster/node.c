@@ -116,6 +116,14 @@ static void shard_closed_cb(struct spool_shard *s)
     close_stage(n);
 }
 
+static void meta_closed_cb(void *arg)
+{
+    struct spool_node *n = arg;
+    n->meta = NULL;
+    n->shards_open--;
+    close_stage(n);
+}
+
 static void rpc_closed_cb(void *arg)
 {
     struct spool_node *n = arg;
@@ -183,14 +191,46 @@ void spool_node_close(struct spool_node *n, void (*cb)(void *arg), void *arg)
     n->close_arg = arg;
     spool_router_close(n);
     spool_subs_close(n);
-    n->shards_open = 0;
+    n->shards_open = n->meta != NULL;
     for (uint32_t i = 0; i < n->placement.shards; i++)
         if (n->shards[i] != NULL)
             n->shards_open++;
+    if (n->meta != NULL)
+        spool_meta_close(n->meta, meta_closed_cb, n);
     for (uint32_t i = 0; i < n->placement.shards; i++)
         if (n->shards[i] != NULL)
             spool_shard_close(n->shards[i], shard_closed_cb);
     close_stage(n);
+}
+
+/* A map applied by the metadata group becomes the routing table (when it fits the shards this
+ * node runs: changing the shard count needs resharding, which does not exist yet). */
+static void slot_map_applied_cb(void *arg, const struct spool_slot_map *map)
+{
+    struct spool_node *n = arg;
+    if (map->shards != n->placement.shards) {
+        SPOOL_ERROR("node.slot_map_mismatch", "epoch=%llu shards=%u configured=%u",
+                    (unsigned long long)map->epoch, map->shards, n->placement.shards);
+        return;
+    }
+    memcpy(n->placement.slot_shard, map->slot_shard, sizeof n->placement.slot_shard);
+}
+
+static int start_meta(struct spool_node *n, struct spool_err *err)
+{
+    if (n->cfg.gateway_only)
+        return 0;
+    struct spool_meta_config mc = {
+        .node_id = n->cfg.id,
+        .node_address = spool_placement_address(&n->placement, n->cfg.id),
+        .data_dir = n->data_dir,
+        .placement = &n->placement,
+        .election_timeout_ms = n->cfg.election_timeout_ms,
+        .heartbeat_ms = n->cfg.heartbeat_ms,
+        .on_map = slot_map_applied_cb,
+        .cb_arg = n,
+    };
+    return spool_meta_init(&n->meta, n->loop, n->mux, &mc, err);
 }
 
 static int start_shards(struct spool_node *n, struct spool_err *err)
@@ -287,7 +327,9 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
     for (size_t i = 0; i < n->placement.n_nodes; i++)
         if (n->placement.nodes[i].id != cfg->id)
             spool_rpc_set_peer(n->rpc, n->placement.nodes[i].id, n->placement.nodes[i].address);
-    rc = start_shards(n, err);
+    rc = start_meta(n, err);
+    if (rc == 0)
+        rc = start_shards(n, err);
     if (rc != 0) {
         /* Shards already started close asynchronously, then the rest, then the node is freed. */
         SPOOL_ERROR("node.init_failed", "msg=\"%s\"", err->msg);
@@ -311,6 +353,8 @@ bool spool_node_ready(const struct spool_node *n)
 {
     if (n->closing)
         return false;
+    if (n->meta != NULL && spool_meta_map(n->meta)->epoch == 0)
+        return false;
     for (uint32_t s = 0; s < n->placement.shards; s++) {
         struct spool_shard *sh = n->shards[s];
         if (sh != NULL && spool_shard_leader(sh) == 0)
@@ -322,6 +366,11 @@ bool spool_node_ready(const struct spool_node *n)
 uint32_t spool_node_shard_count(const struct spool_node *n)
 {
     return n->placement.shards;
+}
+
+uint64_t spool_node_slot_map_epoch(const struct spool_node *n)
+{
+    return n->meta != NULL ? spool_meta_map(n->meta)->epoch : 0;
 }
 
 uint32_t spool_node_shard_of(const struct spool_node *n, const char *channel)

@@ -13,6 +13,7 @@
 #define SPOOL_CLUSTER_NODE_INT_H
 
 #include "cluster/node.h"
+#include "cluster/meta.h"
 #include "cluster/placement.h"
 #include "cluster/rpc.h"
 #include "cluster/shard.h"
@@ -40,6 +41,7 @@ struct spool_node {
     struct spool_placement placement;
     struct spool_mux *mux;
     struct spool_rpc *rpc;
+    struct spool_meta *meta;     /* the metadata group's local replica (NULL: gateway-only) */
     struct spool_shard **shards; /* [placement.shards]; NULL where no local replica */
     uint64_t *leader_hint;       /* [placement.shards]; last leader learned from peers */
     struct spool_op *ops;        /* in flight (router.c) */
@@ -49,7 +51,7 @@ struct spool_node {
     struct spool_op *waiters;    /* parked long-poll reads served for peers (router.c) */
     bool closing;
     int pending_close;   /* live ops (router.c) + the closing stages below */
-    uint32_t shards_open;
+    uint32_t shards_open; /* shards and the metadata replica still closing */
     bool rpc_closed, mux_closed;
     void (*close_cb)(void *arg);
     void *close_arg;

@@ -5,12 +5,11 @@
  */
 #include "cluster/shard.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "cluster/dirs.h"
 #include "common/log.h"
 
 static void raft_closed_cb(struct raft *r);
@@ -22,25 +21,6 @@ static void retention_tick_cb(uv_timer_t *t)
     struct spool_shard *s = t->data;
     if (!s->closing && raft_state(&s->raft) == RAFT_LEADER)
         spool_batch_retention(&s->batch);
-}
-
-static int mkdir_p(const char *path, struct spool_err *err)
-{
-    char buf[1024];
-    size_t len = strlen(path);
-    if (len >= sizeof buf)
-        return spool_err_set(err, SPOOL_EINVAL, "path too long: %s", path);
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return spool_err_set(err, SPOOL_EIO, "mkdir %s: %s", buf, strerror(errno));
-        buf[i] = c;
-    }
-    return 0;
 }
 
 int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux *mux,
@@ -55,9 +35,9 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
     s->node_id = cfg->node_id;
     snprintf(raft_dir, sizeof raft_dir, "%s/shard-%u/raft", cfg->data_dir, cfg->id);
     snprintf(store_dir, sizeof store_dir, "%s/shard-%u/store", cfg->data_dir, cfg->id);
-    int rc = mkdir_p(raft_dir, err);
+    int rc = spool_mkdir_p(raft_dir, err);
     if (rc == 0)
-        rc = mkdir_p(store_dir, err);
+        rc = spool_mkdir_p(store_dir, err);
     if (rc != 0) {
         free(s);
         return rc;

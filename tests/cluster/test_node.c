@@ -330,6 +330,7 @@ Test(node, single_node_publish_read_subscribe_restart)
     struct tnode *all[] = {&t, NULL};
     cr_assert(run_until(ready_cond, all, 10000), "single node never became ready");
     cr_assert_eq(spool_node_shard_count(t.node), 2);
+    cr_assert_eq(spool_node_slot_map_epoch(t.node), 1, "the metadata group holds the slot map");
 
     struct sub_log log = {0};
     cr_assert_eq(spool_node_subscribe(t.node, "chat", record_cb, &log, &log.sub), 0);
@@ -403,6 +404,7 @@ Test(node, single_node_publish_read_subscribe_restart)
     /* Restart on the same directory: data is there and seqs continue. */
     node_start(&t, 1, "", 2, false);
     cr_assert(run_until(ready_cond, all, 10000), "restarted node never became ready");
+    cr_assert_eq(spool_node_slot_map_epoch(t.node), 1, "slot map replayed from the log");
     read_sync(t.node, &fwd, &r);
     cr_assert_eq(r.n, 14);
     publish_sync(t.node, "chat", NULL, 1, &p);
@@ -434,6 +436,9 @@ Test(node, three_nodes_forward_read_your_writes_subscribe_failover)
     node_start(&t[3], 4, peers, 2, true);
     struct tnode *all[] = {&t[0], &t[1], &t[2], &t[3], NULL};
     cr_assert(run_until(ready_cond, all, 20000), "cluster never became ready");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(spool_node_slot_map_epoch(t[i].node), 1);
+    cr_assert_eq(spool_node_slot_map_epoch(t[3].node), 0, "gateway-only: configuration map");
 
     const char *channel = "conversation-7";
     uint32_t shard = spool_node_shard_of(t[0].node, channel);
