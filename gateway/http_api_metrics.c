@@ -1,0 +1,136 @@
+/*
+ * Metrics served by the HTTP layer: GET /metrics renders the registry; every finished request
+ * is counted (spool_http_requests_total{method,status}), timed
+ * (spool_http_request_duration_seconds) and access-logged at debug; collectors read the
+ * connection count and each shard's Raft and store figures (spool_node_shard_status) at scrape
+ * time.
+ */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "gateway/http_api_int.h"
+#include "gateway/json_body.h"
+
+void spool_http_api_metrics(void *arg, struct spool_http_req *req)
+{
+    struct spool_http_api *api = arg;
+    char *text = NULL;
+    size_t len = 0;
+    struct spool_err err;
+    if (api->metrics == NULL) {
+        spool_http_respond_error(req, 404, SPOOL_HTTP_ENOT_FOUND, "metrics are off");
+        return;
+    }
+    if (spool_metrics_render(api->metrics, &text, &len, &err) != 0) {
+        spool_http_respond_error(req, 500, SPOOL_HTTP_EINTERNAL, "%s", err.msg);
+        return;
+    }
+    static const struct spool_http_header h[] = {{"Content-Type", SPOOL_METRICS_CONTENT_TYPE}};
+    spool_http_respond_owned(req, 200, h, 1, text, len);
+}
+
+static void collect_connections(struct spool_metric_writer *w, void *arg)
+{
+    struct spool_http_api *api = arg;
+    spool_metric_write(w, NULL, api->server != NULL ? (double)spool_http_server_connections(api->server) : 0);
+}
+
+enum shard_figure { FIG_TERM, FIG_COMMIT, FIG_APPLIED, FIG_LEADER, FIG_STATE, FIG_BYTES, FIG_FSYNCS,
+                    FIG_FSYNC_SECONDS, FIG_RECORDS, FIG_COUNT };
+
+_Static_assert(FIG_COUNT == SPOOL_HTTP_API_FIGS, "one collector per shard figure");
+
+static void collect_shard(struct spool_metric_writer *w, void *arg)
+{
+    struct spool_http_api_fig *sc = arg;
+    struct spool_node *node = sc->api->node;
+    if (node == NULL) return;
+    uint32_t n = spool_node_shard_count(node);
+    for (uint32_t i = 0; i < n; i++) {
+        struct spool_shard_status st;
+        spool_node_shard_status(node, i, &st);
+        if (!st.local_replica && sc->fig != FIG_LEADER) continue;
+        char shard[16];
+        snprintf(shard, sizeof shard, "%" PRIu32, i);
+        const char *labels[] = {shard};
+        double v = 0;
+        switch (sc->fig) {
+        case FIG_TERM: v = (double)st.term; break;
+        case FIG_COMMIT: v = (double)st.commit_index; break;
+        case FIG_APPLIED: v = (double)st.applied_index; break;
+        case FIG_LEADER: v = (double)st.leader_id; break;
+        case FIG_STATE: v = (double)st.raft_state; break;
+        case FIG_BYTES: v = (double)st.store.bytes_on_disk; break;
+        case FIG_FSYNCS: v = (double)st.store.fsyncs; break;
+        case FIG_FSYNC_SECONDS: v = (double)st.store.fsync_ns_total / 1e9; break;
+        case FIG_RECORDS: v = (double)st.store.records; break;
+        default: break;
+        }
+        spool_metric_write(w, labels, v);
+    }
+}
+
+int spool_http_api_metrics_init(struct spool_http_api *api, struct spool_err *err)
+{
+    struct spool_metrics *m = api->metrics;
+    static const char *req_labels[] = {"method", "status"};
+    api->requests = spool_metrics_counter(m, "spool_http_requests_total",
+                                          "HTTP requests answered, by method and status",
+                                          req_labels, 2, err);
+    if (api->requests == NULL) return err->code;
+    static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+    struct spool_metric_family *d = spool_metrics_histogram(
+        m, "spool_http_request_duration_seconds", "HTTP request time from first byte to response written",
+        NULL, 0, bounds, sizeof bounds / sizeof bounds[0], err);
+    if (d == NULL || (api->duration = spool_histogram_of(d, NULL)) == NULL)
+        return d == NULL ? err->code : spool_err_set(err, SPOOL_ENOMEM, "out of memory");
+    if (spool_metrics_collector(m, "spool_http_connections", "open HTTP connections (not upgraded)",
+                                SPOOL_METRIC_GAUGE, NULL, 0, collect_connections, api, err) == NULL)
+        return err->code;
+    static const struct {
+        const char *name, *help;
+        enum spool_metric_type type;
+    } figs[FIG_COUNT] = {
+        [FIG_TERM] = {"spool_shard_raft_term", "current Raft term of the local replica", SPOOL_METRIC_GAUGE},
+        [FIG_COMMIT] = {"spool_shard_raft_commit_index", "Raft commit index of the local replica", SPOOL_METRIC_GAUGE},
+        [FIG_APPLIED] = {"spool_shard_raft_applied_index", "last Raft index applied by the local replica", SPOOL_METRIC_GAUGE},
+        [FIG_LEADER] = {"spool_shard_leader_id", "node id of the shard's leader as this node knows it (0 = unknown)", SPOOL_METRIC_GAUGE},
+        [FIG_STATE] = {"spool_shard_raft_state", "Raft state of the local replica (libraft RAFT_FOLLOWER/CANDIDATE/LEADER)", SPOOL_METRIC_GAUGE},
+        [FIG_BYTES] = {"spool_shard_store_bytes", "bytes of segment files in the shard's store", SPOOL_METRIC_GAUGE},
+        [FIG_FSYNCS] = {"spool_shard_store_fsyncs_total", "fsyncs done by the shard's store", SPOOL_METRIC_COUNTER},
+        [FIG_FSYNC_SECONDS] = {"spool_shard_store_fsync_seconds_total", "time spent in the shard's store fsyncs", SPOOL_METRIC_COUNTER},
+        [FIG_RECORDS] = {"spool_shard_store_records", "records retained in the shard's store", SPOOL_METRIC_GAUGE},
+    };
+    static const char *shard_label[] = {"shard"};
+    for (int i = 0; i < FIG_COUNT; i++) {
+        api->figs[i] = (struct spool_http_api_fig){api, i};
+        if (spool_metrics_collector(m, figs[i].name, figs[i].help, figs[i].type, shard_label, 1,
+                                    collect_shard, &api->figs[i], err) == NULL)
+            return err->code;
+    }
+    return 0;
+}
+
+void spool_http_api_on_done(void *arg, const struct spool_http_req *req, int status,
+                            uint64_t duration_us)
+{
+    struct spool_http_api *api = arg;
+    char path[256];
+    SPOOL_DEBUG("http.request", "conn=%llu seq=%llu remote=%s method=%s path=%s status=%d us=%llu",
+                (unsigned long long)req->conn_id, (unsigned long long)req->seq, req->remote,
+                req->method, spool_log_quote(path, sizeof path, req->decoded_path), status,
+                (unsigned long long)duration_us);
+    if (api->requests == NULL) return;
+    char code[8];
+    snprintf(code, sizeof code, "%d", status);
+    const char *labels[] = {req->method, code};
+    struct spool_counter *c = spool_counter_of(api->requests, labels);
+    if (c != NULL) spool_counter_inc(c);
+    spool_histogram_observe(api->duration, (double)duration_us / 1e6);
+}
+
