@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds the clang/libFuzzer flavour (build-fuzz/) and runs every fuzz target over its seed
-# corpus for a bounded time each (SPOOL_FUZZ_SECONDS, default 20). A crash, leak or sanitizer
+# corpus for a bounded time each (SPOOL_FUZZ_SECONDS, default 10). A crash, leak or sanitizer
 # report fails the test and leaves the reproducer in build-fuzz/fuzz/crash-*.
 set -euo pipefail
 src=${SPOOL_SOURCE:?}
 out="$src/build-fuzz"
-seconds=${SPOOL_FUZZ_SECONDS:-20}
+seconds=${SPOOL_FUZZ_SECONDS:-10}
 if [ ! -f "$out/Makefile" ]; then
   CC=clang cmake -S "$src" -B "$out" -DCMAKE_BUILD_TYPE=Debug -DSPOOL_FUZZ=ON \
     -DCMAKE_PREFIX_PATH="${SPOOL_DEPS:-/opt/spool-deps}/raft-0.22.1" >/dev/null
