@@ -15,6 +15,9 @@
  *           just before it. Records not followed by their COMMIT are a torn batch.
  *   META    a Spool__ChannelState protobuf: a channel's first_seq/last_seq/retention changed
  *           (trim, delete, override). Never inside a batch.
+ *   START   u64 size of the previous segment, u64 applied index: the first frame of every
+ *           segment after the first, so recovery can tell that a previous .log segment lost
+ *           whole batches at its end (its size falls short), which nothing else would reveal.
  *
  * docs/storage-format.md has the whole layout.
  */
@@ -33,11 +36,13 @@
 #define SPOOL_FRAME_MAX ((1u << 28) - 1u)
 #define SPOOL_RECORD_MAX (64u << 20) /* largest record payload accepted */
 #define SPOOL_COMMIT_LEN 12u
+#define SPOOL_START_LEN 16u
 
 enum spool_frame_type {
     SPOOL_FRAME_RECORD = 1,
     SPOOL_FRAME_COMMIT = 2,
     SPOOL_FRAME_META = 3,
+    SPOOL_FRAME_START = 4,
 };
 
 static inline void spool_put_u32(uint8_t *p, uint32_t v)

@@ -20,7 +20,11 @@
  *   from the next intact frames on, and records lost with it become holes in their channel's
  *   index (reading one is SPOOL_ECORRUPT). A sealed file whose index does not check is set
  *   aside as <id>.lz4.corrupt.
- * - A .log segment that is not the newest (a crash between sealing steps) is sealed now.
+ * - A full .log segment need not be synced when the next segment starts taking appends (it is
+ *   sealed incrementally): if a crash loses whole batches at its end, the next segment's START
+ *   frame (the size the previous one had) reveals it, and that segment is cut to nothing and
+ *   the ones after it removed, as for a cut segment.
+ * - A .log segment that is not the newest (a crash before its seal finished) is sealed now.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -47,6 +51,7 @@ struct scan {
     size_t n, cap;
     bool after_gap; /* a sealed block was lost: the next COMMIT may close a partial batch */
     uint64_t good_end; /* raw offset after the last complete COMMIT/META frame */
+    uint64_t prev_size; /* size of the previous segment when it is a .log (0: nothing to check) */
 };
 
 static int add_pending(struct scan *sc, uint32_t seg, uint64_t off, const struct spool_frame *f)
@@ -110,6 +115,17 @@ static enum spool_frame_status scan_frames(struct scan *sc, uint32_t seg, const 
             s->applied_index = idx;
             sc->after_gap = false;
             sc->good_end = off + SPOOL_FRAME_HDR + f.len;
+        } else if (f.type == SPOOL_FRAME_START) {
+            /* The previous .log must have kept everything it had when this segment began. */
+            if (off != SPOOL_SEG_HDR) return SPOOL_FRAME_BAD;
+            if (sc->prev_size != 0 && (spool_get_u64(f.payload) != sc->prev_size ||
+                                       spool_get_u64(f.payload + 8) != s->applied_index)) {
+                SPOOL_ERROR("store.previous_segment_short", "segment=%u expected_prev_size=%" PRIu64
+                            " prev_size=%" PRIu64, seg, spool_get_u64(f.payload), sc->prev_size);
+                return SPOOL_FRAME_BAD;
+            }
+            sc->prev_size = 0;
+            sc->good_end = off + SPOOL_FRAME_HDR + f.len;
         } else {
             struct spool_err err = {0};
             if (sc->n > 0 || spool_store_apply_meta(s, f.payload, f.len, &err) != 0) return SPOOL_FRAME_BAD;
@@ -157,6 +173,11 @@ static int scan_log(struct scan *sc, struct spool_segment *seg, uint64_t fsize, 
     enum spool_frame_status st = SPOOL_FRAME_BAD;
     bool hdr_ok = fsize >= SPOOL_SEG_HDR && spool_seg_header_check(b, SPOOL_SEG_MAGIC, seg->id) == 0;
     if (hdr_ok) st = scan_frames(sc, seg->id, b + SPOOL_SEG_HDR, fsize - SPOOL_SEG_HDR, SPOOL_SEG_HDR);
+    if (st == SPOOL_FRAME_OK && sc->prev_size != 0 && fsize > SPOOL_SEG_HDR) {
+        st = SPOOL_FRAME_BAD; /* frames, but not the START this segment must begin with */
+        sc->good_end = SPOOL_SEG_HDR;
+        sc->n = 0;
+    }
     if (map != NULL) munmap(map, fsize);
     if (st == SPOOL_FRAME_OK && sc->n == 0) return 0;
     SPOOL_WARN("store.segment_cut", "segment=%u at=%" PRIu64 " size=%" PRIu64 " reason=%s dropped_records=%zu",
@@ -233,6 +254,7 @@ int spool_store_recover(struct spool_store *s, struct spool_err *err)
         }
         struct spool_segment seg;
         if (sealed) {
+            sc.prev_size = 0;
             unlink(log);
             struct spool_err e2 = {0};
             if (spool_seg_open_sealed(&seg, s->dir, id, &e2) != 0) {
@@ -249,6 +271,10 @@ int spool_store_recover(struct spool_store *s, struct spool_err *err)
             scan_sealed(&sc, spool_store_seg(s, id));
             continue;
         }
+        /* Only a full .log can have lost batches silently (it may not be synced yet); sealed
+         * files were fsynced complete. */
+        struct spool_segment *before = s->nsegs > 0 ? &s->segs[s->nsegs - 1] : NULL;
+        sc.prev_size = before != NULL && !before->sealed && before->id == id - 1 ? before->size : 0;
         uint64_t fsize;
         if ((rv = spool_seg_open_log(&seg, s->dir, id, &fsize, err)) != 0) break;
         if ((rv = spool_store_add_seg(s, &seg, err)) != 0) {

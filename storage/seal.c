@@ -5,6 +5,12 @@
  * Both stream the frames into a spool_sealer (storage/segment.h), which writes <id>.lz4.tmp,
  * fsyncs it and renames it into place, so the old file is valid until the new one is complete.
  *
+ * Sealing is incremental: when the active segment is full, a new one takes the appends and the
+ * full one (still a readable .log) is copied into blocks a slice at a time, after each append,
+ * a few times faster than appends arrive, so no single append pays for compressing a whole
+ * segment. A seal that has not finished when the next roll comes is completed then. The sealer
+ * starts writeback of each block as it goes, so the final fsync has little left to do.
+ *
  * Sealing copies every frame unchanged; raw offsets do not move, so the index stays as is.
  * Compaction drops dead RECORD frames and keeps COMMIT and META frames, so replaying the file
  * still yields the same applied index and channel state in the same order. A COMMIT's count is
@@ -33,41 +39,106 @@ static void replace(struct spool_store *s, struct spool_segment *seg, struct spo
     *seg = *fresh;
 }
 
-int spool_store_seal(struct spool_store *s, struct spool_segment *seg, struct spool_err *err)
+void spool_store_seal_abort(struct spool_store *s)
 {
+    struct spool_sealing *z = &s->sealing;
+    if (!z->on) return;
+    spool_sealer_abort(&z->w);
+    if (z->map != NULL) munmap((void *)z->map, z->maplen);
+    *z = (struct spool_sealing){0};
+}
+
+int spool_store_seal_begin(struct spool_store *s, struct spool_segment *seg, struct spool_err *err)
+{
+    struct spool_sealing *z = &s->sealing;
+    if (z->on) { /* the previous one has not kept pace: finish it now */
+        spool_store_seal_step(s, UINT64_MAX);
+        if (z->on) spool_store_seal_abort(s);
+    }
     if (seg->sealed) return 0;
-    uint64_t size = seg->size;
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, seg->fd, 0);
+    void *map = mmap(NULL, seg->size, PROT_READ, MAP_PRIVATE, seg->fd, 0);
     if (map == MAP_FAILED)
         return spool_err_set(err, SPOOL_EIO, "mmap segment %u: %s", seg->id, strerror(errno));
-    const uint8_t *b = map;
-    struct spool_sealer w;
-    int rv = spool_sealer_init(&w, s->dir, seg->id, s->cfg.block_bytes, err);
-    for (uint64_t pos = SPOOL_SEG_HDR; rv == 0 && pos < size;) {
-        struct spool_frame f;
-        if (spool_frame_parse(b + pos, size - pos, &f) != SPOOL_FRAME_OK) {
-            spool_sealer_abort(&w);
-            rv = spool_err_set(err, SPOOL_ECORRUPT, "segment %u: bad frame at %" PRIu64 " while sealing",
-                               seg->id, pos);
-            break;
-        }
-        size_t flen = SPOOL_FRAME_HDR + f.len;
-        rv = spool_sealer_add(&w, b + pos, flen, NULL, err);
-        if (rv != 0) spool_sealer_abort(&w);
-        pos += flen;
+    int rv = spool_sealer_init(&z->w, s->dir, seg->id, s->cfg.block_bytes, err);
+    if (rv != 0) {
+        munmap(map, seg->size);
+        return rv;
     }
-    munmap(map, size);
+    z->on = true;
+    z->seg = seg->id;
+    z->map = map;
+    z->maplen = seg->size;
+    z->pos = SPOOL_SEG_HDR;
+    return 0;
+}
+
+/* Copies frames up to `budget` bytes; 1 when the whole segment is in, 0 if not yet, else an
+ * error code (negated). */
+static int seal_copy(struct spool_store *s, uint64_t budget, struct spool_err *err)
+{
+    struct spool_sealing *z = &s->sealing;
+    uint64_t done = 0;
+    while (z->pos < z->maplen && done < budget) {
+        struct spool_frame f;
+        if (spool_frame_parse(z->map + z->pos, z->maplen - z->pos, &f) != SPOOL_FRAME_OK)
+            return -spool_err_set(err, SPOOL_ECORRUPT, "segment %u: bad frame at %" PRIu64 " while sealing",
+                                  z->seg, z->pos);
+        size_t flen = SPOOL_FRAME_HDR + f.len;
+        int rv = spool_sealer_add(&z->w, z->map + z->pos, flen, NULL, err);
+        if (rv != 0) return -rv;
+        z->pos += flen;
+        done += flen;
+    }
+    return z->pos >= z->maplen;
+}
+
+static int seal_finish(struct spool_store *s, struct spool_err *err)
+{
+    struct spool_sealing *z = &s->sealing;
     struct spool_segment fresh;
-    if (rv == 0) rv = spool_sealer_finish(&w, s->dir, &fresh, &s->io, err);
+    int rv = spool_sealer_finish(&z->w, s->dir, &fresh, &s->io, err);
+    munmap((void *)z->map, z->maplen);
+    uint32_t id = z->seg;
+    *z = (struct spool_sealing){0}; /* the sealer is finished or aborted either way */
     if (rv != 0) return rv;
+    struct spool_segment *seg = spool_store_seg(s, id);
     char log[4096];
-    spool_seg_path(log, sizeof log, s->dir, seg->id, ".log");
+    spool_seg_path(log, sizeof log, s->dir, id, ".log");
     uint64_t raw = seg->size;
     replace(s, seg, &fresh);
     unlink(log); /* if this is lost in a crash, recovery removes the .log next to the .lz4 */
-    SPOOL_INFO("store.sealed", "segment=%u raw_bytes=%" PRIu64 " file_bytes=%" PRIu64 " blocks=%u",
-               seg->id, raw, seg->file_bytes, seg->nblocks);
+    SPOOL_INFO("store.sealed", "segment=%u raw_bytes=%" PRIu64 " file_bytes=%" PRIu64 " blocks=%u", id, raw,
+               seg->file_bytes, seg->nblocks);
     return 0;
+}
+
+void spool_store_seal_step(struct spool_store *s, uint64_t budget)
+{
+    struct spool_sealing *z = &s->sealing;
+    if (!z->on) return;
+    struct spool_err err = {0};
+    uint32_t id = z->seg;
+    int r = seal_copy(s, budget, &err);
+    if (r == 1) r = -seal_finish(s, &err);
+    if (r < 0) {
+        SPOOL_WARN("store.seal_failed", "segment=%u code=%s msg=\"%s\"", id, spool_err_name(-r), err.msg);
+        spool_store_seal_abort(s);
+    }
+}
+
+int spool_store_seal(struct spool_store *s, struct spool_segment *seg, struct spool_err *err)
+{
+    uint32_t id = seg->id;
+    int rv = spool_store_seal_begin(s, seg, err);
+    if (rv != 0) return rv;
+    int r = seal_copy(s, UINT64_MAX, err);
+    if (r < 0) {
+        spool_store_seal_abort(s);
+        return -r;
+    }
+    rv = seal_finish(s, err);
+    (void)id;
+    return rv;
 }
 
 struct moved {
@@ -106,7 +177,7 @@ int spool_store_compact(struct spool_store *s, struct spool_segment *seg, struct
                 kept = 0;
                 continue;
             }
-            if (f.type == SPOOL_FRAME_META) {
+            if (f.type == SPOOL_FRAME_META || f.type == SPOOL_FRAME_START) {
                 rv = spool_sealer_add(&w, frame, flen, NULL, err);
                 continue;
             }

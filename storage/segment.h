@@ -45,6 +45,7 @@ struct spool_segment {
     uint32_t id;
     int fd;
     bool sealed;
+    bool synced;         /* fdatasync'ed since the last append (full .log segments) */
     uint64_t size;       /* end of the raw frame stream */
     uint64_t file_bytes; /* size on disk */
     struct spool_block *blocks;

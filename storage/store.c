@@ -60,6 +60,7 @@ int spool_store_init_mem(struct spool_store *s, const struct spool_store_config 
 
 void spool_store_free_mem(struct spool_store *s)
 {
+    spool_store_seal_abort(s); /* the .log stays; the next open seals it */
     spool_tailcache_close(&s->tail);
     spool_chanmap_close(&s->chans);
     for (size_t i = 0; i < s->nsegs; i++) spool_seg_close(&s->segs[i]);
@@ -156,12 +157,15 @@ int spool_store_ensure_room(struct spool_store *s, size_t len, struct spool_err 
 {
     struct spool_segment *act = spool_store_active(s);
     if (act != NULL && act->size > SPOOL_SEG_HDR && act->size + len > s->cfg.segment_bytes) {
-        int rv = spool_store_seal(s, act, err);
-        if (rv != 0) return rv;
+        /* The full segment keeps serving reads as a .log while it is sealed bit by bit. */
+        struct spool_err serr = {0};
+        if (spool_store_seal_begin(s, act, &serr) != 0)
+            SPOOL_WARN("store.seal_failed", "segment=%u msg=\"%s\"", act->id, serr.msg);
         act = NULL;
     }
     if (act != NULL) return 0;
     uint32_t id = s->nsegs > 0 ? s->segs[s->nsegs - 1].id + 1 : 1;
+    uint64_t prev = s->nsegs > 0 ? s->segs[s->nsegs - 1].size : 0;
     struct spool_segment seg;
     int rv = spool_seg_create(&seg, s->dir, id, err);
     if (rv != 0) return rv;
@@ -171,14 +175,27 @@ int spool_store_ensure_room(struct spool_store *s, size_t len, struct spool_err 
         return rv;
     }
     s->dir_dirty = true;
-    return 0;
+    if (id == 1) return 0;
+    uint8_t f[SPOOL_FRAME_HDR + SPOOL_START_LEN];
+    spool_put_u64(f + SPOOL_FRAME_HDR, prev);
+    spool_put_u64(f + SPOOL_FRAME_HDR + 8, s->applied_index);
+    spool_frame_finish(f, SPOOL_FRAME_START, SPOOL_START_LEN);
+    return spool_seg_append(spool_store_active(s), f, sizeof f, err);
+}
+
+/* Sealing work owed for `len` bytes just appended: enough that a segment is sealed well before
+ * the next one fills. */
+static void seal_pace(struct spool_store *s, size_t len)
+{
+    if (s->sealing.on) spool_store_seal_step(s, 4 * (uint64_t)len + (64u << 10));
 }
 
 int spool_store_write(struct spool_store *s, const uint8_t *buf, size_t len, struct spool_err *err)
 {
     int rv = spool_store_ensure_room(s, len, err);
-    if (rv != 0) return rv;
-    return spool_seg_append(spool_store_active(s), buf, len, err);
+    if (rv == 0) rv = spool_seg_append(spool_store_active(s), buf, len, err);
+    if (rv == 0) seal_pace(s, len);
+    return rv;
 }
 
 int spool_store_grow_wbuf(struct spool_store *s, size_t need, struct spool_err *err)
@@ -335,6 +352,7 @@ static int write_batch(struct spool_store *s, uint64_t raft_index, const Spool__
         pos += SPOOL_FRAME_HDR + len;
     }
     s->applied_index = raft_index;
+    seal_pace(s, total);
     return 0;
 }
 
@@ -391,9 +409,15 @@ int spool_store_payload(struct spool_store *s, struct spool_chan *c, uint64_t se
 
 int spool_store_sync(struct spool_store *s, struct spool_err *err)
 {
-    struct spool_segment *act = spool_store_active(s);
-    if (act != NULL && spool_fsync_fd(act->fd, &s->io) != 0)
-        return spool_err_set(err, SPOOL_EIO, "fdatasync segment %u: %s", act->id, strerror(errno));
+    /* The active segment and any full one whose seal is not finished (sealed files were fsynced
+     * when written). A full one is synced once: nothing is appended to it any more. */
+    for (size_t i = 0; i < s->nsegs; i++) {
+        struct spool_segment *seg = &s->segs[i];
+        if (seg->sealed || (seg->synced && seg != spool_store_active(s))) continue;
+        if (spool_fsync_fd(seg->fd, &s->io) != 0)
+            return spool_err_set(err, SPOOL_EIO, "fdatasync segment %u: %s", seg->id, strerror(errno));
+        seg->synced = true;
+    }
     if (s->dir_dirty) {
         int rv = spool_fsync_dir(s->dir, &s->io, err);
         if (rv != 0) return rv;

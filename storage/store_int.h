@@ -31,6 +31,17 @@ struct spool_block_cache {
     uint64_t used; /* LRU tick */
 };
 
+/* A seal in progress: the frames of a full .log segment are copied into lz4 blocks a slice at a
+ * time after appends, instead of all at once inside the append that filled it. */
+struct spool_sealing {
+    bool on;
+    uint32_t seg;
+    const uint8_t *map; /* the .log, read-only mapping */
+    size_t maplen;
+    uint64_t pos;       /* next raw offset to copy */
+    struct spool_sealer w;
+};
+
 struct spool_store {
     struct spool_store_config cfg;
     char *root;            /* cfg->dir */
@@ -53,6 +64,7 @@ struct spool_store {
     size_t batch_cap;
     uint64_t batch_gen;
     bool dir_dirty; /* a segment was created since the last directory fsync */
+    struct spool_sealing sealing;
     struct spool_iostats io;
     uint64_t tail_hits;
 };
@@ -100,7 +112,14 @@ int spool_store_write_meta(struct spool_store *s, struct spool_chan *c, struct s
 /* recover.c */
 int spool_store_recover(struct spool_store *s, struct spool_err *err);
 /* seal.c */
+/* Seals `seg` (an unsealed segment that is not the active one any more) right now. */
 int spool_store_seal(struct spool_store *s, struct spool_segment *seg, struct spool_err *err);
+/* Starts sealing `seg` incrementally (finishing any seal still in progress first). */
+int spool_store_seal_begin(struct spool_store *s, struct spool_segment *seg, struct spool_err *err);
+/* Advances the seal in progress by about `budget` raw bytes; completes it when done. Failures
+ * are logged and leave the segment unsealed (recovery seals it at the next open). */
+void spool_store_seal_step(struct spool_store *s, uint64_t budget);
+void spool_store_seal_abort(struct spool_store *s);
 int spool_store_compact(struct spool_store *s, struct spool_segment *seg, struct spool_err *err);
 /* gen.c */
 int spool_gen_lock(const char *root, int *fd, struct spool_err *err);

@@ -148,3 +148,61 @@ Test(seal, records_bigger_than_blocks_and_segments)
     cr_expect_eq(col.n, 12);
     cr_expect_eq(col.bad, 0);
 }
+
+/* Ends of the COMMIT frames in a .log file (frame layout from storage/format.h). */
+static size_t commit_ends(const char *path, uint64_t *ends, size_t max)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    uint64_t pos = 16;
+    size_t n = 0;
+    uint8_t hdr[8];
+    fseek(f, 16, SEEK_SET);
+    while (n < max && fread(hdr, 1, 8, f) == 8) {
+        uint32_t word = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+        uint32_t len = word & ((1u << 28) - 1);
+        pos += 8 + len;
+        if (word >> 28 == 2) ends[n++] = pos;
+        fseek(f, (long)pos, SEEK_SET);
+    }
+    fclose(f);
+    return n;
+}
+
+/* A full segment is sealed a slice at a time after it stops taking appends, so it may still be
+ * an unsynced .log while the next one has batches. If a crash then loses whole batches at its
+ * end (the file simply ends early, at a batch boundary), the next segment must not be believed. */
+Test(seal, lost_batches_at_the_end_of_a_full_log_are_detected)
+{
+    spool_store_close(s);
+    s = open_store(dir, 256 << 10, 4096);
+    uint64_t idx = 0;
+    /* ~300 one-record batches of ~1 KB: the first segment fills, then a few batches go to the
+     * second while the first is still being sealed; closing abandons that seal. */
+    while (idx < 300) {
+        cr_assert_eq(append_range(s, idx + 1, "c", idx + 1, idx + 1, 1, 1000, &err), 0, "%s", err.msg);
+        idx++;
+        struct spool_store_stats st;
+        spool_store_stats(s, &st);
+        if (st.segments == 2 && st.sealed_segments == 0) break;
+    }
+    struct spool_store_stats st;
+    spool_store_stats(s, &st);
+    cr_assert_eq(st.segments, 2);
+    cr_assert_eq(st.sealed_segments, 0, "the first segment's seal is still in progress");
+    spool_store_close(s);
+    char first[4096];
+    snprintf(first, sizeof first, "%s/gen-1/0000000000000001.log", dir);
+    uint64_t ends[400];
+    size_t n = commit_ends(first, ends, 400);
+    cr_assert_gt(n, 100);
+    cr_assert_eq(truncate(first, (off_t)ends[n - 3]), 0); /* the last two batches vanish cleanly */
+    s = open_store(dir, 256 << 10, 4096);
+    cr_expect_eq(spool_store_applied_index(s), n - 2);
+    cr_expect_eq(spool_store_last_seq(s, "c"), n - 2, "the second segment's batches were dropped");
+    struct collect col = {0};
+    cr_assert_eq(spool_store_read(s, "c", 0, 0, collect_cb, &col, &err), 0, "%s", err.msg);
+    cr_expect_eq(col.n, n - 2);
+    cr_expect_eq(col.bad, 0);
+    cr_expect_eq(append_range(s, n - 1, "c", n - 1, n - 1, 1, 10, &err), 0, "%s", err.msg);
+}
