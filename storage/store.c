@@ -7,9 +7,10 @@
  * It then encodes every record straight into one reused buffer as RECORD frames, adds the
  * COMMIT frame carrying the Raft index and the record count, and hands the buffer to a single
  * pwrite at the end of the active segment. Only then does memory change: index entries, tail
- * cache, applied index. A batch never spans segments: when it does not fit, the active segment
- * is sealed first, so "a COMMIT frame closes the records just before it" holds within one file.
- * Nothing is fsynced here; spool_store_sync() does that.
+ * cache, applied index. A batch never spans segments: when it does not fit, a new segment is
+ * started first (the full one is sealed a slice per append, storage/seal.c), so "a COMMIT frame
+ * closes the records just before it" holds within one file. Nothing is fsynced here;
+ * spool_store_sync() does that.
  *
  * Read path. A channel's index maps seq -> (segment, raw offset, length, timestamp), so a read
  * goes straight to the record: the tail cache if the seq is recent, else one pread of the frame

@@ -15,9 +15,10 @@
  *   batch is written.
  * - Nothing is fsynced until spool_store_sync(); the Raft log is what makes acknowledged data
  *   durable, and the state machine syncs the store before libraft may drop log entries
- *   (i.e. before a snapshot is taken). Exceptions, all rare: the append that fills a segment
- *   seals it (lz4 rewrite + fsync), enforce_retention syncs before deleting a segment, restore
- *   syncs what it built.
+ *   (i.e. before a snapshot is taken), which also syncs full segments whose seal is still in
+ *   progress. Exceptions, all rare: the append that completes a segment's incremental seal
+ *   fsyncs the new .lz4 file, enforce_retention syncs before deleting a segment, restore syncs
+ *   what it built.
  * - Reads never return a corrupt record: every record is checksummed (CRC32C) and a mismatch
  *   is an SPOOL_ECORRUPT error, not data. Recent records come from an in-memory tail cache.
  * - Unknown channels read as empty: last_seq 0, first_seq 1, seq_at_time 1.
