@@ -112,6 +112,22 @@ static void record_cb(void *arg, const Spool__Record *rec)
         l->seqs[l->n++] = rec->seq;
 }
 
+/* Unsubscribes itself from inside its callback once it has seen `stop_after` records. */
+struct quitter {
+    struct sub_log log;
+    size_t stop_after;
+};
+
+static void quitter_cb(void *arg, const Spool__Record *rec)
+{
+    struct quitter *q = arg;
+    record_cb(&q->log, rec);
+    if (q->log.n == q->stop_after) {
+        spool_node_unsubscribe(q->log.sub);
+        q->log.sub = NULL;
+    }
+}
+
 struct tnode {
     struct spool_node *node;
     struct spool_node_config cfg;
@@ -334,6 +350,8 @@ Test(node, single_node_publish_read_subscribe_restart)
 
     struct sub_log log = {0};
     cr_assert_eq(spool_node_subscribe(t.node, "chat", record_cb, &log, &log.sub), 0);
+    struct quitter q = {.stop_after = 2};
+    cr_assert_eq(spool_node_subscribe(t.node, "chat", quitter_cb, &q, &q.log.sub), 0);
 
     struct pub p;
     struct spool_shard_status st0, st1;
@@ -371,6 +389,7 @@ Test(node, single_node_publish_read_subscribe_restart)
     struct sub_want w = {logs, 1, 14};
     cr_assert(run_until(subs_have, &w, 5000));
     assert_log(&log, 1, 14);
+    assert_log(&q.log, 1, 2); /* left from inside its callback; the other one went on */
 
     struct rd r;
     struct spool_read_req fwd = {.channel = "chat"};
@@ -521,6 +540,8 @@ Test(node, three_nodes_forward_read_your_writes_subscribe_failover)
               gw->n);
     cr_assert_not(gw->out_of_order);
     cr_assert_geq(gw->n, 14, "gateway-only subscriber missed records after anchoring");
+    /* Leaving while its long poll is parked on a replica: the poll is cancelled, not leaked. */
+    spool_node_unsubscribe(gw->sub);
 
     for (int i = 0; i < 4; i++)
         if (t[i].node != NULL)
