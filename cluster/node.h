@@ -107,6 +107,8 @@ int spool_node_read(struct spool_node *n, const struct spool_read_req *req, spoo
 typedef void (*spool_record_cb)(void *arg, const Spool__Record *rec);
 int spool_node_subscribe(struct spool_node *n, const char *channel, spool_record_cb cb, void *arg,
                          struct spool_sub **out);
+/* Allowed from inside the sub's own (or another sub's) record callback. Every spool_sub of a node
+ * becomes invalid once spool_node_close() starts: do not unsubscribe after that. */
 void spool_node_unsubscribe(struct spool_sub *sub);
 
 /* --- status and metrics --------------------------------------------------------------------- */
