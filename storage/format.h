@@ -31,7 +31,7 @@
 #define SPOOL_FORMAT_VERSION 1u
 #define SPOOL_SEG_MAGIC "SPSG"    /* active (raw) segment file */
 #define SPOOL_SEALED_MAGIC "SPSZ" /* sealed (lz4 blocks) segment file */
-#define SPOOL_SEG_HDR 16u         /* magic, u32 version, u64 segment id */
+#define SPOOL_SEG_HDR 16u         /* magic, u32 version, u32 segment id, u32 crc32c */
 #define SPOOL_FRAME_HDR 8u
 #define SPOOL_FRAME_MAX ((1u << 28) - 1u)
 #define SPOOL_RECORD_MAX (64u << 20) /* largest record payload accepted */
@@ -85,7 +85,10 @@ struct spool_frame {
  * SPOOL_FRAME_HDR + f->len bytes. */
 enum spool_frame_status spool_frame_parse(const uint8_t *buf, size_t avail, struct spool_frame *f);
 
-/* The segment file header (16 bytes). */
+/* The segment file header (16 bytes): magic, u32 version, u32 segment id, u32 crc32c of the
+ * first 12 bytes. The checksum tells a damaged header (recovered like a torn file) from an intact
+ * one of a format this build does not know (refused: never "repair" a newer store away). */
+enum { SPOOL_HDR_OK = 0, SPOOL_HDR_DAMAGED = -1, SPOOL_HDR_VERSION = -2 };
 void spool_seg_header(uint8_t *hdr, const char *magic, uint32_t id);
 int spool_seg_header_check(const uint8_t *hdr, const char *magic, uint32_t id);
 

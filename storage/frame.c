@@ -38,13 +38,15 @@ void spool_seg_header(uint8_t *hdr, const char *magic, uint32_t id)
 {
     memcpy(hdr, magic, 4);
     spool_put_u32(hdr + 4, SPOOL_FORMAT_VERSION);
-    spool_put_u64(hdr + 8, id);
+    spool_put_u32(hdr + 8, id);
+    spool_put_u32(hdr + 12, spool_crc32c(0, hdr, 12));
 }
 
 int spool_seg_header_check(const uint8_t *hdr, const char *magic, uint32_t id)
 {
-    if (memcmp(hdr, magic, 4) != 0) return -1;
-    if (spool_get_u32(hdr + 4) != SPOOL_FORMAT_VERSION) return -1;
-    if (spool_get_u64(hdr + 8) != id) return -1;
-    return 0;
+    if (memcmp(hdr, magic, 4) != 0 || spool_crc32c(0, hdr, 12) != spool_get_u32(hdr + 12) ||
+        spool_get_u32(hdr + 8) != id)
+        return SPOOL_HDR_DAMAGED;
+    if (spool_get_u32(hdr + 4) != SPOOL_FORMAT_VERSION) return SPOOL_HDR_VERSION;
+    return SPOOL_HDR_OK;
 }

@@ -171,7 +171,14 @@ static int scan_log(struct scan *sc, struct spool_segment *seg, uint64_t fsize, 
     sc->good_end = SPOOL_SEG_HDR;
     sc->n = 0;
     enum spool_frame_status st = SPOOL_FRAME_BAD;
-    bool hdr_ok = fsize >= SPOOL_SEG_HDR && spool_seg_header_check(b, SPOOL_SEG_MAGIC, seg->id) == 0;
+    int hdr = fsize >= SPOOL_SEG_HDR ? spool_seg_header_check(b, SPOOL_SEG_MAGIC, seg->id) : SPOOL_HDR_DAMAGED;
+    if (hdr == SPOOL_HDR_VERSION) {
+        uint32_t v = spool_get_u32(b + 4);
+        munmap(map, fsize);
+        return -spool_err_set(err, SPOOL_EINVAL, "segment %u: format version %u, this build reads %u", seg->id,
+                              v, SPOOL_FORMAT_VERSION);
+    }
+    bool hdr_ok = hdr == SPOOL_HDR_OK;
     if (hdr_ok) st = scan_frames(sc, seg->id, b + SPOOL_SEG_HDR, fsize - SPOOL_SEG_HDR, SPOOL_SEG_HDR);
     if (st == SPOOL_FRAME_OK && sc->prev_size != 0 && fsize > SPOOL_SEG_HDR) {
         st = SPOOL_FRAME_BAD; /* frames, but not the START this segment must begin with */
@@ -257,7 +264,12 @@ int spool_store_recover(struct spool_store *s, struct spool_err *err)
             sc.prev_size = 0;
             unlink(log);
             struct spool_err e2 = {0};
-            if (spool_seg_open_sealed(&seg, s->dir, id, &e2) != 0) {
+            int r2 = spool_seg_open_sealed(&seg, s->dir, id, &e2);
+            if (r2 == SPOOL_EINVAL) { /* a newer format: refuse rather than set it aside */
+                rv = spool_err_set(err, r2, "%s", e2.msg);
+                break;
+            }
+            if (r2 != 0) {
                 SPOOL_ERROR("store.segment_corrupt", "segment=%u error=\"%s\"", id, e2.msg);
                 char aside[4096];
                 spool_seg_path(aside, sizeof aside, s->dir, id, ".lz4.corrupt");

@@ -141,6 +141,11 @@ int spool_seg_open_sealed(struct spool_segment *seg, const char *dir, uint32_t i
     }
     uint64_t index_off = spool_get_u64(foot);
     uint32_t n = spool_get_u32(foot + 8);
+    if (spool_seg_header_check(hdr, SPOOL_SEALED_MAGIC, id) == SPOOL_HDR_VERSION) {
+        rv = spool_err_set(err, SPOOL_EINVAL, "%s: format version %u, this build reads %u", path,
+                           spool_get_u32(hdr + 4), SPOOL_FORMAT_VERSION);
+        goto fail;
+    }
     if (spool_seg_header_check(hdr, SPOOL_SEALED_MAGIC, id) != 0 ||
         memcmp(foot + 20, SPOOL_SEALED_MAGIC, 4) != 0 ||
         spool_crc32c(0, foot, 16) != spool_get_u32(foot + 16) || index_off < SPOOL_SEG_HDR ||

@@ -1,6 +1,8 @@
 /* The store's core contract: batches, seqs, reads, recovery of torn tails, tail cache. */
 #include "store_helpers.h"
 
+#include "storage/crc32c.h"
+
 static char *dir;
 static struct spool_store *s;
 static struct spool_err err;
@@ -295,4 +297,31 @@ Test(store, second_open_of_the_same_dir_is_refused)
     spool_store_close(s);
     s = NULL;
     cr_assert_eq(spool_store_open(&s, &cfg, &err), 0, "%s", err.msg);
+}
+
+Test(store, newer_format_is_refused_not_repaired)
+{
+    cr_assert_eq(append_range(s, 1, "a", 1, 3, 1, 20, &err), 0);
+    spool_store_close(s);
+    s = NULL;
+    char seg[4096];
+    newest_segment(dir, ".log", seg, sizeof seg);
+    /* Rewrite the header as an intact one of version 2 (checksum recomputed). */
+    FILE *f = fopen(seg, "r+b");
+    uint8_t hdr[16];
+    cr_assert_eq(fread(hdr, 1, 16, f), 16);
+    hdr[4] = 2;
+    uint32_t crc = spool_crc32c(0, hdr, 12);
+    for (int i = 0; i < 4; i++) hdr[12 + i] = (uint8_t)(crc >> (8 * i));
+    fseek(f, 0, SEEK_SET);
+    fwrite(hdr, 1, 16, f);
+    fclose(f);
+    struct stat before;
+    cr_assert_eq(stat(seg, &before), 0);
+    struct spool_store_config cfg = {.dir = dir};
+    cr_expect_eq(spool_store_open(&s, &cfg, &err), SPOOL_EINVAL);
+    cr_expect_null(s);
+    struct stat after;
+    cr_assert_eq(stat(seg, &after), 0);
+    cr_expect_eq(after.st_size, before.st_size, "the file was left alone");
 }
