@@ -41,6 +41,8 @@
 
 enum op_kind { OP_PUBLISH, OP_READ, OP_FOLLOW };
 
+#define SPOOL_FOLLOW_WAIT_MS 2000 /* how long a replica holds a follow poll with nothing new */
+
 struct spool_op {
     struct spool_op *prev, *next;
     struct spool_op **list; /* &node->ops or &node->waiters */
@@ -517,9 +519,10 @@ static void attempt_read(struct spool_op *op)
         return;
     }
     spool__read_request__pack(op->read, buf);
-    uint64_t timeout = op->kind == OP_FOLLOW
-                           ? op->read->wait_ms + 2 * n->cfg.election_timeout_ms + 1000
-                           : attempt_timeout_ms(op);
+    /* A poll's answer is due after wait_ms; a stopped replica is given up one election timeout
+     * later (at least 1 s), so a live stream stalls at most about wait_ms + that. */
+    uint64_t grace = n->cfg.election_timeout_ms > 1000 ? n->cfg.election_timeout_ms : 1000;
+    uint64_t timeout = op->kind == OP_FOLLOW ? op->read->wait_ms + grace : attempt_timeout_ms(op);
     bool sent = forward(op, SPOOL_METHOD_READ, buf, len, timeout, read_reply_cb);
     free(buf);
     if (!sent)
@@ -647,7 +650,7 @@ struct spool_op *spool_router_follow(struct spool_node *n, const char *channel, 
     } else {
         r->after_seq = after_seq;
         r->limit = 256;
-        r->wait_ms = 5000;
+        r->wait_ms = SPOOL_FOLLOW_WAIT_MS;
     }
     struct spool_op *op = op_new(n, OP_FOLLOW, spool_node_shard_of(n, channel));
     if (op == NULL) {
