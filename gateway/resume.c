@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster/dirs.h"
 #include "gateway/json_body.h"
 #include "gateway/jwt.h"
 
@@ -185,6 +186,9 @@ int spool_resume_secret(const char *configured, const char *data_dir,
     }
     if (errno != ENOENT)
         return spool_err_set(err, SPOOL_EIO, "%s: %s", path, strerror(errno));
+    int rv = spool_mkdir_p(data_dir, err); /* a gateway-only node may have no data yet */
+    if (rv != 0)
+        return rv;
     if (RAND_bytes(out, SPOOL_RESUME_SECRET_BYTES) != 1)
         return spool_err_set(err, SPOOL_EIO, "resume secret: no randomness");
     char tmp[4200];

@@ -149,15 +149,30 @@ void spool_wsframe_unref(struct spool_wsframe *f)
 
 /* ---- connection ----------------------------------------------------------------------------- */
 
-/* One uv_write: either a shared frame or bytes owned by the request (copied control frames and
- * text messages), allocated after the struct. */
+/* A piece of queued output: a shared frame (referenced) or an owned copy (control frames from
+ * wslay, text messages sent with spool_ws_send_text). */
+struct ws_piece {
+    struct spool_wsframe *frame;
+    uint8_t *own;
+    size_t len;
+};
+
+#define WS_MAX_PIECES 256 /* per uv_write (well under IOV_MAX) */
+
+/* One uv_write of up to WS_MAX_PIECES pieces, released when it completes. */
 struct ws_write {
     uv_write_t req;
     struct spool_ws *ws;
-    struct spool_wsframe *frame;
     size_t len;
-    uint8_t own[];
+    size_t n;
+    struct ws_piece pieces[];
 };
+
+static void piece_release(struct ws_piece *p)
+{
+    spool_wsframe_unref(p->frame);
+    free(p->own);
+}
 
 static void ws_finish(struct spool_ws *ws);
 
@@ -172,7 +187,8 @@ static void on_handle_closed(uv_handle_t *h)
     ws->ev->on_close(ws, ws->code);
 }
 
-/* Closes both handles once; on_close follows when they are closed. */
+/* Closes the handles once; on_close follows when they are closed. Output still queued (not yet
+ * handed to uv_write) is dropped here; writes in flight complete with UV_ECANCELED. */
 static void ws_finish(struct spool_ws *ws)
 {
     if (ws->dead)
@@ -181,10 +197,19 @@ static void ws_finish(struct spool_ws *ws)
     ws->closing = true;
     if (ws->code == 0)
         ws->code = WSLAY_CODE_ABNORMAL_CLOSURE;
-    ws->pending_closes = 2;
+    struct ws_piece *pending = ws->pending;
+    for (size_t i = 0; i < ws->n_pending; i++) {
+        ws->buffered -= pending[i].len;
+        piece_release(&pending[i]);
+    }
+    free(ws->pending);
+    ws->pending = NULL;
+    ws->n_pending = ws->cap_pending = 0;
+    ws->pending_closes = 3;
     uv_read_stop(ws->stream);
     uv_close((uv_handle_t *)ws->stream, on_handle_closed);
     uv_close((uv_handle_t *)&ws->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&ws->flush, on_handle_closed);
     ws->in_len = 0;
 }
 
@@ -202,7 +227,8 @@ static void on_write_done(uv_write_t *req, int status)
     struct ws_write *w = (struct ws_write *)req;
     struct spool_ws *ws = w->ws;
     ws->buffered -= w->len;
-    spool_wsframe_unref(w->frame);
+    for (size_t i = 0; i < w->n; i++)
+        piece_release(&w->pieces[i]);
     free(w);
     if (ws->dead)
         return;
@@ -220,33 +246,81 @@ static void on_write_done(uv_write_t *req, int status)
     }
 }
 
+/* Hands everything queued to libuv: one vectored uv_write per WS_MAX_PIECES pieces. */
+static void ws_flush(struct spool_ws *ws)
+{
+    uv_check_stop(&ws->flush);
+    struct ws_piece *pending = ws->pending;
+    size_t done = 0;
+    while (done < ws->n_pending && !ws->dead) {
+        size_t k = ws->n_pending - done < WS_MAX_PIECES ? ws->n_pending - done : WS_MAX_PIECES;
+        struct ws_write *w = malloc(sizeof *w + k * sizeof w->pieces[0]);
+        if (w == NULL)
+            break; /* left queued; ws_finish releases them */
+        uv_buf_t bufs[WS_MAX_PIECES];
+        w->ws = ws;
+        w->n = k;
+        w->len = 0;
+        for (size_t i = 0; i < k; i++) {
+            struct ws_piece *p = &pending[done + i];
+            w->pieces[i] = *p;
+            w->len += p->len;
+            const uint8_t *bytes = p->frame != NULL ? p->frame->bytes : p->own;
+            bufs[i] = uv_buf_init((char *)bytes, (unsigned)p->len);
+        }
+        done += k;
+        if (uv_write(&w->req, ws->stream, bufs, (unsigned)k, on_write_done) != 0) {
+            ws->buffered -= w->len;
+            for (size_t i = 0; i < k; i++)
+                piece_release(&w->pieces[i]);
+            free(w);
+            ws_finish(ws);
+        }
+    }
+    if (ws->dead)
+        return;
+    memmove(pending, pending + done, (ws->n_pending - done) * sizeof *pending);
+    ws->n_pending -= done;
+    if (ws->n_pending > 0)
+        ws_finish(ws); /* out of memory */
+}
+
+static void on_flush(uv_check_t *c)
+{
+    ws_flush(c->data);
+}
+
+/* Queues a shared frame, or a copy of hdr + data; written with everything else queued in this
+ * loop iteration. */
 static int ws_write(struct spool_ws *ws, struct spool_wsframe *frame, const uint8_t *hdr,
                     size_t hlen, const void *data, size_t len)
 {
-    struct ws_write *w = malloc(sizeof *w + (frame == NULL ? hlen + len : 0));
-    if (w == NULL)
-        return SPOOL_ENOMEM;
-    w->ws = ws;
-    w->frame = frame;
-    uv_buf_t buf;
+    if (ws->n_pending == ws->cap_pending) {
+        size_t cap = ws->cap_pending ? 2 * ws->cap_pending : 16;
+        struct ws_piece *p = realloc(ws->pending, cap * sizeof *p);
+        if (p == NULL)
+            return SPOOL_ENOMEM;
+        ws->pending = p;
+        ws->cap_pending = cap;
+    }
+    struct ws_piece piece = {NULL, NULL, 0};
     if (frame != NULL) {
         spool_wsframe_ref(frame);
-        buf = uv_buf_init((char *)frame->bytes, (unsigned)frame->len);
-        w->len = frame->len;
+        piece.frame = frame;
+        piece.len = frame->len;
     } else {
-        memcpy(w->own, hdr, hlen);
+        piece.own = malloc(hlen + len);
+        if (piece.own == NULL)
+            return SPOOL_ENOMEM;
+        memcpy(piece.own, hdr, hlen);
         if (len > 0)
-            memcpy(w->own + hlen, data, len);
-        w->len = hlen + len;
-        buf = uv_buf_init((char *)w->own, (unsigned)w->len);
+            memcpy(piece.own + hlen, data, len);
+        piece.len = hlen + len;
     }
-    int rv = uv_write(&w->req, ws->stream, &buf, 1, on_write_done);
-    if (rv != 0) {
-        spool_wsframe_unref(frame);
-        free(w);
-        return SPOOL_EIO;
-    }
-    ws->buffered += w->len;
+    ((struct ws_piece *)ws->pending)[ws->n_pending++] = piece;
+    ws->buffered += piece.len;
+    if (ws->n_pending == 1)
+        uv_check_start(&ws->flush, on_flush);
     return 0;
 }
 
@@ -448,13 +522,16 @@ int spool_ws_start(struct spool_ws *ws, uv_stream_t *stream, const uint8_t *head
     ws->wslay = ctx;
     uv_timer_init(stream->loop, &ws->timer);
     ws->timer.data = ws;
+    uv_check_init(stream->loop, &ws->flush);
+    ws->flush.data = ws;
     stream->data = ws;
     int rv = uv_read_start(stream, on_alloc, on_read);
     if (rv != 0) {
         wslay_event_context_free(ctx);
         ws->wslay = NULL;
-        /* The timer was never started: closing it needs no callback into the owner. */
+        /* Neither handle was started: closing them needs no callback into the owner. */
         uv_close((uv_handle_t *)&ws->timer, NULL);
+        uv_close((uv_handle_t *)&ws->flush, NULL);
         return spool_err_set(err, SPOOL_EIO, "websocket: read start: %s", uv_strerror(rv));
     }
     if (cfg->heartbeat_ms > 0)

@@ -17,11 +17,12 @@
  *
  * Writing. Server frames are never masked, so a data frame is the same bytes for every peer. A
  * struct spool_wsframe is one encoded frame (header + payload) with a reference count: a record
- * delivered to a thousand subscribers is encoded once and each connection's uv_write points at
+ * delivered to a thousand subscribers is encoded once and each connection's write points at
  * the same bytes, holding a reference until its write completes. Control frames (pong, ping,
- * close) are produced by wslay; its send callback always consumes the whole frame at once, so
- * wslay never holds a partial frame and our direct writes cannot interleave with its frames
- * (libuv keeps writes on one stream in submission order).
+ * close) are produced by wslay; its send callback always takes the whole frame at once (copied),
+ * so wslay never holds a partial frame. Everything a connection sends goes into one queue, in
+ * order; a uv_check handle flushes the queue after the loop iteration's I/O as ONE vectored
+ * uv_write (one writev for a burst of messages instead of one syscall each).
  *
  * Backpressure. Bytes handed to uv_write and not yet completed are counted; a send that would
  * push that count above send_buffer_bytes is refused with SPOOL_ELIMIT and the connection is
@@ -108,6 +109,9 @@ struct spool_ws {
     struct spool_ws_config cfg;
     const struct spool_ws_events *ev;
     uv_timer_t timer; /* heartbeat, then the close timeout */
+    uv_check_t flush; /* after each loop iteration's I/O: write what was queued, vectored */
+    void *pending;    /* struct ws_piece[]: output queued in this iteration */
+    size_t n_pending, cap_pending;
     const uint8_t *in;
     size_t in_len;
     uint64_t buffered;

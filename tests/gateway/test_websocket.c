@@ -570,8 +570,15 @@ Test(resume_key, secret_from_flag_or_data_dir)
     cr_assert_eq(spool_resume_secret("", dir, a, &err), 0, "%s", err.msg);
     cr_assert_eq(spool_resume_secret(NULL, dir, b, &err), 0, "%s", err.msg);
     cr_assert(memcmp(a, b, sizeof a) == 0, "the data-dir secret persists");
-    char path[256];
+    char path[512], sub[256];
     snprintf(path, sizeof path, "%s/resume.secret", dir);
     cr_assert_eq(unlink(path), 0);
+    snprintf(sub, sizeof sub, "%s/not/yet", dir); /* a data dir that does not exist yet */
+    cr_assert_eq(spool_resume_secret("", sub, a, &err), 0, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/resume.secret", sub);
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(rmdir(sub), 0);
+    snprintf(sub, sizeof sub, "%s/not", dir);
+    cr_assert_eq(rmdir(sub), 0);
     cr_assert_eq(rmdir(dir), 0);
 }

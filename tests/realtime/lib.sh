@@ -58,8 +58,8 @@ wait_ready() { # wait_ready PORT PID LOG: up to 30 s for /readyz
   cat "$3"; echo "spoold not ready"; exit 1
 }
 
-# Two processes sharing one resume secret file: node 1 holds the replicas (PORT), node 2 is a
-# gateway-only node (PORT2) reaching the shards over the cluster port.
+# Two processes sharing one resume secret file (PORT, PORT2); with --shards 1 --replicas 1 the
+# one shard lives on one of them and the other reaches it over the cluster port.
 spool_start_pair() {
   local c1 c2; c1=$(free_port); c2=$(free_port); PORT=$(free_port); PORT2=$(free_port)
   local peers="1@127.0.0.1:$c1,2@127.0.0.1:$c2"
@@ -71,7 +71,7 @@ spool_start_pair() {
     --listen "127.0.0.1:$PORT" --cluster-listen "127.0.0.1:$c1" --peers "$peers" --shards 1 \
     --replicas 1 "$@" >"$WORK/spoold.log" 2>&1 &
   SPOOL_PID=$!
-  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$SPOOLD" --anonymous --id 2 --role gateway \
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$SPOOLD" --anonymous --id 2 \
     --data "$WORK/data2" --listen "127.0.0.1:$PORT2" --cluster-listen "127.0.0.1:$c2" \
     --peers "$peers" --shards 1 --replicas 1 "$@" >"$WORK/spoold2.log" 2>&1 &
   SPOOL_PID2=$!

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Resume keys are self-contained and signed: a connection dropped on one node resumes on another
-# (two processes: a storage node and a gateway-only node sharing <data>/resume.secret).
+# (two nodes sharing <data>/resume.secret; the channel's shard lives on one of them).
 . "$(dirname "$0")/lib.sh"
 spool_start_pair
 spool_node resume_other_node.js
