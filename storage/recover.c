@@ -52,6 +52,7 @@ struct scan {
     bool after_gap; /* a sealed block was lost: the next COMMIT may close a partial batch */
     uint64_t good_end; /* raw offset after the last complete COMMIT/META frame */
     uint64_t prev_size; /* size of the previous segment when it is a .log (0: nothing to check) */
+    bool nomem;         /* out of memory: fail the open, never cut a file because of it */
 };
 
 static int add_pending(struct scan *sc, uint32_t seg, uint64_t off, const struct spool_frame *f)
@@ -74,6 +75,8 @@ static int add_pending(struct scan *sc, uint32_t seg, uint64_t off, const struct
                 .c = c, .seq = r->seq,
                 .e = {.seg = seg, .off = (uint32_t)off, .len = f->len, .ts = r->timestamp_ms}};
             rv = 0;
+        } else {
+            sc->nomem = true;
         }
     }
     spool_arena_reset(&s->arena);
@@ -128,7 +131,11 @@ static enum spool_frame_status scan_frames(struct scan *sc, uint32_t seg, const 
             sc->good_end = off + SPOOL_FRAME_HDR + f.len;
         } else {
             struct spool_err err = {0};
-            if (sc->n > 0 || spool_store_apply_meta(s, f.payload, f.len, &err) != 0) return SPOOL_FRAME_BAD;
+            if (sc->n > 0) return SPOOL_FRAME_BAD;
+            if (spool_store_apply_meta(s, f.payload, f.len, &err) != 0) {
+                sc->nomem = err.code == SPOOL_ENOMEM;
+                return SPOOL_FRAME_BAD;
+            }
             sc->good_end = off + SPOOL_FRAME_HDR + f.len;
         }
         pos += SPOOL_FRAME_HDR + f.len;
@@ -186,6 +193,7 @@ static int scan_log(struct scan *sc, struct spool_segment *seg, uint64_t fsize, 
         sc->n = 0;
     }
     if (map != NULL) munmap(map, fsize);
+    if (sc->nomem) return -spool_err_set(err, SPOOL_ENOMEM, "recovering segment %u", seg->id);
     if (st == SPOOL_FRAME_OK && sc->n == 0) return 0;
     SPOOL_WARN("store.segment_cut", "segment=%u at=%" PRIu64 " size=%" PRIu64 " reason=%s dropped_records=%zu",
                seg->id, sc->good_end, fsize,
@@ -281,6 +289,7 @@ int spool_store_recover(struct spool_store *s, struct spool_err *err)
                 break;
             }
             scan_sealed(&sc, spool_store_seg(s, id));
+            if (sc.nomem) rv = spool_err_set(err, SPOOL_ENOMEM, "recovering segment %u", id);
             continue;
         }
         /* Only a full .log can have lost batches silently (it may not be synced yet); sealed

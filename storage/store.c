@@ -181,7 +181,14 @@ int spool_store_ensure_room(struct spool_store *s, size_t len, struct spool_err 
     spool_put_u64(f + SPOOL_FRAME_HDR, prev);
     spool_put_u64(f + SPOOL_FRAME_HDR + 8, s->applied_index);
     spool_frame_finish(f, SPOOL_FRAME_START, SPOOL_START_LEN);
-    return spool_seg_append(spool_store_active(s), f, sizeof f, err);
+    rv = spool_seg_append(spool_store_active(s), f, sizeof f, err);
+    if (rv != 0) { /* a segment without its START would be distrusted: never keep one */
+        char path[4096];
+        spool_seg_path(path, sizeof path, s->dir, id, ".log");
+        spool_store_remove_seg(s, id);
+        unlink(path);
+    }
+    return rv;
 }
 
 /* Sealing work owed for `len` bytes just appended: enough that a segment is sealed well before
