@@ -10,9 +10,8 @@
  * - An active (.log) segment is cut at the end of its last complete COMMIT or META frame as
  *   soon as anything after that point is torn (the file ends inside a frame), fails its
  *   checksum, or breaks the batch structure. A torn batch therefore vanishes whole; Raft replays
- *   it. Segments after a cut one (which a correct writer never produces, since a segment is
- *   sealed and fsynced before the next one is created) are removed: their batches depend on the
- *   lost ones.
+ *   it. Segments after a cut one (a full .log that lost its unsynced tail while the next one's
+ *   writes survived) are removed: their batches depend on the lost ones.
  * - A .lz4 next to a .log of the same id means sealing completed (the .lz4 was fsynced and
  *   renamed first): the .log is removed. *.tmp files are unfinished seals: removed.
  * - Sealed segments were fsynced, so damage there is media corruption, not a crash: a block

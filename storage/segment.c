@@ -223,6 +223,7 @@ int spool_seg_truncate(struct spool_segment *seg, uint64_t size, struct spool_er
     if (ftruncate(seg->fd, (off_t)size) != 0)
         return spool_err_set(err, SPOOL_EIO, "truncate segment %u: %s", seg->id, strerror(errno));
     seg->size = seg->file_bytes = size;
+    seg->synced = false;
     return 0;
 }
 

@@ -417,11 +417,11 @@ int spool_store_payload(struct spool_store *s, struct spool_chan *c, uint64_t se
 
 int spool_store_sync(struct spool_store *s, struct spool_err *err)
 {
-    /* The active segment and any full one whose seal is not finished (sealed files were fsynced
-     * when written). A full one is synced once: nothing is appended to it any more. */
+    /* The active segment and any full one whose seal is not finished, if written since their
+     * last sync (sealed files were fsynced when written). */
     for (size_t i = 0; i < s->nsegs; i++) {
         struct spool_segment *seg = &s->segs[i];
-        if (seg->sealed || (seg->synced && seg != spool_store_active(s))) continue;
+        if (seg->sealed || seg->synced) continue;
         if (spool_fsync_fd(seg->fd, &s->io) != 0)
             return spool_err_set(err, SPOOL_EIO, "fdatasync segment %u: %s", seg->id, strerror(errno));
         seg->synced = true;
