@@ -300,6 +300,11 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
     rc = spool_mux_init(&n->mux, loop, cfg->id, n->cluster_listen, err);
     if (rc != 0)
         goto err_free;
+    if (n_peers == 0 && n->cfg.gateway_only) {
+        rc = spool_err_set(err, SPOOL_EINVAL, "a gateway-only node needs --peers (the storage "
+                           "nodes it serves)");
+        goto err_mux;
+    }
     if (n_peers == 0) {
         /* Single node: its own (bound) address is the whole cluster. */
         peers[0].id = cfg->id;
@@ -309,6 +314,12 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
     rc = spool_placement_init(&n->placement, peers, n_peers, n->cfg.shards, n->cfg.replicas, err);
     if (rc != 0)
         goto err_mux;
+    if (cfg->gateway_only && spool_placement_address(&n->placement, cfg->id) != NULL) {
+        /* The others would place replicas (and metadata votes) on it: quorums that never form. */
+        rc = spool_err_set(err, SPOOL_EINVAL, "gateway-only node %llu must not be listed in "
+                           "--peers (the peers are the storage nodes)", (unsigned long long)cfg->id);
+        goto err_mux;
+    }
     if (!cfg->gateway_only && spool_placement_address(&n->placement, cfg->id) == NULL) {
         rc = spool_err_set(err, SPOOL_EINVAL, "node id %llu is not in --peers (use gateway-only "
                            "mode for a node without replicas)", (unsigned long long)cfg->id);

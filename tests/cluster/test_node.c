@@ -451,7 +451,22 @@ Test(node, three_nodes_forward_read_your_writes_subscribe_failover)
              ports[1], ports[2]);
     for (int i = 0; i < 3; i++)
         node_start(&t[i], (uint64_t)i + 1, peers, 2, false);
-    /* Node 4 holds no replica: everything goes over RPC. */
+    /* Node 4 holds no replica: everything goes over RPC. It is not one of the peers (those are
+     * the storage nodes), and refuses to start as if it were, or without any. */
+    struct spool_node_config bad;
+    spool_node_config_defaults(&bad);
+    bad.id = 3;
+    bad.peers = peers;
+    bad.gateway_only = true;
+    bad.cluster_listen = "127.0.0.1:0";
+    bad.data_dir = root;
+    struct spool_node *nope;
+    struct spool_err err;
+    cr_assert_eq(spool_node_init(&nope, &loop, &bad, &err), SPOOL_EINVAL);
+    cr_assert_null(nope);
+    bad.id = 4;
+    bad.peers = "";
+    cr_assert_eq(spool_node_init(&nope, &loop, &bad, &err), SPOOL_EINVAL);
     node_start(&t[3], 4, peers, 2, true);
     struct tnode *all[] = {&t[0], &t[1], &t[2], &t[3], NULL};
     cr_assert(run_until(ready_cond, all, 20000), "cluster never became ready");
