@@ -32,8 +32,11 @@ main(async () => {
     for (const [s, i] of acked) bySerial.set(s, i);
   }
   sub.ws._socket.resume();
+  // The server queues a 1008 close behind the data the client does not read and, when the
+  // client still does not read it within the close timeout, drops the TCP connection: so the
+  // client sees 1008 or 1006. The script checks the server's log for the send buffer verdict.
   const closed = await sub.waitClose(30000);
-  check(closed.code === 1008, `slow consumer closed with 1008 (got ${closed.code})`);
+  check(closed.code === 1008 || closed.code === 1006, `slow consumer closed (got ${closed.code})`);
   check(seq.last < N, `the close came before everything was delivered (${seq.last})`);
 
   const again = new Client(`?resume=${encodeURIComponent(key)}&serials=${encodeURIComponent(JSON.stringify({[CH]: seq.last}))}`);

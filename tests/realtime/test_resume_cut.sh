@@ -8,6 +8,8 @@ spool_node resume_cut.js
 spool_node resume_expired.js
 spool_stop
 # A consumer that stops reading is closed with 1008 at --send-buffer-bytes and resumes exactly.
-spool_start --send-buffer-bytes 262144 --rate-per-connection 0
+# (Long heartbeats, so the non-reading client is not dropped as a dead peer first.)
+spool_start --send-buffer-bytes 262144 --rate-per-connection 0 --heartbeat-interval 10m
 spool_node slow_consumer.js
 spool_stop
+grep -q 'event=ws.send_buffer_full' "$WORK/spoold.log" || { echo "FAIL: no send buffer verdict"; exit 1; }
