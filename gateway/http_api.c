@@ -61,6 +61,7 @@ int spool_http_api_authorize(const struct spool_http_api *api, struct spool_http
     if (code == SPOOL_AUTH_OK && channel != NULL)
         code = spool_principal_check(out, channel, caps, &err);
     if (code == SPOOL_AUTH_OK) return 0;
+    spool_http_api_count_auth_failure(api, code);
     spool_http_respond_error(req, spool_auth_status(code), code, "%s", spool_auth_message(code));
     return -1;
 }

@@ -17,9 +17,7 @@
  * Answers are JSON; errors use the common body of gateway/json_body.h.
  *
  * The API also observes every HTTP request (spool_http_api_on_done, plugged into the server's
- * on_done): an access log line at debug, spool_http_requests_total{method,status} and
- * spool_http_request_duration_seconds; and registers collectors for the connection gauge and
- * the per-shard Raft and store figures read from spool_node_shard_status at scrape time.
+ * on_done) and registers the HTTP layer's metrics, listed in gateway/http_api_metrics.c.
  */
 #ifndef SPOOL_GATEWAY_HTTP_API_H
 #define SPOOL_GATEWAY_HTTP_API_H
@@ -34,7 +32,9 @@
 #include "gateway/metrics.h"
 #include "gateway/options.h"
 
-#define SPOOL_HTTP_API_FIGS 9
+struct spool_realtime;
+
+#define SPOOL_HTTP_API_FIGS 12
 
 struct spool_http_api_fig { /* one per-shard collector's argument */
     struct spool_http_api *api;
@@ -49,7 +49,12 @@ struct spool_http_api {
     struct spool_http_server *server;     /* for the connection gauge; set before scrapes */
     struct spool_metric_family *requests; /* spool_http_requests_total{method,status} */
     struct spool_histogram *duration;
+    struct spool_counter *messages_in, *bytes_in; /* {transport="http"} */
+    struct spool_histogram *publish_ack;
+    struct spool_metric_family *auth_failures;    /* {reason} */
+    const struct spool_realtime *realtime;        /* for spool_connections{transport="ws"}; may be NULL */
     struct spool_http_api_fig figs[SPOOL_HTTP_API_FIGS];
+    struct spool_http_api_fig disk[2];
 };
 
 /* Registers the metric families (when `metrics` is not NULL). Everything passed must outlive

@@ -22,6 +22,9 @@ struct spool_api_op {
     struct spool_http_api *api;
     struct spool_http_req *req;
     const char *channel; /* req->params[0], valid until the request is answered */
+    /* publish */
+    uint64_t start_ns;
+    size_t bytes;
     /* history */
     struct spool_read_req read;
     uint64_t from, until, start, end;
@@ -46,5 +49,10 @@ void spool_http_api_metrics(void *arg, struct spool_http_req *req);
 
 /* Registers the HTTP and per-shard metric families in api->metrics. */
 int spool_http_api_metrics_init(struct spool_http_api *api, struct spool_err *err);
+/* A REST publish of `messages` carrying `bytes` of data was acknowledged. */
+void spool_http_api_count_published(const struct spool_http_api *api, size_t messages, size_t bytes,
+                                    uint64_t start_ns);
+/* A request was refused with auth code `code`. */
+void spool_http_api_count_auth_failure(const struct spool_http_api *api, int code);
 
 #endif

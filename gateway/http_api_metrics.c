@@ -1,11 +1,21 @@
 /*
- * Metrics served by the HTTP layer: GET /metrics renders the registry; every finished request
- * is counted (spool_http_requests_total{method,status}), timed
- * (spool_http_request_duration_seconds) and access-logged at debug; collectors read the
- * connection count and each shard's Raft and store figures (spool_node_shard_status) at scrape
- * time.
+ * Metrics served by the HTTP layer. GET /metrics renders the registry. Registered here:
+ *
+ *   spool_http_requests_total{method,status}, spool_http_request_duration_seconds
+ *       every finished HTTP request (plus an access log line at debug)
+ *   spool_messages_in_total{transport}, spool_bytes_in_total{transport},
+ *   spool_publish_ack_seconds      REST publishes (transport="http"): messages, data bytes,
+ *                                  time from request to commit acknowledgement
+ *   spool_auth_failures_total{reason}   REST authentication/capability refusals
+ *   spool_connections{transport}   collector: "http" (the HTTP server's, SSE streams included)
+ *                                  and "ws" (realtime WebSocket connections, when mounted)
+ *   spool_disk_free_bytes, spool_disk_total_bytes   collector: statvfs of --data
+ *   spool_raft_* and spool_store_* {shard}          collectors over spool_node_shard_status
+ *
+ * The names are the ones deploy/kubernetes' dashboard and alert rules query.
  */
 #include <inttypes.h>
+#include <sys/statvfs.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +24,7 @@
 #include "common/log.h"
 #include "gateway/http_api_int.h"
 #include "gateway/json_body.h"
+#include "gateway/realtime.h"
 
 void spool_http_api_metrics(void *arg, struct spool_http_req *req)
 {
@@ -36,11 +47,23 @@ void spool_http_api_metrics(void *arg, struct spool_http_req *req)
 static void collect_connections(struct spool_metric_writer *w, void *arg)
 {
     struct spool_http_api *api = arg;
-    spool_metric_write(w, NULL, api->server != NULL ? (double)spool_http_server_connections(api->server) : 0);
+    spool_metric_write(w, (const char *[]){"http"},
+                       api->server != NULL ? (double)spool_http_server_connections(api->server) : 0);
+    if (api->realtime != NULL)
+        spool_metric_write(w, (const char *[]){"ws"}, (double)spool_realtime_connections(api->realtime));
 }
 
-enum shard_figure { FIG_TERM, FIG_COMMIT, FIG_APPLIED, FIG_LEADER, FIG_STATE, FIG_BYTES, FIG_FSYNCS,
-                    FIG_FSYNC_SECONDS, FIG_RECORDS, FIG_COUNT };
+static void collect_disk(struct spool_metric_writer *w, void *arg)
+{
+    struct spool_http_api_fig *f = arg;
+    struct statvfs st;
+    if (statvfs(f->api->opts->data, &st) != 0) return;
+    double v = f->fig ? (double)st.f_blocks * (double)st.f_frsize : (double)st.f_bavail * (double)st.f_frsize;
+    spool_metric_write(w, NULL, v);
+}
+
+enum shard_figure { FIG_TERM, FIG_COMMIT, FIG_APPLIED, FIG_LAST, FIG_LEADER, FIG_STATE, FIG_PROPOSALS,
+                    FIG_PROPOSED, FIG_BYTES, FIG_FSYNCS, FIG_FSYNC_SECONDS, FIG_RECORDS, FIG_COUNT };
 
 _Static_assert(FIG_COUNT == SPOOL_HTTP_API_FIGS, "one collector per shard figure");
 
@@ -62,6 +85,9 @@ static void collect_shard(struct spool_metric_writer *w, void *arg)
         case FIG_TERM: v = (double)st.term; break;
         case FIG_COMMIT: v = (double)st.commit_index; break;
         case FIG_APPLIED: v = (double)st.applied_index; break;
+        case FIG_LAST: v = (double)st.last_index; break;
+        case FIG_PROPOSALS: v = (double)st.proposals; break;
+        case FIG_PROPOSED: v = (double)st.proposed_publishes; break;
         case FIG_LEADER: v = (double)st.leader_id; break;
         case FIG_STATE: v = (double)st.raft_state; break;
         case FIG_BYTES: v = (double)st.store.bytes_on_disk; break;
@@ -89,22 +115,51 @@ int spool_http_api_metrics_init(struct spool_http_api *api, struct spool_err *er
         NULL, 0, bounds, sizeof bounds / sizeof bounds[0], err);
     if (d == NULL || (api->duration = spool_histogram_of(d, NULL)) == NULL)
         return d == NULL ? err->code : spool_err_set(err, SPOOL_ENOMEM, "out of memory");
-    if (spool_metrics_collector(m, "spool_http_connections", "open HTTP connections (not upgraded)",
-                                SPOOL_METRIC_GAUGE, NULL, 0, collect_connections, api, err) == NULL)
+    static const char *transport[] = {"transport"};
+    static const char *reason[] = {"reason"};
+    static const double ack_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+    struct spool_metric_family *in, *bytes, *ack;
+    if ((in = spool_metrics_counter(m, "spool_messages_in_total", "messages published, by transport",
+                                    transport, 1, err)) == NULL ||
+        (bytes = spool_metrics_counter(m, "spool_bytes_in_total", "message data bytes published, by transport",
+                                       transport, 1, err)) == NULL ||
+        (ack = spool_metrics_histogram(m, "spool_publish_ack_seconds",
+                                       "REST publish: request received to commit acknowledged", NULL, 0,
+                                       ack_bounds, sizeof ack_bounds / sizeof ack_bounds[0], err)) == NULL ||
+        (api->auth_failures = spool_metrics_counter(m, "spool_auth_failures_total",
+                                                    "requests refused by authentication or capability, by reason",
+                                                    reason, 1, err)) == NULL)
+        return err->code;
+    if ((api->messages_in = spool_counter_of(in, (const char *[]){"http"})) == NULL ||
+        (api->bytes_in = spool_counter_of(bytes, (const char *[]){"http"})) == NULL ||
+        (api->publish_ack = spool_histogram_of(ack, NULL)) == NULL)
+        return spool_err_set(err, SPOOL_ENOMEM, "out of memory");
+    if (spool_metrics_collector(m, "spool_connections", "open client connections, by transport",
+                                SPOOL_METRIC_GAUGE, transport, 1, collect_connections, api, err) == NULL)
+        return err->code;
+    api->disk[0] = (struct spool_http_api_fig){api, 0};
+    api->disk[1] = (struct spool_http_api_fig){api, 1};
+    if (spool_metrics_collector(m, "spool_disk_free_bytes", "bytes available to spoold on the --data file system",
+                                SPOOL_METRIC_GAUGE, NULL, 0, collect_disk, &api->disk[0], err) == NULL ||
+        spool_metrics_collector(m, "spool_disk_total_bytes", "size of the --data file system",
+                                SPOOL_METRIC_GAUGE, NULL, 0, collect_disk, &api->disk[1], err) == NULL)
         return err->code;
     static const struct {
         const char *name, *help;
         enum spool_metric_type type;
     } figs[FIG_COUNT] = {
-        [FIG_TERM] = {"spool_shard_raft_term", "current Raft term of the local replica", SPOOL_METRIC_GAUGE},
-        [FIG_COMMIT] = {"spool_shard_raft_commit_index", "Raft commit index of the local replica", SPOOL_METRIC_GAUGE},
-        [FIG_APPLIED] = {"spool_shard_raft_applied_index", "last Raft index applied by the local replica", SPOOL_METRIC_GAUGE},
-        [FIG_LEADER] = {"spool_shard_leader_id", "node id of the shard's leader as this node knows it (0 = unknown)", SPOOL_METRIC_GAUGE},
-        [FIG_STATE] = {"spool_shard_raft_state", "Raft state of the local replica (libraft RAFT_FOLLOWER/CANDIDATE/LEADER)", SPOOL_METRIC_GAUGE},
-        [FIG_BYTES] = {"spool_shard_store_bytes", "bytes of segment files in the shard's store", SPOOL_METRIC_GAUGE},
-        [FIG_FSYNCS] = {"spool_shard_store_fsyncs_total", "fsyncs done by the shard's store", SPOOL_METRIC_COUNTER},
-        [FIG_FSYNC_SECONDS] = {"spool_shard_store_fsync_seconds_total", "time spent in the shard's store fsyncs", SPOOL_METRIC_COUNTER},
-        [FIG_RECORDS] = {"spool_shard_store_records", "records retained in the shard's store", SPOOL_METRIC_GAUGE},
+        [FIG_TERM] = {"spool_raft_term", "current Raft term of the local replica", SPOOL_METRIC_GAUGE},
+        [FIG_COMMIT] = {"spool_raft_commit_index", "Raft commit index of the local replica", SPOOL_METRIC_GAUGE},
+        [FIG_APPLIED] = {"spool_raft_applied_index", "last Raft index applied by the local replica", SPOOL_METRIC_GAUGE},
+        [FIG_LAST] = {"spool_raft_last_index", "last Raft index in the local replica's log", SPOOL_METRIC_GAUGE},
+        [FIG_LEADER] = {"spool_raft_leader_id", "node id of the shard's leader as this node knows it (0 = unknown)", SPOOL_METRIC_GAUGE},
+        [FIG_STATE] = {"spool_raft_state", "Raft state of the local replica (libraft's RAFT_FOLLOWER/CANDIDATE/LEADER number)", SPOOL_METRIC_GAUGE},
+        [FIG_PROPOSALS] = {"spool_raft_proposals_total", "Raft entries the local replica proposed as leader", SPOOL_METRIC_COUNTER},
+        [FIG_PROPOSED] = {"spool_raft_proposed_publishes_total", "publish calls carried by those entries (group commit)", SPOOL_METRIC_COUNTER},
+        [FIG_BYTES] = {"spool_store_bytes", "bytes of segment files in the shard's store", SPOOL_METRIC_GAUGE},
+        [FIG_FSYNCS] = {"spool_store_fsyncs_total", "fsyncs done by the shard's store", SPOOL_METRIC_COUNTER},
+        [FIG_FSYNC_SECONDS] = {"spool_store_fsync_seconds_total", "time spent in the shard's store fsyncs", SPOOL_METRIC_COUNTER},
+        [FIG_RECORDS] = {"spool_store_records", "records retained in the shard's store", SPOOL_METRIC_GAUGE},
     };
     static const char *shard_label[] = {"shard"};
     for (int i = 0; i < FIG_COUNT; i++) {
@@ -114,6 +169,34 @@ int spool_http_api_metrics_init(struct spool_http_api *api, struct spool_err *er
             return err->code;
     }
     return 0;
+}
+
+void spool_http_api_count_published(const struct spool_http_api *api, size_t messages, size_t bytes,
+                                    uint64_t start_ns)
+{
+    if (api->messages_in == NULL) return;
+    spool_counter_add(api->messages_in, (double)messages);
+    spool_counter_add(api->bytes_in, (double)bytes);
+    spool_histogram_observe(api->publish_ack, (double)(uv_hrtime() - start_ns) / 1e9);
+}
+
+void spool_http_api_count_auth_failure(const struct spool_http_api *api, int code)
+{
+    if (api->auth_failures == NULL) return;
+    const char *reason;
+    switch (code) {
+    case SPOOL_AUTH_MISSING: reason = "missing"; break;
+    case SPOOL_AUTH_UNKNOWN_KEY: reason = "unknown_key"; break;
+    case SPOOL_AUTH_BAD_SIGNATURE: reason = "bad_signature"; break;
+    case SPOOL_AUTH_EXPIRED: reason = "expired"; break;
+    case SPOOL_AUTH_MALFORMED: reason = "malformed"; break;
+    case SPOOL_AUTH_UNSUPPORTED_ALG: reason = "unsupported_alg"; break;
+    case SPOOL_AUTH_NOT_YET_VALID: reason = "not_yet_valid"; break;
+    case SPOOL_AUTH_FORBIDDEN: reason = "forbidden"; break;
+    default: reason = "internal"; break;
+    }
+    struct spool_counter *c = spool_counter_of(api->auth_failures, (const char *[]){reason});
+    if (c != NULL) spool_counter_inc(c);
 }
 
 void spool_http_api_on_done(void *arg, const struct spool_http_req *req, int status,

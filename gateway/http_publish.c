@@ -28,10 +28,13 @@ static void on_published(void *arg, int status, const struct spool_err *err, con
         return;
     }
     json_t *serials = json_array(), *dups = json_array();
+    size_t fresh = 0;
     for (size_t i = 0; i < n; i++) {
         json_array_append_new(serials, json_integer((json_int_t)seqs[i]));
         if (duplicate[i]) json_array_append_new(dups, json_integer((json_int_t)seqs[i]));
+        else fresh++;
     }
+    spool_http_api_count_published(op->api, fresh, op->bytes, op->start_ns);
     spool_http_api_respond_json(op->req, 201, json_pack("{s:s,s:o,s:o}", "channel", op->channel, "serials", serials,
                                          "duplicates", dups));
     free(op);
@@ -130,8 +133,10 @@ static void publish_parsed(struct spool_http_api *api, struct spool_http_req *re
             goto out;
         }
         ptrs[i] = &recs[i];
+        op->bytes += recs[i].data.len;
     }
     op->api = api, op->req = req, op->channel = channel;
+    op->start_ns = uv_hrtime();
     int rv = spool_node_publish(api->node, channel, ptrs, n, on_published, op);
     if (rv != 0) {
         spool_http_api_respond_err(req, rv, "publish refused");

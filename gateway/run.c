@@ -73,6 +73,7 @@ static void on_http_closed(void *arg)
     struct spool_daemon *d = arg;
     d->http = NULL;
     d->api.server = NULL;
+    d->api.realtime = NULL;
     SPOOL_INFO("http.closed", "connections=0");
     /* upgraded WebSocket connections are not the HTTP server's: close them before the node */
     spool_realtime_unmount(&d->realtime, on_realtime_closed, d);
@@ -137,6 +138,7 @@ static int http_start(struct spool_daemon *d, struct spool_err *err)
         (rv = spool_http_api_routes(&d->api, &d->router, err)) != 0 ||
         (rv = spool_realtime_mount(&d->realtime, &d->loop, o, d->node, &d->keyring, &d->router, err)) != 0)
         return rv;
+    d->api.realtime = d->realtime.rt;
     struct spool_http_config cfg;
     spool_http_config_defaults(&cfg);
     cfg.max_connections = o->max_connections;

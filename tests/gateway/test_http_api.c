@@ -176,9 +176,15 @@ Test(http_api, publish_history_pages_and_status)
     st = http_call("GET", "/metrics", NULL, NULL, body, sizeof body);
     cr_assert_eq(st, 200);
     cr_expect(strstr(body, "spool_http_requests_total{method=\"POST\",status=\"201\"} 2") != NULL, "%s", body);
-    cr_expect(strstr(body, "spool_shard_raft_term{shard=\"0\"} ") != NULL, "%s", body);
-    cr_expect(strstr(body, "spool_shard_leader_id{shard=\"0\"} 1") != NULL, "%s", body);
-    cr_expect(strstr(body, "spool_http_connections 1") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_raft_term{shard=\"0\"} ") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_raft_leader_id{shard=\"0\"} 1") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_raft_proposals_total{shard=\"0\"} ") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_store_fsyncs_total{shard=\"0\"} ") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_connections{transport=\"http\"} 1") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_messages_in_total{transport=\"http\"} 3") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_bytes_in_total{transport=\"http\"} 20") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_publish_ack_seconds_count 2") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_disk_free_bytes ") != NULL, "%s", body);
     stop();
 }
 
@@ -236,9 +242,14 @@ Test(http_api, capabilities_are_enforced)
     st = http_call("GET", "/v1/channels/chat-1/messages?key=all:nope", NULL, NULL, body, sizeof body);
     cr_expect_eq(st, 401, "%s", body);
     cr_expect_eq(error_code(body), SPOOL_AUTH_BAD_SIGNATURE, "%s", body);
-    /* probes need no credentials */
+    /* probes need no credentials; the refusals were counted by reason */
     st = http_call("GET", "/healthz", NULL, NULL, body, sizeof body);
     cr_expect_eq(st, 200);
+    st = http_call("GET", "/metrics", NULL, NULL, body, sizeof body);
+    cr_expect_eq(st, 200);
+    cr_expect(strstr(body, "spool_auth_failures_total{reason=\"missing\"} 1\n") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_auth_failures_total{reason=\"forbidden\"} 2\n") != NULL, "%s", body);
+    cr_expect(strstr(body, "spool_auth_failures_total{reason=\"bad_signature\"} 1\n") != NULL, "%s", body);
     stop();
 }
 
