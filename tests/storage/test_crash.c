@@ -1,11 +1,13 @@
 /*
- * Crash safety of the active segment: a store is written, then for ~200 sampled byte offsets
+ * Crash safety of the active segment: a store is written (once as a single segment, once with
+ * small segments so sealed ones precede the active one), then for ~200 sampled byte offsets
  * its segment is cut at that byte (a torn write) or has one bit flipped there (a bad sector),
  * and a copy is reopened. Every batch that ends before the damage must come back intact, the
  * batch holding the damaged byte and everything after it must be gone whole (Raft replays
  * them), applied_index must be that of the last surviving batch, nothing corrupt may be
  * served, and appending must work afterwards.
  */
+#include <dirent.h>
 #include <fcntl.h>
 
 #include "store_helpers.h"
@@ -15,7 +17,8 @@
 static const char *names[CHANS] = {"a", "bb", "ccc"};
 
 struct unit {
-    uint64_t end; /* file size after this unit was written */
+    char seg[64]; /* name of the newest .log when this unit was written */
+    uint64_t end; /* its size after this unit was written */
     uint64_t applied;
     uint64_t last[CHANS];
 };
@@ -24,6 +27,8 @@ static struct unit units[UNITS];
 static uint8_t *orig;
 static size_t orig_len;
 static char *ref_dir;
+static uint64_t seg_bytes;  /* 0: one segment; else small segments, so sealed ones come first */
+static char damaged[64];    /* the newest .log of the reference, the one the tests damage */
 
 static void write_file(const char *path, const uint8_t *p, size_t n)
 {
@@ -37,7 +42,7 @@ static void write_file(const char *path, const uint8_t *p, size_t n)
 static void build_reference(void)
 {
     ref_dir = scratch_dir();
-    struct spool_store *s = open_store(ref_dir, 0, 0);
+    struct spool_store *s = open_store(ref_dir, seg_bytes, 512);
     struct spool_err err = {0};
     uint64_t last[CHANS] = {0}, idx = 0;
     char seg[4096];
@@ -57,16 +62,52 @@ static void build_reference(void)
         newest_segment(ref_dir, ".log", seg, sizeof seg);
         struct stat st;
         cr_assert_eq(stat(seg, &st), 0);
+        snprintf(units[u].seg, sizeof units[u].seg, "%s", strrchr(seg, '/') + 1);
         units[u].end = (uint64_t)st.st_size;
         units[u].applied = idx;
         memcpy(units[u].last, last, sizeof last);
     }
     spool_store_close(s);
+    snprintf(damaged, sizeof damaged, "%s", units[UNITS - 1].seg);
     FILE *f = fopen(seg, "rb");
     orig_len = (size_t)units[UNITS - 1].end;
     orig = malloc(orig_len);
     cr_assert_eq(fread(orig, 1, orig_len, f), orig_len);
     fclose(f);
+}
+
+static void build_single(void)
+{
+    seg_bytes = 0;
+    build_reference();
+}
+
+static void build_multi(void)
+{
+    seg_bytes = 4096;
+    build_reference();
+}
+
+/* Copies every file of the reference's generation but the damaged one into `dir`. */
+static void copy_reference(const char *dir)
+{
+    char from[4200], to[4200];
+    snprintf(from, sizeof from, "%s/gen-1", ref_dir);
+    DIR *d = opendir(from);
+    CHECK(d != NULL, "opendir");
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.' || strcmp(de->d_name, damaged) == 0) continue;
+        snprintf(from, sizeof from, "%s/gen-1/%s", ref_dir, de->d_name);
+        snprintf(to, sizeof to, "%s/gen-1/%s", dir, de->d_name);
+        FILE *f = fopen(from, "rb");
+        CHECK(f != NULL, "open %s", from);
+        static uint8_t buf[1 << 20];
+        size_t n = fread(buf, 1, sizeof buf, f);
+        fclose(f);
+        write_file(to, buf, n);
+    }
+    closedir(d);
 }
 
 /* Opens a store whose only segment holds `p`, checks it recovered exactly the units that end
@@ -79,13 +120,17 @@ static void check_recovery(const uint8_t *p, size_t n, uint64_t damage_at, const
     CHECK(mkdir(path, 0755) == 0, "mkdir");
     snprintf(path, sizeof path, "%s/CURRENT", d);
     write_file(path, (const uint8_t *)"gen-1\n", 6);
-    snprintf(path, sizeof path, "%s/gen-1/0000000000000001.log", d);
+    copy_reference(d);
+    snprintf(path, sizeof path, "%s/gen-1/%s", d, damaged);
     write_file(path, p, n);
 
+    /* Units written before the damaged segment existed all survive; in it, those ending before
+     * the damaged byte. */
     struct unit want = {0};
-    for (int u = 0; u < UNITS && units[u].end <= damage_at; u++) want = units[u];
+    for (int u = 0; u < UNITS && (strcmp(units[u].seg, damaged) != 0 || units[u].end <= damage_at); u++)
+        want = units[u];
 
-    struct spool_store *s = open_store(d, 0, 0);
+    struct spool_store *s = open_store(d, seg_bytes, 512);
     struct spool_err err = {0};
     unsigned long long at = (unsigned long long)damage_at;
     CHECK(spool_store_applied_index(s) == want.applied, "%s at %llu: applied index", what, at);
@@ -104,7 +149,7 @@ static void check_recovery(const uint8_t *p, size_t n, uint64_t damage_at, const
     CHECK(append_range(s, want.applied + 1, "a", want.last[0] + 1, want.last[0] + 2, 99, 50, &err) == 0,
           "%s at %llu: append after recovery: %s", what, at, err.msg);
     spool_store_close(s);
-    s = open_store(d, 0, 0);
+    s = open_store(d, seg_bytes, 512);
     struct collect col = {0};
     CHECK(spool_store_read(s, "a", 0, 0, collect_cb, &col, &err) == 0, "%s", err.msg);
     CHECK(spool_store_last_seq(s, "a") == want.last[0] + 2 && col.n == want.last[0] + 2 && col.bad == 0,
@@ -121,13 +166,16 @@ static void cleanup(void)
     free(ref_dir);
 }
 
-TestSuite(crash, .init = build_reference, .fini = cleanup);
+TestSuite(crash, .init = build_single, .fini = cleanup);
+TestSuite(crash_multi, .init = build_multi, .fini = cleanup);
 
-/* ~200 offsets: every unit boundary and its neighbours, plus an even spread. */
+/* ~200 offsets: every unit boundary in the damaged segment and its neighbours, plus an even
+ * spread. */
 static size_t sample_offsets(uint64_t *out, size_t max)
 {
     size_t n = 0;
     for (int u = 0; u < UNITS && n + 3 <= max; u++) {
+        if (strcmp(units[u].seg, damaged) != 0) continue;
         uint64_t e = units[u].end;
         out[n++] = e - 1;
         out[n++] = e;
@@ -139,19 +187,19 @@ static size_t sample_offsets(uint64_t *out, size_t max)
     return n;
 }
 
-Test(crash, torn_tail_at_sampled_offsets)
+static void torn_tail(size_t samples)
 {
     uint64_t at[220];
-    size_t n = sample_offsets(at, 220);
-    cr_assert_gt(n, 150);
+    size_t n = sample_offsets(at, samples);
+    cr_assert_gt(n, samples / 2);
     for (size_t i = 0; i < n; i++)
         if (at[i] <= orig_len) check_recovery(orig, (size_t)at[i], at[i], "cut");
 }
 
-Test(crash, bit_flip_at_sampled_offsets)
+static void bit_flip(size_t samples)
 {
     uint64_t at[220];
-    size_t n = sample_offsets(at, 220);
+    size_t n = sample_offsets(at, samples);
     uint8_t *copy = malloc(orig_len);
     for (size_t i = 0; i < n; i++) {
         if (at[i] >= orig_len) continue;
@@ -161,3 +209,15 @@ Test(crash, bit_flip_at_sampled_offsets)
     }
     free(copy);
 }
+
+Test(crash, torn_tail_at_sampled_offsets) { torn_tail(220); }
+Test(crash, bit_flip_at_sampled_offsets) { bit_flip(220); }
+
+/* The same with sealed segments (and possibly a full .log still being sealed) before the
+ * damaged active one. */
+Test(crash_multi, torn_tail_at_sampled_offsets)
+{
+    cr_assert_gt(strcmp(damaged, "0000000000000001.log"), 0, "the reference rolled");
+    torn_tail(120);
+}
+Test(crash_multi, bit_flip_at_sampled_offsets) { bit_flip(120); }
