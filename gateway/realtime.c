@@ -15,6 +15,7 @@
 #include "gateway/channel_name.h"
 #include "gateway/http_path.h"
 #include "gateway/json_body.h"
+#include "gateway/metrics.h"
 #include "gateway/jwt.h"
 #include "gateway/websocket.h"
 
@@ -149,6 +150,7 @@ struct spool_realtime {
     struct rt_cached cache[RT_FRAME_CACHE];
     unsigned cache_next;
     bool closing;
+    struct spool_realtime_counters counters;
     void (*close_cb)(void *arg);
     void *close_arg;
 };
@@ -359,7 +361,9 @@ static void on_att_record(void *arg, const Spool__Record *rec)
         spool_ws_close(&c->ws, 1011, "out of memory");
         return;
     }
-    spool_ws_send_frame(&c->ws, f); /* over the send buffer: the connection closes (1008) */
+    /* Over the send buffer the connection closes (1008) and the client resumes. */
+    if (spool_ws_send_frame(&c->ws, f) == 0 && c->rt->counters.ws_out != NULL)
+        spool_counter_inc(c->rt->counters.ws_out);
 }
 
 static void on_att_error(void *arg, const struct spool_err *err)
@@ -431,6 +435,7 @@ static int rt_attach(struct rt_conn *c, const char *channel, struct spool_from f
 struct rt_pub {
     struct rt_conn *c;
     json_int_t msg_serial;
+    uint64_t bytes; /* data bytes published, for the metrics */
 };
 
 static void on_published(void *arg, int status, const struct spool_err *err, const uint64_t *seqs,
@@ -438,6 +443,13 @@ static void on_published(void *arg, int status, const struct spool_err *err, con
 {
     struct rt_pub *p = arg;
     struct rt_conn *c = p->c;
+    if (status == 0 && c->open) {
+        /* c->rt outlives every open connection */
+        if (c->rt->counters.messages_in != NULL)
+            spool_counter_add(c->rt->counters.messages_in, (double)n);
+        if (c->rt->counters.bytes_in != NULL)
+            spool_counter_add(c->rt->counters.bytes_in, (double)p->bytes);
+    }
     if (c->open) {
         if (status == 0) {
             json_t *serials = json_array(), *dups = json_array();
@@ -613,6 +625,9 @@ static void rt_publish(struct rt_conn *c, json_t *msg)
     if (code == 0) {
         p->c = c;
         p->msg_serial = msg_serial;
+        p->bytes = 0;
+        for (size_t i = 0; i < n; i++)
+            p->bytes += recs[i].data.len;
         c->refs++;
         int rv = spool_node_publish(c->rt->node, channel, (const Spool__Record *const *)ptrs, n,
                                     on_published, p);
@@ -680,6 +695,8 @@ static void rt_resume(struct rt_conn *c, const char *key, json_t *serials)
     }
     rt_send_json(c, json_pack("{s:s,s:s,s:O}", "type", "resumed", "connectionId", c->id,
                               "channels", from));
+    if (rt->counters.resumes != NULL)
+        spool_counter_inc(rt->counters.resumes);
     const char *ch;
     json_t *v;
     json_object_foreach(from, ch, v)
@@ -1034,6 +1051,14 @@ int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
                                     spool_sse_handle, &m->sse, err)) != 0)
         return rv;
     return 0;
+}
+
+void spool_realtime_set_counters(struct spool_realtime_mount *m,
+                                 const struct spool_realtime_counters *c)
+{
+    if (m->rt != NULL)
+        m->rt->counters = *c;
+    m->sse.messages_out = c->sse_out;
 }
 
 void spool_realtime_unmount(struct spool_realtime_mount *m, void (*cb)(void *arg), void *arg)

@@ -106,6 +106,18 @@ int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
                          const struct spool_options *o, struct spool_node *node,
                          const struct spool_keyring *keys, struct spool_http_router *router,
                          struct spool_err *err);
+/* Optional metrics (gateway/metrics.h children; any may be NULL): the metrics owner registers
+ * the families, e.g. spool_messages_in_total{transport="ws"}, and hands the children here. */
+struct spool_counter;
+struct spool_realtime_counters {
+    struct spool_counter *messages_in;  /* messages published over WebSocket (acked) */
+    struct spool_counter *bytes_in;     /* their data bytes */
+    struct spool_counter *ws_out;       /* messages delivered to WebSocket connections */
+    struct spool_counter *sse_out;      /* messages delivered to SSE streams */
+    struct spool_counter *resumes;      /* connections resumed */
+};
+void spool_realtime_set_counters(struct spool_realtime_mount *m,
+                                 const struct spool_realtime_counters *c);
 /* Safe when mount failed or never ran (cb is then called at once). */
 void spool_realtime_unmount(struct spool_realtime_mount *m, void (*cb)(void *arg), void *arg);
 

@@ -15,6 +15,7 @@
 #include "gateway/channel_name.h"
 #include "gateway/http_path.h"
 #include "gateway/json_body.h"
+#include "gateway/metrics.h"
 #include "gateway/realtime.h"
 
 #define SSE_CHANNEL_MAX 256
@@ -85,6 +86,8 @@ static void on_record(void *arg, const Spool__Record *rec)
                         uv_buf_init("\n\n", 2)};
     if (spool_http_stream_writev(st->req, bufs, 3) != 0)
         sse_finish(st);
+    else if (st->sse->messages_out != NULL)
+        spool_counter_inc(st->sse->messages_out);
     free(json);
 }
 
@@ -176,6 +179,7 @@ void spool_sse_init(struct spool_sse *s, uv_loop_t *loop, struct spool_node *nod
     s->node = node;
     s->keys = keys;
     s->cfg = *cfg;
+    s->messages_out = NULL;
 }
 
 void spool_sse_handle(void *arg, struct spool_http_req *req)

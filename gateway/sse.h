@@ -41,11 +41,14 @@ struct spool_sse_config {
     uint64_t send_buffer_bytes; /* per stream */
 };
 
+struct spool_counter;
+
 struct spool_sse {
     uv_loop_t *loop;
     struct spool_node *node;
     const struct spool_keyring *keys;
     struct spool_sse_config cfg;
+    struct spool_counter *messages_out; /* optional (gateway/metrics.h) */
 };
 
 void spool_sse_init(struct spool_sse *s, uv_loop_t *loop, struct spool_node *node,
