@@ -4,6 +4,9 @@
  * History pages: forwards reads records with serial in [from, until], backwards in [from, until]
  * from the top down; `start`/`end` filter by timestamp within what is read. A page that may be
  * followed by more records carries a `next` URL with the same parameters moved past the page.
+ * A page also ends early, with a `next` URL, once its items' data and extras reach
+ * --history-page-bytes (at least one item is always returned), so a page of large messages
+ * stays bounded in memory.
  * Items are encoded by spool_rt_record_json, so history and live messages look the same; data
  * that is neither JSON nor text (published as binary over another protocol) comes back
  * base64-encoded with "encoding".
@@ -67,11 +70,12 @@ static void on_history(void *arg, int status, const struct spool_err *err,
         return;
     }
     json_t *items = json_array();
-    bool stop = false; /* the timestamp or serial window ended inside this page */
-    uint64_t last_read = 0;
-    for (size_t i = 0; i < n && !stop; i++) {
+    bool stop = false;      /* the timestamp or serial window ended inside this page */
+    bool truncated = false; /* --history-page-bytes reached: the page ends early */
+    uint64_t last_read = 0; /* the last record this page covers (included or filtered out) */
+    uint64_t bytes = 0, budget = op->api->opts->history_page_bytes;
+    for (size_t i = 0; i < n; i++) {
         const Spool__Record *r = recs[i];
-        last_read = r->seq;
         if (!op->backward && (r->seq > op->until || (op->has_end && (uint64_t)r->timestamp_ms > op->end))) {
             stop = true;
             break;
@@ -80,6 +84,12 @@ static void on_history(void *arg, int status, const struct spool_err *err,
             stop = true;
             break;
         }
+        uint64_t cost = r->data.len + r->extras.len + 256; /* + the item's other fields, roughly */
+        if (json_array_size(items) > 0 && bytes + cost > budget) {
+            truncated = true;
+            break;
+        }
+        last_read = r->seq;
         if (op->has_start && (uint64_t)r->timestamp_ms < op->start) continue;
         if (op->has_end && (uint64_t)r->timestamp_ms > op->end) continue;
         json_t *item = record_json(r);
@@ -90,13 +100,13 @@ static void on_history(void *arg, int status, const struct spool_err *err,
             return;
         }
         json_array_append_new(items, item);
+        bytes += cost;
     }
     json_t *next = json_null();
-    if (!stop && n == op->limit && n > 0) {
-        uint64_t until = op->until;
-        if (!op->backward && last_read < last_seq && last_read < until) {
+    if (!stop && last_read != 0 && (truncated || n == op->limit)) {
+        if (!op->backward && last_read < last_seq && last_read < op->until) {
             json_decref(next);
-            next = next_url(op, last_read + 1, until);
+            next = next_url(op, last_read + 1, op->until);
         } else if (op->backward && last_read > first_seq && last_read > op->from) {
             json_decref(next);
             next = next_url(op, op->from, last_read - 1);

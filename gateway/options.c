@@ -45,6 +45,7 @@ void spool_options_defaults(struct spool_options *o)
     o->max_field_bytes = 256;
     o->history_page_default = 100;
     o->history_page_max = 1000;
+    o->history_page_bytes = 4 << 20;
     o->api_keys = "";
     o->api_keys_file = "";
     o->anonymous = false;
@@ -94,6 +95,7 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("max-field-bytes", SPOOL_OPT_UINT, max_field_bytes, "longest message id or name");
     OPT("history-page-default", SPOOL_OPT_UINT, history_page_default, "history items per page when no limit is given");
     OPT("history-page-max", SPOOL_OPT_UINT, history_page_max, "largest history limit a request may ask for");
+    OPT("history-page-bytes", SPOOL_OPT_UINT, history_page_bytes, "a history page ends early (with a next URL) once its data reaches");
     OPT("api-keys", SPOOL_OPT_STRING, api_keys, "API keys: name:secret=capabilities;... (see README)");
     OPT("api-keys-file", SPOOL_OPT_STRING, api_keys_file, "file with one API key per line, same syntax");
     OPT("anonymous", SPOOL_OPT_BOOL, anonymous, "allow clients without credentials (development only)");

@@ -57,6 +57,7 @@ struct spool_options {
     uint64_t max_field_bytes;
     uint64_t history_page_default;
     uint64_t history_page_max;
+    uint64_t history_page_bytes;
     /* auth */
     const char *api_keys;      /* name:secret=caps;... */
     const char *api_keys_file;

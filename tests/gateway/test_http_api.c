@@ -57,6 +57,7 @@ static void start(const char *keys, bool anonymous)
     opts.max_publish_batch = 3;
     opts.max_channel_name_bytes = 16;
     opts.history_page_max = 5;
+    opts.history_page_bytes = 600; /* two small items: each counts its data + 256 */
     struct spool_err err;
     spool_keyring_init(&keyring);
     cr_assert_eq(spool_keyring_configure(&keyring, keys, NULL, anonymous, &err), 0, "%s", err.msg);
@@ -165,6 +166,15 @@ Test(http_api, publish_history_pages_and_status)
     cr_expect_eq(json_integer_value(json_object_get(json_array_get(items, 0), "serial")), 3);
     cr_expect(json_is_true(json_object_get(json_array_get(items, 0), "data")));
     cr_expect(json_is_null(json_object_get(j, "next")), "%s", body);
+    json_decref(j);
+
+    /* the byte budget ends a page early, with a next URL right after its last item */
+    st = http_call("GET", "/v1/channels/c1/messages?limit=5", NULL, NULL, body, sizeof body);
+    cr_assert_eq(st, 200, "%s", body);
+    j = json_loads(body, 0, NULL);
+    cr_expect_eq(json_array_size(json_object_get(j, "items")), 2, "%s", body);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "next")),
+                     "/v1/channels/c1/messages?direction=forwards&limit=5&from=3");
     json_decref(j);
 
     st = http_call("GET", "/v1/channels/c1?x=1", NULL, NULL, body, sizeof body);
