@@ -325,3 +325,45 @@ Test(store, newer_format_is_refused_not_repaired)
     cr_assert_eq(stat(seg, &after), 0);
     cr_expect_eq(after.st_size, before.st_size, "the file was left alone");
 }
+
+static void write_bytes(const char *path, const uint8_t *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(p, 1, n, f), n);
+    fclose(f);
+}
+
+Test(store, garbage_files_neither_crash_nor_serve)
+{
+    spool_store_close(s);
+    s = NULL;
+    uint8_t junk[3000];
+    uint64_t x = 99;
+    for (size_t i = 0; i < sizeof junk; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        junk[i] = (uint8_t)(x >> 56);
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/gen-1/0000000000000001.lz4", dir);
+    write_bytes(path, junk, sizeof junk);
+    snprintf(path, sizeof path, "%s/gen-1/0000000000000002.log", dir);
+    write_bytes(path, junk + 100, 2000);
+    s = open_store(dir, 0, 0);
+    cr_expect_eq(spool_store_applied_index(s), 0);
+    struct spool_store_stats st;
+    spool_store_stats(s, &st);
+    cr_expect_eq(st.channels, 0);
+    cr_expect_eq(append_range(s, 1, "a", 1, 2, 1, 10, &err), 0, "%s", err.msg);
+    spool_store_close(s);
+    s = open_store(dir, 0, 0);
+    cr_expect_eq(spool_store_last_seq(s, "a"), 2);
+    spool_store_close(s);
+    s = NULL;
+    /* A CURRENT that names nothing sensible is an error, not a crash or a fresh store. */
+    snprintf(path, sizeof path, "%s/CURRENT", dir);
+    write_bytes(path, junk, 40);
+    struct spool_store_config cfg = {.dir = dir};
+    cr_expect_eq(spool_store_open(&s, &cfg, &err), SPOOL_ECORRUPT);
+    cr_expect_null(s);
+}
