@@ -5,11 +5,14 @@
 const {connect, publishMany, Sequence, check, main} = require('./lib');
 
 const CHANNEL = `race-${process.pid}-${Date.now()}`;
+// With PORTS (a cluster), subscribers are spread over every node; the publisher uses PORT.
+const NODES = (process.env.PORTS || process.env.PORT).split(',').map((p) => `127.0.0.1:${p}`);
+let nextNode = 0;
 const HISTORY = 40;
 const RACING = 260;
 
 async function subscriber(kind, arg, name) {
-  const c = await connect();
+  const c = await connect('', NODES[nextNode++ % NODES.length]);
   const seq = new Sequence(CHANNEL, name);
   c.onMessage = (m) => {
     if (m.type === 'attached' && m.channel === CHANNEL) {

@@ -5,7 +5,7 @@
 const {connect, publishMany, Sequence, check, main} = require('./lib');
 
 const N1 = `127.0.0.1:${process.env.PORT}`;
-const N2 = `127.0.0.1:${process.env.PORT2}`;
+const N2 = `127.0.0.1:${process.env.PORTS.split(',')[1]}`;
 const CH = `other-${process.pid}-${Date.now()}`;
 const TOTAL = 150;
 

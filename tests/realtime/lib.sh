@@ -9,9 +9,11 @@ if [ ! -d "$NODE_DIR/node_modules/ws" ] || [ ! -d "$NODE_DIR/node_modules/events
 fi
 WORK=$(mktemp -d /tmp/spool-rt-XXXXXX)
 SPOOL_PID=
-SPOOL_PID2=
+NODE_PID=()
+NODE_PORT=()
+NODES=0
 cleanup() {
-  for p in $SPOOL_PID $SPOOL_PID2; do
+  for p in $SPOOL_PID "${NODE_PID[@]}"; do
     if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
   done
   rm -rf "$WORK"
@@ -58,41 +60,52 @@ wait_ready() { # wait_ready PORT PID LOG: up to 30 s for /readyz
   cat "$3"; echo "spoold not ready"; exit 1
 }
 
-# Two processes sharing one resume secret file (PORT, PORT2); with --shards 1 --replicas 1 the
-# one shard lives on one of them and the other reaches it over the cluster port.
-spool_start_pair() {
-  local c1 c2; c1=$(free_port); c2=$(free_port); PORT=$(free_port); PORT2=$(free_port)
-  local peers="1@127.0.0.1:$c1,2@127.0.0.1:$c2"
-  mkdir -p "$WORK/data1" "$WORK/data2"
+# COUNT processes forming one cluster and sharing one resume secret file; their client ports are
+# exported as PORTS (comma-separated; PORT is the first). Flags after COUNT go to every node,
+# after the defaults (--shards 1 --replicas 1: the shard lives on one node, or pass --replicas).
+spool_start_nodes() {
+  local count=$1; shift
+  local peers="" i
+  local cports=()
+  PORTS=""
+  for i in $(seq 1 "$count"); do
+    cports[i]=$(free_port)
+    NODE_PORT[i]=$(free_port)
+    peers="$peers${peers:+,}$i@127.0.0.1:${cports[i]}"
+    PORTS="$PORTS${PORTS:+,}${NODE_PORT[i]}"
+    mkdir -p "$WORK/data$i"
+  done
   head -c 32 /dev/urandom >"$WORK/data1/resume.secret"
-  cp "$WORK/data1/resume.secret" "$WORK/data2/resume.secret"
-  : >"$WORK/spoold.log"; : >"$WORK/spoold2.log"
-  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$SPOOLD" --anonymous --id 1 --data "$WORK/data1" \
-    --listen "127.0.0.1:$PORT" --cluster-listen "127.0.0.1:$c1" --peers "$peers" --shards 1 \
-    --replicas 1 "$@" >"$WORK/spoold.log" 2>&1 &
-  SPOOL_PID=$!
-  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$SPOOLD" --anonymous --id 2 \
-    --data "$WORK/data2" --listen "127.0.0.1:$PORT2" --cluster-listen "127.0.0.1:$c2" \
-    --peers "$peers" --shards 1 --replicas 1 "$@" >"$WORK/spoold2.log" 2>&1 &
-  SPOOL_PID2=$!
-  wait_ready "$PORT" "$SPOOL_PID" "$WORK/spoold.log"
-  wait_ready "$PORT2" "$SPOOL_PID2" "$WORK/spoold2.log"
-  export PORT PORT2
+  for i in $(seq 2 "$count"); do cp "$WORK/data1/resume.secret" "$WORK/data$i/resume.secret"; done
+  for i in $(seq 1 "$count"); do
+    : >"$WORK/spoold$i.log"
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$SPOOLD" --anonymous --id "$i" --data "$WORK/data$i" \
+      --listen "127.0.0.1:${NODE_PORT[i]}" --cluster-listen "127.0.0.1:${cports[i]}" --peers "$peers" \
+      --shards 1 --replicas 1 "$@" >"$WORK/spoold$i.log" 2>&1 &
+    NODE_PID[i]=$!
+  done
+  for i in $(seq 1 "$count"); do wait_ready "${NODE_PORT[i]}" "${NODE_PID[i]}" "$WORK/spoold$i.log"; done
+  PORT=${NODE_PORT[1]}
+  NODES=$count
+  export PORT PORTS
   require_realtime "$PORT"
 }
 
-spool_stop_pair() {
-  local pid1=$SPOOL_PID
-  SPOOL_PID=$SPOOL_PID2 spool_stop_one "$WORK/spoold2.log"
-  SPOOL_PID2=
-  SPOOL_PID=$pid1 spool_stop_one "$WORK/spoold.log"
+spool_stop_nodes() {
+  local i
+  for i in $(seq "$NODES" -1 1); do
+    SPOOL_PID=${NODE_PID[i]} spool_stop_one "$WORK/spoold$i.log"
+    NODE_PID[i]=
+  done
   SPOOL_PID=
 }
 
 spool_node() {
   if ! (cd "$NODE_DIR" && timeout 120 node "$@"); then
-    echo "--- spoold log (tail) ---"; tail -40 "$WORK/spoold.log"
-    [ -s "$WORK/spoold2.log" ] && { echo "--- spoold 2 log (tail) ---"; tail -40 "$WORK/spoold2.log"; }
+    local log
+    for log in "$WORK"/spoold*.log; do
+      [ -s "$log" ] && { echo "--- $(basename "$log") (tail) ---"; tail -40 "$log"; }
+    done
     exit 1
   fi
 }
