@@ -30,6 +30,7 @@
 #include "storage/format.h"
 
 #define MAX_BATCH_BYTES (1ull << 30)
+#define BIG_BUFFER (8u << 20) /* scratch buffers above this are given back after use */
 
 void spool_store_config_defaults(struct spool_store_config *cfg)
 {
@@ -361,6 +362,11 @@ static int write_batch(struct spool_store *s, uint64_t raft_index, const Spool__
     }
     s->applied_index = raft_index;
     seal_pace(s, total);
+    if (s->wcap > BIG_BUFFER) { /* one huge batch must not pin its buffer forever */
+        free(s->wbuf);
+        s->wbuf = NULL;
+        s->wcap = 0;
+    }
     return 0;
 }
 
@@ -481,7 +487,7 @@ int spool_store_fetch(struct spool_store *s, const struct spool_entry *e, const 
     size_t avail;
     if (!seg->sealed) {
         size_t need = SPOOL_FRAME_HDR + (size_t)e->len;
-        if (s->rcap < need) {
+        if (s->rcap < need || (s->rcap > BIG_BUFFER && need <= BIG_BUFFER)) {
             uint8_t *b = realloc(s->rbuf, need);
             if (b == NULL) return spool_err_set(err, SPOOL_ENOMEM, "read buffer");
             s->rbuf = b;
