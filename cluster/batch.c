@@ -1,6 +1,7 @@
 /*
- * Group commit (see batch.h). An in-flight entry is a `struct spool_batch_proposal`: the raft_apply request
- * plus the items it carries, freed by its apply callback, the one completion path of a proposal.
+ * Group commit (see batch.h). An in-flight entry is a `struct spool_batch_proposal`: the
+ * raft_apply request plus the items it carries, freed by its apply callback, the one completion
+ * path of a proposal.
  */
 #include "cluster/batch.h"
 

@@ -299,7 +299,8 @@ static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf, void **
     struct spool_fsm *f = rf->data;
     struct spool_err err;
     struct spool_fsm_result *r;
-    uint64_t index = f->raft ? raft_last_applied(f->raft) + 1 : spool_store_applied_index(f->store) + 1;
+    uint64_t index =
+        (f->raft ? raft_last_applied(f->raft) : spool_store_applied_index(f->store)) + 1;
     int rc = spool_fsm_apply_entry(f, index, buf->base, buf->len, &r, &err);
     if (rc != 0) {
         SPOOL_ERROR("fsm.apply_failed", "index=%llu code=%s msg=\"%s\"", (unsigned long long)index,

@@ -96,7 +96,8 @@ static bool apply_payload(struct spool_meta *m, const void *buf, size_t len)
             SPOOL_INFO("meta.slot_map", "epoch=%llu shards=%u", (unsigned long long)next.epoch,
                        next.shards);
         } else {
-            SPOOL_ERROR("meta.bad_slot_map", "epoch=%llu", (unsigned long long)e->set_slot_map->epoch);
+            SPOOL_ERROR("meta.bad_slot_map", "epoch=%llu",
+                        (unsigned long long)e->set_slot_map->epoch);
         }
     }
     if (e)

@@ -80,7 +80,8 @@ uint64_t spool_node_route_target(struct spool_node *n, uint32_t shard, unsigned 
         return 0; /* an election is running in a group we are part of: wait for it */
     uint32_t r = n->placement.replicas;
     for (uint32_t i = 0; i < r; i++) {
-        const struct spool_peer *p = spool_placement_replica(&n->placement, shard, (attempt + i) % r);
+        const struct spool_peer *p =
+            spool_placement_replica(&n->placement, shard, (attempt + i) % r);
         if (p->id != self)
             return p->id;
     }
@@ -190,6 +191,7 @@ void spool_node_close(struct spool_node *n, void (*cb)(void *arg), void *arg)
     n->close_cb = cb;
     n->close_arg = arg;
     spool_router_close(n);
+    spool_serve_close(n);
     spool_subs_close(n);
     n->shards_open = n->meta != NULL;
     for (uint32_t i = 0; i < n->placement.shards; i++)
@@ -316,8 +318,10 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
         goto err_mux;
     if (cfg->gateway_only && spool_placement_address(&n->placement, cfg->id) != NULL) {
         /* The others would place replicas (and metadata votes) on it: quorums that never form. */
-        rc = spool_err_set(err, SPOOL_EINVAL, "gateway-only node %llu must not be listed in "
-                           "--peers (the peers are the storage nodes)", (unsigned long long)cfg->id);
+        rc = spool_err_set(err, SPOOL_EINVAL,
+                           "gateway-only node %llu must not be listed in --peers (the peers are "
+                           "the storage nodes)",
+                           (unsigned long long)cfg->id);
         goto err_mux;
     }
     if (!cfg->gateway_only && spool_placement_address(&n->placement, cfg->id) == NULL) {
@@ -332,7 +336,7 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
         goto err_mux;
     }
     rc = spool_rpc_init(&n->rpc, loop, n->mux, cfg->id, SPOOL_RPC_MAX_FRAME,
-                        spool_router_request_cb, spool_router_message_cb, n, err);
+                        spool_serve_request_cb, spool_serve_message_cb, n, err);
     if (rc != 0)
         goto err_mux;
     for (size_t i = 0; i < n->placement.n_nodes; i++)

@@ -1,8 +1,9 @@
 /*
  * Internals of a spool_node shared by the files that implement it (not for the gateway):
  *   node.c          lifecycle, configuration, status getters
- *   router.c        publish/read: local leader or forward over RPC, retries through elections,
- *                   and the RPC server side of forwarded requests
+ *   router.c        publish/read: local leader or forward over RPC, retries through elections
+ *   serve.c         the RPC server side of forwarded requests (and parked long polls)
+ *   op.{h,c}        the request object both use: lifecycle, completion, local reads
  *   subscription.c  local subscribers per channel, fed by the local state machine or, on nodes
  *                   without a replica of the channel's shard, by a long-poll follower
  *
@@ -57,20 +58,26 @@ struct spool_node {
     void *close_arg;
 };
 
-/* router.c */
-void spool_router_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
-                             size_t len, struct spool_rpc_reply *reply);
-void spool_router_message_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
-                             size_t len);
-/* Fails every operation in flight with SPOOL_ECLOSED (on the loop). */
-void spool_router_close(struct spool_node *n);
-/* New records applied locally: wakes parked long-poll reads of their channels. */
-void spool_router_records_applied(struct spool_node *n, const char *channel);
+/* serve.c: requests from peers */
+void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
+                            size_t len, struct spool_rpc_reply *reply);
+void spool_serve_message_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
+                            size_t len);
+/* New records applied locally: wakes parked long-poll reads of their channel. */
+void spool_serve_records_applied(struct spool_node *n, const char *channel);
+/* Answers every parked long-poll read (closing). */
+void spool_serve_close(struct spool_node *n);
+
+/* op.c */
 /* Reads `channel` from a local store: deep copies of the records (free with spool_records_free). */
 int spool_router_read_local(struct spool_node *n, struct spool_store *store,
                             const Spool__ReadRequest *req, Spool__Record ***recs, size_t *count,
                             struct spool_err *err);
 void spool_records_free(Spool__Record **recs, size_t n);
+
+/* router.c */
+/* Fails every idle operation in flight with SPOOL_ECLOSED (on the loop). */
+void spool_router_close(struct spool_node *n);
 /* A long-poll read (used by subscription.c for remote channels): completes once. */
 typedef void (*spool_follow_cb)(void *arg, int status, const struct spool_err *err,
                                 const Spool__ReadReply *reply);

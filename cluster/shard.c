@@ -76,10 +76,10 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
     s->raft.data = s;
     raft_set_election_timeout(&s->raft, (unsigned)cfg->election_timeout_ms);
     raft_set_heartbeat_timeout(&s->raft, (unsigned)cfg->heartbeat_ms);
-    raft_set_snapshot_threshold(&s->raft,
-                                (unsigned)(cfg->snapshot_threshold < 64 ? 64 : cfg->snapshot_threshold));
-    raft_set_snapshot_trailing(&s->raft,
-                               (unsigned)(cfg->snapshot_trailing < 64 ? 64 : cfg->snapshot_trailing));
+    uint64_t threshold = cfg->snapshot_threshold < 64 ? 64 : cfg->snapshot_threshold;
+    uint64_t trailing = cfg->snapshot_trailing < 64 ? 64 : cfg->snapshot_trailing;
+    raft_set_snapshot_threshold(&s->raft, (unsigned)threshold);
+    raft_set_snapshot_trailing(&s->raft, (unsigned)trailing);
     raft_set_pre_vote(&s->raft, true);
 
     struct raft_configuration conf;

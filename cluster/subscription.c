@@ -176,7 +176,7 @@ void spool_subs_records_cb(void *arg, const Spool__Record *const *recs, size_t n
     for (size_t i = 0; i < n; i++) {
         const Spool__Record *rec = recs[i];
         if (i == 0 || strcmp(rec->channel, recs[i - 1]->channel) != 0)
-            spool_router_records_applied(node, rec->channel);
+            spool_serve_records_applied(node, rec->channel);
         struct spool_topic *t = topic_find(node, rec->channel);
         if (t == NULL || !t->anchored)
             continue;

@@ -485,7 +485,8 @@ Test(node, three_nodes_forward_read_your_writes_subscribe_failover)
     struct sub_log logs[4];
     memset(logs, 0, sizeof logs);
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(spool_node_subscribe(t[i].node, channel, record_cb, &logs[i], &logs[i].sub), 0);
+        cr_assert_eq(
+            spool_node_subscribe(t[i].node, channel, record_cb, &logs[i], &logs[i].sub), 0);
 
     /* Through a follower: forwarded to the leader. */
     struct pub p;
@@ -623,7 +624,7 @@ Test(node, lagging_replica_catches_up_by_snapshot)
      * order: the topic fills that gap from the restored store.) */
     publish_sync(t[1].node, channel, NULL, 1, &p);
     cr_assert_eq(p.seqs[0], 302);
-    cr_assert(run_until(log_reached_302, &log, 10000), "subscriber stuck at %zu records (%llu..%llu)", log.n, (unsigned long long)log.seqs[0], (unsigned long long)log.seqs[log.n ? log.n - 1 : 0]);
+    cr_assert(run_until(log_reached_302, &log, 10000), "subscriber stuck at %zu records", log.n);
     cr_assert_not(log.out_of_order);
 
     for (int i = 0; i < 3; i++)

@@ -41,7 +41,8 @@ Test(placement, peers_parse_sorted)
     struct spool_peer peers[8];
     size_t n;
     struct spool_err err;
-    cr_assert_eq(spool_peers_parse("3@127.0.0.1:9003,1@127.0.0.1:9001,2@h:9002", peers, 8, &n, &err), 0);
+    const char *list = "3@127.0.0.1:9003,1@127.0.0.1:9001,2@h:9002";
+    cr_assert_eq(spool_peers_parse(list, peers, 8, &n, &err), 0);
     cr_assert_eq(n, 3);
     cr_assert_eq(peers[0].id, 1);
     cr_assert_str_eq(peers[0].address, "127.0.0.1:9001");

@@ -1,0 +1,264 @@
+/*
+ * Op lifecycle, completion and local reads (see op.h). A completion encodes the answer for a peer
+ * (PublishReply / ReadReply with a ReplyStatus carrying this node's leader hint) or calls the
+ * local caller, exactly once, then releases the op.
+ */
+#include "cluster/op.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+/* --- lifecycle ---------------------------------------------------------------------------- */
+
+static void list_add(struct spool_op **list, struct spool_op *op)
+{
+    op->list = list;
+    op->prev = NULL;
+    op->next = *list;
+    if (*list)
+        (*list)->prev = op;
+    *list = op;
+}
+
+static void list_del(struct spool_op *op)
+{
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        *op->list = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    op->prev = op->next = NULL;
+}
+
+static void maybe_finish_close(struct spool_node *n);
+
+static void op_freed_cb(uv_handle_t *h)
+{
+    struct spool_op *op = h->data;
+    struct spool_node *n = op->node;
+    if (op->req && op->fwd == NULL)
+        spool__publish_request__free_unpacked(op->req, NULL);
+    if (op->fwd)
+        spool__forward_publish__free_unpacked(op->fwd, NULL);
+    if (op->read)
+        spool__read_request__free_unpacked(op->read, NULL);
+    free(op);
+    n->pending_close--;
+    maybe_finish_close(n);
+}
+
+void spool_op_release(struct spool_op *op)
+{
+    if (op->released)
+        return;
+    op->released = true;
+    list_del(op);
+    uv_close((uv_handle_t *)&op->timer, op_freed_cb);
+}
+
+struct spool_op *spool_op_new(struct spool_node *n, enum op_kind kind, uint32_t shard)
+{
+    struct spool_op *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        return NULL;
+    op->node = n;
+    op->kind = kind;
+    op->shard = shard;
+    uv_timer_init(n->loop, &op->timer);
+    op->timer.data = op;
+    n->pending_close++; /* one per live op: the node is freed after the last one */
+    list_add(&n->ops, op);
+    return op;
+}
+
+void spool_op_move(struct spool_op *op, struct spool_op **list)
+{
+    list_del(op);
+    list_add(list, op);
+}
+
+void spool_op_set_last(struct spool_op *op, int code, const char *msg)
+{
+    op->last_code = code;
+    snprintf(op->last_msg, sizeof op->last_msg, "%s", msg ? msg : "");
+}
+/* --- completion --------------------------------------------------------------------------- */
+
+void spool_op_pack_status(Spool__ReplyStatus *st, int code, const char *msg, uint64_t hint)
+{
+    st->code = code;
+    st->msg = (char *)(msg ? msg : "");
+    st->leader_hint = hint;
+}
+
+uint64_t spool_op_local_leader(struct spool_node *n, uint32_t shard)
+{
+    struct spool_shard *sh = spool_node_local_shard(n, shard);
+    return sh ? spool_shard_leader(sh) : n->leader_hint[shard];
+}
+
+void spool_op_finish_publish(struct spool_op *op, int status, const struct spool_err *err,
+                           const uint64_t *seqs, const bool *dups, size_t count)
+{
+    if (op->reply) {
+        Spool__PublishReply r = SPOOL__PUBLISH_REPLY__INIT;
+        Spool__ReplyStatus st = SPOOL__REPLY_STATUS__INIT;
+        spool_op_pack_status(&st, status, status ? err->msg : "",
+                             spool_op_local_leader(op->node, op->shard));
+        r.status = &st;
+        r.n_seqs = status ? 0 : count;
+        r.seqs = (uint64_t *)seqs;
+        r.n_duplicate = status ? 0 : count;
+        protobuf_c_boolean *d = calloc(count ? count : 1, sizeof *d);
+        for (size_t i = 0; d && i < count; i++)
+            d[i] = dups[i];
+        r.duplicate = d;
+        if (d == NULL)
+            r.n_duplicate = 0;
+        size_t len = spool__publish_reply__get_packed_size(&r);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (buf) {
+            spool__publish_reply__pack(&r, buf);
+            spool_rpc_respond(op->reply, 0, NULL, buf, len);
+        } else {
+            spool_rpc_respond(op->reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
+        }
+        free(buf);
+        free(d);
+    } else if (!op->canceled) {
+        op->publish_cb(op->arg, status, err, seqs, dups, count);
+    }
+    spool_op_release(op);
+}
+
+void spool_op_finish_read(struct spool_op *op, int status, const struct spool_err *err,
+                        Spool__Record **recs, size_t count, uint64_t first, uint64_t last)
+{
+    Spool__ReadReply r = SPOOL__READ_REPLY__INIT;
+    Spool__ReplyStatus st = SPOOL__REPLY_STATUS__INIT;
+    spool_op_pack_status(&st, status, status ? err->msg : "",
+                         spool_op_local_leader(op->node, op->shard));
+    r.status = &st;
+    r.n_records = count;
+    r.records = recs;
+    r.first_seq = first;
+    r.last_seq = last;
+    if (op->reply) {
+        size_t len = spool__read_reply__get_packed_size(&r);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (buf) {
+            spool__read_reply__pack(&r, buf);
+            spool_rpc_respond(op->reply, 0, NULL, buf, len);
+        } else {
+            spool_rpc_respond(op->reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
+        }
+        free(buf);
+    } else if (op->canceled) {
+        /* nobody to tell */
+    } else if (op->kind == OP_FOLLOW) {
+        op->follow_cb(op->arg, status, err, &r);
+    } else {
+        op->read_cb(op->arg, status, err, (const Spool__Record *const *)recs, count, first, last);
+    }
+    spool_op_release(op);
+}
+
+void spool_op_finish_error(struct spool_op *op, int status, const char *msg)
+{
+    struct spool_err err;
+    spool_err_set(&err, status, "%s", msg);
+    if (op->kind == OP_PUBLISH)
+        spool_op_finish_publish(op, status, &err, NULL, NULL, 0);
+    else
+        spool_op_finish_read(op, status, &err, NULL, 0, 0, 0);
+}
+/* --- local reads -------------------------------------------------------------------------- */
+
+struct collect {
+    Spool__Record **v;
+    size_t n, cap;
+    int rc;
+};
+
+static int collect_visit_cb(void *arg, const Spool__Record *rec)
+{
+    struct collect *c = arg;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        Spool__Record **v = realloc(c->v, cap * sizeof *v);
+        if (v == NULL) {
+            c->rc = SPOOL_ENOMEM;
+            return 1;
+        }
+        c->v = v;
+        c->cap = cap;
+    }
+    /* Deep copy through the wire format: the store's record lives only during this call. */
+    size_t len = spool__record__get_packed_size(rec);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        c->rc = SPOOL_ENOMEM;
+        return 1;
+    }
+    spool__record__pack(rec, buf);
+    Spool__Record *copy = spool__record__unpack(NULL, len, buf);
+    free(buf);
+    if (copy == NULL) {
+        c->rc = SPOOL_ENOMEM;
+        return 1;
+    }
+    c->v[c->n++] = copy;
+    return 0;
+}
+
+void spool_records_free(Spool__Record **recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        spool__record__free_unpacked(recs[i], NULL);
+    free(recs);
+}
+
+int spool_router_read_local(struct spool_node *n, struct spool_store *store,
+                            const Spool__ReadRequest *req, Spool__Record ***recs, size_t *count,
+                            struct spool_err *err)
+{
+    struct collect c = {0};
+    size_t limit = req->limit ? req->limit : SPOOL_READ_DEFAULT_LIMIT;
+    if (limit > SPOOL_READ_MAX_LIMIT)
+        limit = SPOOL_READ_MAX_LIMIT;
+    int rc = req->backward ? spool_store_read_backward(store, req->channel, req->before_seq, limit,
+                                                       collect_visit_cb, &c, err)
+                           : spool_store_read(store, req->channel, req->after_seq, limit,
+                                              collect_visit_cb, &c, err);
+    if (rc == 0 && c.rc != 0)
+        rc = spool_err_set(err, c.rc, "reading %s: out of memory", req->channel);
+    if (rc != 0) {
+        spool_records_free(c.v, c.n);
+        return rc;
+    }
+    *recs = c.v;
+    *count = c.n;
+    return 0;
+}
+
+/* Serves a read from the local store and completes the op. */
+void spool_op_serve_read(struct spool_op *op, struct spool_shard *sh)
+{
+    Spool__Record **recs = NULL;
+    size_t count = 0;
+    struct spool_err err;
+    spool_err_clear(&err);
+    int rc = spool_router_read_local(op->node, sh->store, op->read, &recs, &count, &err);
+    uint64_t first = spool_store_first_seq(sh->store, op->read->channel);
+    uint64_t last = spool_store_last_seq(sh->store, op->read->channel);
+    spool_op_finish_read(op, rc, &err, recs, count, first, last);
+    spool_records_free(recs, count);
+}
+static void maybe_finish_close(struct spool_node *n)
+{
+    if (n->closing)
+        spool_node_finish_close(n);
+}

@@ -1,0 +1,73 @@
+/*
+ * The unit of work of the router (router.c) and of the serving side (serve.c): one publish, read
+ * or follow, from its creation to its single completion. Internal to the cluster layer.
+ *
+ * Ownership: an op is on node->ops (or node->waiters, parked long polls) from spool_op_new()
+ * until spool_op_release(), which closes its timer; the memory goes in the timer's close callback,
+ * which also lets a closing node finish once the last op is gone. `busy` marks an op whose batch
+ * item or RPC call is outstanding: that callback is then the op's one way forward. `reply` set
+ * means the op serves a peer and completes by answering it; otherwise it completes through the
+ * caller's callback (never when `canceled`).
+ */
+#ifndef SPOOL_CLUSTER_OP_H
+#define SPOOL_CLUSTER_OP_H
+
+#include "cluster/node_int.h"
+
+enum op_kind { OP_PUBLISH, OP_READ, OP_FOLLOW };
+
+#define SPOOL_FOLLOW_WAIT_MS 2000 /* how long a replica holds a follow poll with nothing new */
+
+struct spool_op {
+    struct spool_op *prev, *next;
+    struct spool_op **list; /* &node->ops or &node->waiters */
+    struct spool_node *node;
+    enum op_kind kind;
+    uint32_t shard;
+    uint64_t deadline; /* uv_now() ms; 0 = none */
+    unsigned attempt;
+    uint64_t target;
+    uv_timer_t timer;
+    bool busy, canceled, released;
+    int last_code;
+    char last_msg[128];
+    struct spool_rpc_reply *reply; /* served for a peer: answer here */
+
+    /* publish */
+    Spool__PublishRequest *req;      /* owned (local: unpacked copy) */
+    Spool__ForwardPublish *fwd;      /* owned when the request came from a peer */
+    struct spool_batch_item item;
+    spool_publish_cb publish_cb;
+
+    /* read / follow */
+    Spool__ReadRequest *read;        /* owned */
+    spool_read_cb read_cb;
+    spool_follow_cb follow_cb;
+    void *arg;
+};
+
+struct spool_op *spool_op_new(struct spool_node *n, enum op_kind kind, uint32_t shard);
+void spool_op_release(struct spool_op *op);
+/* Moves an op from node->ops to `list` (node->waiters). */
+void spool_op_move(struct spool_op *op, struct spool_op **list);
+void spool_op_set_last(struct spool_op *op, int code, const char *msg);
+
+/* Completions: answer the peer or call the caller, then release. */
+void spool_op_finish_publish(struct spool_op *op, int status, const struct spool_err *err,
+                             const uint64_t *seqs, const bool *dups, size_t count);
+void spool_op_finish_read(struct spool_op *op, int status, const struct spool_err *err,
+                          Spool__Record **recs, size_t count, uint64_t first, uint64_t last);
+void spool_op_finish_error(struct spool_op *op, int status, const char *msg);
+/* Serves a read from the local replica's store and completes the op. */
+void spool_op_serve_read(struct spool_op *op, struct spool_shard *sh);
+
+void spool_op_pack_status(Spool__ReplyStatus *st, int code, const char *msg, uint64_t hint);
+/* The leader of `shard` as this node knows it (local replica's view, else the last hint). */
+uint64_t spool_op_local_leader(struct spool_node *n, uint32_t shard);
+
+/* router.c: the batch completion shared by local and served publishes. */
+void spool_router_batch_done_cb(struct spool_batch_item *item, int status,
+                                const struct spool_err *err,
+                                const struct spool_fsm_publish_result *res);
+
+#endif

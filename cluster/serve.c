@@ -1,0 +1,191 @@
+/*
+ * The serving side of the cluster RPC: requests other nodes forward here (router.c sends them).
+ *
+ * A served request never forwards again: the node serves it if it can (leads the shard for a
+ * publish; has applied min_seq for a read) or answers at once with SPOOL_ENOTLEADER / SPOOL_EBUSY
+ * and its leader hint, and the origin retries. A read with wait_ms > 0 and nothing after
+ * after_seq yet (a follow poll, see subscription.c) is parked on node->waiters until the local
+ * state machine applies a record of its channel or wait_ms passes, then answered from the store.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/op.h"
+#include "common/log.h"
+
+/* --- serving peers ------------------------------------------------------------------------ */
+
+static void respond_status(struct spool_rpc_reply *reply, uint32_t method, int code,
+                           const char *msg, uint64_t hint)
+{
+    Spool__ReplyStatus st = SPOOL__REPLY_STATUS__INIT;
+    spool_op_pack_status(&st, code, msg, hint);
+    uint8_t buf[512];
+    size_t len;
+    if (method == SPOOL_METHOD_PUBLISH) {
+        Spool__PublishReply r = SPOOL__PUBLISH_REPLY__INIT;
+        r.status = &st;
+        len = spool__publish_reply__get_packed_size(&r);
+        if (len <= sizeof buf)
+            spool__publish_reply__pack(&r, buf);
+    } else {
+        Spool__ReadReply r = SPOOL__READ_REPLY__INIT;
+        r.status = &st;
+        len = spool__read_reply__get_packed_size(&r);
+        if (len <= sizeof buf)
+            spool__read_reply__pack(&r, buf);
+    }
+    if (len > sizeof buf)
+        spool_rpc_respond(reply, code, msg, NULL, 0);
+    else
+        spool_rpc_respond(reply, 0, NULL, buf, len);
+}
+
+static void serve_publish(struct spool_node *n, const void *body, size_t len,
+                          struct spool_rpc_reply *reply)
+{
+    Spool__ForwardPublish *f = spool__forward_publish__unpack(NULL, len, body);
+    if (f == NULL || f->request == NULL || f->request->channel == NULL ||
+        f->request->channel[0] == '\0' || f->request->n_messages == 0) {
+        if (f)
+            spool__forward_publish__free_unpacked(f, NULL);
+        respond_status(reply, SPOOL_METHOD_PUBLISH, SPOOL_EINVAL, "bad forwarded publish", 0);
+        return;
+    }
+    uint32_t shard = spool_node_shard_of(n, f->request->channel);
+    struct spool_shard *sh = spool_node_local_shard(n, shard);
+    if (n->closing || sh == NULL || !spool_shard_is_leader(sh)) {
+        spool__forward_publish__free_unpacked(f, NULL);
+        respond_status(reply, SPOOL_METHOD_PUBLISH, SPOOL_ENOTLEADER, "not the leader",
+                       spool_op_local_leader(n, shard));
+        return;
+    }
+    struct spool_op *op = spool_op_new(n, OP_PUBLISH, shard);
+    if (op == NULL) {
+        spool__forward_publish__free_unpacked(f, NULL);
+        respond_status(reply, SPOOL_METHOD_PUBLISH, SPOOL_ENOMEM, "out of memory", 0);
+        return;
+    }
+    op->fwd = f;
+    op->req = f->request;
+    op->reply = reply;
+    op->busy = true;
+    op->item.req = op->req;
+    op->item.done = spool_router_batch_done_cb;
+    spool_batch_submit(&sh->batch, &op->item);
+}
+
+static void waiter_timeout_cb(uv_timer_t *t)
+{
+    struct spool_op *op = t->data;
+    struct spool_shard *sh = spool_node_local_shard(op->node, op->shard);
+    if (sh == NULL || op->node->closing) {
+        spool_op_finish_error(op, SPOOL_ECLOSED, "node closing");
+        return;
+    }
+    spool_op_serve_read(op, sh);
+}
+
+static void serve_read_request(struct spool_node *n, const void *body, size_t len,
+                               struct spool_rpc_reply *reply)
+{
+    Spool__ReadRequest *r = spool__read_request__unpack(NULL, len, body);
+    if (r == NULL || r->channel == NULL || r->channel[0] == '\0') {
+        if (r)
+            spool__read_request__free_unpacked(r, NULL);
+        respond_status(reply, SPOOL_METHOD_READ, SPOOL_EINVAL, "bad read request", 0);
+        return;
+    }
+    uint32_t shard = spool_node_shard_of(n, r->channel);
+    struct spool_shard *sh = spool_node_local_shard(n, shard);
+    if (n->closing || sh == NULL || spool_store_last_seq(sh->store, r->channel) < r->min_seq) {
+        respond_status(reply, SPOOL_METHOD_READ, SPOOL_EBUSY,
+                       sh ? "replica has not applied min_seq yet" : "no replica here",
+                       spool_op_local_leader(n, shard));
+        spool__read_request__free_unpacked(r, NULL);
+        return;
+    }
+    struct spool_op *op = spool_op_new(n, OP_READ, shard);
+    if (op == NULL) {
+        spool__read_request__free_unpacked(r, NULL);
+        respond_status(reply, SPOOL_METHOD_READ, SPOOL_ENOMEM, "out of memory", 0);
+        return;
+    }
+    op->read = r;
+    op->reply = reply;
+    uint64_t wait = r->wait_ms > 30000 ? 30000 : r->wait_ms;
+    if (wait > 0 && !r->backward && spool_store_last_seq(sh->store, r->channel) <= r->after_seq) {
+        spool_op_move(op, &n->waiters);
+        uv_timer_start(&op->timer, waiter_timeout_cb, wait, 0);
+        return;
+    }
+    spool_op_serve_read(op, sh);
+}
+
+static void serve_leader_query(struct spool_node *n, const void *body, size_t len,
+                               struct spool_rpc_reply *reply)
+{
+    Spool__LeaderQuery *q = spool__leader_query__unpack(NULL, len, body);
+    Spool__LeaderReply r = SPOOL__LEADER_REPLY__INIT;
+    Spool__ReplyStatus st = SPOOL__REPLY_STATUS__INIT;
+    if (q == NULL || q->shard >= n->placement.shards) {
+        spool_op_pack_status(&st, SPOOL_EINVAL, "bad leader query", 0);
+    } else {
+        r.leader_id = spool_op_local_leader(n, q->shard);
+        spool_op_pack_status(&st, 0, "", r.leader_id);
+    }
+    r.status = &st;
+    uint8_t buf[256];
+    size_t blen = spool__leader_reply__pack(&r, buf);
+    spool_rpc_respond(reply, 0, NULL, buf, blen);
+    if (q)
+        spool__leader_query__free_unpacked(q, NULL);
+}
+
+void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
+                             size_t len, struct spool_rpc_reply *reply)
+{
+    struct spool_node *n = arg;
+    switch (method) {
+    case SPOOL_METHOD_PUBLISH:
+        serve_publish(n, body, len, reply);
+        break;
+    case SPOOL_METHOD_READ:
+        serve_read_request(n, body, len, reply);
+        break;
+    case SPOOL_METHOD_LEADER:
+        serve_leader_query(n, body, len, reply);
+        break;
+    default:
+        spool_rpc_respond(reply, SPOOL_EINVAL, "unknown method", NULL, 0);
+    }
+}
+
+void spool_serve_message_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
+                             size_t len)
+{
+    SPOOL_DEBUG("router.unexpected_message", "from=%llu method=%u", (unsigned long long)from_node,
+                method);
+}
+
+void spool_serve_records_applied(struct spool_node *n, const char *channel)
+{
+    struct spool_op *op = n->waiters;
+    while (op != NULL) {
+        struct spool_op *next = op->next;
+        if (strcmp(op->read->channel, channel) == 0) {
+            uv_timer_stop(&op->timer);
+            /* Serve on the next turn, outside the state machine's apply. */
+            uv_timer_start(&op->timer, waiter_timeout_cb, 0, 0);
+        }
+        op = next;
+    }
+}
+
+void spool_serve_close(struct spool_node *n)
+{
+    for (struct spool_op *op = n->waiters; op != NULL; op = op->next) {
+        uv_timer_stop(&op->timer);
+        uv_timer_start(&op->timer, waiter_timeout_cb, 0, 0);
+    }
+}
