@@ -83,6 +83,8 @@ static void handle_hold(void *arg, struct spool_http_req *req)
 
 static void on_server_closed(void *arg) { srv_closed = true; }
 
+static uint64_t drain_ms = 2000;
+
 static void start(uint64_t max_conns, uint64_t max_header, uint64_t max_body, uint64_t req_ms,
                   uint64_t idle_ms)
 {
@@ -101,7 +103,7 @@ static void start(uint64_t max_conns, uint64_t max_header, uint64_t max_body, ui
     cfg.max_body_bytes = max_body;
     cfg.request_timeout_ms = req_ms;
     cfg.idle_timeout_ms = idle_ms;
-    cfg.drain_timeout_ms = 2000;
+    cfg.drain_timeout_ms = drain_ms;
     cfg.handler = spool_http_router_dispatch;
     cfg.handler_arg = &router;
     cr_assert_eq(spool_http_server_init(&srv, &loop, &cfg, &err), 0, "%s", err.msg);
@@ -372,6 +374,26 @@ Test(http_server, graceful_close_lets_in_flight_request_finish)
     cr_assert(run_until(flag_set, &srv_closed, 3000));
     client_free(busy);
     client_free(idle);
+    spool_http_router_close(&router);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+Test(http_server, drain_timeout_cuts_a_request_that_does_not_finish)
+{
+    drain_ms = 100;
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(run_until(pending_arrived, NULL, 3000));
+    spool_http_server_close(srv, on_server_closed, NULL);
+    cr_expect_eq(pending_reason, SPOOL_HTTP_CLOSE_SHUTDOWN);
+    cr_assert(run_until(is_eof, c, 3000), "not cut after the drain timeout");
+    cr_expect_eq(c->len, 0, "got: %s", c->buf);
+    cr_expect(!srv_closed, "server closed while a handler still owns a request");
+    cr_expect(spool_http_req_closing(pending_req));
+    spool_http_respond(pending_req, 200, NULL, 0, "late", 4); /* dropped, but completes it */
+    cr_assert(run_until(flag_set, &srv_closed, 3000));
+    client_free(c);
     spool_http_router_close(&router);
     cr_assert_eq(uv_loop_close(&loop), 0);
 }
