@@ -46,13 +46,25 @@ static void on_held_close(void *arg, struct spool_http_req *req, int reason)
     held = NULL;
 }
 static bool held_gone(void *a) { return held == NULL; }
+static int drains;
+static size_t queued_after_writes;
+static void on_stream_drained(void *arg, struct spool_http_req *req)
+{
+    cr_expect_eq(spool_http_req_queued(req), 0);
+    drains++;
+}
 static void handle_stream(void *arg, struct spool_http_req *req)
 {
     struct spool_http_header h[] = {{"Content-Type", "text/event-stream"}};
     cr_assert_eq(spool_http_stream_start(req, 200, h, 1), 0);
+    size_t after_head = spool_http_req_queued(req);
     cr_assert_eq(spool_http_stream_write(req, "data: one\n\n", 11), 0);
     uv_buf_t v[2] = {uv_buf_init("data: ", 6), uv_buf_init("two\n\n", 5)};
     cr_assert_eq(spool_http_stream_writev(req, v, 2), 0);
+    /* writes complete in their callbacks, later: each piece is queued with its chunk framing */
+    queued_after_writes = spool_http_req_queued(req) - after_head;
+    drains = 0;
+    spool_http_req_on_drain(req, on_stream_drained, NULL);
     held = req;
     spool_http_req_on_close(req, on_held_close, NULL);
 }
@@ -269,6 +281,9 @@ Test(http_server, streaming_response_and_client_going_away)
     cr_expect(strstr(c->buf, "b\r\ndata: one\n\n\r\n") != NULL, "got: %s", c->buf);
     cr_expect(strstr(c->buf, "0\r\n\r\n") == NULL);
     cr_assert_not_null(held);
+    cr_expect_eq(queued_after_writes, 2 * (3 + 11 + 2), "queued bytes: chunk head + data + CRLF each");
+    cr_expect_eq(spool_http_req_queued(held), 0);
+    cr_expect_geq(drains, 1, "drain callback did not fire");
     held_reason = 0;
     client_free(c); /* the client goes away: the handler hears of it */
     cr_assert(run_until(held_gone, NULL, 3000), "close callback did not fire");
