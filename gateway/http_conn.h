@@ -8,8 +8,8 @@
  * Structure
  * ---------
  * The server owns a listener, a drain timer and a list of connections. A connection owns a
- * malloc'd uv_tcp_t (malloc'd so an upgrade can hand it over), one timer (idle or request
- * timeout, whichever applies to its phase), an http_parser, the request being assembled and
+ * malloc'd uv_tcp_t (malloc'd so an upgrade can hand it over), one timer (whichever timeout
+ * applies to its phase), an http_parser, the request being assembled and
  * the bytes received but not yet parsed.
  *
  * Phases of a connection:
@@ -21,6 +21,9 @@
  *   DONE       no more requests: lingering after a refusal (FIN sent, input discarded until
  *              the peer closes or LINGER_MS pass), or waiting for handles to close
  *
+ * A connection over max_connections is accepted but not counted; each request on it gets 503
+ * and it closes (bounded by the request timeout like any other).
+ *
  * FLUSHING -> IDLE when the response is written and the connection is kept; any pipelined bytes
  * are parsed then. Parsing pauses the parser in on_message_complete, so http_parser_execute
  * returns right after each request and the rest stays in `pending` until the next IDLE.
@@ -30,8 +33,8 @@
  * All connections read into one server-owned buffer (libuv calls alloc then read back to back on
  * the loop thread, and read_cb consumes the bytes before returning): parsed bytes are copied
  * into the request (head arena, body buffer); only unparsed bytes are kept per connection, in
- * `pending`, bounded by max_header_bytes + PENDING_MIN — beyond that reading stops until the request completes.
- * Reading otherwise continues while a request is handled, so the peer closing is noticed (and
+ * `pending`, bounded by max_header_bytes + PENDING_MIN; beyond that reading stops until the
+ * request completes. Reading otherwise continues while a request is handled, so the peer closing is noticed (and
  * reported to the handler through its close callback) even during long-polls and streams.
  *
  * Freeing
