@@ -189,7 +189,7 @@ wait "$sse_pid" || true
 ok "SIGTERM with an open SSE stream -> stream ended, exit 0, no sanitizer report"
 
 # ---- second run: same data, API key required ----
-start --api-keys 'tester:s3cret'
+start --api-keys 'tester:s3cret' --max-header-bytes 2048 --request-timeout 1s --max-connections 3
 check_error 401 40101 GET /v1/channels/chat-1/messages
 check_error 401 40103 GET /v1/channels/chat-1/messages -u tester:wrong
 ok "restarted with a key: no credentials -> 401 40101, wrong secret -> 401 40103"
@@ -204,6 +204,36 @@ out=$(curl -sS --max-time 10 -u tester:s3cret -X POST -H 'Content-Type: applicat
 out=$(req GET '/v1/channels/chat-1/messages?key=tester:s3cret&direction=backwards&limit=1')
 [ "$(echo "${out#* }" | json 'j["items"][0]["data"]')" = "after restart" ] || fail "key= query: $out"
 ok "serials continue at 8; ?key= credentials work"
+
+# the connection limits given as flags are enforced
+big_header=$(python3 -c 'print("x" * 3000)')
+check_error 431 43100 GET /healthz -H "X-Big: $big_header"
+out=$(python3 - "$http_port" <<'EOF'
+import socket, sys, time
+port = int(sys.argv[1])
+def conn():
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+def answer(s):
+    data, deadline = b"", time.time() + 10
+    while time.time() < deadline:
+        chunk = s.recv(65536)
+        if not chunk: break
+        data += chunk
+    return data.decode(errors="replace")
+# slow client: half a request line, then nothing -> 408 after --request-timeout
+s = conn(); s.sendall(b"GET /healthz HTT"); t0 = time.time()
+a = answer(s); waited = time.time() - t0
+print("408" if a.startswith("HTTP/1.1 408") and '"code":40800' in a and 0.5 < waited < 5 else "slow:" + a[:80])
+# three idle connections fill --max-connections 3: the fourth is refused with 503
+held = [conn() for _ in range(3)]
+s = conn(); s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+a = answer(s)
+print("503" if a.startswith("HTTP/1.1 503") and '"code":50300' in a else "full:" + a[:80])
+for h in held: h.close()
+EOF
+)
+[ "$out" = "$(printf '408\n503')" ] || fail "connection limits: $out"
+ok "flags enforced: --max-header-bytes (431), --request-timeout (408 after ~1 s), --max-connections (503)"
 
 stop
 ok "second SIGTERM -> exit 0, no sanitizer report"
