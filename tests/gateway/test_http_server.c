@@ -412,3 +412,20 @@ Test(http_server, drain_timeout_cuts_a_request_that_does_not_finish)
     spool_http_router_close(&router);
     cr_assert_eq(uv_loop_close(&loop), 0);
 }
+
+Test(http_server, pipelined_request_waits_for_an_async_answer)
+{
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\nGET /echo?second HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(run_until(pending_arrived, NULL, 3000));
+    /* the second request is not handled while the first is in flight */
+    struct wait_text w = {c, "HTTP/1.1", 1};
+    cr_expect_not(run_until(has_text, &w, 100), "answered out of order: %s", c->buf);
+    spool_http_respond(pending_req, 200, NULL, 0, "first", 5);
+    cr_assert(wait_text(c, "seq=2", 1), "got: %s", c->buf);
+    const char *first = strstr(c->buf, "\r\n\r\nfirst"), *second = strstr(c->buf, "q=second");
+    cr_expect(first != NULL && second != NULL && first < second, "got: %s", c->buf);
+    client_free(c);
+    stop();
+}
