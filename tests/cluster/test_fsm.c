@@ -338,3 +338,43 @@ Test(fsm, retention_tick_applies_store_retention)
     spool_fsm_close(&f);
     spool_store_close(st);
 }
+
+Test(fsm, dedup_table_expires_by_window_and_count)
+{
+    struct spool_dedup d;
+    spool_dedup_init(&d, 100, 3);
+    uint64_t seq;
+    cr_assert_eq(spool_dedup_insert(&d, "c", "a", 1, 1000), 0);
+    cr_assert_eq(spool_dedup_insert(&d, "c", "", 2, 1000), 0, "no id: nothing recorded");
+    cr_assert_eq(d.count, 1);
+    cr_assert(spool_dedup_find(&d, "c", "a", 1100, &seq));
+    cr_assert_eq(seq, 1);
+    cr_assert_not(spool_dedup_find(&d, "c", "a", 1101, &seq), "outside the window");
+    cr_assert_not(spool_dedup_find(&d, "d", "a", 1000, &seq), "other channel");
+    /* Keys are channel + id exactly: "c"+"ab" is not "ca"+"b". */
+    cr_assert_eq(spool_dedup_insert(&d, "ca", "b", 7, 1000), 0);
+    cr_assert_not(spool_dedup_find(&d, "c", "ab", 1000, &seq));
+    /* Past max_entries the oldest go first. */
+    cr_assert_eq(spool_dedup_insert(&d, "c", "x", 3, 1001), 0);
+    cr_assert_eq(spool_dedup_insert(&d, "c", "y", 4, 1002), 0);
+    cr_assert_eq(d.count, 3);
+    cr_assert_not(spool_dedup_find(&d, "c", "a", 1002, &seq), "evicted by count");
+    cr_assert(spool_dedup_find(&d, "c", "y", 1002, &seq));
+    /* An insert far later expires everything older than the window. */
+    cr_assert_eq(spool_dedup_insert(&d, "c", "z", 5, 5000), 0);
+    cr_assert_eq(d.count, 1);
+    /* Many inserts: the table grows and still finds everything in the window. */
+    spool_dedup_close(&d);
+    spool_dedup_init(&d, 1000000, 100000);
+    char id[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(id, sizeof id, "m%d", i);
+        cr_assert_eq(spool_dedup_insert(&d, "big", id, (uint64_t)i + 1, 1000 + i), 0);
+    }
+    for (int i = 0; i < 5000; i += 499) {
+        snprintf(id, sizeof id, "m%d", i);
+        cr_assert(spool_dedup_find(&d, "big", id, 7000, &seq));
+        cr_assert_eq(seq, (uint64_t)i + 1);
+    }
+    spool_dedup_close(&d);
+}
