@@ -93,7 +93,8 @@ struct spool_read_req {
     uint64_t min_seq;    /* read-your-writes: the replica read must have applied this seq */
 };
 /* Records in the order read (ascending forward, descending backward); valid during the call.
- * first_seq / last_seq describe the channel as the replica saw it. */
+ * first_seq / last_seq describe the channel as the replica saw it. A page may hold fewer than
+ * `limit` records (at most 1000, and it stops after ~4 MiB of records): page on with last_seq. */
 typedef void (*spool_read_cb)(void *arg, int status, const struct spool_err *err,
                               const Spool__Record *const *recs, size_t n, uint64_t first_seq,
                               uint64_t last_seq);

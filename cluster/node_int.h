@@ -30,6 +30,7 @@ enum {
 
 #define SPOOL_READ_DEFAULT_LIMIT 100
 #define SPOOL_READ_MAX_LIMIT 1000
+#define SPOOL_READ_MAX_BYTES (4u << 20) /* a read page stops past this (at least one record) */
 #define SPOOL_RPC_MAX_FRAME (16u << 20)
 
 struct spool_op;

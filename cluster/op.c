@@ -180,12 +180,15 @@ void spool_op_finish_error(struct spool_op *op, int status, const char *msg)
 struct collect {
     Spool__Record **v;
     size_t n, cap;
+    size_t bytes; /* packed size so far: a page stops at SPOOL_READ_MAX_BYTES */
     int rc;
 };
 
 static int collect_visit_cb(void *arg, const Spool__Record *rec)
 {
     struct collect *c = arg;
+    if (c->n > 0 && c->bytes >= SPOOL_READ_MAX_BYTES)
+        return 1; /* a short page: callers page on using last_seq / first_seq */
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 16;
         Spool__Record **v = realloc(c->v, cap * sizeof *v);
@@ -204,6 +207,7 @@ static int collect_visit_cb(void *arg, const Spool__Record *rec)
         return 1;
     }
     spool__record__pack(rec, buf);
+    c->bytes += len;
     Spool__Record *copy = spool__record__unpack(NULL, len, buf);
     free(buf);
     if (copy == NULL) {
