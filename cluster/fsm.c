@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cluster/entry_frame.h"
+#include "cluster/streams.h"
 #include "common/log.h"
 
 #define DEDUP_MAX_ENTRIES 65536
@@ -235,7 +236,8 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
     Spool__Record *recs = calloc(total ? total : 1, sizeof *recs);
     const Spool__Record **ptrs = calloc(total ? total : 1, sizeof *ptrs);
     struct next_seq *seqs = calloc(e->n_publishes ? e->n_publishes : 1, sizeof *seqs);
-    if (r == NULL || recs == NULL || ptrs == NULL || seqs == NULL) {
+    struct spool_streams_tx *ds = spool_streams_tx_new(f->store); /* Durable Streams overlay */
+    if (r == NULL || recs == NULL || ptrs == NULL || seqs == NULL || ds == NULL) {
         spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);
         goto out;
     }
@@ -247,6 +249,12 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
             continue;
         }
         struct next_seq *row = next_seq_of(f, seqs, &n_seqs, p->channel, e->timestamp_ms);
+        if (spool_streams_is_command(p)) { /* Durable Streams: checked and applied there */
+            if (spool_streams_apply(ds, p, &row->next, row->ts, r->publishes[i].seqs, recs, ptrs,
+                                    &n, err) != 0)
+                goto out;
+            continue;
+        }
         for (size_t j = 0; j < p->n_messages; j++) {
             const Spool__Record *m = p->messages[j];
             uint64_t seq;
@@ -285,6 +293,7 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
     }
 out:
     spool_fsm_result_free(r);
+    spool_streams_tx_free(ds);
     free(seqs);
     free(ptrs);
     free(recs);
