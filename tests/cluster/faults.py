@@ -11,7 +11,9 @@ cluster and read every replica's store from disk with spool-dump. The checks:
   - every acknowledged message is present exactly once on every replica of its shard;
   - no message (acknowledged or not) is present twice;
   - every replica of a shard holds the same records in the same order with dense serials;
-  - the serial the publisher was given is the serial stored.
+  - the serial the publisher was given is the serial stored;
+  - every SSE subscriber (reconnecting to any live node with Last-Event-ID, as a browser's
+    EventSource does) received exactly the stored sequence of its channel: no gap, no duplicate.
 
 Faults: kill -9 of a shard leader, SIGSTOP/SIGCONT of a leader, graceful restart of a node, and
 a partition: with SPOOL_NETNS set (see test_partition.sh, which creates the namespaces and runs
@@ -20,6 +22,7 @@ a bridge, and the leader's link is taken down, then brought back.
 
 Everything is bounded: the load stops after a fixed count or time, every wait has a deadline.
 """
+import http.client as httpclient
 import json
 import os
 import random
@@ -113,7 +116,7 @@ class Node:
         args = [SPOOLD, "--id", str(self.id), "--listen", "%s:%d" % (self.host, self.port),
                 "--cluster-listen", "%s:%d" % (self.host, self.cport), "--peers", self.cluster.peers,
                 "--data", self.data, "--shards", str(SHARDS), "--replicas", "3", "--anonymous",
-                "--election-timeout", "1000", "--log-level", "info"]
+                "--election-timeout", "1000", "--heartbeat-interval", "1s", "--log-level", "info"]
         if self.netns:
             args = ["ip", "netns", "exec", self.netns] + args
         self.stderr = open(self.stderr_path, "ab")
@@ -197,7 +200,7 @@ class Cluster:
             return out
         text = body.decode() if isinstance(body, bytes) else str(body)
         for line in text.splitlines():
-            if line.startswith("spool_shard_raft_applied_index{"):
+            if line.startswith("spool_raft_applied_index{"):
                 labels, value = line.rsplit(" ", 1)
                 shard = labels.split('shard="', 1)[1].split('"', 1)[0]
                 out[int(shard)] = int(float(value))
@@ -260,6 +263,7 @@ class Load:
 
     def run(self, p, count, max_seconds):
         rng = random.Random(p)
+        avoid = {}
         end = time.time() + max_seconds
         for i in range(count):
             if self.stop_flag.is_set() or time.time() > end:
@@ -271,7 +275,8 @@ class Load:
             for attempt in range(200):
                 if self.stop_flag.is_set() or time.time() > end:
                     return
-                live = self.cluster.any_live()
+                # Like a client with failover: avoid, for a while, a node that just timed out.
+                live = [n for n in self.cluster.any_live() if avoid.get(n.id, 0) < time.time()]
                 if not live:
                     time.sleep(0.05)
                     continue
@@ -282,6 +287,7 @@ class Load:
                                         timeout=2.0)
                 except OSError:
                     status, body = None, None
+                    avoid[node.id] = time.time() + 3.0
                 if status in (200, 201) and isinstance(body, dict):
                     with self.lock:
                         self.acked[mid] = (channel, int(body["serials"][0]))
@@ -307,7 +313,71 @@ class Load:
             t.join(60)
 
 
-def verify(cluster, load, scenario):
+class Subscriber(threading.Thread):
+    """An SSE subscriber of one channel that reconnects to any live node with Last-Event-ID."""
+
+    def __init__(self, cluster, channel, seed):
+        super().__init__()
+        self.cluster = cluster
+        self.channel = channel
+        self.rng = random.Random(seed)
+        self.got = []  # (serial, id) in arrival order
+        self.errors = []
+        self.reconnects = 0
+        self.stop_flag = threading.Event()
+
+    @property
+    def last(self):
+        return self.got[-1][0] if self.got else 0
+
+    def run(self):
+        end = time.time() + 180
+        while not self.stop_flag.is_set() and time.time() < end:
+            live = self.cluster.any_live()
+            if live:
+                self.stream(self.rng.choice(live))
+                self.reconnects += 1
+            self.stop_flag.wait(0.05)
+
+    def stream(self, node):
+        path = "/v1/channels/%s/events" % self.channel
+        headers = {"Accept": "text/event-stream"}
+        if self.got:
+            headers["Last-Event-ID"] = str(self.last)
+        else:
+            path += "?from=start"
+        try:
+            conn = httpclient.HTTPConnection(node.host, node.port, timeout=3)
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            if resp.status != 200:
+                conn.close()
+                return
+            event_id, data = None, None
+            while not self.stop_flag.is_set():
+                line = resp.fp.readline()
+                if not line:
+                    break
+                line = line.decode().rstrip("\r\n")
+                if line.startswith("id:"):
+                    event_id = int(line[3:].strip())
+                elif line.startswith("data:"):
+                    data = json.loads(line[5:].strip())
+                elif line == "" and data is not None:
+                    if data.get("type") == "message":
+                        serial = data["serial"]
+                        if serial != self.last + 1:
+                            self.errors.append("expected serial %d, got %d" % (self.last + 1, serial))
+                        if event_id != serial:
+                            self.errors.append("id: %r for serial %d" % (event_id, serial))
+                        self.got.append((serial, data.get("id")))
+                    event_id, data = None, None
+            conn.close()
+        except (OSError, httpclient.HTTPException, ValueError):
+            pass
+
+
+def verify(cluster, load, scenario, subscribers=()):
     replicas = cluster.dump()
     acked = load.acked
     checked = 0
@@ -332,6 +402,16 @@ def verify(cluster, load, scenario):
                 scenario, mid, serial, by_id[mid])
             checked += 1
     assert checked == len(acked), "%s: checked %d of %d acked" % (scenario, checked, len(acked))
+    for sub in subscribers:
+        ref = next(iter(replicas.values())).get(sub.channel, [])
+        assert not sub.errors, "%s: subscriber of %s: %s" % (scenario, sub.channel, sub.errors[:3])
+        assert sub.got == ref, "%s: subscriber of %s got %d events, the log has %d (first difference at %r)" % (
+            scenario, sub.channel, len(sub.got), len(ref),
+            next((i for i, (a, b) in enumerate(zip(sub.got, ref)) if a != b), min(len(sub.got), len(ref))))
+    if subscribers:
+        log("%s: %d SSE subscribers received exactly their channel's log (%d events, %d reconnects)"
+            % (scenario, len(subscribers), sum(len(x.got) for x in subscribers),
+               sum(x.reconnects for x in subscribers)))
     total = sum(len(r) for r in next(iter(replicas.values())).values())
     log("%s: ok: %d acknowledged of %d sent, %d stored, identical on %d replicas, no duplicate"
         % (scenario, len(acked), len(load.sent), total, len(replicas)))
@@ -361,8 +441,25 @@ def scenario(name, fault):
     subprocess.run(["rm", "-rf", root])
 
 
+def last_serials(cluster):
+    """The highest serial of each channel any live node reports (a follower may lag a little)."""
+    out = {}
+    for channel in CHANNELS:
+        for n in cluster.any_live():
+            try:
+                status, body = http("GET", "%s/v1/channels/%s" % (n.url, channel), timeout=2.0)
+            except OSError:
+                continue
+            if status == 200 and isinstance(body, dict):
+                out[channel] = max(out.get(channel, 0), int(body.get("lastSerial", 0)))
+    return out
+
+
 def run_scenario(name, fault, cluster):
     cluster.start()
+    subscribers = [Subscriber(cluster, CHANNELS[i], i) for i in range(3)]
+    for sub in subscribers:
+        sub.start()
     load = Load(cluster)
     load.start()
     try:
@@ -380,8 +477,19 @@ def run_scenario(name, fault, cluster):
             n.start()
     cluster.wait_ready()
     cluster.wait_converged()
+    # Subscribers catch up with the log's end (bounded), then stop before the cluster does.
+    want = last_serials(cluster)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(s.last < want.get(s.channel, 0) for s in subscribers):
+        time.sleep(0.05)
+    log("%s: subscribers at %s, channels at %s" % (
+        name, {s.channel: s.last for s in subscribers}, {s.channel: want.get(s.channel) for s in subscribers}))
+    for sub in subscribers:
+        sub.stop_flag.set()
+    for sub in subscribers:
+        sub.join(10)
     cluster.stop_all()
-    verify(cluster, load, name)
+    verify(cluster, load, name, subscribers)
 
 
 def kill_leader(cluster, load):
@@ -423,7 +531,21 @@ def partition_leader(cluster, load):
     log("partition: majority made progress %.2fs after the cut; link restored" % took)
 
 
-SCENARIOS = {"kill-leader": kill_leader, "pause-leader": pause_leader, "restart": restart_node,
+def rolling_restart(cluster, load):
+    """Each node in turn: SIGTERM (drain, hand over leaderships, flush, exit 0), start again,
+    wait until it is ready, then the next, all under publish load with subscribers attached."""
+    for node in cluster.nodes.values():
+        before = load.acked_count()
+        rc = node.stop()
+        assert rc == 0, "rolling-restart: node %d exited %d" % (node.id, rc)
+        node.start()
+        cluster.wait_ready()
+        assert load.wait_acks(before + 30, RECOVERY_BOUND_S), \
+            "rolling-restart: no progress after restarting node %d" % node.id
+        log("rolling-restart: node %d restarted; %d acknowledged so far" % (node.id, load.acked_count()))
+
+
+SCENARIOS = {"kill-leader": kill_leader, "rolling-restart": rolling_restart, "pause-leader": pause_leader, "restart": restart_node,
              "partition": partition_leader}
 
 if __name__ == "__main__":
