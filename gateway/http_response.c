@@ -127,8 +127,11 @@ void spool_http_respond_owned(struct spool_http_req *req, int status,
     struct spool_http_conn *c = req->conn;
     c->status = status;
     decide_close(c);
-    char framing[48];
-    snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", len);
+    /* 1xx, 204 and 304 answers have no body and no Content-Length (RFC 9110) */
+    bool bodiless = status < 200 || status == 204 || status == 304;
+    char framing[48] = "";
+    if (bodiless) len = 0;
+    else snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", len);
     size_t head_len = 0;
     char *head = format_head(c, status, headers, n_headers, framing, &head_len);
     if (head == NULL) {
@@ -152,8 +155,8 @@ void spool_http_respond(struct spool_http_req *req, int status, const struct spo
                         size_t n_headers, const void *body, size_t len)
 {
     char *copy = malloc(len + 1);
-    if (copy != NULL) memcpy(copy, body, len);
-    else len = 0;
+    if (copy == NULL) len = 0;
+    else if (len > 0) memcpy(copy, body, len);
     spool_http_respond_owned(req, status, headers, n_headers, copy, len);
 }
 
@@ -202,7 +205,7 @@ int spool_http_stream_writev(struct spool_http_req *req, const uv_buf_t *bufs, s
     if (data == NULL) return SPOOL_ENOMEM;
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
-        memcpy(data + off, bufs[i].base, bufs[i].len);
+        if (bufs[i].len > 0) memcpy(data + off, bufs[i].base, bufs[i].len);
         off += bufs[i].len;
     }
     if (!c->chunked) {

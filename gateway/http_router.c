@@ -53,12 +53,6 @@ static bool pattern_matches(const char *pattern, const struct spool_slice *segs,
     return true;
 }
 
-static bool method_matches(const char *route_method, const char *method)
-{
-    if (route_method == NULL || strcmp(route_method, method) == 0) return true;
-    return strcmp(route_method, "GET") == 0 && strcmp(method, "HEAD") == 0;
-}
-
 /* Captures the "{...}" segments into req->params; returns false when one does not decode. */
 static bool capture_params(struct spool_http_req *req, const char *pattern,
                            const struct spool_slice *segs, long n)
@@ -76,25 +70,38 @@ static bool capture_params(struct spool_http_req *req, const char *pattern,
     return true;
 }
 
+/* The route for the request: the first whose pattern and method match, a GET route serving HEAD
+ * only when no route names HEAD itself. NULL when none; `allow` then lists the methods the path
+ * has (empty when the path matches no pattern). */
+static const struct spool_http_route *route_find(const struct spool_http_router *r, const char *method,
+                                                 const struct spool_slice *segs, long n, char *allow,
+                                                 size_t size)
+{
+    const struct spool_http_route *get_route = NULL;
+    size_t len = 0;
+    allow[0] = '\0';
+    for (size_t i = 0; n >= 0 && i < r->n; i++) {
+        const struct spool_http_route *rt = &r->routes[i];
+        if (!pattern_matches(rt->pattern, segs, n)) continue;
+        if (rt->method == NULL || strcmp(rt->method, method) == 0) return rt;
+        if (get_route == NULL && strcmp(rt->method, "GET") == 0) get_route = rt;
+        bool listed = false; /* a comma-separated list of whole names */
+        for (const char *p = allow; !listed && (p = strstr(p, rt->method)) != NULL; p++)
+            listed = (p == allow || p[-1] == ' ') && (p[strlen(rt->method)] == ',' || p[strlen(rt->method)] == '\0');
+        if (!listed && len + strlen(rt->method) + 3 < size)
+            len += (size_t)snprintf(allow + len, size - len, "%s%s", len ? ", " : "", rt->method);
+    }
+    return strcmp(method, "HEAD") == 0 ? get_route : NULL;
+}
+
 void spool_http_router_dispatch(void *arg, struct spool_http_req *req)
 {
     struct spool_http_router *r = arg;
     struct spool_slice segs[SPOOL_HTTP_MAX_SEGMENTS];
     long n = spool_http_path_split(req->path, strlen(req->path), segs, SPOOL_HTTP_MAX_SEGMENTS);
-    char allow[128] = "";
-    size_t allow_len = 0;
-    bool path_found = false;
-    for (size_t i = 0; n >= 0 && i < r->n; i++) {
-        const struct spool_http_route *rt = &r->routes[i];
-        if (!pattern_matches(rt->pattern, segs, n)) continue;
-        path_found = true;
-        if (!method_matches(rt->method, req->method)) {
-            const char *m = rt->method;
-            if (strstr(allow, m) == NULL && allow_len + strlen(m) + 3 < sizeof allow)
-                allow_len += (size_t)snprintf(allow + allow_len, sizeof allow - allow_len, "%s%s",
-                                              allow_len ? ", " : "", m);
-            continue;
-        }
+    char allow[128];
+    const struct spool_http_route *rt = route_find(r, req->method, segs, n, allow, sizeof allow);
+    if (rt != NULL) {
         if (!capture_params(req, rt->pattern, segs, n)) {
             spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_PATH,
                                      "path segment is not validly percent-encoded");
@@ -103,7 +110,7 @@ void spool_http_router_dispatch(void *arg, struct spool_http_req *req)
         rt->handler(rt->arg, req);
         return;
     }
-    if (path_found) {
+    if (allow[0] != '\0') {
         size_t len = 0;
         char msg[160];
         snprintf(msg, sizeof msg, "method %s not allowed here", req->method);

@@ -6,7 +6,7 @@
  * (strictly, see gateway/http_path.h) and appended to req->params in order. Matching is on the
  * raw path split at '/', so an encoded slash stays inside its segment. Routes are tried in the
  * order they were added; the first whose pattern and method match wins. A GET route also serves
- * HEAD. When some pattern matches but no route has the method, the answer is 405 with an Allow
+ * HEAD when no route for the path names HEAD itself. When some pattern matches but no route has the method, the answer is 405 with an Allow
  * header; when nothing matches, 404; a capture that does not decode, 400. All as JSON errors.
  *
  * The router is the server's handler: pass spool_http_router_dispatch and the router as

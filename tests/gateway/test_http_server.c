@@ -93,6 +93,14 @@ static void handle_hold(void *arg, struct spool_http_req *req)
     spool_http_req_on_close(req, on_pending_close, NULL);
 }
 
+static void handle_get_both(void *arg, struct spool_http_req *req) { spool_http_respond(req, 200, NULL, 0, "get", 3); }
+static void handle_head_both(void *arg, struct spool_http_req *req)
+{
+    struct spool_http_header h[] = {{"X-Head", "yes"}};
+    spool_http_respond(req, 200, h, 1, NULL, 0);
+}
+static void handle_no_content(void *arg, struct spool_http_req *req) { spool_http_respond(req, 204, NULL, 0, "x", 1); }
+
 static void on_server_closed(void *arg) { srv_closed = true; }
 
 static uint64_t drain_ms = 2000;
@@ -108,6 +116,9 @@ static void start(uint64_t max_conns, uint64_t max_header, uint64_t max_body, ui
     cr_assert_eq(spool_http_router_add(&router, "GET", "/stream", handle_stream, NULL, &err), 0);
     cr_assert_eq(spool_http_router_add(&router, "GET", "/ws", handle_upgrade, NULL, &err), 0);
     cr_assert_eq(spool_http_router_add(&router, "GET", "/hold", handle_hold, NULL, &err), 0);
+    cr_assert_eq(spool_http_router_add(&router, "GET", "/both", handle_get_both, NULL, &err), 0);
+    cr_assert_eq(spool_http_router_add(&router, "HEAD", "/both", handle_head_both, NULL, &err), 0);
+    cr_assert_eq(spool_http_router_add(&router, "DELETE", "/nocontent", handle_no_content, NULL, &err), 0);
     struct spool_http_config cfg;
     spool_http_config_defaults(&cfg);
     cfg.max_connections = max_conns;
@@ -426,6 +437,27 @@ Test(http_server, pipelined_request_waits_for_an_async_answer)
     cr_assert(wait_text(c, "seq=2", 1), "got: %s", c->buf);
     const char *first = strstr(c->buf, "\r\n\r\nfirst"), *second = strstr(c->buf, "q=second");
     cr_expect(first != NULL && second != NULL && first < second, "got: %s", c->buf);
+    client_free(c);
+    stop();
+}
+
+Test(http_server, head_route_wins_over_get_and_204_has_no_length)
+{
+    start_default();
+    struct client *c = client_open();
+    SEND(c, "HEAD /both HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(c, "\r\n\r\n", 1), "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "X-Head: yes\r\n") != NULL, "GET handler served HEAD: %s", c->buf);
+    c->len = 0, c->buf[0] = '\0';
+    SEND(c, "DELETE /nocontent HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(wait_text(c, "\r\n\r\n", 1), "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "HTTP/1.1 204 No Content\r\n") == c->buf, "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "Content-Length") == NULL, "got: %s", c->buf);
+    /* the connection is still in step: nothing was sent after the head */
+    SEND(c, "PUT /both HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    cr_assert(wait_text(c, "HTTP/1.1 405", 1), "got: %s", c->buf);
+    cr_expect(strstr(c->buf, "Allow: GET, HEAD\r\n") != NULL, "got: %s", c->buf);
+    cr_expect(strncmp(c->buf, "HTTP/1.1 204", 12) == 0, "stray bytes after the 204: %s", c->buf);
     client_free(c);
     stop();
 }
