@@ -16,6 +16,7 @@
 #include "gateway/http_path.h"
 #include "gateway/json_body.h"
 #include "gateway/metrics.h"
+#include "gateway/presence.h"
 #include "gateway/jwt.h"
 #include "gateway/websocket.h"
 
@@ -77,12 +78,13 @@ json_t *spool_rt_record_json(const Spool__Record *rec)
         json_decref(data);
         return NULL;
     }
-    json_object_set_new(o, "type", json_string("message"));
+    bool presence = rec->action == SPOOL__ACTION__ACTION_PRESENCE;
+    json_object_set_new(o, "type", json_string(presence ? "presence" : "message"));
     json_object_set_new(o, "channel", json_string(rec->channel));
     json_object_set_new(o, "serial", json_integer((json_int_t)rec->seq));
     if (rec->id != NULL && rec->id[0] != '\0')
         json_object_set_new(o, "id", json_string(rec->id));
-    if (rec->name != NULL && rec->name[0] != '\0')
+    if (!presence && rec->name != NULL && rec->name[0] != '\0')
         json_object_set_new(o, "name", json_string(rec->name));
     json_object_set_new(o, "data", data);
     if (encoding != NULL)
@@ -92,7 +94,9 @@ json_t *spool_rt_record_json(const Spool__Record *rec)
     if (rec->connection_id != NULL && rec->connection_id[0] != '\0')
         json_object_set_new(o, "connectionId", json_string(rec->connection_id));
     json_object_set_new(o, "timestamp", json_integer((json_int_t)rec->timestamp_ms));
-    json_object_set_new(o, "action", json_string(action_name(rec->action)));
+    json_object_set_new(o, "action", json_string(presence && rec->name != NULL && rec->name[0]
+                                                     ? rec->name
+                                                     : action_name(rec->action)));
     if (rec->ref_seq != 0)
         json_object_set_new(o, "refSerial", json_integer((json_int_t)rec->ref_seq));
     if (rec->version > 1)
@@ -145,6 +149,7 @@ struct spool_realtime {
     struct spool_realtime_config cfg;
     uint8_t secret[SPOOL_RESUME_SECRET_BYTES];
     struct rt_conn *conns; /* doubly linked */
+    struct rt_leave *leaves; /* dropped connections' members, waiting for a resume */
     size_t n_conns;
     uv_timer_t refresh;    /* resume key refresh cadence */
     struct rt_cached cache[RT_FRAME_CACHE];
@@ -202,6 +207,32 @@ struct rt_att {
     char *channel;
 };
 
+/* A presence member this connection entered (optimistically, at send time). */
+struct rt_entered {
+    struct rt_entered *next;
+    char *channel;
+    char *client_id;
+    uint64_t serial; /* of its last acknowledged presence record, 0 until acked */
+};
+
+/* A presence.get in flight. */
+struct rt_sync {
+    struct rt_sync *next;
+    struct rt_conn *c;
+    struct spool_presence_sync *sync;
+    char *channel;
+};
+
+/* The members of a connection that dropped, waiting presence_timeout_ms for a resume. */
+struct rt_leave {
+    uv_timer_t timer;
+    struct spool_realtime *rt;
+    struct rt_leave *next;
+    char id[SPOOL_CONNECTION_ID_MAX + 1];
+    int64_t died_at_ms;
+    struct rt_entered *entered;
+};
+
 struct rt_conn {
     struct spool_ws ws;
     struct spool_realtime *rt;
@@ -217,12 +248,26 @@ struct rt_conn {
     uint64_t tokens_at; /* uv_now of the last refill */
     bool resumable;    /* no message yet: a "resume" message is still allowed */
     bool key_dirty;    /* attachments changed since the last resumeKey */
+    struct rt_entered *entered;
+    struct rt_sync *syncs;
 };
+
+static void entered_free(struct rt_entered *e)
+{
+    while (e != NULL) {
+        struct rt_entered *next = e->next;
+        free(e->channel);
+        free(e->client_id);
+        free(e);
+        e = next;
+    }
+}
 
 static void rt_conn_unref(struct rt_conn *c)
 {
     if (--c->refs > 0)
         return;
+    entered_free(c->entered);
     spool_principal_close(&c->principal);
     free(c->tcp);
     free(c);
@@ -305,6 +350,122 @@ static void rt_send_resume_key(struct rt_conn *c)
 
 static void rt_maybe_finish_close(struct spool_realtime *rt);
 
+/* ---- presence bookkeeping -------------------------------------------------------------------- */
+
+#define RT_PRESENCE_SCAN_MAX 100000 /* records read to compute members or check a leave */
+
+static struct rt_entered **entered_find(struct rt_entered **list, const char *channel,
+                                        const char *client_id)
+{
+    for (; *list != NULL; list = &(*list)->next)
+        if (strcmp((*list)->channel, channel) == 0 && strcmp((*list)->client_id, client_id) == 0)
+            return list;
+    return list;
+}
+
+/* Records an enter/update (upsert) or leave (remove) this connection is sending. */
+static void entered_note(struct rt_conn *c, const char *channel, const char *client_id, bool leave)
+{
+    struct rt_entered **p = entered_find(&c->entered, channel, client_id);
+    if (leave) {
+        if (*p != NULL) {
+            struct rt_entered *e = *p;
+            *p = e->next;
+            e->next = NULL;
+            entered_free(e);
+        }
+        return;
+    }
+    if (*p != NULL)
+        return;
+    struct rt_entered *e = calloc(1, sizeof *e);
+    if (e == NULL || (e->channel = strdup(channel)) == NULL ||
+        (e->client_id = strdup(client_id)) == NULL) {
+        entered_free(e);
+        return;
+    }
+    *p = e;
+}
+
+/* Publishes (after checking) the leave of every member in `entered`; frees the list. */
+static void rt_leave_all(struct spool_realtime *rt, const char *conn_id, struct rt_entered *entered,
+                         int64_t died_at_ms)
+{
+    for (struct rt_entered *e = entered; e != NULL; e = e->next)
+        if (spool_presence_leave(rt->node, e->channel, e->client_id, conn_id, e->serial,
+                                 died_at_ms, RT_PRESENCE_SCAN_MAX) != 0)
+            SPOOL_WARN("presence.leave_failed", "channel=%s err=nomem", e->channel);
+    entered_free(entered);
+}
+
+static void on_leave_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void rt_leave_unlink(struct spool_realtime *rt, struct rt_leave *l)
+{
+    for (struct rt_leave **p = &rt->leaves; *p != NULL; p = &(*p)->next) {
+        if (*p == l) {
+            *p = l->next;
+            break;
+        }
+    }
+    uv_close((uv_handle_t *)&l->timer, on_leave_timer_closed);
+}
+
+static void on_leave_timeout(uv_timer_t *t)
+{
+    struct rt_leave *l = t->data;
+    struct spool_realtime *rt = l->rt;
+    rt_leave_all(rt, l->id, l->entered, l->died_at_ms);
+    l->entered = NULL;
+    rt_leave_unlink(rt, l);
+}
+
+/* A connection with members ended: leave now (the client said goodbye with a close frame, or the
+ * server is stopping) or after presence_timeout_ms unless it is resumed on this node first. */
+static void rt_schedule_leave(struct rt_conn *c)
+{
+    struct spool_realtime *rt = c->rt;
+    struct rt_entered *entered = c->entered;
+    c->entered = NULL;
+    if (entered == NULL)
+        return;
+    int64_t now = spool_auth_now_ms();
+    struct rt_leave *l = NULL;
+    if (!spool_ws_peer_closed(&c->ws) && !rt->closing && rt->cfg.presence_timeout_ms > 0)
+        l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        rt_leave_all(rt, c->id, entered, now);
+        return;
+    }
+    l->rt = rt;
+    memcpy(l->id, c->id, sizeof l->id);
+    l->died_at_ms = now;
+    l->entered = entered;
+    uv_timer_init(rt->loop, &l->timer);
+    l->timer.data = l;
+    uv_timer_start(&l->timer, on_leave_timeout, rt->cfg.presence_timeout_ms, 0);
+    l->next = rt->leaves;
+    rt->leaves = l;
+}
+
+/* A resume on this node takes the dropped connection's members back (no leave, no re-enter). */
+static void rt_adopt_leave(struct rt_conn *c)
+{
+    for (struct rt_leave *l = c->rt->leaves; l != NULL; l = l->next) {
+        if (strcmp(l->id, c->id) == 0) {
+            entered_free(c->entered);
+            c->entered = l->entered;
+            l->entered = NULL;
+            uv_timer_stop(&l->timer);
+            rt_leave_unlink(c->rt, l);
+            return;
+        }
+    }
+}
+
 static void on_ws_close(struct spool_ws *ws, uint16_t code)
 {
     struct rt_conn *c = ws->data;
@@ -312,6 +473,21 @@ static void on_ws_close(struct spool_ws *ws, uint16_t code)
     c->open = false;
     while (c->atts != NULL)
         rt_att_remove(c, c->atts);
+    for (struct rt_sync *y = c->syncs; y != NULL;) {
+        struct rt_sync *next = y->next;
+        spool_presence_sync_cancel(y->sync);
+        free(y->channel);
+        free(y);
+        y = next;
+    }
+    c->syncs = NULL;
+    /* A connection replaced by its own resume (4000) hands its members over; others leave. */
+    if (code == 4000) {
+        entered_free(c->entered);
+        c->entered = NULL;
+    } else {
+        rt_schedule_leave(c);
+    }
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -434,8 +610,10 @@ static int rt_attach(struct rt_conn *c, const char *channel, struct spool_from f
 
 struct rt_pub {
     struct rt_conn *c;
-    json_int_t msg_serial;
-    uint64_t bytes; /* data bytes published, for the metrics */
+    json_int_t msg_serial; /* -1: presence without msgSerial (no ack; errors as "error") */
+    uint64_t bytes;        /* data bytes published, for the metrics */
+    char *channel;         /* presence: the member this publish enters/updates */
+    char *client_id;
 };
 
 static void on_published(void *arg, int status, const struct spool_err *err, const uint64_t *seqs,
@@ -450,7 +628,17 @@ static void on_published(void *arg, int status, const struct spool_err *err, con
         if (c->rt->counters.bytes_in != NULL)
             spool_counter_add(c->rt->counters.bytes_in, (double)p->bytes);
     }
-    if (c->open) {
+    if (c->open && status == 0 && p->channel != NULL && n == 1) {
+        struct rt_entered *e = *entered_find(&c->entered, p->channel, p->client_id);
+        if (e != NULL && seqs[0] > e->serial)
+            e->serial = seqs[0];
+    }
+    if (c->open && p->msg_serial < 0) {
+        if (status != 0)
+            rt_send_error(c, rt_code_of(status),
+                          err != NULL && err->msg[0] ? err->msg : spool_err_name(status),
+                          json_pack("{s:s}", "channel", p->channel ? p->channel : ""));
+    } else if (c->open) {
         if (status == 0) {
             json_t *serials = json_array(), *dups = json_array();
             bool any_dup = false;
@@ -473,6 +661,8 @@ static void on_published(void *arg, int status, const struct spool_err *err, con
                                       "message", msg));
         }
     }
+    free(p->channel);
+    free(p->client_id);
     free(p);
     rt_conn_unref(c);
 }
@@ -625,6 +815,7 @@ static void rt_publish(struct rt_conn *c, json_t *msg)
     if (code == 0) {
         p->c = c;
         p->msg_serial = msg_serial;
+        p->channel = p->client_id = NULL;
         p->bytes = 0;
         for (size_t i = 0; i < n; i++)
             p->bytes += recs[i].data.len;
@@ -647,6 +838,142 @@ static void rt_publish(struct rt_conn *c, json_t *msg)
     free(ptrs);
     free(recs);
     free(p);
+}
+
+/* ---- presence -------------------------------------------------------------------------------- */
+
+/* {"type":"presence","channel","action":"enter"|"update"|"leave","data"?,"clientId"?,
+ *  "msgSerial"?}: one presence record, published like a message (same data rules). */
+static void rt_presence(struct rt_conn *c, json_t *msg)
+{
+    json_t *jserial = json_object_get(msg, "msgSerial");
+    json_int_t msg_serial = json_is_integer(jserial) && json_integer_value(jserial) >= 0
+                                ? json_integer_value(jserial)
+                                : -1;
+    const char *channel = json_string_value(json_object_get(msg, "channel"));
+    const char *action = json_string_value(json_object_get(msg, "action"));
+    const char *why = "channel missing";
+    if (channel == NULL || !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
+        rt_send_error(c, SPOOL_RT_EBAD_CHANNEL, why, NULL);
+        return;
+    }
+    json_t *jch = json_pack("{s:s}", "channel", channel);
+    if (!spool_presence_action_valid(action)) {
+        rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "action must be enter, update or leave", jch);
+        return;
+    }
+    struct spool_err err;
+    if (spool_principal_check(&c->principal, channel, SPOOL_CAP_PRESENCE, &err) != SPOOL_AUTH_OK) {
+        rt_send_error(c, SPOOL_RT_EFORBIDDEN, err.msg, jch);
+        return;
+    }
+    Spool__Record rec;
+    char *owned[2] = {NULL, NULL};
+    int code = 0;
+    const char *problem = rt_message_from_json(c, msg, &rec, owned, &code);
+    if (problem == NULL && (rec.client_id == NULL || rec.client_id[0] == '\0')) {
+        problem = "presence needs a clientId (from the credentials or the message)";
+        code = SPOOL_RT_EBAD_MESSAGE;
+    }
+    if (problem == NULL && !rt_take_tokens(c, 1)) {
+        problem = "publish rate limit exceeded";
+        code = SPOOL_RT_ERATE;
+    }
+    struct rt_pub *p = problem == NULL ? calloc(1, sizeof *p) : NULL;
+    if (problem == NULL && (p == NULL || (p->channel = strdup(channel)) == NULL ||
+                            (p->client_id = strdup(rec.client_id)) == NULL)) {
+        problem = "out of memory";
+        code = SPOOL_RT_EINTERNAL;
+    }
+    if (problem == NULL) {
+        rec.action = SPOOL__ACTION__ACTION_PRESENCE;
+        rec.name = (char *)action;
+        rec.id = "";
+        p->c = c;
+        p->msg_serial = msg_serial;
+        p->bytes = rec.data.len;
+        entered_note(c, channel, rec.client_id, strcmp(action, "leave") == 0);
+        const Spool__Record *recs[1] = {&rec};
+        c->refs++;
+        int rv = spool_node_publish(c->rt->node, channel, recs, 1, on_published, p);
+        if (rv == 0) {
+            p = NULL;
+        } else {
+            c->refs--;
+            problem = "presence could not be published";
+            code = rt_code_of(rv);
+        }
+    }
+    if (problem != NULL) {
+        if (msg_serial >= 0) {
+            rt_nack(c, msg_serial, code, problem);
+            json_decref(jch);
+        } else {
+            rt_send_error(c, code, problem, jch);
+        }
+    } else {
+        json_decref(jch);
+    }
+    if (p != NULL) {
+        free(p->channel);
+        free(p->client_id);
+        free(p);
+    }
+    free(owned[0]);
+    free(owned[1]);
+}
+
+static void on_presence_synced(void *arg, int status, const struct spool_err *err,
+                               const struct spool_presence_set *set)
+{
+    struct rt_sync *y = arg;
+    struct rt_conn *c = y->c;
+    for (struct rt_sync **p = &c->syncs; *p != NULL; p = &(*p)->next) {
+        if (*p == y) {
+            *p = y->next;
+            break;
+        }
+    }
+    if (status == 0)
+        rt_send_json(c, json_pack("{s:s,s:s,s:I,s:o}", "type", "presence.members", "channel",
+                                  y->channel, "serial", (json_int_t)set->serial, "members",
+                                  spool_presence_set_json(set)));
+    else
+        rt_send_error(c, rt_code_of(status), err->msg, json_pack("{s:s}", "channel", y->channel));
+    free(y->channel);
+    free(y);
+}
+
+/* {"type":"presence.get","channel"}: the members, valid at a serial (see gateway/presence.h). */
+static void rt_presence_get(struct rt_conn *c, json_t *msg)
+{
+    const char *channel = json_string_value(json_object_get(msg, "channel"));
+    const char *why = "channel missing";
+    if (channel == NULL || !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
+        rt_send_error(c, SPOOL_RT_EBAD_CHANNEL, why, NULL);
+        return;
+    }
+    struct spool_err err;
+    if (spool_principal_check(&c->principal, channel, SPOOL_CAP_SUBSCRIBE, &err) != SPOOL_AUTH_OK) {
+        rt_send_error(c, SPOOL_RT_EFORBIDDEN, err.msg, json_pack("{s:s}", "channel", channel));
+        return;
+    }
+    struct rt_sync *y = calloc(1, sizeof *y);
+    if (y == NULL || (y->channel = strdup(channel)) == NULL) {
+        free(y);
+        rt_send_error(c, SPOOL_RT_EINTERNAL, "out of memory", NULL);
+        return;
+    }
+    y->c = c;
+    if (spool_presence_sync(&y->sync, c->rt->node, channel, RT_PRESENCE_SCAN_MAX,
+                            on_presence_synced, y, &err) != 0) {
+        rt_send_error(c, rt_code_of(err.code), err.msg, json_pack("{s:s}", "channel", channel));
+        free(y->channel);
+        free(y);
+        return;
+    }
+    y->next = c->syncs;
+    c->syncs = y;
 }
 
 /* ---- resume ---------------------------------------------------------------------------------- */
@@ -677,14 +1004,22 @@ static void rt_resume(struct rt_conn *c, const char *key, json_t *serials)
         rt_send_error(c, SPOOL_RT_ERESUME_IDENTITY, "resume key belongs to another identity", NULL);
         goto out;
     }
-    /* The old connection may still be open here (a half-open TCP): it is replaced. */
+    /* The old connection may still be open here (a half-open TCP): it is replaced, and its
+     * presence members carry over; or it already dropped and its members wait for us. */
+    memcpy(c->id, s.connection_id, sizeof c->id);
+    bool replaced = false;
     for (struct rt_conn *o = rt->conns; o != NULL; o = o->next) {
         if (o != c && o->open && strcmp(o->id, s.connection_id) == 0) {
+            entered_free(c->entered);
+            c->entered = o->entered;
+            o->entered = NULL;
             spool_ws_close(&o->ws, 4000, "resumed by another connection");
+            replaced = true;
             break;
         }
     }
-    memcpy(c->id, s.connection_id, sizeof c->id);
+    if (!replaced)
+        rt_adopt_leave(c);
     json_t *from = json_object();
     for (size_t i = 0; i < s.n; i++) {
         json_t *js = serials != NULL ? json_object_get(serials, s.atts[i].channel) : NULL;
@@ -761,6 +1096,10 @@ static void on_ws_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *da
             rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "resume needs resumeKey and an optional serials object", NULL);
         else
             rt_resume(c, key, serials);
+    } else if (strcmp(type, "presence") == 0) {
+        rt_presence(c, msg);
+    } else if (strcmp(type, "presence.get") == 0) {
+        rt_presence_get(c, msg);
     } else if (strcmp(type, "ping") == 0) {
         rt_send_json(c, json_pack("{s:s}", "type", "pong"));
     } else {
@@ -842,6 +1181,14 @@ void spool_realtime_close(struct spool_realtime *rt, void (*cb)(void *arg), void
     rt->closing = true;
     rt->close_cb = cb;
     rt->close_arg = arg;
+    /* Members of dropped connections leave now: no resume will come to this node any more. */
+    while (rt->leaves != NULL) {
+        struct rt_leave *l = rt->leaves;
+        uv_timer_stop(&l->timer);
+        rt_leave_all(rt, l->id, l->entered, l->died_at_ms);
+        l->entered = NULL;
+        rt_leave_unlink(rt, l);
+    }
     for (struct rt_conn *c = rt->conns; c != NULL; c = c->next)
         spool_ws_close(&c->ws, 1001, "server shutting down");
     rt_maybe_finish_close(rt);
@@ -1036,6 +1383,7 @@ int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
         .max_connections = o->max_connections,
         .max_batch = o->max_publish_batch,
         .max_field_bytes = o->max_field_bytes,
+        .presence_timeout_ms = o->presence_timeout_ms,
     };
     if ((rv = spool_realtime_init(&m->rt, loop, node, keys, &cfg, secret, err)) != 0)
         return rv;

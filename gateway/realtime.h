@@ -73,6 +73,7 @@ struct spool_realtime_config {
     uint64_t max_connections;     /* realtime connections on this node; 0 = unlimited */
     uint64_t max_batch;           /* messages in one publish */
     uint64_t max_field_bytes;     /* longest message id or name */
+    uint64_t presence_timeout_ms; /* a dropped connection's members leave after; 0 = at once */
 };
 
 struct spool_realtime;

@@ -396,6 +396,8 @@ static void wslay_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_o
         return;
     case WSLAY_CONNECTION_CLOSE:
         /* wslay has queued the echo; the reason (after the 2-byte code) must be UTF-8. */
+        if (!ws->closing)
+            ws->peer_closed = true;
         if (ws->code == 0)
             ws->code = arg->status_code != 0 ? arg->status_code : WSLAY_CODE_NO_STATUS_RCVD;
         ws->closing = true;
@@ -583,6 +585,11 @@ int spool_ws_send_frame(struct spool_ws *ws, struct spool_wsframe *f)
 uint64_t spool_ws_buffered(const struct spool_ws *ws)
 {
     return ws->buffered;
+}
+
+bool spool_ws_peer_closed(const struct spool_ws *ws)
+{
+    return ws->peer_closed;
 }
 
 bool spool_ws_is_closing(const struct spool_ws *ws)

@@ -120,6 +120,7 @@ struct spool_ws {
     bool closing;
     bool dead;
     bool in_recv;
+    bool peer_closed;
     uint16_t code;
     unsigned pending_closes; /* handles still closing */
 };
@@ -141,6 +142,8 @@ int spool_ws_send_frame(struct spool_ws *ws, struct spool_wsframe *f);
 /* Bytes handed to the kernel-facing write queue and not yet written. */
 uint64_t spool_ws_buffered(const struct spool_ws *ws);
 bool spool_ws_is_closing(const struct spool_ws *ws);
+/* True when the peer started the close handshake (it said goodbye, whatever the code). */
+bool spool_ws_peer_closed(const struct spool_ws *ws);
 /* Starts the close handshake with `code` and a short UTF-8 reason (may be NULL). */
 void spool_ws_close(struct spool_ws *ws, uint16_t code, const char *reason);
 /* Drops the connection now without a handshake (on_close reports 1006). */
