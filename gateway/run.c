@@ -155,6 +155,12 @@ static int http_start(struct spool_daemon *d, struct spool_err *err)
     d->api.server = d->http;
     if ((rv = spool_http_server_listen(d->http, o->listen, err)) != 0) return rv;
     SPOOL_INFO("http.listening", "address=%s port=%d", o->listen, spool_http_server_port(d->http));
+    if (o->anonymous)
+        SPOOL_WARN("auth.anonymous",
+                   "port=%d msg=\"ANONYMOUS ACCESS IS ON: any client that can reach %s (port %d) may "
+                   "publish, read and subscribe on every channel. For development only; never in "
+                   "production.\"",
+                   spool_http_server_port(d->http), o->listen, spool_http_server_port(d->http));
     return 0;
 }
 
@@ -163,12 +169,7 @@ static int keyring_load(struct spool_daemon *d, struct spool_err *err)
     const struct spool_options *o = d->opts;
     int rv = spool_keyring_configure(&d->keyring, o->api_keys, o->api_keys_file, o->anonymous, err);
     if (rv != 0) return rv;
-    if (o->anonymous) {
-        SPOOL_WARN("auth.anonymous",
-                   "msg=\"ANONYMOUS ACCESS IS ON: any client that can reach %s may publish, read and "
-                   "subscribe on every channel. For development only; never in production.\"",
-                   o->listen);
-    } else if (d->keyring.n == 0) {
+    if (!o->anonymous && d->keyring.n == 0) {
         return spool_err_set(err, SPOOL_EINVAL,
                              "no API keys configured: pass --api-keys or --api-keys-file "
                              "(or --anonymous for local development)");
