@@ -226,6 +226,10 @@ static void on_drain_timeout(uv_timer_t *t)
 
 void spool_http_server_close(struct spool_http_server *s, void (*cb)(void *arg), void *arg)
 {
+    if (s->closing) { /* one close, one callback */
+        SPOOL_WARN("http.close_twice", "msg=\"spool_http_server_close called again; ignored\"");
+        return;
+    }
     s->closing = true;
     s->close_cb = cb, s->close_arg = arg;
     uv_close((uv_handle_t *)&s->listener, on_server_handle_close);

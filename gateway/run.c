@@ -20,6 +20,7 @@
  * Each step starts in the completion callback of the previous one.
  */
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,33 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     SPOOL_INFO("spoold.signal", "signal=%s action=drain", strsignal(signum));
     daemon_stop(d, 0);
+}
+
+/* Limits that would make every request fail are configuration mistakes: refuse to start. */
+static int options_check(const struct spool_options *o, struct spool_err *err)
+{
+    static const struct {
+        const char *flag;
+        size_t offset;
+        uint64_t min;
+    } mins[] = {
+        {"--max-header-bytes", offsetof(struct spool_options, max_header_bytes), 256},
+        {"--max-request-bytes", offsetof(struct spool_options, max_request_bytes), 1},
+        {"--max-message-bytes", offsetof(struct spool_options, max_message_bytes), 1},
+        {"--max-channel-name-bytes", offsetof(struct spool_options, max_channel_name_bytes), 1},
+        {"--max-publish-batch", offsetof(struct spool_options, max_publish_batch), 1},
+        {"--max-field-bytes", offsetof(struct spool_options, max_field_bytes), 1},
+        {"--history-page-default", offsetof(struct spool_options, history_page_default), 1},
+        {"--history-page-max", offsetof(struct spool_options, history_page_max), 1},
+        {"--history-page-bytes", offsetof(struct spool_options, history_page_bytes), 1},
+    };
+    for (size_t i = 0; i < sizeof mins / sizeof mins[0]; i++) {
+        uint64_t v = *(const uint64_t *)((const char *)o + mins[i].offset);
+        if (v < mins[i].min)
+            return spool_err_set(err, SPOOL_EINVAL, "%s must be at least %llu", mins[i].flag,
+                                 (unsigned long long)mins[i].min);
+    }
+    return 0;
 }
 
 static int node_start(struct spool_daemon *d, struct spool_err *err)
@@ -188,7 +216,7 @@ int spool_run(const struct spool_options *o)
     spool_err_clear(&err);
     spool_keyring_init(&d->keyring);
     int code = 0;
-    if (keyring_load(d, &err) != 0) {
+    if (options_check(o, &err) != 0 || keyring_load(d, &err) != 0) {
         fprintf(stderr, "spoold: %s\n", err.msg);
         spool_keyring_close(&d->keyring);
         free(d);

@@ -246,4 +246,9 @@ rc=0
 grep -q 'no API keys configured' "$work/nokeys.log" || fail "no keys message: $(cat "$work/nokeys.log")"
 ok "without keys and without --anonymous spoold refuses to start (exit 2, clear message)"
 
+rc=0
+"$SPOOLD" --anonymous --history-page-max 0 --data "$work/data" >"$work/badopt.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q -- '--history-page-max must be at least 1' "$work/badopt.log" || fail "bad option: exit $rc, $(cat "$work/badopt.log")"
+ok "a limit that would refuse every request (--history-page-max 0) is refused at startup (exit 2)"
+
 echo "single node e2e: $checks checks passed"
