@@ -172,9 +172,10 @@ bool spool_http_req_closing(const struct spool_http_req *req);
 
 /* ---- completion calls: exactly one per request ---- */
 
-/* A complete response. Content-Length, Connection and Date-less defaults are added by the
+/* A complete response. Content-Length, Connection and Server headers are added by the
  * server; `headers` must not contain Content-Length, Transfer-Encoding or Connection. The body
- * is copied. For HEAD the body is omitted (Content-Length still describes it). */
+ * is copied. For HEAD the body is omitted (Content-Length still describes it); 1xx, 204 and 304
+ * answers carry neither body nor Content-Length. */
 void spool_http_respond(struct spool_http_req *req, int status, const struct spool_http_header *headers,
                         size_t n_headers, const void *body, size_t len);
 /* Same, taking ownership of a malloc'd `body` (freed with free() once written). */
