@@ -1,0 +1,238 @@
+/*
+ * Publishing over the realtime protocol: {"type":"publish"} into records with the REST API's
+ * storage rules, the per-connection rate bucket, and the ack/nack that completes each publish
+ * (the node's callback is the one completion path; it holds a connection reference).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "gateway/channel_name.h"
+#include "gateway/json_body.h"
+#include "gateway/metrics.h"
+#include "gateway/realtime_int.h"
+
+void spool_rt_on_published(void *arg, int status, const struct spool_err *err, const uint64_t *seqs,
+                         const bool *duplicate, size_t n)
+{
+    struct rt_pub *p = arg;
+    struct rt_conn *c = p->c;
+    if (status == 0 && c->open) {
+        /* c->rt outlives every open connection */
+        if (c->rt->counters.messages_in != NULL)
+            spool_counter_add(c->rt->counters.messages_in, (double)n);
+        if (c->rt->counters.bytes_in != NULL)
+            spool_counter_add(c->rt->counters.bytes_in, (double)p->bytes);
+    }
+    if (c->open && status == 0 && p->channel != NULL && n == 1) {
+        struct rt_entered *e = *spool_rt_entered_find(&c->entered, p->channel, p->client_id);
+        if (e != NULL && seqs[0] > e->serial)
+            e->serial = seqs[0];
+    }
+    if (c->open && p->msg_serial < 0) {
+        if (status != 0)
+            spool_rt_send_error(c, spool_rt_code_of(status),
+                          err != NULL && err->msg[0] ? err->msg : spool_err_name(status),
+                          json_pack("{s:s}", "channel", p->channel ? p->channel : ""));
+    } else if (c->open) {
+        if (status == 0) {
+            json_t *serials = json_array(), *dups = json_array();
+            bool any_dup = false;
+            for (size_t i = 0; i < n; i++) {
+                json_array_append_new(serials, json_integer((json_int_t)seqs[i]));
+                json_array_append_new(dups, json_boolean(duplicate[i]));
+                any_dup = any_dup || duplicate[i];
+            }
+            json_t *o = json_pack("{s:s,s:I,s:o}", "type", "ack", "msgSerial", p->msg_serial,
+                                  "serials", serials);
+            if (any_dup && o != NULL)
+                json_object_set_new(o, "duplicates", dups);
+            else
+                json_decref(dups);
+            spool_rt_send_json(c, o);
+        } else {
+            const char *msg = err != NULL && err->msg[0] ? err->msg : spool_err_name(status);
+            spool_rt_send_json(c, json_pack("{s:s,s:I,s:{s:i,s:s}}", "type", "nack", "msgSerial",
+                                      p->msg_serial, "error", "code", spool_rt_code_of(status),
+                                      "message", msg));
+        }
+    }
+    free(p->channel);
+    free(p->client_id);
+    free(p);
+    spool_rt_conn_unref(c);
+}
+
+void spool_rt_nack(struct rt_conn *c, json_int_t msg_serial, int code, const char *message)
+{
+    spool_rt_send_json(c, json_pack("{s:s,s:I,s:{s:i,s:s}}", "type", "nack", "msgSerial", msg_serial,
+                              "error", "code", code, "message", message));
+}
+
+bool spool_rt_take_tokens(struct rt_conn *c, size_t n)
+{
+    uint64_t rate = c->rt->cfg.rate_per_second;
+    if (rate == 0)
+        return true;
+    uint64_t now = uv_now(c->rt->loop);
+    c->tokens += (double)(now - c->tokens_at) * (double)rate / 1000.0;
+    if (c->tokens > (double)rate)
+        c->tokens = (double)rate;
+    c->tokens_at = now;
+    if (c->tokens < (double)n)
+        return false;
+    c->tokens -= (double)n;
+    return true;
+}
+
+/* One message object into `rec`, with the same storage rules as the REST API (gateway/
+ * http_api.c): a JSON string is stored as its UTF-8 bytes (text/plain), any other JSON value as
+ * its compact serialisation (application/json), no data as nothing; extras is a JSON object.
+ * Buffers to free go to owned[0..1]. Returns NULL, or a message with *code set. */
+const char *spool_rt_message_from_json(struct rt_conn *c, json_t *m, Spool__Record *rec,
+                                        char **owned, int *code)
+{
+    const struct spool_realtime_config *cfg = &c->rt->cfg;
+    *code = SPOOL_RT_EBAD_MESSAGE;
+    if (!json_is_object(m))
+        return "each message must be a JSON object";
+    spool__record__init(rec);
+    rec->action = SPOOL__ACTION__ACTION_MESSAGE_CREATE;
+    rec->version = 1;
+    rec->connection_id = c->id;
+    json_t *v;
+    if ((v = json_object_get(m, "id")) != NULL) {
+        if (!json_is_string(v) || json_string_length(v) > cfg->max_field_bytes)
+            return "id must be a string of at most max-field-bytes";
+        rec->id = (char *)json_string_value(v);
+    }
+    if ((v = json_object_get(m, "name")) != NULL) {
+        if (!json_is_string(v) || json_string_length(v) > cfg->max_field_bytes)
+            return "name must be a string of at most max-field-bytes";
+        rec->name = (char *)json_string_value(v);
+    }
+    if ((v = json_object_get(m, "clientId")) != NULL) {
+        if (!json_is_string(v) || json_string_length(v) > SPOOL_CLIENT_ID_MAX)
+            return "clientId must be a string";
+        if (c->principal.client_id[0] != '\0' &&
+            strcmp(c->principal.client_id, json_string_value(v)) != 0) {
+            *code = SPOOL_RT_EFORBIDDEN;
+            return "clientId does not match the credentials' client id";
+        }
+        rec->client_id = (char *)json_string_value(v);
+    } else {
+        rec->client_id = c->principal.client_id;
+    }
+    if ((v = json_object_get(m, "data")) != NULL) {
+        if (json_is_string(v)) {
+            rec->data.data = (uint8_t *)json_string_value(v);
+            rec->data.len = json_string_length(v);
+            rec->content_type = "text/plain";
+        } else {
+            size_t len = 0;
+            if ((owned[0] = spool_json_dump(v, &len)) == NULL) {
+                *code = SPOOL_RT_EINTERNAL;
+                return "out of memory";
+            }
+            rec->data.data = (uint8_t *)owned[0];
+            rec->data.len = len;
+            rec->content_type = "application/json";
+        }
+    }
+    if ((v = json_object_get(m, "extras")) != NULL) {
+        size_t len = 0;
+        if (!json_is_object(v))
+            return "extras must be a JSON object";
+        if ((owned[1] = spool_json_dump(v, &len)) == NULL) {
+            *code = SPOOL_RT_EINTERNAL;
+            return "out of memory";
+        }
+        rec->extras.data = (uint8_t *)owned[1];
+        rec->extras.len = len;
+    }
+    if (rec->data.len + rec->extras.len > cfg->max_message_bytes) {
+        *code = SPOOL_RT_ETOO_LARGE;
+        return "message data and extras exceed max-message-bytes";
+    }
+    return NULL;
+}
+
+void spool_rt_publish(struct rt_conn *c, json_t *msg)
+{
+    json_t *jserial = json_object_get(msg, "msgSerial");
+    json_int_t msg_serial = json_is_integer(jserial) ? json_integer_value(jserial) : -1;
+    const char *channel = json_string_value(json_object_get(msg, "channel"));
+    json_t *messages = json_object_get(msg, "messages");
+    if (msg_serial < 0) {
+        spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "publish needs an integer msgSerial >= 0", NULL);
+        return;
+    }
+    const char *why = "channel missing";
+    if (channel == NULL || !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
+        spool_rt_nack(c, msg_serial, SPOOL_RT_EBAD_CHANNEL, why);
+        return;
+    }
+    if (!json_is_array(messages) || json_array_size(messages) == 0) {
+        spool_rt_nack(c, msg_serial, SPOOL_RT_EBAD_MESSAGE, "messages must be a non-empty array");
+        return;
+    }
+    size_t n = json_array_size(messages);
+    if (n > c->rt->cfg.max_batch) {
+        spool_rt_nack(c, msg_serial, SPOOL_RT_ETOO_LARGE + 2, "too many messages in one publish");
+        return;
+    }
+    struct spool_err err;
+    if (spool_principal_check(&c->principal, channel, SPOOL_CAP_PUBLISH, &err) != SPOOL_AUTH_OK) {
+        spool_rt_nack(c, msg_serial, SPOOL_RT_EFORBIDDEN, err.msg);
+        return;
+    }
+    if (!spool_rt_take_tokens(c, n)) {
+        spool_rt_nack(c, msg_serial, SPOOL_RT_ERATE, "publish rate limit exceeded");
+        return;
+    }
+    Spool__Record *recs = calloc(n, sizeof *recs);
+    const Spool__Record **ptrs = calloc(n, sizeof *ptrs);
+    char **owned = calloc(2 * n, sizeof *owned);
+    struct rt_pub *p = malloc(sizeof *p);
+    int code = 0;
+    const char *message = NULL;
+    if (recs == NULL || ptrs == NULL || owned == NULL || p == NULL) {
+        code = SPOOL_RT_EINTERNAL;
+        message = "out of memory";
+    }
+    for (size_t i = 0; i < n && code == 0; i++) {
+        message = spool_rt_message_from_json(c, json_array_get(messages, i), &recs[i], &owned[2 * i], &code);
+        if (message == NULL)
+            code = 0;
+        else if (code == 0)
+            code = SPOOL_RT_EBAD_MESSAGE;
+        ptrs[i] = &recs[i];
+    }
+    if (code == 0) {
+        p->c = c;
+        p->msg_serial = msg_serial;
+        p->channel = p->client_id = NULL;
+        p->bytes = 0;
+        for (size_t i = 0; i < n; i++)
+            p->bytes += recs[i].data.len;
+        c->refs++;
+        int rv = spool_node_publish(c->rt->node, channel, (const Spool__Record *const *)ptrs, n,
+                                    spool_rt_on_published, p);
+        if (rv != 0) {
+            c->refs--;
+            code = spool_rt_code_of(rv);
+            message = "publish could not start";
+        } else {
+            p = NULL; /* owned by the completion */
+        }
+    }
+    if (code != 0)
+        spool_rt_nack(c, msg_serial, code, message);
+    for (size_t i = 0; owned != NULL && i < 2 * n; i++)
+        free(owned[i]);
+    free(owned);
+    free(ptrs);
+    free(recs);
+    free(p);
+}
