@@ -15,7 +15,6 @@
 #include "cluster/dirs.h"
 #include "cluster/entry_frame.h"
 #include "common/log.h"
-#include "proto/entry.pb-c.h"
 
 struct spool_meta {
     uint64_t node_id;
@@ -37,7 +36,7 @@ struct spool_meta {
 
 /* --- slot map <-> proto ------------------------------------------------------------------- */
 
-static void map_to_proto(const struct spool_slot_map *m, Spool__SlotMap *p, uint8_t *bytes)
+void spool_slot_map_to_proto(const struct spool_slot_map *m, Spool__SlotMap *p, uint8_t *bytes)
 {
     for (uint32_t i = 0; i < SPOOL_SLOTS; i++) {
         bytes[2 * i] = (uint8_t)(m->slot_shard[i] & 0xff);
@@ -49,8 +48,7 @@ static void map_to_proto(const struct spool_slot_map *m, Spool__SlotMap *p, uint
     p->slot_shard.len = 2 * SPOOL_SLOTS;
 }
 
-/* Validates and converts; -1 for a map no node could route with. */
-static int map_from_proto(const Spool__SlotMap *p, struct spool_slot_map *m)
+int spool_slot_map_from_proto(const Spool__SlotMap *p, struct spool_slot_map *m)
 {
     if (p->slot_shard.len != 2 * SPOOL_SLOTS || p->shards == 0 || p->shards > SPOOL_MAX_SHARDS)
         return -1;
@@ -70,7 +68,7 @@ static int encode_map(const struct spool_slot_map *map, void **buf, size_t *len)
     uint8_t bytes[2 * SPOOL_SLOTS];
     Spool__SlotMap sm = SPOOL__SLOT_MAP__INIT;
     Spool__MetaEntry e = SPOOL__META_ENTRY__INIT;
-    map_to_proto(map, &sm, bytes);
+    spool_slot_map_to_proto(map, &sm, bytes);
     e.set_slot_map = &sm;
     return spool_entry_frame(&e.base, buf, len);
 }
@@ -90,7 +88,7 @@ static bool apply_payload(struct spool_meta *m, const void *buf, size_t len)
         SPOOL_ERROR("meta.bad_entry", "len=%zu", len);
     } else if (e->set_slot_map->epoch > m->map.epoch) {
         struct spool_slot_map next;
-        if (map_from_proto(e->set_slot_map, &next) == 0) {
+        if (spool_slot_map_from_proto(e->set_slot_map, &next) == 0) {
             m->map = next;
             changed = true;
             SPOOL_INFO("meta.slot_map", "epoch=%llu shards=%u", (unsigned long long)next.epoch,

@@ -12,7 +12,8 @@
  * The state machine is the map alone, kept in memory: libraft restores it from the group's
  * snapshot and replays the log on restart. Snapshots carry a MetaEntry with the current map.
  *
- * Nodes without a replica (gateway-only) keep the configuration-derived map, identical to epoch 1.
+ * Nodes without a replica (gateway-only) ask a storage node for the map over RPC
+ * (SPOOL_METHOD_SLOT_MAP, cluster/remote_view.c).
  */
 #ifndef SPOOL_CLUSTER_META_H
 #define SPOOL_CLUSTER_META_H
@@ -26,6 +27,7 @@
 #include "cluster/placement.h"
 #include "cluster/transport.h"
 #include "common/err.h"
+#include "proto/entry.pb-c.h"
 
 #define SPOOL_META_GROUP 0x80000000u /* transport group id; shard ids stay below it */
 
@@ -54,6 +56,12 @@ int spool_meta_init(struct spool_meta **out, uv_loop_t *loop, struct spool_mux *
 void spool_meta_close(struct spool_meta *m, void (*cb)(void *arg), void *arg);
 
 const struct spool_slot_map *spool_meta_map(const struct spool_meta *m);
+
+/* SlotMap conversions (the RPC that serves the map to gateway-only nodes uses them too).
+ * `bytes` holds 2 * SPOOL_SLOTS bytes and must outlive `p`. from_proto validates: -1 for a map
+ * no node could route with. */
+void spool_slot_map_to_proto(const struct spool_slot_map *m, Spool__SlotMap *p, uint8_t *bytes);
+int spool_slot_map_from_proto(const Spool__SlotMap *p, struct spool_slot_map *m);
 uint64_t spool_meta_leader(struct spool_meta *m);
 
 #endif

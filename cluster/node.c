@@ -193,6 +193,7 @@ void spool_node_close(struct spool_node *n, void (*cb)(void *arg), void *arg)
     spool_router_close(n);
     spool_serve_close(n);
     spool_subs_close(n);
+    spool_remote_view_close(n);
     n->shards_open = n->meta != NULL;
     for (uint32_t i = 0; i < n->placement.shards; i++)
         if (n->shards[i] != NULL)
@@ -205,17 +206,21 @@ void spool_node_close(struct spool_node *n, void (*cb)(void *arg), void *arg)
     close_stage(n);
 }
 
-/* A map applied by the metadata group becomes the routing table (when it fits the shards this
- * node runs: changing the shard count needs resharding, which does not exist yet). */
-static void slot_map_applied_cb(void *arg, const struct spool_slot_map *map)
+bool spool_node_adopt_slot_map(struct spool_node *n, const struct spool_slot_map *map)
 {
-    struct spool_node *n = arg;
     if (map->shards != n->placement.shards) {
         SPOOL_ERROR("node.slot_map_mismatch", "epoch=%llu shards=%u configured=%u",
                     (unsigned long long)map->epoch, map->shards, n->placement.shards);
-        return;
+        return false;
     }
     memcpy(n->placement.slot_shard, map->slot_shard, sizeof n->placement.slot_shard);
+    return true;
+}
+
+/* A map applied by the metadata group becomes the routing table. */
+static void slot_map_applied_cb(void *arg, const struct spool_slot_map *map)
+{
+    spool_node_adopt_slot_map(arg, map);
 }
 
 static int start_meta(struct spool_node *n, struct spool_err *err)
@@ -345,6 +350,8 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
     rc = start_meta(n, err);
     if (rc == 0)
         rc = start_shards(n, err);
+    if (rc == 0 && n->cfg.gateway_only)
+        rc = spool_remote_view_start(n, err);
     if (rc != 0) {
         /* Shards already started close asynchronously, then the rest, then the node is freed. */
         SPOOL_ERROR("node.init_failed", "msg=\"%s\"", err->msg);
@@ -370,6 +377,8 @@ bool spool_node_ready(const struct spool_node *n)
         return false;
     if (n->meta != NULL && spool_meta_map(n->meta)->epoch == 0)
         return false;
+    if (n->cfg.gateway_only)
+        return spool_remote_view_ready(n);
     for (uint32_t s = 0; s < n->placement.shards; s++) {
         struct spool_shard *sh = n->shards[s];
         if (sh != NULL && spool_shard_leader(sh) == 0)
@@ -385,7 +394,7 @@ uint32_t spool_node_shard_count(const struct spool_node *n)
 
 uint64_t spool_node_slot_map_epoch(const struct spool_node *n)
 {
-    return n->meta != NULL ? spool_meta_map(n->meta)->epoch : 0;
+    return n->meta != NULL ? spool_meta_map(n->meta)->epoch : n->view.epoch;
 }
 
 uint32_t spool_node_shard_of(const struct spool_node *n, const char *channel)

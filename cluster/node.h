@@ -68,7 +68,8 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
 void spool_node_close(struct spool_node *n, void (*cb)(void *arg), void *arg);
 
 /* True once this node can route every slot: it knows the slot map (its metadata replica applied
- * one) and every local replica knows its shard's leader. A gateway-only node is always ready. */
+ * one, or a storage node sent it one) and the leader of every shard it serves requests for
+ * (local replicas' view; a gateway-only node asks the replicas over RPC). */
 bool spool_node_ready(const struct spool_node *n);
 
 /* --- publish ------------------------------------------------------------------------------- */
@@ -129,8 +130,9 @@ struct spool_shard_status {
 };
 uint32_t spool_node_shard_count(const struct spool_node *n);
 void spool_node_shard_status(const struct spool_node *n, uint32_t shard, struct spool_shard_status *out);
-/* The epoch of the slot map this node routes with: the metadata group's, 0 until it has applied
- * one (and always 0 on a gateway-only node, which routes with the configuration-derived map). */
+/* The epoch of the slot map this node routes with: its metadata replica's, or on a gateway-only
+ * node the one a storage node sent it; 0 until then (routing uses the configuration-derived
+ * map meanwhile, which is what epoch 1 holds). */
 uint64_t spool_node_slot_map_epoch(const struct spool_node *n);
 /* The shard that currently owns `channel`. */
 uint32_t spool_node_shard_of(const struct spool_node *n, const char *channel);

@@ -26,6 +26,7 @@ enum {
     SPOOL_METHOD_PUBLISH = 1, /* ForwardPublish -> PublishReply */
     SPOOL_METHOD_READ = 2,    /* ReadRequest -> ReadReply */
     SPOOL_METHOD_LEADER = 3,  /* LeaderQuery -> LeaderReply */
+    SPOOL_METHOD_SLOT_MAP = 4, /* SlotMapQuery -> SlotMapReply */
 };
 
 #define SPOOL_READ_DEFAULT_LIMIT 100
@@ -36,6 +37,16 @@ enum {
 struct spool_op;
 struct spool_topic;
 
+/* What a node without replicas knows of the cluster, refreshed over RPC (remote_view.c): the
+ * slot map (from a storage node's metadata replica) and every shard's leader. */
+struct spool_remote_view {
+    uv_timer_t timer;
+    uint64_t epoch;     /* of the adopted slot map; 0 = none yet */
+    unsigned attempt;   /* rotates over the storage nodes asked */
+    unsigned in_flight; /* calls not answered yet: a new round waits for them */
+    bool started;
+};
+
 struct spool_node {
     uv_loop_t *loop;
     struct spool_node_config cfg; /* strings point at the copies below */
@@ -44,6 +55,7 @@ struct spool_node {
     struct spool_mux *mux;
     struct spool_rpc *rpc;
     struct spool_meta *meta;     /* the metadata group's local replica (NULL: gateway-only) */
+    struct spool_remote_view view; /* gateway-only nodes */
     struct spool_shard **shards; /* [placement.shards]; NULL where no local replica */
     uint64_t *leader_hint;       /* [placement.shards]; last leader learned from peers */
     struct spool_op *ops;        /* in flight (router.c) */
@@ -91,7 +103,15 @@ void spool_subs_records_cb(void *arg, const Spool__Record *const *recs, size_t n
 void spool_subs_restored_cb(void *arg);
 void spool_subs_close(struct spool_node *n);
 
+/* remote_view.c (gateway-only nodes) */
+int spool_remote_view_start(struct spool_node *n, struct spool_err *err);
+/* Stops refreshing; counts in pending_close until the timer is closed. */
+void spool_remote_view_close(struct spool_node *n);
+bool spool_remote_view_ready(const struct spool_node *n);
+
 /* node.c */
+/* Routes with `map` from now on (false, logged, if it does not fit the configured shards). */
+bool spool_node_adopt_slot_map(struct spool_node *n, const struct spool_slot_map *map);
 /* Called whenever a part of a closing node finished closing; frees it after the last one. */
 void spool_node_finish_close(struct spool_node *n);
 struct spool_shard *spool_node_local_shard(const struct spool_node *n, uint32_t shard);

@@ -142,6 +142,25 @@ static void serve_leader_query(struct spool_node *n, const void *body, size_t le
         spool__leader_query__free_unpacked(q, NULL);
 }
 
+static void serve_slot_map(struct spool_node *n, struct spool_rpc_reply *reply)
+{
+    Spool__SlotMapReply r = SPOOL__SLOT_MAP_REPLY__INIT;
+    Spool__ReplyStatus st = SPOOL__REPLY_STATUS__INIT;
+    Spool__SlotMap sm = SPOOL__SLOT_MAP__INIT;
+    uint8_t bytes[2 * SPOOL_SLOTS];
+    if (n->meta == NULL || spool_meta_map(n->meta)->epoch == 0) {
+        spool_op_pack_status(&st, SPOOL_EBUSY, "no slot map here yet", 0);
+    } else {
+        spool_slot_map_to_proto(spool_meta_map(n->meta), &sm, bytes);
+        r.map = &sm;
+        spool_op_pack_status(&st, 0, "", 0);
+    }
+    r.status = &st;
+    uint8_t buf[2 * SPOOL_SLOTS + 256];
+    size_t len = spool__slot_map_reply__pack(&r, buf);
+    spool_rpc_respond(reply, 0, NULL, buf, len);
+}
+
 void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
                              size_t len, struct spool_rpc_reply *reply)
 {
@@ -155,6 +174,9 @@ void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, cons
         break;
     case SPOOL_METHOD_LEADER:
         serve_leader_query(n, body, len, reply);
+        break;
+    case SPOOL_METHOD_SLOT_MAP:
+        serve_slot_map(n, reply);
         break;
     default:
         spool_rpc_respond(reply, SPOOL_EINVAL, "unknown method", NULL, 0);

@@ -474,7 +474,13 @@ Test(node, three_nodes_forward_read_your_writes_subscribe_failover)
     cr_assert(run_until(ready_cond, all, 20000), "cluster never became ready");
     for (int i = 0; i < 3; i++)
         cr_assert_eq(spool_node_slot_map_epoch(t[i].node), 1);
-    cr_assert_eq(spool_node_slot_map_epoch(t[3].node), 0, "gateway-only: configuration map");
+    cr_assert_eq(spool_node_slot_map_epoch(t[3].node), 1, "gateway-only: map fetched over RPC");
+    struct spool_shard_status gst;
+    for (uint32_t s = 0; s < 2; s++) {
+        spool_node_shard_status(t[3].node, s, &gst);
+        cr_assert_not(gst.local_replica);
+        cr_assert_neq(gst.leader_id, 0, "gateway-only node learned shard %u's leader", s);
+    }
 
     const char *channel = "conversation-7";
     uint32_t shard = spool_node_shard_of(t[0].node, channel);
