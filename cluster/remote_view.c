@@ -3,9 +3,10 @@
  * a storage node's metadata replica (SPOOL_METHOD_SLOT_MAP), and the leader of every shard, asked
  * of the shard's replicas (SPOOL_METHOD_LEADER) whenever the router's hint is unknown.
  *
- * One repeating timer drives it: every 250 ms while something is unknown, every 5 s otherwise.
- * A round sends the calls it needs and the next round waits until all of them have answered
- * (each call is bounded by its RPC timeout), so there is never more than one round in flight.
+ * One timer ticks every 250 ms: a tick asks for the map while it is unknown (then every 5 s) and
+ * for the leader of each shard whose hint is unknown (the router forgets a hint when the node it
+ * names stops answering). A tick sends the calls it needs and later ticks wait until all of them
+ * have answered (each is bounded by its RPC timeout): never more than one round in flight.
  * Each call carries a small context freed by its callback, its one completion path; spool_rpc
  * fails pending calls with SPOOL_ECLOSED when the node closes, before the node is freed.
  *
@@ -104,14 +105,12 @@ static void view_timer_cb(uv_timer_t *t)
         return;
     const struct spool_placement *p = &n->placement;
     unsigned a = n->view.attempt++;
-    call(n, p->nodes[a % p->n_nodes].id, SPOOL_METHOD_SLOT_MAP, 0, slot_map_reply_cb);
+    if (n->view.epoch == 0 || a % (VIEW_SLOW_MS / VIEW_FAST_MS) == 0)
+        call(n, p->nodes[a % p->n_nodes].id, SPOOL_METHOD_SLOT_MAP, 0, slot_map_reply_cb);
     for (uint32_t s = 0; s < p->shards; s++)
         if (n->leader_hint[s] == 0)
             call(n, spool_placement_replica(p, s, a % p->replicas)->id, SPOOL_METHOD_LEADER, s,
                  leader_reply_cb);
-    uint64_t next = view_complete(n) ? VIEW_SLOW_MS : VIEW_FAST_MS;
-    if (uv_timer_get_repeat(t) != next)
-        uv_timer_set_repeat(t, next);
 }
 
 int spool_remote_view_start(struct spool_node *n, struct spool_err *err)
