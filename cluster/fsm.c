@@ -250,9 +250,11 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         }
         struct next_seq *row = next_seq_of(f, seqs, &n_seqs, p->channel, e->timestamp_ms);
         if (spool_streams_is_command(p)) { /* Durable Streams: checked and applied there */
-            if (spool_streams_apply(ds, p, &row->next, row->ts, r->publishes[i].seqs, recs, ptrs,
-                                    &n, err) != 0)
-                goto out;
+            rc = spool_streams_apply(ds, p, &row->next, row->ts, r->publishes[i].seqs, recs, ptrs,
+                                     &n, err);
+            if (rc != 0)
+                goto out; /* I/O or memory: the entry fails as a whole, like a store error */
+            rc = SPOOL_ENOMEM;
             continue;
         }
         for (size_t j = 0; j < p->n_messages; j++) {
