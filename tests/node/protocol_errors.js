@@ -73,8 +73,15 @@ main(async () => {
   check(JSON.stringify(m2.data) === '{"k":[1,"two"]}', `object round trip: ${JSON.stringify(m2)}`);
   const m3 = await c.type('message', 5000, (m) => m.channel === rt && m.serial === ack.serials[2]);
   check(m3.data === null, `no data comes back as null: ${JSON.stringify(m3)}`);
+  // The same client-supplied id again: deduplicated, the original serial comes back.
+  c.send({type: 'publish', msgSerial: 10, channel: rt, messages: [{id: 'a', data: 'again'}]});
+  const dup = await c.type('ack', 5000, (m) => m.msgSerial === 10);
+  check(dup.serials[0] === ack.serials[0] && dup.duplicates && dup.duplicates[0] === true,
+        `dedup by id: ${JSON.stringify(dup)}`);
   c.send({type: 'detach', channel: rt});
   await c.type('detached', 5000, (m) => m.channel === rt);
+  check(!c.queue.some((m) => m.type === 'message' && m.channel === rt && m.data === 'again'),
+        'the duplicate was not delivered');
 
   // Channel limit: the third attachment is refused; detach frees a slot.
   for (const ch of ['l1', 'l2']) {
