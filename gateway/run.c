@@ -29,6 +29,7 @@
 #include "cluster/node.h"
 #include "common/log.h"
 #include "gateway/auth.h"
+#include "gateway/durable_streams.h"
 #include "gateway/http_api.h"
 #include "gateway/http_router.h"
 #include "gateway/http_server.h"
@@ -46,6 +47,7 @@ struct spool_daemon {
     struct spool_http_router router;
     struct spool_http_api api;
     struct spool_realtime_mount realtime; /* /v1/realtime (WebSocket) and SSE */
+    struct spool_ds *ds;                  /* Durable Streams at /v1/stream/, in front of router */
     struct spool_http_server *http;
     bool stopping;
     int exit_code;
@@ -75,6 +77,7 @@ static void on_http_closed(void *arg)
     d->http = NULL;
     d->api.server = NULL;
     d->api.realtime = NULL;
+    spool_ds_stop(d->ds);
     SPOOL_INFO("http.closed", "connections=0");
     /* upgraded WebSocket connections are not the HTTP server's: close them before the node */
     spool_realtime_unmount(&d->realtime, on_realtime_closed, d);
@@ -164,7 +167,8 @@ static int http_start(struct spool_daemon *d, struct spool_err *err)
     spool_http_router_init(&d->router);
     if ((rv = spool_http_api_init(&d->api, o, d->node, &d->keyring, &d->metrics, err)) != 0 ||
         (rv = spool_http_api_routes(&d->api, &d->router, err)) != 0 ||
-        (rv = spool_realtime_mount(&d->realtime, &d->loop, o, d->node, &d->keyring, &d->router, err)) != 0)
+        (rv = spool_realtime_mount(&d->realtime, &d->loop, o, d->node, &d->keyring, &d->router, err)) != 0 ||
+        (rv = spool_ds_init(&d->ds, &d->loop, o, d->node, &d->api, &d->router, err)) != 0)
         return rv;
     d->api.realtime = d->realtime.rt;
     struct spool_http_config cfg;
@@ -175,8 +179,8 @@ static int http_start(struct spool_daemon *d, struct spool_err *err)
     cfg.request_timeout_ms = o->request_timeout_ms;
     cfg.idle_timeout_ms = o->idle_timeout_ms;
     cfg.drain_timeout_ms = o->drain_timeout_ms;
-    cfg.handler = spool_http_router_dispatch;
-    cfg.handler_arg = &d->router;
+    cfg.handler = spool_ds_dispatch; /* /v1/stream/... itself, the rest to the router */
+    cfg.handler_arg = d->ds;
     cfg.on_done = spool_http_api_on_done;
     cfg.on_done_arg = &d->api;
     if ((rv = spool_http_server_init(&d->http, &d->loop, &cfg, err)) != 0) return rv;
@@ -246,6 +250,7 @@ int spool_run(const struct spool_options *o)
     code = d->exit_code;
     spool_http_api_close(&d->api);
     spool_http_router_close(&d->router);
+    spool_ds_free(d->ds);
     if (uv_loop_close(&d->loop) != 0) {
         SPOOL_ERROR("spoold.loop_busy", "msg=\"handles still open at exit\"");
         code = code ? code : 1;
