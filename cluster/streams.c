@@ -143,6 +143,7 @@ void spool_streams_result(const uint64_t *seqs, size_t n, struct spool_stream_re
     out->closed = (seqs[0] >> 16) & 1;
     out->tail = seqs[1];
     out->extra = seqs[2];
+    out->seq = seqs[3];
 }
 
 static int bytes_cmp(const ProtobufCBinaryData *a, const ProtobufCBinaryData *b)
@@ -252,6 +253,7 @@ static void store_data(const Spool__PublishRequest *p, Spool__StreamState *nw, u
         out[0] = (uint64_t)(st_) | ((uint64_t)((closed_) ? 1 : 0) << 16);                         \
         out[1] = (tail_);                                                                          \
         out[2] = (extra_);                                                                         \
+        out[3] = 0;                                                                                \
     } while (0)
 
 /* --- apply -------------------------------------------------------------------------------- */
@@ -321,7 +323,7 @@ int spool_streams_apply(struct spool_streams_tx *tx, const Spool__PublishRequest
             nw.tail = nw.origin;
             store_data(p, &nw, next_seq, ts, recs, ptrs, n);
             write = true;
-            RESULT(201, nw.closed, nw.tail, 0);
+            RESULT(201, nw.closed, nw.tail, nw.base_seq);
         }
         break;
     }
@@ -465,6 +467,8 @@ int spool_streams_apply(struct spool_streams_tx *tx, const Spool__PublishRequest
     }
     if (rc == 0 && write)
         rc = put_state(tx, row, p->channel, &nw, next_seq, ts, recs, ptrs, n, err);
+    if (rc == 0 && write)
+        out[3] = *next_seq - 1; /* the state record: what a read-your-writes read waits for */
     free(prods);
     free(refs);
     spool__stream_command__free_unpacked(cmd, NULL);

@@ -10,8 +10,8 @@
  * and group commit. The publish's messages are laid out as
  *
  *     [0]      ACTION_CHANNEL_META "ds.cmd", data = StreamCommand
- *     [1], [2] ACTION_CHANNEL_META "ds.pad" (result slots)
- *     [3..]    the data records (already JSON-flattened by the gateway)
+ *     [1..3]   ACTION_CHANNEL_META "ds.pad" (result slots)
+ *     [4..]    the data records (already JSON-flattened by the gateway)
  *
  * and the state machine applies them here, at apply time, against the current state: the
  * conditional checks (existence, expiry by the entry's timestamp, closed, content type,
@@ -20,7 +20,8 @@
  * seqs (the command always succeeds as a publish): seqs[0] = HTTP status | closed << 16,
  * seqs[1] = the tail offset's L, seqs[2] = a status-specific value (current epoch for 403,
  * expected seq for a 409 gap, highest accepted seq for a duplicate, 1 when a FORK_RELEASE or
- * DELETE left a fork whose source must be released).
+ * DELETE left a fork whose source must be released), seqs[3] = the seq of the state record
+ * stored (0 = nothing stored), for read-your-writes.
  *
  * Offsets: a data record with channel seq s has L = s - base_seq + origin (origin = base_seq
  * for a plain stream, so L = s; the fork offset for a fork). See the mapping section of the doc.
@@ -41,7 +42,7 @@
 #define SPOOL_STREAMS_CMD "ds.cmd"
 #define SPOOL_STREAMS_PAD "ds.pad"
 #define SPOOL_STREAMS_STATE "ds.state"
-#define SPOOL_STREAMS_SLOTS 3
+#define SPOOL_STREAMS_SLOTS 4
 
 /* Per-entry overlay: the states changed by earlier commands of the entry being applied (they are
  * not in the store until the entry's batch is appended). */
@@ -63,6 +64,7 @@ struct spool_stream_result {
     bool closed;
     uint64_t tail;
     uint64_t extra;
+    uint64_t seq;
 };
 void spool_streams_result(const uint64_t *seqs, size_t n, struct spool_stream_result *out);
 bool spool_streams_is_state(const Spool__Record *rec);
