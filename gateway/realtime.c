@@ -20,7 +20,7 @@
 /* ---- the realtime object and its frame cache ------------------------------------------------ */
 
 /* The shared frame for `rec`, encoded on first use; a borrowed reference (the cache keeps one). */
-static struct spool_wsframe *rt_frame_for(struct spool_realtime *rt, const Spool__Record *rec)
+struct spool_wsframe *spool_realtime_frame(struct spool_realtime *rt, const Spool__Record *rec)
 {
     for (unsigned i = 0; i < RT_FRAME_CACHE; i++) {
         struct rt_cached *c = &rt->cache[i];
@@ -190,7 +190,7 @@ static void on_att_record(void *arg, const Spool__Record *rec)
     struct rt_conn *c = t->c;
     if (!c->open)
         return;
-    struct spool_wsframe *f = rt_frame_for(c->rt, rec);
+    struct spool_wsframe *f = spool_realtime_frame(c->rt, rec);
     if (f == NULL) {
         spool_ws_close(&c->ws, 1011, "out of memory");
         return;
@@ -611,6 +611,7 @@ int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
         .send_buffer_bytes = o->send_buffer_bytes,
     };
     spool_sse_init(&m->sse, loop, node, keys, &scfg);
+    m->sse.rt = m->rt; /* SSE streams share the encode-once cache */
     if ((rv = spool_http_router_add(router, "GET", "/v1/realtime", spool_realtime_handle, m->rt,
                                     err)) != 0 ||
         (rv = spool_http_router_add(router, "GET", "/v1/channels/{channel}/events",

@@ -124,6 +124,11 @@ void spool_realtime_unmount(struct spool_realtime_mount *m, void (*cb)(void *arg
 
 /* ---- pieces shared with SSE and tests ---- */
 
+/* The record as a shared text frame holding its JSON object (payload at bytes + header),
+ * encoded once for every connection and stream that delivers it; a borrowed reference, valid
+ * until the next call (take a reference to keep it). NULL when out of memory. */
+struct spool_wsframe *spool_realtime_frame(struct spool_realtime *rt, const Spool__Record *rec);
+
 /* The JSON object for a record as clients see it (type "message"); new reference or NULL. */
 json_t *spool_rt_record_json(const Spool__Record *rec);
 /* Authenticates a request from ?key= / ?token= or the Authorization header into `p`

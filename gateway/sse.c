@@ -17,6 +17,7 @@
 #include "gateway/json_body.h"
 #include "gateway/metrics.h"
 #include "gateway/realtime.h"
+#include "gateway/websocket.h"
 
 #define SSE_CHANNEL_MAX 256
 
@@ -72,22 +73,34 @@ static void on_record(void *arg, const Spool__Record *rec)
         sse_finish(st); /* the client reconnects with Last-Event-ID */
         return;
     }
-    json_t *o = spool_rt_record_json(rec);
-    size_t len;
-    char *json = o != NULL ? spool_json_dump(o, &len) : NULL;
-    json_decref(o);
-    if (json == NULL) {
-        sse_finish(st);
-        return;
+    /* The JSON object, from the realtime cache when there is one (encoded once for every
+     * WebSocket connection and SSE stream delivering this record). */
+    struct spool_wsframe *f = st->sse->rt != NULL ? spool_realtime_frame(st->sse->rt, rec) : NULL;
+    char *json = NULL;
+    size_t len = 0;
+    if (f != NULL) {
+        spool_wsframe_ref(f);
+    } else {
+        json_t *o = spool_rt_record_json(rec);
+        json = o != NULL ? spool_json_dump(o, &len) : NULL;
+        json_decref(o);
+        if (json == NULL) {
+            sse_finish(st);
+            return;
+        }
     }
-    char head[64];
-    int h = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: message\ndata: ", rec->seq);
-    uv_buf_t bufs[3] = {uv_buf_init(head, (unsigned)h), uv_buf_init(json, (unsigned)len),
+    char head[80];
+    int h = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %s\ndata: ", rec->seq,
+                     rec->action == SPOOL__ACTION__ACTION_PRESENCE ? "presence" : "message");
+    uv_buf_t bufs[3] = {uv_buf_init(head, (unsigned)h),
+                        f != NULL ? uv_buf_init((char *)f->bytes + f->header, (unsigned)(f->len - f->header))
+                                  : uv_buf_init(json, (unsigned)len),
                         uv_buf_init("\n\n", 2)};
     if (spool_http_stream_writev(st->req, bufs, 3) != 0)
         sse_finish(st);
     else if (st->sse->messages_out != NULL)
         spool_counter_inc(st->sse->messages_out);
+    spool_wsframe_unref(f);
     free(json);
 }
 
@@ -180,6 +193,7 @@ void spool_sse_init(struct spool_sse *s, uv_loop_t *loop, struct spool_node *nod
     s->keys = keys;
     s->cfg = *cfg;
     s->messages_out = NULL;
+    s->rt = NULL;
 }
 
 void spool_sse_handle(void *arg, struct spool_http_req *req)

@@ -4,8 +4,8 @@
  *   retry: <ms>                      reconnect hint, once at the start
  *   : attached <serial>              the channel's last serial when the stream attached
  *   id: <serial>                     one event per record; `data` is the same JSON object the
- *   event: message                   realtime protocol sends (type "message")
- *   data: {"type":"message",...}
+ *   event: message                   realtime protocol sends (type "message"; presence records
+ *   data: {"type":"message",...}     are "event: presence" with type "presence")
  *
  *   : hb                             a comment every heartbeat_ms keeps proxies from timing out
  *
@@ -42,6 +42,7 @@ struct spool_sse_config {
 };
 
 struct spool_counter;
+struct spool_realtime;
 
 struct spool_sse {
     uv_loop_t *loop;
@@ -49,6 +50,7 @@ struct spool_sse {
     const struct spool_keyring *keys;
     struct spool_sse_config cfg;
     struct spool_counter *messages_out; /* optional (gateway/metrics.h) */
+    struct spool_realtime *rt;          /* optional: its encode-once cache (else per stream) */
 };
 
 void spool_sse_init(struct spool_sse *s, uv_loop_t *loop, struct spool_node *node,

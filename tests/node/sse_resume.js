@@ -1,7 +1,8 @@
 // SSE: an EventSource client follows a channel from the start while a publisher races it; it is
 // closed at random points and reopened with Last-Event-ID (what EventSource sends on reconnect),
 // and must see every message exactly once, in order. Also: ?last=N, the retry hint and the
-// heartbeat comments on the raw stream, and a bad ?from= answered with a JSON error.
+// heartbeat comments on the raw stream, a bad ?from= answered with a JSON error, and presence
+// records as "event: presence".
 'use strict';
 const http = require('http');
 const EventSource = require('eventsource');
@@ -68,5 +69,11 @@ main(async () => {
   check(/^: hb$/m.test(hb.body), 'heartbeat comment');
   const bad = await raw(`/v1/channels/${CH}/events?from=yesterday`, () => false);
   check(bad.status === 400 && JSON.parse(bad.body).error.code === 40003, `bad from: ${bad.body}`);
+  // Presence records are "event: presence" (EventSource's onmessage only sees messages).
+  pub.send({type: 'presence', channel: CH, action: 'enter', clientId: 'p1', msgSerial: 99});
+  const pa = await pub.type('ack', 5000, (m) => m.msgSerial === 99);
+  const pres = await raw(`/v1/channels/${CH}/events?last=1`, (b) => /^data: /m.test(b));
+  check(new RegExp(`^id: ${pa.serials[0]}\nevent: presence\ndata: \\{"type":"presence"`, 'm').test(pres.body),
+        `presence event: ${pres.body}`);
   pub.close();
 });
