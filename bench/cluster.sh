@@ -148,6 +148,14 @@ start_spool() {
 }
 spool_urls() { echo "127.0.0.1:${SPOOL_HTTP[0]},127.0.0.1:${SPOOL_HTTP[1]},127.0.0.1:${SPOOL_HTTP[2]}"; }
 
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo '?')"
+  want spool && echo "spoold: $SPOOLD: $("$SPOOLD" --version 2>&1 | tr '\n' ' ')"
+  want nats && echo "nats-server: $("$NATS_SERVER" --version 2>&1)"
+  echo "runs: $REPEATS x ${DURATION}s (+${WARMUP}s warm-up) per scenario; load average at start: $LOAD0"
+} | tee "$BENCH_DIR/header" >&2
+
 want nats && start_nats
 want spool && start_spool
 
@@ -203,6 +211,9 @@ for size in $SIZES; do
 done
 [ -n "$RAW" ] && cp "$RESULTS" "$RAW"
 
+echo >&2
+cat "$BENCH_DIR/header"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$RESULTS" <<'EOF'
 import sys, statistics as st
 rows = {}
