@@ -337,6 +337,8 @@ int spool_streams_apply(struct spool_streams_tx *tx, const Spool__PublishRequest
         } else if (nw.closed) {
             if (rp != NULL && same_tuple(rp, nw.closed_by))
                 RESULT(204, true, nw.tail, rp->seq);
+            else if (rp == NULL && nd == 0 && cmd->close)
+                RESULT(204, true, nw.tail, 0); /* closing a closed stream */
             else if (rp != NULL && sp != NULL && rp->epoch < sp->epoch)
                 RESULT(403, true, nw.tail, sp->epoch);
             else
@@ -429,7 +431,8 @@ int spool_streams_apply(struct spool_streams_tx *tx, const Spool__PublishRequest
                     rc = spool_err_set(err, SPOOL_ENOMEM, "stream state: out of memory");
                     break;
                 }
-                memcpy(refs, nw.fork_refs, nw.n_fork_refs * sizeof *refs);
+                if (nw.n_fork_refs > 0)
+                    memcpy(refs, nw.fork_refs, nw.n_fork_refs * sizeof *refs);
                 refs[nw.n_fork_refs++] = cmd->fork_name;
                 nw.fork_refs = refs;
                 write = true;

@@ -180,7 +180,8 @@ static void out_put(struct out *o, const void *s, size_t n)
         o->p = p;
         o->cap = cap;
     }
-    memcpy(o->p + o->len, s, n);
+    if (n > 0)
+        memcpy(o->p + o->len, s, n);
     o->len += n;
 }
 
@@ -212,7 +213,8 @@ static int sse_emit(struct live *l, const struct piece *pcs, size_t n, bool up_t
             }
             size_t w = 0;
             for (size_t i = 0; i < n; i++) {
-                memcpy(all + w, pcs[i].data, pcs[i].len);
+                if (pcs[i].len > 0)
+                    memcpy(all + w, pcs[i].data, pcs[i].len);
                 w += pcs[i].len;
             }
             size_t start = 0;
@@ -241,7 +243,8 @@ static int sse_emit(struct live *l, const struct piece *pcs, size_t n, bool up_t
             }
             size_t w = 0;
             for (size_t i = 0; i < n; i++) {
-                memcpy(all + w, pcs[i].data, pcs[i].len);
+                if (pcs[i].len > 0)
+                    memcpy(all + w, pcs[i].data, pcs[i].len);
                 w += pcs[i].len;
             }
             int bl = EVP_EncodeBlock((unsigned char *)b64, all, (int)total);
@@ -301,7 +304,8 @@ static void on_state(struct live *l, const uint8_t *data, size_t len, uint64_t s
             for (size_t i = 0; i < n; i++) {
                 if (json && i)
                     b[w++] = ',';
-                memcpy(b + w, l->buf[i].data, l->buf[i].len);
+                if (l->buf[i].len > 0)
+                    memcpy(b + w, l->buf[i].data, l->buf[i].len);
                 w += l->buf[i].len;
             }
             if (json)

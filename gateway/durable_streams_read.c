@@ -269,7 +269,8 @@ char *ds_page_body(const struct ds_page *p, size_t from_i, size_t to_i, bool jso
     for (size_t i = from_i; i < to_i; i++) {
         if (json && i > from_i)
             b[w++] = ',';
-        memcpy(b + w, p->recs[i]->data.data, p->recs[i]->data.len);
+        if (p->recs[i]->data.len > 0)
+            memcpy(b + w, p->recs[i]->data.data, p->recs[i]->data.len);
         w += p->recs[i]->data.len;
     }
     if (json)

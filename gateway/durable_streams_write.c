@@ -358,7 +358,8 @@ static void put_prefix_cb(void *arg, int status, struct ds_page *pg)
         put_fail(p, 503, "out of memory");
         return;
     }
-    memcpy(v + pre.n, p->recs.v, p->recs.n * sizeof *v);
+    if (p->recs.n * sizeof *v > 0)
+        memcpy(v + pre.n, p->recs.v, p->recs.n * sizeof *v);
     free(p->recs.v);
     p->recs.v = v;
     p->recs.n += pre.n;
