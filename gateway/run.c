@@ -9,15 +9,16 @@
  *   node (cluster/node.h): Raft shards + stores + the cluster port; a single node when --peers
  *                          is empty
  *   router + REST API (gateway/http_api.h) + realtime WebSocket/SSE (gateway/realtime.h)
+ *   + Durable Streams (gateway/durable_streams.h, in front of the router for /v1/stream/...)
  *   + the HTTP server on --listen
  *   SIGTERM / SIGINT watchers
  *
  * Shutdown is one chain, started by the first SIGTERM/SIGINT (or by a failure after the node
  * started): the HTTP server drains (stops accepting, finishes in-flight requests and ends SSE
- * streams, bounded by --drain-timeout) -> the realtime WebSocket connections close (1001) ->
- * the node closes (hands off leaderships, stops Raft, syncs stores) -> the
- * signal watchers close -> uv_run returns -> everything else is released and the loop closed.
- * Each step starts in the completion callback of the previous one.
+ * streams, bounded by --drain-timeout) -> Durable Streams stops its sweeper and the realtime
+ * WebSocket connections close (1001) -> the node closes (hands off leaderships, stops Raft,
+ * syncs stores) -> the signal watchers close -> uv_run returns -> everything else is released
+ * and the loop closed. Each step starts in the completion callback of the previous one.
  */
 #include <signal.h>
 #include <stddef.h>
