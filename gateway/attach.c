@@ -199,7 +199,8 @@ static void on_read(void *arg, int status, const struct spool_err *err,
     if (a->closed || a->state == ATTACH_FAILED)
         goto out;
     if (status != 0) {
-        attach_fail(a, status, err != NULL && err->msg[0] ? err->msg : "attach: history read failed");
+        attach_fail(a, status,
+                    err != NULL && err->msg[0] ? err->msg : "attach: history read failed");
         goto out;
     }
     if (!a->attached) {

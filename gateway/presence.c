@@ -35,8 +35,8 @@ void spool_presence_set_close(struct spool_presence_set *s)
 
 int spool_presence_action_valid(const char *action)
 {
-    return action != NULL &&
-           (strcmp(action, "enter") == 0 || strcmp(action, "update") == 0 || strcmp(action, "leave") == 0);
+    return action != NULL && (strcmp(action, "enter") == 0 || strcmp(action, "update") == 0 ||
+                              strcmp(action, "leave") == 0);
 }
 
 static const char *str_or_empty(const char *s)
@@ -154,7 +154,8 @@ static void on_page(void *arg, int status, const struct spool_err *err,
         return;
     }
     if (status != 0) {
-        sync_done(s, status, err != NULL && err->msg[0] ? err->msg : "presence: history read failed");
+        sync_done(s, status,
+                  err != NULL && err->msg[0] ? err->msg : "presence: history read failed");
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -239,7 +240,8 @@ static void on_leave_published(void *arg, int status, const struct spool_err *er
 {
     struct presence_leave *l = arg;
     if (status != 0)
-        SPOOL_WARN("presence.leave_failed", "channel=%s err=%s", l->channel, spool_err_name(status));
+        SPOOL_WARN("presence.leave_failed", "channel=%s err=%s", l->channel,
+                   spool_err_name(status));
     leave_free(l);
 }
 
@@ -291,7 +293,8 @@ static void on_leave_page(void *arg, int status, const struct spool_err *err,
 
 static int leave_read(struct presence_leave *l)
 {
-    struct spool_read_req req = {.channel = l->channel, .after_seq = l->after, .limit = PRESENCE_PAGE};
+    struct spool_read_req req = {
+        .channel = l->channel, .after_seq = l->after, .limit = PRESENCE_PAGE};
     return spool_node_read(l->node, &req, on_leave_page, l);
 }
 

@@ -116,7 +116,6 @@ static void rt_att_remove(struct rt_conn *c, struct rt_att *t)
         }
     }
     c->n_atts--;
-    c->key_dirty = true;
     spool_attach_close(t->a);
     free(t->channel);
     free(t);
@@ -226,12 +225,13 @@ int spool_rt_attach(struct rt_conn *c, const char *channel, struct spool_from fr
     const char *why = NULL;
     if (!spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
         spool_rt_send_error(c, SPOOL_RT_EBAD_CHANNEL, why ? why : "invalid channel name",
-                      json_pack("{s:s}", "channel", channel));
+                            json_pack("{s:s}", "channel", channel));
         return -1;
     }
     struct spool_err err;
     if (spool_principal_check(&c->principal, channel, SPOOL_CAP_SUBSCRIBE, &err) != SPOOL_AUTH_OK) {
-        spool_rt_send_error(c, SPOOL_RT_EFORBIDDEN, err.msg, json_pack("{s:s}", "channel", channel));
+        spool_rt_send_error(c, SPOOL_RT_EFORBIDDEN, err.msg,
+                            json_pack("{s:s}", "channel", channel));
         return -1;
     }
     struct rt_att *old = rt_att_find(c, channel);
@@ -239,7 +239,7 @@ int spool_rt_attach(struct rt_conn *c, const char *channel, struct spool_from fr
         rt_att_remove(c, old); /* attach again = start over from the new point */
     if (c->n_atts >= c->rt->cfg.max_channels) {
         spool_rt_send_error(c, SPOOL_RT_ETOO_MANY_CHANNELS, "too many channels on this connection",
-                      json_pack("{s:s,s:I}", "channel", channel, "max",
+                            json_pack("{s:s,s:I}", "channel", channel, "max",
                                 (json_int_t)c->rt->cfg.max_channels));
         return -1;
     }
@@ -251,8 +251,10 @@ int spool_rt_attach(struct rt_conn *c, const char *channel, struct spool_from fr
     }
     t->c = c;
     struct spool_attach_config acfg = {.max_buffer_bytes = c->rt->cfg.send_buffer_bytes};
-    if (spool_attach_start(&t->a, c->rt->node, channel, from, &acfg, &rt_att_events, t, &err) != 0) {
-        spool_rt_send_error(c, spool_rt_code_of(err.code), err.msg, json_pack("{s:s}", "channel", channel));
+    if (spool_attach_start(&t->a, c->rt->node, channel, from, &acfg, &rt_att_events, t, &err) !=
+        0) {
+        spool_rt_send_error(c, spool_rt_code_of(err.code), err.msg,
+                            json_pack("{s:s}", "channel", channel));
         free(t->channel);
         free(t);
         return -1;
@@ -260,7 +262,6 @@ int spool_rt_attach(struct rt_conn *c, const char *channel, struct spool_from fr
     t->next = c->atts;
     c->atts = t;
     c->n_atts++;
-    c->key_dirty = true;
     return 0;
 }
 /* ---- messages -------------------------------------------------------------------------------- */
@@ -273,8 +274,8 @@ static void on_ws_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *da
     json_error_t jerr;
     json_t *msg = json_loadb((const char *)data, len, 0, &jerr);
     if (msg == NULL || !json_is_object(msg)) {
-        spool_rt_send_error(c, SPOOL_RT_EBAD_JSON, msg == NULL ? jerr.text : "expected a JSON object",
-                      NULL);
+        spool_rt_send_error(c, SPOOL_RT_EBAD_JSON,
+                            msg == NULL ? jerr.text : "expected a JSON object", NULL);
         json_decref(msg);
         return;
     }
@@ -288,8 +289,8 @@ static void on_ws_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *da
             spool_rt_send_error(c, SPOOL_RT_EBAD_CHANNEL, "channel missing", NULL);
         else if (spool_rt_parse_from(json_object_get(msg, "from"), &from) != 0)
             spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE,
-                          "from must be \"live\", \"start\", a serial or {\"last\":N}",
-                          json_pack("{s:s}", "channel", channel));
+                                "from must be \"live\", \"start\", a serial or {\"last\":N}",
+                                json_pack("{s:s}", "channel", channel));
         else if (spool_rt_attach(c, channel, from) == 0)
             spool_rt_send_resume_key(c);
     } else if (strcmp(type, "detach") == 0) {
@@ -297,7 +298,7 @@ static void on_ws_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *da
         struct rt_att *t = channel != NULL ? rt_att_find(c, channel) : NULL;
         if (t == NULL) {
             spool_rt_send_error(c, SPOOL_RT_ENOT_ATTACHED, "not attached",
-                          channel ? json_pack("{s:s}", "channel", channel) : NULL);
+                                channel ? json_pack("{s:s}", "channel", channel) : NULL);
         } else {
             rt_att_remove(c, t);
             spool_rt_send_json(c, json_pack("{s:s,s:s}", "type", "detached", "channel", channel));
@@ -311,7 +312,8 @@ static void on_ws_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *da
         if (!first || c->n_atts > 0)
             spool_rt_send_error(c, SPOOL_RT_EBAD_RESUME, "resume must be the first message", NULL);
         else if (key == NULL || (serials != NULL && !json_is_object(serials)))
-            spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "resume needs resumeKey and an optional serials object", NULL);
+            spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE,
+                                "resume needs resumeKey and an optional serials object", NULL);
         else
             spool_rt_resume(c, key, serials);
     } else if (strcmp(type, "presence") == 0) {
@@ -322,7 +324,7 @@ static void on_ws_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *da
         spool_rt_send_json(c, json_pack("{s:s}", "type", "pong"));
     } else {
         spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "unknown message type",
-                      json_pack("{s:s}", "received", type));
+                            json_pack("{s:s}", "received", type));
     }
     json_decref(msg);
 }
@@ -340,7 +342,8 @@ static void on_refresh(uv_timer_t *t)
             continue;
         if (c->principal.expires_at_ms != 0 && now >= c->principal.expires_at_ms) {
             spool_rt_send_resume_key(c); /* so the client can resume once it has a new token */
-            spool_rt_send_error(c, SPOOL_AUTH_EXPIRED, spool_auth_message(SPOOL_AUTH_EXPIRED), NULL);
+            spool_rt_send_error(c, SPOOL_AUTH_EXPIRED, spool_auth_message(SPOOL_AUTH_EXPIRED),
+                                NULL);
             spool_ws_close(&c->ws, 1008, "token expired");
             continue;
         }
@@ -476,7 +479,8 @@ void spool_realtime_handle(void *arg, struct spool_http_req *req)
         return;
     }
     if (rt->closing || (rt->cfg.max_connections != 0 && rt->n_conns >= rt->cfg.max_connections)) {
-        spool_http_respond_error(req, 503, SPOOL_HTTP_EUNAVAILABLE, "too many realtime connections");
+        spool_http_respond_error(req, 503, SPOOL_HTTP_EUNAVAILABLE,
+                                 "too many realtime connections");
         return;
     }
     struct rt_conn *c = calloc(1, sizeof *c);
@@ -490,7 +494,8 @@ void spool_realtime_handle(void *arg, struct spool_http_req *req)
     if (auth != SPOOL_AUTH_OK) {
         spool_principal_close(&c->principal);
         free(c);
-        spool_http_respond_error(req, spool_auth_status(auth), auth, "%s", spool_auth_message(auth));
+        spool_http_respond_error(req, spool_auth_status(auth), auth, "%s",
+                                 spool_auth_message(auth));
         return;
     }
     char resume_key[RT_QUERY_MAX], serials_text[RT_QUERY_MAX];

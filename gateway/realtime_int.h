@@ -97,7 +97,6 @@ struct rt_conn {
     double tokens;     /* publish rate bucket */
     uint64_t tokens_at; /* uv_now of the last refill */
     bool resumable;    /* no message yet: a "resume" message is still allowed */
-    bool key_dirty;    /* attachments changed since the last resumeKey */
     struct rt_entered *entered;
     struct rt_sync *syncs;
 };

@@ -98,7 +98,8 @@ json_t *spool_rt_record_json(const Spool__Record *rec)
 
 int spool_rt_parse_from(const json_t *v, struct spool_from *out)
 {
-    if (v == NULL || json_is_null(v) || (json_is_string(v) && strcmp(json_string_value(v), "live") == 0)) {
+    if (v == NULL || json_is_null(v) ||
+        (json_is_string(v) && strcmp(json_string_value(v), "live") == 0)) {
         *out = (struct spool_from){SPOOL_FROM_LIVE, 0};
         return 0;
     }

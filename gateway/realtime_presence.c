@@ -148,7 +148,8 @@ void spool_rt_presence(struct rt_conn *c, json_t *msg)
     const char *channel = json_string_value(json_object_get(msg, "channel"));
     const char *action = json_string_value(json_object_get(msg, "action"));
     const char *why = "channel missing";
-    if (channel == NULL || !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
+    if (channel == NULL ||
+        !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
         spool_rt_send_error(c, SPOOL_RT_EBAD_CHANNEL, why, NULL);
         return;
     }
@@ -234,7 +235,8 @@ static void on_presence_synced(void *arg, int status, const struct spool_err *er
                                   y->channel, "serial", (json_int_t)set->serial, "members",
                                   spool_presence_set_json(set)));
     else
-        spool_rt_send_error(c, spool_rt_code_of(status), err->msg, json_pack("{s:s}", "channel", y->channel));
+        spool_rt_send_error(c, spool_rt_code_of(status), err->msg,
+                            json_pack("{s:s}", "channel", y->channel));
     free(y->channel);
     free(y);
 }
@@ -244,13 +246,15 @@ void spool_rt_presence_get(struct rt_conn *c, json_t *msg)
 {
     const char *channel = json_string_value(json_object_get(msg, "channel"));
     const char *why = "channel missing";
-    if (channel == NULL || !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
+    if (channel == NULL ||
+        !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
         spool_rt_send_error(c, SPOOL_RT_EBAD_CHANNEL, why, NULL);
         return;
     }
     struct spool_err err;
     if (spool_principal_check(&c->principal, channel, SPOOL_CAP_SUBSCRIBE, &err) != SPOOL_AUTH_OK) {
-        spool_rt_send_error(c, SPOOL_RT_EFORBIDDEN, err.msg, json_pack("{s:s}", "channel", channel));
+        spool_rt_send_error(c, SPOOL_RT_EFORBIDDEN, err.msg,
+                            json_pack("{s:s}", "channel", channel));
         return;
     }
     struct rt_sync *y = calloc(1, sizeof *y);
@@ -262,7 +266,8 @@ void spool_rt_presence_get(struct rt_conn *c, json_t *msg)
     y->c = c;
     if (spool_presence_sync(&y->sync, c->rt->node, channel, RT_PRESENCE_SCAN_MAX,
                             on_presence_synced, y, &err) != 0) {
-        spool_rt_send_error(c, spool_rt_code_of(err.code), err.msg, json_pack("{s:s}", "channel", channel));
+        spool_rt_send_error(c, spool_rt_code_of(err.code), err.msg,
+                            json_pack("{s:s}", "channel", channel));
         free(y->channel);
         free(y);
         return;

@@ -33,8 +33,8 @@ void spool_rt_on_published(void *arg, int status, const struct spool_err *err, c
     if (c->open && p->msg_serial < 0) {
         if (status != 0)
             spool_rt_send_error(c, spool_rt_code_of(status),
-                          err != NULL && err->msg[0] ? err->msg : spool_err_name(status),
-                          json_pack("{s:s}", "channel", p->channel ? p->channel : ""));
+                                err != NULL && err->msg[0] ? err->msg : spool_err_name(status),
+                                json_pack("{s:s}", "channel", p->channel ? p->channel : ""));
     } else if (c->open) {
         if (status == 0) {
             json_t *serials = json_array(), *dups = json_array();
@@ -66,8 +66,8 @@ void spool_rt_on_published(void *arg, int status, const struct spool_err *err, c
 
 void spool_rt_nack(struct rt_conn *c, json_int_t msg_serial, int code, const char *message)
 {
-    spool_rt_send_json(c, json_pack("{s:s,s:I,s:{s:i,s:s}}", "type", "nack", "msgSerial", msg_serial,
-                              "error", "code", code, "message", message));
+    spool_rt_send_json(c, json_pack("{s:s,s:I,s:{s:i,s:s}}", "type", "nack", "msgSerial",
+                                    msg_serial, "error", "code", code, "message", message));
 }
 
 bool spool_rt_take_tokens(struct rt_conn *c, size_t n)
@@ -165,11 +165,13 @@ void spool_rt_publish(struct rt_conn *c, json_t *msg)
     const char *channel = json_string_value(json_object_get(msg, "channel"));
     json_t *messages = json_object_get(msg, "messages");
     if (msg_serial < 0) {
-        spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "publish needs an integer msgSerial >= 0", NULL);
+        spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "publish needs an integer msgSerial >= 0",
+                            NULL);
         return;
     }
     const char *why = "channel missing";
-    if (channel == NULL || !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
+    if (channel == NULL ||
+        !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
         spool_rt_nack(c, msg_serial, SPOOL_RT_EBAD_CHANNEL, why);
         return;
     }
@@ -202,7 +204,8 @@ void spool_rt_publish(struct rt_conn *c, json_t *msg)
         message = "out of memory";
     }
     for (size_t i = 0; i < n && code == 0; i++) {
-        message = spool_rt_message_from_json(c, json_array_get(messages, i), &recs[i], &owned[2 * i], &code);
+        message = spool_rt_message_from_json(c, json_array_get(messages, i), &recs[i],
+                                             &owned[2 * i], &code);
         if (message == NULL)
             code = 0;
         else if (code == 0)

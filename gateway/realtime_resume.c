@@ -27,9 +27,9 @@ void spool_rt_send_resume_key(struct rt_conn *c)
     spool_resume_state_close(&s);
     if (key == NULL)
         return;
-    c->key_dirty = false;
-    spool_rt_send_json(c, json_pack("{s:s,s:s,s:I}", "type", "resumeKey", "resumeKey", key, "expiresAt",
-                              (json_int_t)(now + (int64_t)c->rt->cfg.resume_window_ms)));
+    spool_rt_send_json(c, json_pack("{s:s,s:s,s:I}", "type", "resumeKey", "resumeKey", key,
+                                    "expiresAt",
+                                    (json_int_t)(now + (int64_t)c->rt->cfg.resume_window_ms)));
     free(key);
 }
 
@@ -46,8 +46,8 @@ void spool_rt_resume(struct rt_conn *c, const char *key, json_t *serials)
         for (size_t i = 0; i < s.n; i++)
             json_object_set_new(chs, s.atts[i].channel, json_integer((json_int_t)s.atts[i].serial));
         spool_rt_send_error(c, SPOOL_RT_ERESUME_EXPIRED,
-                      "resume window passed: attach again from your last serials",
-                      json_pack("{s:o}", "channels", chs));
+                            "resume window passed: attach again from your last serials",
+                            json_pack("{s:o}", "channels", chs));
         goto out;
     }
     if (rv != 0) {
@@ -56,7 +56,8 @@ void spool_rt_resume(struct rt_conn *c, const char *key, json_t *serials)
     }
     if (strcmp(s.key_name, c->principal.key_name) != 0 ||
         strcmp(s.client_id, c->principal.client_id) != 0) {
-        spool_rt_send_error(c, SPOOL_RT_ERESUME_IDENTITY, "resume key belongs to another identity", NULL);
+        spool_rt_send_error(c, SPOOL_RT_ERESUME_IDENTITY, "resume key belongs to another identity",
+                            NULL);
         goto out;
     }
     /* The old connection may still be open here (a half-open TCP): it is replaced, and its

@@ -92,10 +92,11 @@ static void on_record(void *arg, const Spool__Record *rec)
     char head[80];
     int h = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %s\ndata: ", rec->seq,
                      rec->action == SPOOL__ACTION__ACTION_PRESENCE ? "presence" : "message");
-    uv_buf_t bufs[3] = {uv_buf_init(head, (unsigned)h),
-                        f != NULL ? uv_buf_init((char *)f->bytes + f->header, (unsigned)(f->len - f->header))
-                                  : uv_buf_init(json, (unsigned)len),
-                        uv_buf_init("\n\n", 2)};
+    uv_buf_t bufs[3] = {
+        uv_buf_init(head, (unsigned)h),
+        f != NULL ? uv_buf_init((char *)f->bytes + f->header, (unsigned)(f->len - f->header))
+                  : uv_buf_init(json, (unsigned)len),
+        uv_buf_init("\n\n", 2)};
     if (spool_http_stream_writev(st->req, bufs, 3) != 0)
         sse_finish(st);
     else if (st->sse->messages_out != NULL)
