@@ -17,20 +17,6 @@
 #include "gateway/http_path.h"
 #include "gateway/json_body.h"
 
-static const struct spool_http_header json_headers[] = {{"Content-Type", "application/json"}};
-
-void spool_http_api_respond_json(struct spool_http_req *req, int status, json_t *v)
-{
-    size_t len = 0;
-    char *body = v != NULL ? spool_json_dump(v, &len) : NULL;
-    json_decref(v);
-    if (body == NULL) {
-        spool_http_respond_error(req, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
-        return;
-    }
-    spool_http_respond_owned(req, status, json_headers, 1, body, len);
-}
-
 void spool_http_api_respond_err(struct spool_http_req *req, int code, const char *msg)
 {
     int status, http_code;
@@ -93,14 +79,14 @@ bool spool_http_api_admit(const struct spool_http_api *api, struct spool_http_re
 
 static void handle_healthz(void *arg, struct spool_http_req *req)
 {
-    spool_http_api_respond_json(req, 200, json_pack("{s:s}", "status", "ok"));
+    spool_http_respond_json(req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
 static void handle_readyz(void *arg, struct spool_http_req *req)
 {
     struct spool_http_api *api = arg;
     if (api->node != NULL && spool_node_ready(api->node) && !spool_http_req_closing(req))
-        spool_http_api_respond_json(req, 200, json_pack("{s:b}", "ready", 1));
+        spool_http_respond_json(req, 200, json_pack("{s:b}", "ready", 1));
     else
         spool_http_respond_error(req, 503, SPOOL_HTTP_EUNAVAILABLE, "not ready");
 }

@@ -32,8 +32,6 @@ struct spool_api_op {
     bool backward, has_start, has_end;
 };
 
-/* Answers with `v` (stolen; NULL answers 500) as application/json. */
-void spool_http_api_respond_json(struct spool_http_req *req, int status, json_t *v);
 /* Answers a SPOOL_E* failure with its mapped status and code. */
 void spool_http_api_respond_err(struct spool_http_req *req, int code, const char *msg);
 /* Validates the {channel} parameter, the node's presence and the caller's capability `caps`;

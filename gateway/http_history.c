@@ -112,7 +112,7 @@ static void on_history(void *arg, int status, const struct spool_err *err,
             next = next_url(op, op->from, last_read - 1);
         }
     }
-    spool_http_api_respond_json(op->req, 200, json_pack("{s:o,s:o}", "items", items, "next", next));
+    spool_http_respond_json(op->req, 200, json_pack("{s:o,s:o}", "items", items, "next", next));
     free(op);
 }
 
@@ -180,7 +180,7 @@ void spool_http_api_history(void *arg, struct spool_http_req *req)
     op->limit = (size_t)limit;
     if (op->from == 0) op->from = 1;
     if (op->from > op->until) { /* an empty window */
-        spool_http_api_respond_json(req, 200, json_pack("{s:[],s:n}", "items", "next"));
+        spool_http_respond_json(req, 200, json_pack("{s:[],s:n}", "items", "next"));
         goto out;
     }
     op->read.channel = channel;
@@ -221,7 +221,7 @@ static void on_status_read(void *arg, int status, const struct spool_err *err,
                           (json_int_t)st.leader_id);
     if (n > 0 && v != NULL)
         json_object_set_new(v, "lastTimestamp", json_integer((json_int_t)recs[0]->timestamp_ms));
-    spool_http_api_respond_json(op->req, 200, v);
+    spool_http_respond_json(op->req, 200, v);
     free(op);
 }
 

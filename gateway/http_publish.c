@@ -35,7 +35,7 @@ static void on_published(void *arg, int status, const struct spool_err *err, con
         else fresh++;
     }
     spool_http_api_count_published(op->api, fresh, op->bytes, op->start_ns);
-    spool_http_api_respond_json(op->req, 201, json_pack("{s:s,s:o,s:o}", "channel", op->channel, "serials", serials,
+    spool_http_respond_json(op->req, 201, json_pack("{s:s,s:o,s:o}", "channel", op->channel, "serials", serials,
                                          "duplicates", dups));
     free(op);
 }

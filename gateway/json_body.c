@@ -43,3 +43,16 @@ char *spool_json_dump(const json_t *v, size_t *len)
     if (s != NULL && len != NULL) *len = strlen(s);
     return s;
 }
+
+void spool_http_respond_json(struct spool_http_req *req, int status, json_t *v)
+{
+    static const struct spool_http_header h[] = {{"Content-Type", "application/json"}};
+    size_t len = 0;
+    char *body = v != NULL ? spool_json_dump(v, &len) : NULL;
+    json_decref(v);
+    if (body == NULL) {
+        spool_http_respond_error(req, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
+        return;
+    }
+    spool_http_respond_owned(req, status, h, 1, body, len);
+}

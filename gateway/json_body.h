@@ -15,6 +15,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "gateway/http_server.h"
+
 enum spool_http_error_code {
     SPOOL_HTTP_EBAD_REQUEST = 40000,   /* malformed HTTP or unusable request */
     SPOOL_HTTP_EBAD_JSON = 40001,      /* the body is not valid JSON / not the expected shape */
@@ -43,5 +45,9 @@ void spool_json_status_of(int spool_code, int *status, int *code);
 /* json_dumps with the gateway's settings (compact, keys in insertion order); malloc'd, or NULL
  * when out of memory. Does not steal `v`. */
 char *spool_json_dump(const json_t *v, size_t *len);
+
+/* Completion call: answers `req` with `v` (reference stolen) as application/json; 500 with an
+ * error body when `v` is NULL or cannot be serialised. */
+void spool_http_respond_json(struct spool_http_req *req, int status, json_t *v);
 
 #endif
