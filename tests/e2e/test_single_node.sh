@@ -189,7 +189,7 @@ wait "$sse_pid" || true
 ok "SIGTERM with an open SSE stream -> stream ended, exit 0, no sanitizer report"
 
 # ---- second run: same data, API key required ----
-start --api-keys 'tester:s3cret' --max-header-bytes 2048 --request-timeout 1s --max-connections 3
+start --api-keys 'tester:s3cret' --max-header-bytes 2048 --request-timeout 2s --max-connections 3
 check_error 401 40101 GET /v1/channels/chat-1/messages
 check_error 401 40103 GET /v1/channels/chat-1/messages -u tester:wrong
 ok "restarted with a key: no credentials -> 401 40101, wrong secret -> 401 40103"
@@ -223,7 +223,7 @@ def answer(s):
 # slow client: half a request line, then nothing -> 408 after --request-timeout
 s = conn(); s.sendall(b"GET /healthz HTT"); t0 = time.time()
 a = answer(s); waited = time.time() - t0
-print("408" if a.startswith("HTTP/1.1 408") and '"code":40800' in a and 0.5 < waited < 10 else "slow:" + a[:80])
+print("408" if a.startswith("HTTP/1.1 408") and '"code":40800' in a and 1.5 < waited < 12 else "slow:" + a[:80])
 # three idle connections fill --max-connections 3: the fourth is refused with 503
 held = [conn() for _ in range(3)]
 s = conn(); s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -233,7 +233,7 @@ for h in held: h.close()
 EOF
 )
 [ "$out" = "$(printf '408\n503')" ] || fail "connection limits: $out"
-ok "flags enforced: --max-header-bytes (431), --request-timeout (408 after ~1 s), --max-connections (503)"
+ok "flags enforced: --max-header-bytes (431), --request-timeout (408 after ~2 s), --max-connections (503)"
 
 stop
 ok "second SIGTERM -> exit 0, no sanitizer report"
