@@ -10,9 +10,12 @@
 // the WebSocket must have resumed its original connection with the serial it had processed,
 // and every EventSource reconnect must have carried Last-Event-ID = the last serial it had.
 //
-// The page is served by a small Node server that also forwards /v1/* to spoold, so the page,
-// its WebSocket and its EventSource share one origin (spoold's SSE has no CORS headers) and the
-// server side of the page's connections can be cut here.
+// The page's connections go through a small Node server that forwards /v1/* to spoold, so the
+// server side of them can be cut here. It listens on two ports: the page's own origin (serves
+// the page, and forwards) and an API origin (forwards). The WebSocket always connects to the API
+// origin (cross-origin, as a browser app talking to a Spool cluster would). The EventSource does
+// too when spoold answers a cross-origin SSE request with Access-Control-Allow-Origin; otherwise
+// (spoold without CORS on SSE) it uses the page's own origin, and the log says so.
 //
 // Environment: SPOOLD (path), SPOOL_WORK (an empty temp dir, removed by the caller),
 // CHROMIUM (default /usr/bin/chromium), BROWSER_MESSAGES (default 300).
@@ -98,6 +101,19 @@ async function stopSpoold() {
   check(ex.code === 0, `spoold exited with ${JSON.stringify(ex)} on SIGTERM`);
   check(!/ERROR: (Address|Leak)Sanitizer|runtime error:/.test(text), 'sanitizer report in spoold log');
   spoold = null;
+}
+
+// The Access-Control-Allow-Origin spoold answers a cross-origin SSE request with (null if none).
+function sseAllowOrigin(port, origin) {
+  return new Promise((resolve, reject) => {
+    const r = http.get({host: '127.0.0.1', port, path: '/v1/channels/cors-probe/events?from=live',
+                        headers: {Origin: origin, Accept: 'text/event-stream'}, timeout: 10000}, (res) => {
+      resolve(res.headers['access-control-allow-origin'] ?? null);
+      r.destroy();
+    });
+    r.on('timeout', () => r.destroy(new Error('SSE CORS probe timed out')));
+    r.on('error', (e) => reject(e));
+  });
 }
 
 // ---- publisher: REST, straight to spoold ----
@@ -212,11 +228,18 @@ function startFront(spoolPort) {
     return n;
   }
   const liveCount = (kind) => [...live].filter((x) => x.kind === kind).length;
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
-    server, port: server.address().port, cut, liveCount, sseRequests, outage,
+  // The API origin: the same handlers on a second port.
+  const api = http.createServer(server.listeners('request')[0]);
+  api.on('upgrade', server.listeners('upgrade')[0]);
+  const listen = (srv) => new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve(srv.address().port)));
+  return Promise.all([listen(server), listen(api)]).then(([port, apiPort]) => ({
+    port, apiPort, cut, liveCount, sseRequests, outage,
     wsUpgrades: () => wsUpgrades,
-    close: () => { cut(); server.close(); server.closeAllConnections(); },
-  })));
+    close: () => {
+      cut();
+      for (const srv of [server, api]) { srv.close(); srv.closeAllConnections(); }
+    },
+  }));
 }
 
 // ---- the test ----
@@ -224,7 +247,13 @@ async function main() {
   const spoolPort = await startSpoold();
   log(`spoold listening on 127.0.0.1:${spoolPort}`);
   const front = await startFront(spoolPort);
-  log(`page server (same origin, /v1/* forwarded) on 127.0.0.1:${front.port}`);
+  const pageOrigin = `http://127.0.0.1:${front.port}`;
+  const apiOrigin = `http://127.0.0.1:${front.apiPort}`;
+  const acao = await sseAllowOrigin(spoolPort, pageOrigin);
+  const sseCross = acao === '*' || acao === pageOrigin;
+  log(`page on ${pageOrigin}; WebSocket to ws://127.0.0.1:${front.apiPort} (cross-origin); EventSource to ` +
+      (sseCross ? `${apiOrigin} (cross-origin, spoold sends Access-Control-Allow-Origin: ${acao})`
+                : `${pageOrigin} (same origin: spoold sends no Access-Control-Allow-Origin on SSE)`));
 
   const context = await chromium.launchPersistentContext(path.join(WORK, 'chromium-profile'), {
     executablePath: CHROMIUM,
@@ -244,8 +273,8 @@ async function main() {
     page.on('pageerror', (e) => pageErrors.push(String(e)));
     const channel = `browser-${process.pid}-${Date.now()}`;
     log(`chromium ${context.browser()?.version?.() ?? ''} opening the page on channel ${channel}`);
-    await page.goto(`http://127.0.0.1:${front.port}/?channel=${encodeURIComponent(channel)}`,
-                    {timeout: 15000});
+    const q = new URLSearchParams({channel, ws: `ws://127.0.0.1:${front.apiPort}`, sse: sseCross ? apiOrigin : ''});
+    await page.goto(`${pageOrigin}/?${q}`, {timeout: 15000});
     const S = () => page.evaluate(() => JSON.parse(JSON.stringify(window.spool)));
     const progress = {published: 0};
     const summary = async () => {
@@ -364,7 +393,9 @@ main().then(() => {
   console.log(`ok (${elapsed()})`);
   process.exit(0);
 }, (e) => {
-  console.error('FAIL:', e instanceof Fail ? e.message : (e && e.stack) || String(e));
+  // (playwright's errors append the browser's whole log: keep the start, which says what failed)
+  const text = e instanceof Fail ? e.message : (e && e.stack) || String(e);
+  console.error('FAIL:', text.length > 4000 ? `${text.slice(0, 4000)}\n[... ${text.length - 4000} more characters]` : text);
   if (spoold) {
     try { console.error('--- spoold.log (tail) ---\n' + fs.readFileSync(SPOOLD_LOG, 'utf8').split('\n').slice(-40).join('\n')); } catch (_) {}
     spoold.kill('SIGKILL');

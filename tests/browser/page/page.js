@@ -1,5 +1,7 @@
 // Browser-side consumers for tests/browser: everything here uses only the browser's own
-// WebSocket and EventSource. The page URL carries ?channel=NAME. State for the driver:
+// WebSocket and EventSource. The page URL carries ?channel=NAME and optionally ws=ws://host:port
+// and sse=http://host:port (where to reach Spool; default this page's own origin, so a
+// cross-origin EventSource needs CORS from the server). State for the driver:
 //
 //   window.spool.ws / window.spool.sse = {
 //     serials: [every message serial in arrival order, duplicates and gaps included],
@@ -13,6 +15,8 @@
 (function () {
   const params = new URLSearchParams(location.search);
   const channel = params.get('channel');
+  const wsBase = params.get('ws') || `ws://${location.host}`;
+  const sseBase = params.get('sse') || '';
   const MAX_ATTEMPTS = 400; // bounded reconnecting (backoff up to 250 ms: about 100 s)
 
   function consumer() {
@@ -46,7 +50,7 @@
     const c = state.ws;
     if (c.attempts >= MAX_ATTEMPTS) { c.errors.push('gave up reconnecting'); return; }
     c.attempts++;
-    const ws = new WebSocket(`ws://${location.host}/v1/realtime`);
+    const ws = new WebSocket(`${wsBase}/v1/realtime`);
     let connected = false;
     ws.onmessage = (ev) => {
       let m;
@@ -100,7 +104,7 @@
   // ---- EventSource: reconnection and Last-Event-ID are the browser's own ----
   function sseStart() {
     const c = state.sse;
-    const es = new EventSource(`/v1/channels/${encodeURIComponent(channel)}/events?from=start`);
+    const es = new EventSource(`${sseBase}/v1/channels/${encodeURIComponent(channel)}/events?from=start`);
     es.onopen = () => { c.open = true; c.opens++; };
     es.onmessage = (ev) => {
       let m;
