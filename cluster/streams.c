@@ -66,12 +66,31 @@ bool spool_streams_is_command(const Spool__PublishRequest *p)
            strcmp(m->name, SPOOL_STREAMS_CMD) == 0;
 }
 
+struct load {
+    Spool__StreamState *st;
+    uint64_t newest_data; /* newest non-META record after the state record (native publish) */
+};
+
 static int load_visit_cb(void *arg, const Spool__Record *rec)
 {
-    if (!spool_streams_is_state(rec))
+    struct load *l = arg;
+    if (!spool_streams_is_state(rec)) {
+        if (l->newest_data == 0 && rec->action != SPOOL__ACTION__ACTION_CHANNEL_META)
+            l->newest_data = rec->seq;
         return 0;
-    *(Spool__StreamState **)arg = spool__stream_state__unpack(NULL, rec->data.len, rec->data.data);
+    }
+    l->st = spool__stream_state__unpack(NULL, rec->data.len, rec->data.data);
+    spool_streams_native_tail(l->st, l->newest_data);
     return 1;
+}
+
+void spool_streams_native_tail(Spool__StreamState *st, uint64_t newest_data_seq)
+{
+    if (st == NULL || st->deleted || newest_data_seq <= st->base_seq)
+        return;
+    uint64_t l = spool_streams_l_of(st, newest_data_seq);
+    if (l > st->tail)
+        st->tail = l;
 }
 
 static struct row *row_of(struct spool_streams_tx *tx, const char *channel, struct spool_err *err)
@@ -92,8 +111,10 @@ static struct row *row_of(struct spool_streams_tx *tx, const char *channel, stru
     r->channel = strdup(channel);
     if (r->channel == NULL)
         return NULL;
-    if (spool_store_read_backward(tx->store, channel, 0, 0, load_visit_cb, &r->st, err) != 0)
+    struct load l = {0};
+    if (spool_store_read_backward(tx->store, channel, 0, 0, load_visit_cb, &l, err) != 0)
         SPOOL_WARN("streams.load", "channel=%s msg=\"%s\"", channel, err->msg);
+    r->st = l.st;
     tx->n_rows++;
     return r;
 }

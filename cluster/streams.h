@@ -71,6 +71,9 @@ bool spool_streams_is_state(const Spool__Record *rec);
 /* L of the data record with channel seq `seq`, and the inverse (the seq whose L is `l`). */
 uint64_t spool_streams_l_of(const Spool__StreamState *st, uint64_t seq);
 uint64_t spool_streams_seq_of(const Spool__StreamState *st, uint64_t l);
+/* Messages published natively to a stream's channel (not through Durable Streams) after its
+ * newest state record are part of the stream: raises st->tail to the newest such record. */
+void spool_streams_native_tail(Spool__StreamState *st, uint64_t newest_data_seq);
 /* Media types equal (before ';', trimmed, case-insensitive; empty = application/octet-stream). */
 bool spool_streams_ct_equal(const char *a, const char *b);
 

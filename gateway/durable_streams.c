@@ -254,6 +254,7 @@ struct load {
     ds_state_cb cb;
     void *arg;
     uint64_t min_seq;
+    uint64_t newest_data; /* newest non-META record newer than the state (native publish) */
     int rounds;
 };
 
@@ -271,10 +272,14 @@ static void load_read_cb(void *arg, int status, const struct spool_err *err,
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
-        if (!spool_streams_is_state(recs[i]))
+        if (!spool_streams_is_state(recs[i])) {
+            if (l->newest_data == 0 && recs[i]->action != SPOOL__ACTION__ACTION_CHANNEL_META)
+                l->newest_data = recs[i]->seq;
             continue;
+        }
         Spool__StreamState *st =
             spool__stream_state__unpack(NULL, recs[i]->data.len, recs[i]->data.data);
+        spool_streams_native_tail(st, l->newest_data);
         if (st != NULL && recs[i]->seq > 0)
             ds_entry_seen(l->ds, l->channel, recs[i]->seq);
         l->cb(l->arg, st ? 200 : 500, st, recs[i]->seq);

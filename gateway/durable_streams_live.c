@@ -44,7 +44,9 @@ struct live {
     char *name;
     char *cursor_in;
     bool sse, started, finished, caught_up;
-    bool reading, timer_closed; /* freed once the timer closed and no read is in flight */
+    bool reading;     /* freed once both timers closed and no read is in flight */
+    int handles_open; /* timer, flush */
+    uv_timer_t flush; /* delivers natively published records (no state record follows them) */
     struct spool_sub *sub;
     uv_timer_t timer;
     Spool__StreamState *st;
@@ -87,7 +89,7 @@ static int piece_add(struct live *l, const void *data, size_t len, uint64_t seq,
 
 static void live_free(struct live *l)
 {
-    if (!l->timer_closed || l->reading)
+    if (l->handles_open > 0 || l->reading)
         return;
     pieces_clear(l);
     free(l->buf);
@@ -101,7 +103,7 @@ static void live_free(struct live *l)
 static void timer_closed_cb(uv_handle_t *h)
 {
     struct live *l = h->data;
-    l->timer_closed = true;
+    l->handles_open--;
     live_free(l);
 }
 
@@ -123,7 +125,9 @@ static void live_release(struct live *l)
     }
     ds_live_del(l->ds, &l->reg);
     uv_timer_stop(&l->timer);
+    uv_timer_stop(&l->flush);
     uv_close((uv_handle_t *)&l->timer, timer_closed_cb);
+    uv_close((uv_handle_t *)&l->flush, timer_closed_cb);
 }
 
 /* --- responses ---------------------------------------------------------------------------- */
@@ -274,21 +278,16 @@ static int sse_emit(struct live *l, const struct piece *pcs, size_t n, bool up_t
 
 /* --- live records ------------------------------------------------------------------------- */
 
-static void on_state(struct live *l, const uint8_t *data, size_t len, uint64_t seq)
+/* Delivers the pending data (if any) of the current state; closed/gone end the response. */
+static void deliver(struct live *l, bool closed, bool gone)
 {
-    Spool__StreamState *st = spool__stream_state__unpack(NULL, len, data);
-    if (st == NULL)
-        return;
-    bool same = l->st == NULL || st->base_seq == l->st->base_seq;
-    if (l->st)
-        spool__stream_state__free_unpacked(l->st, NULL);
-    l->st = st;
-    bool gone = !same || st->deleted || st->soft_deleted;
+    const Spool__StreamState *st = l->st;
     size_t n = l->n;
-    if (n > 0 && same)
+    uv_timer_stop(&l->flush);
+    if (n > 0 && !gone)
         l->next = spool_streams_l_of(st, l->buf[n - 1].seq);
     if (!l->sse) {
-        if (n > 0 && same) {
+        if (n > 0 && !gone) {
             size_t total = 2;
             for (size_t i = 0; i < n; i++)
                 total += l->buf[i].len + 1;
@@ -310,11 +309,10 @@ static void on_state(struct live *l, const uint8_t *data, size_t len, uint64_t s
             }
             if (json)
                 b[w++] = ']';
-            bool closed = st->closed;
             lp_respond(l, 200, b, w, closed);
             free(b);
-        } else if (st->closed || gone) {
-            lp_respond(l, 204, NULL, 0, st->closed && !gone);
+        } else if (closed || gone) {
+            lp_respond(l, 204, NULL, 0, closed && !gone);
         }
         return;
     }
@@ -322,12 +320,31 @@ static void on_state(struct live *l, const uint8_t *data, size_t len, uint64_t s
         sse_end(l);
         return;
     }
-    if (n > 0 || st->closed) {
-        int rc = sse_emit(l, l->buf, n, true, st->closed);
+    if (n > 0 || closed) {
+        int rc = sse_emit(l, l->buf, n, true, closed);
         pieces_clear(l);
-        if (rc != 0 || st->closed)
+        if (rc != 0 || closed)
             sse_end(l);
     }
+}
+
+static void on_state(struct live *l, const uint8_t *data, size_t len, uint64_t seq)
+{
+    Spool__StreamState *st = spool__stream_state__unpack(NULL, len, data);
+    if (st == NULL)
+        return;
+    bool same = l->st == NULL || st->base_seq == l->st->base_seq;
+    if (l->st)
+        spool__stream_state__free_unpacked(l->st, NULL);
+    l->st = st;
+    deliver(l, st->closed, !same || st->deleted || st->soft_deleted);
+}
+
+static void flush_cb(uv_timer_t *t)
+{
+    struct live *l = t->data;
+    if (!l->finished && l->st != NULL && l->n > 0)
+        deliver(l, false, false);
 }
 
 static void on_live(struct live *l, const uint8_t *data, size_t len, uint64_t seq, bool state)
@@ -339,8 +356,14 @@ static void on_live(struct live *l, const uint8_t *data, size_t len, uint64_t se
         on_state(l, data, len, seq);
         return;
     }
-    if (piece_add(l, data, len, seq, false) != 0 && !l->sse)
-        lp_respond(l, 503, NULL, 0, false);
+    if (piece_add(l, data, len, seq, false) != 0) {
+        if (!l->sse)
+            lp_respond(l, 503, NULL, 0, false);
+        return;
+    }
+    /* a Durable Streams command's state record follows its data in the same delivery; a native
+     * publish has none: deliver it on the next loop turn */
+    uv_timer_start(&l->flush, flush_cb, 0, 0);
 }
 
 static void record_cb(void *arg, const Spool__Record *rec)
@@ -516,7 +539,10 @@ static void live_start(struct spool_ds *ds, struct spool_http_req *req, const ch
     l->started_ms = ds_now_ms();
     l->reg.stop = stop_cb;
     uv_timer_init(ds->loop, &l->timer);
+    uv_timer_init(ds->loop, &l->flush);
     l->timer.data = l;
+    l->flush.data = l;
+    l->handles_open = 2;
     ds_live_add(ds, &l->reg);
     spool_http_req_on_close(req, close_cb, l);
     if (spool_node_subscribe(ds->node, name, record_cb, l, &l->sub) != 0 ||

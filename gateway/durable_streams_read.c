@@ -92,7 +92,7 @@ static void level_read_cb(void *arg, int status, const struct spool_err *err,
         uint64_t L = spool_streams_l_of(l->st, rec->seq);
         if (rec->seq <= l->st->base_seq)
             continue;
-        if (L > l->hi || (r->cur == 0 && rec->seq >= r->lv[0].state_seq)) {
+        if (L > l->hi) {
             level_done = true;
             break;
         }
@@ -157,8 +157,10 @@ static void read_level(struct ds_read *r)
         read_level(r);
         return;
     }
+    uint64_t hi_seq = spool_streams_seq_of(l->st, l->hi); /* natively published tail included */
     struct spool_read_req rr = {.channel = l->channel, .after_seq = r->after_seq,
-                                .limit = READ_LIMIT, .min_seq = l->state_seq};
+                                .limit = READ_LIMIT,
+                                .min_seq = hi_seq > l->state_seq ? hi_seq : l->state_seq};
     if (spool_node_read(r->ds->node, &rr, level_read_cb, r) != 0)
         read_finish(r, 503);
 }
