@@ -89,6 +89,14 @@ async function main() {
   check(head.streamClosed === true, "stream is closed");
   const final = await (await stream({ url, headers, offset: "-1", live: false })).json();
   check(final.length === 15, "15 tokens in the stream");
+
+  // 6. the stream is a Spool channel: its tokens are ordinary messages of channel
+  //    examples/chat-<ts>/tokens (REST history here; WebSocket/SSE subscribers see them live)
+  const channel = encodeURIComponent(new URL(url).pathname.slice("/v1/stream/".length));
+  const hist = await (await fetch(`${base}/v1/channels/${channel}/messages?limit=100`, { headers })).json();
+  const msgs = hist.items.filter((m) => m.action === "message.create").map((m) => m.data.i);
+  check(JSON.stringify(msgs) === JSON.stringify([...Array(15).keys()]),
+        "the same 15 tokens are messages of the Spool channel");
 }
 
 main().then(() => process.exit(0), (err) => { console.error(err); process.exit(1); });
