@@ -133,7 +133,10 @@ __attribute__((unused)) static void newest_segment(const char *dir, const char *
             snprintf(best, sizeof best, "%s", de->d_name);
     }
     closedir(d);
-    if (best[0] != '\0') snprintf(out, size, "%s/%s", gen, best);
+    if (best[0] != '\0') {
+        int w = snprintf(out, size, "%s/%s", gen, best);
+        cr_assert(w > 0 && (size_t)w < size, "segment path too long");
+    }
 }
 
 #endif
