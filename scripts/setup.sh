@@ -36,7 +36,7 @@ PACKAGES=(
 )
 # Only the test command needs these (fuzzing, process-level tests, peers for benchmarks).
 if [ "${SPOOL_SETUP_TEST:-0}" = 1 ]; then
-  PACKAGES+=(clang libclang-rt-14-dev procps iproute2 python3 nodejs npm nats-server)
+  PACKAGES+=(clang libclang-rt-14-dev procps iproute2 python3 nodejs npm nats-server chromium)
 fi
 
 install_packages() {
