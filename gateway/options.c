@@ -34,6 +34,7 @@ void spool_options_defaults(struct spool_options *o)
     o->idle_timeout_ms = 60000;
     o->request_timeout_ms = 30000;
     o->resume_window_ms = 120000;
+    o->resume_secret = "";
     o->presence_timeout_ms = 15000;
     o->long_poll_timeout_ms = 30000;
     o->heartbeat_interval_ms = 15000;
@@ -84,6 +85,7 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("idle-timeout", SPOOL_OPT_MS, idle_timeout_ms, "close idle HTTP keep-alive connections after");
     OPT("request-timeout", SPOOL_OPT_MS, request_timeout_ms, "slow-client limit for receiving one request");
     OPT("resume-window", SPOOL_OPT_MS, resume_window_ms, "how long a dropped connection can be resumed");
+    OPT("resume-secret", SPOOL_OPT_STRING, resume_secret, "resume key secret; every node of a cluster must share it (empty = per-node file in the data dir)");
     OPT("presence-timeout", SPOOL_OPT_MS, presence_timeout_ms, "a dead connection's members leave after");
     OPT("long-poll-timeout", SPOOL_OPT_MS, long_poll_timeout_ms, "Durable Streams long-poll wait");
     OPT("heartbeat-interval", SPOOL_OPT_MS, heartbeat_interval_ms, "SSE comments / WebSocket pings every");

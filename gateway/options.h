@@ -46,6 +46,7 @@ struct spool_options {
     uint64_t idle_timeout_ms;
     uint64_t request_timeout_ms;
     uint64_t resume_window_ms;
+    const char *resume_secret; /* "" = per-node random secret in <data>/resume.secret */
     uint64_t presence_timeout_ms;
     uint64_t long_poll_timeout_ms;
     uint64_t heartbeat_interval_ms;

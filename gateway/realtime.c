@@ -592,7 +592,7 @@ int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
 {
     memset(m, 0, sizeof *m);
     uint8_t secret[SPOOL_RESUME_SECRET_BYTES];
-    int rv = spool_resume_secret(NULL, o->data, secret, err);
+    int rv = spool_resume_secret(o->resume_secret, o->data, secret, err);
     if (rv != 0)
         return rv;
     struct spool_realtime_config cfg = {

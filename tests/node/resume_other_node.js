@@ -1,5 +1,5 @@
 // Resume on ANY gateway node: a subscriber attached on node 1 loses its connection and resumes on
-// node 2 (sharing the resume secret), then back on node 1, then on node 2 again, while a
+// node 2 (both started with the same --resume-secret), then back on node 1, then on node 2 again, while a
 // publisher on node 1 keeps publishing; every message arrives once, in order.
 'use strict';
 const {connect, publishMany, Sequence, check, main} = require('./lib');

@@ -60,7 +60,8 @@ wait_ready() { # wait_ready PORT PID LOG: up to 30 s for /readyz
   cat "$3"; echo "spoold not ready"; exit 1
 }
 
-# COUNT processes forming one cluster and sharing one resume secret file; their client ports are
+# COUNT processes forming one cluster (each with its own resume secret unless the caller passes
+# --resume-secret); their client ports are
 # exported as PORTS (comma-separated; PORT is the first). Flags after COUNT go to every node,
 # after the defaults (--shards 1 --replicas 1: the shard lives on one node, or pass --replicas).
 spool_start_nodes() {
@@ -75,8 +76,6 @@ spool_start_nodes() {
     PORTS="$PORTS${PORTS:+,}${NODE_PORT[i]}"
     mkdir -p "$WORK/data$i"
   done
-  head -c 32 /dev/urandom >"$WORK/data1/resume.secret"
-  for i in $(seq 2 "$count"); do cp "$WORK/data1/resume.secret" "$WORK/data$i/resume.secret"; done
   for i in $(seq 1 "$count"); do
     : >"$WORK/spoold$i.log"
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$SPOOLD" --anonymous --id "$i" --data "$WORK/data$i" \
