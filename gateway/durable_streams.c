@@ -614,29 +614,27 @@ void spool_ds_dispatch(void *arg, struct spool_http_req *req)
         ds_fail(req, len == 0 ? 404 : 400, why ? why : "bad stream name");
         return;
     }
-    if (strcmp(name, "__ds") == 0 || strncmp(name, "__ds/", 5) == 0) {
-        struct ds_hdrs h;
-        ds_hdrs_init(&h);
-        ds_hdr(&h, "Content-Type", "application/json");
-        const char *b = "{\"error\":{\"code\":\"SUBSCRIPTION_NOT_FOUND\",\"message\":\"subscriptions "
-                        "are not implemented\"}}";
-        spool_http_respond(req, 404, h.h, h.n, b, strlen(b));
-        return;
-    }
+    bool reserved = strcmp(name, "__ds") == 0 || strncmp(name, "__ds/", 5) == 0;
     if (ds->node == NULL) {
         ds_fail(req, 503, "no node");
         return;
     }
     bool write = strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0;
+    if (reserved && ds_subs_is_token_route(name)) {
+        ds_subs_handle(ds, req, name);
+        return;
+    }
     struct spool_principal who;
     spool_principal_init(&who);
-    if (spool_http_api_authorize(ds->api, req, name,
+    if (spool_http_api_authorize(ds->api, req, reserved ? "__ds" : name,
                                  write ? SPOOL_CAP_PUBLISH : SPOOL_CAP_HISTORY, &who) != 0) {
         spool_principal_close(&who);
         return;
     }
     spool_principal_close(&who);
-    if (strcmp(req->method, "PUT") == 0)
+    if (reserved)
+        ds_subs_handle(ds, req, name);
+    else if (strcmp(req->method, "PUT") == 0)
         ds_handle_put(ds, req, name);
     else if (strcmp(req->method, "POST") == 0)
         ds_handle_post(ds, req, name);
@@ -662,6 +660,10 @@ int spool_ds_init(struct spool_ds **out, uv_loop_t *loop, const struct spool_opt
     ds->node = node;
     ds->api = api;
     ds->router = router;
+    if (ds_subs_init(ds) != 0) {
+        free(ds);
+        return spool_err_set(err, SPOOL_ENOMEM, "durable streams: cannot make signing keys");
+    }
     uv_timer_init(loop, &ds->sweep);
     ds->sweep.data = ds;
     uv_timer_start(&ds->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
@@ -679,6 +681,7 @@ void spool_ds_stop(struct spool_ds *ds)
         ds_live_del(ds, l);
         l->stop(l);
     }
+    ds_subs_stop(ds);
     uv_close((uv_handle_t *)&ds->sweep, NULL);
 }
 
@@ -686,6 +689,7 @@ void spool_ds_free(struct spool_ds *ds)
 {
     if (ds == NULL)
         return;
+    ds_subs_free(ds);
     for (size_t b = 0; b < DS_BUCKETS; b++)
         while (ds->buckets[b] != NULL) {
             struct ds_entry *e = ds->buckets[b];

@@ -45,6 +45,7 @@ struct spool_ds {
     uv_timer_t sweep;
     bool stopped;
     struct ds_live *lives; /* long-polls and SSE streams waiting (for shutdown) */
+    struct ds_subs *subs;  /* reserved subscription APIs (durable_streams_subs.c) */
 };
 
 /* Response headers: the CORS + security set, then per-response ones (values copied). */
@@ -132,5 +133,17 @@ void ds_handle_longpoll(struct spool_ds *ds, struct spool_http_req *req, const c
                         uint64_t from, const char *cursor);
 void ds_handle_sse(struct spool_ds *ds, struct spool_http_req *req, const char *name,
                    uint64_t from, const char *cursor);
+
+/* --- reserved subscription APIs (durable_streams_subs.c) --------------------------------- */
+
+int ds_subs_init(struct spool_ds *ds);
+void ds_subs_stop(struct spool_ds *ds);
+void ds_subs_free(struct spool_ds *ds);
+/* name starts with "__ds". */
+void ds_subs_handle(struct spool_ds *ds, struct spool_http_req *req, const char *name);
+/* callback / ack / release: authenticated by the wake token, not by Spool credentials. */
+bool ds_subs_is_token_route(const char *name);
+/* A write through this node reached `path` with tail L (wakes subscriptions). */
+void ds_subs_on_append(struct spool_ds *ds, const char *path, uint64_t tail);
 
 #endif

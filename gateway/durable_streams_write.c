@@ -254,6 +254,8 @@ static void put_created_cb(void *arg, int status, const struct spool_stream_resu
     }
     if (res->status == 200) /* raced with an identical create: not our reference */
         put_release(p);
+    if (res->status == 201 && p->recs.n > 0)
+        ds_subs_on_append(p->ds, p->name, res->tail);
     struct ds_hdrs h;
     ds_hdrs_init(&h);
     ds_hdr(&h, "Content-Type", p->ct ? p->ct : "application/octet-stream");
@@ -536,6 +538,9 @@ static void post_done_cb(void *arg, int status, const struct spool_stream_result
         if (e != NULL && !e->swept)
             e->last_access_ms = ds_now_ms();
     }
+    if ((code == 200 || (code == 204 && !(p->has_producer && res->extra != p->seq))) &&
+        p->recs.n > 0)
+        ds_subs_on_append(p->ds, p->name, res->tail);
     if (code == 200 || code == 204 || code == 409) {
         ds_hdr_offset(&h, "Stream-Next-Offset", res->tail);
         if (res->closed)
