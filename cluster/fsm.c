@@ -216,6 +216,14 @@ static Spool__Entry *decode_entry(const void *buf, size_t len)
     return spool__entry__unpack(NULL, n, payload);
 }
 
+static bool conv_wanted(const Spool__PublishRequest *p)
+{
+    for (size_t j = 0; j < p->n_messages; j++)
+        if (spool_conv_applies(p->messages[j]))
+            return true;
+    return false;
+}
+
 int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, size_t len,
                           struct spool_fsm_result **result, struct spool_err *err)
 {
@@ -257,6 +265,24 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
             rc = SPOOL_ENOMEM;
             continue;
         }
+        if (conv_wanted(p)) { /* appends, edits, turns: checked as a whole, or refused */
+            bool *dup = r->publishes[i].duplicate;
+            for (size_t j = 0; j < p->n_messages; j++) {
+                uint64_t seq;
+                dup[j] = spool_dedup_find(&f->dedup, p->channel, p->messages[j]->id, row->ts, &seq);
+            }
+            int crc = spool_conv_check(f->conv, p->channel, (const Spool__Record *const *)p->messages,
+                                       dup, p->n_messages, row->ts, r->publishes[i].reason);
+            memset(dup, 0, p->n_messages * sizeof *dup);
+            if (crc == SPOOL_ENOMEM) {
+                spool_err_set(err, crc, "applying entry %llu: out of memory", (unsigned long long)index);
+                goto out;
+            }
+            if (crc != 0) {
+                r->publishes[i].status = crc;
+                continue;
+            }
+        }
         for (size_t j = 0; j < p->n_messages; j++) {
             const Spool__Record *m = p->messages[j];
             uint64_t seq;
@@ -271,6 +297,10 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
             recs[n].seq = seq;
             recs[n].timestamp_ms = row->ts;
             ptrs[n] = &recs[n];
+            if (spool_conv_stored(f->conv, &recs[n]) != 0) {
+                spool_err_set(err, rc, "conversation state: out of memory");
+                goto out;
+            }
             n++;
             r->publishes[i].seqs[j] = seq;
             if (spool_dedup_insert(&f->dedup, p->channel, m->id, seq, row->ts) != 0) {
@@ -294,6 +324,9 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         r = NULL;
     }
 out:
+    if (rc != 0)
+        spool_conv_reset(f->conv); /* it may have seen records the store did not take */
+    spool_conv_entry_done(f->conv);
     spool_fsm_result_free(r);
     spool_streams_tx_free(ds);
     free(seqs);
@@ -383,6 +416,7 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         int rc = spool_store_restore(f->store, buf->base, buf->len, &err);
         if (rc == 0)
             rc = dedup_rebuild(f, &err);
+        spool_conv_reset(f->conv);
         if (rc != 0) {
             SPOOL_ERROR("fsm.restore_failed", "code=%s msg=\"%s\"", spool_err_name(rc), err.msg);
             return rc == SPOOL_ECORRUPT ? RAFT_CORRUPT : RAFT_IOERR;
@@ -409,13 +443,22 @@ int spool_fsm_init(struct spool_fsm *f, struct spool_store *store, uint64_t dedu
     f->raft_fsm.restore = fsm_restore;
     f->raft_fsm.snapshot_finalize = NULL; /* libraft frees the snapshot buffers */
     f->raft_fsm.snapshot_async = NULL;
-    int rc = dedup_rebuild(f, err);
-    if (rc != 0)
+    if ((f->conv = spool_conv_new(store, NULL)) == NULL) {
         spool_dedup_close(&f->dedup);
+        return spool_err_set(err, SPOOL_ENOMEM, "conversation state: out of memory");
+    }
+    int rc = dedup_rebuild(f, err);
+    if (rc != 0) {
+        spool_dedup_close(&f->dedup);
+        spool_conv_free(f->conv);
+        f->conv = NULL;
+    }
     return rc;
 }
 
 void spool_fsm_close(struct spool_fsm *f)
 {
     spool_dedup_close(&f->dedup);
+    spool_conv_free(f->conv);
+    f->conv = NULL;
 }

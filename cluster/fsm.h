@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster/conversation.h"
 #include "cluster/dedup.h"
 #include "common/err.h"
 #include "proto/entry.pb-c.h"
@@ -36,7 +37,8 @@
 #include "storage/store.h"
 
 struct spool_fsm_publish_result {
-    int status;       /* 0, or SPOOL_EINVAL for a request the state machine refused */
+    int status;       /* 0, or a SPOOL_E* code for a request the state machine refused */
+    char reason[SPOOL_CONV_REASON_MAX]; /* why it was refused ("" = a generic refusal) */
     size_t n;
     uint64_t *seqs;
     bool *duplicate;
@@ -59,6 +61,7 @@ struct spool_fsm {
     struct raft *raft;        /* the group, for the applied index (NULL when driven directly) */
     struct spool_store *store;
     struct spool_dedup dedup;
+    struct spool_conv *conv; /* AI conversation rules (cluster/conversation.h) */
     spool_fsm_records_cb on_records;
     spool_fsm_restored_cb on_restored;
     void *cb_arg;
