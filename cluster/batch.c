@@ -50,7 +50,8 @@ static void proposal_applied_cb(struct raft_apply *req, int status, void *result
             struct spool_err err;
             spool_err_clear(&err);
             if (r->status != 0)
-                spool_err_set(&err, r->status, "publish refused by the state machine");
+                spool_err_set(&err, r->status, "%s",
+                              r->reason[0] ? r->reason : "publish refused by the state machine");
             p->items[i]->done(p->items[i], r->status, &err, r);
         }
     } else if (status == 0) {
