@@ -247,7 +247,7 @@ class Cluster:
 class Load:
     """Publisher threads: unique ids, blind retries with the same id, bounded count and time."""
 
-    def __init__(self, cluster, publishers=4, per_publisher=400, max_seconds=60.0):
+    def __init__(self, cluster, publishers=4, per_publisher=5000, max_seconds=60.0):
         self.cluster = cluster
         self.acked = {}  # id -> (channel, serial)
         self.sent = set()
