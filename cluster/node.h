@@ -112,6 +112,9 @@ int spool_node_subscribe(struct spool_node *n, const char *channel, spool_record
 /* Allowed from inside the sub's own (or another sub's) record callback. Every spool_sub of a node
  * becomes invalid once spool_node_close() starts: do not unsubscribe after that. */
 void spool_node_unsubscribe(struct spool_sub *sub);
+/* Called once per record the node fans out to its local subscribers of a channel (not once per
+ * subscriber), before them; for delivery-latency metrics. NULL turns it off. */
+void spool_node_set_fanout_observer(struct spool_node *n, spool_record_cb cb, void *arg);
 
 /* --- status and metrics --------------------------------------------------------------------- */
 

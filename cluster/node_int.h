@@ -60,6 +60,8 @@ struct spool_node {
     uint64_t *leader_hint;       /* [placement.shards]; last leader learned from peers */
     struct spool_op *ops;        /* in flight (router.c) */
     struct spool_topic *topics;  /* channels with local subscribers (subscription.c) */
+    spool_record_cb fanout_cb;   /* spool_node_set_fanout_observer (subscription.c) */
+    void *fanout_arg;
     struct spool_topic **topic_buckets; /* hash index over `topics` by channel */
     size_t n_topic_buckets, n_topics;
     struct spool_op *waiters;    /* parked long-poll reads served for peers (router.c) */

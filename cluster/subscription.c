@@ -148,11 +148,19 @@ static void deliver(struct spool_topic *t, const Spool__Record *rec)
     if (rec->seq <= t->last)
         return;
     t->last = rec->seq;
+    if (t->node->fanout_cb != NULL)
+        t->node->fanout_cb(t->node->fanout_arg, rec);
     t->delivering++;
     for (struct spool_sub *s = t->subs; s; s = s->next)
         if (!s->removed)
             s->cb(s->arg, rec);
     t->delivering--;
+}
+
+void spool_node_set_fanout_observer(struct spool_node *n, spool_record_cb cb, void *arg)
+{
+    n->fanout_cb = cb;
+    n->fanout_arg = arg;
 }
 
 static int gap_visit_cb(void *arg, const Spool__Record *rec)

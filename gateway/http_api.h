@@ -31,6 +31,7 @@
 #include "gateway/http_server.h"
 #include "gateway/metrics.h"
 #include "gateway/options.h"
+#include "gateway/realtime.h"
 
 struct spool_realtime;
 
@@ -53,6 +54,7 @@ struct spool_http_api {
     struct spool_histogram *publish_ack;
     struct spool_metric_family *auth_failures;    /* {reason} */
     const struct spool_realtime *realtime;        /* for spool_connections{transport="ws"}; may be NULL */
+    struct spool_realtime_counters rt_counters;   /* registered here, handed to the realtime mount */
     struct spool_http_api_fig figs[SPOOL_HTTP_API_FIGS];
     struct spool_http_api_fig disk[2];
 };
@@ -66,6 +68,9 @@ void spool_http_api_close(struct spool_http_api *api);
 /* Adds the routes listed above. */
 int spool_http_api_routes(struct spool_http_api *api, struct spool_http_router *router,
                           struct spool_err *err);
+/* The realtime metric children registered by spool_http_api_init (all NULL without metrics), for
+ * spool_realtime_set_counters. */
+const struct spool_realtime_counters *spool_http_api_realtime_counters(const struct spool_http_api *api);
 /* A spool_http_done_cb (arg = the API): access log and request metrics. */
 void spool_http_api_on_done(void *arg, const struct spool_http_req *req, int status,
                             uint64_t duration_us);

@@ -3,9 +3,16 @@
  *
  *   spool_http_requests_total{method,status}, spool_http_request_duration_seconds
  *       every finished HTTP request (plus an access log line at debug)
- *   spool_messages_in_total{transport}, spool_bytes_in_total{transport},
- *   spool_publish_ack_seconds      REST publishes (transport="http"): messages, data bytes,
- *                                  time from request to commit acknowledgement
+ *   spool_messages_in_total{transport}, spool_bytes_in_total{transport}
+ *                                  messages and data bytes published: "http" (REST, counted
+ *                                  here) and "ws" (realtime, counted by gateway/realtime*)
+ *   spool_publish_ack_seconds      REST publish: time from request to commit acknowledgement
+ *   spool_messages_out_total{transport}, spool_bytes_out_total{transport}
+ *                                  messages and data bytes delivered to "ws" and "sse" clients
+ *   spool_publish_deliver_seconds  now - record timestamp when the node fans a record out to its
+ *                                  local subscribers (once per record per node, any subscriber)
+ *   spool_resumes_total{result}    resume keys presented: resumed, expired, refused
+ *   (the realtime children are handed to gateway/realtime via spool_realtime_set_counters)
  *   spool_auth_failures_total{reason}   REST authentication/capability refusals
  *   spool_connections{transport}   collector: "http" (the HTTP server's, SSE streams included)
  *                                  and "ws" (realtime WebSocket connections, when mounted)
@@ -100,6 +107,51 @@ static void collect_shard(struct spool_metric_writer *w, void *arg)
     }
 }
 
+/* The realtime families (and the "ws" children of the publish families), every child created
+ * now so each series reads 0 before its first event. */
+static int realtime_metrics_init(struct spool_http_api *api, struct spool_metric_family *in,
+                                 struct spool_metric_family *bytes, struct spool_err *err)
+{
+    struct spool_metrics *m = api->metrics;
+    struct spool_realtime_counters *rc = &api->rt_counters;
+    static const char *transport[] = {"transport"};
+    static const char *result[] = {"result"};
+    static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+    struct spool_metric_family *out, *bytes_out, *resumes, *deliver;
+    if ((out = spool_metrics_counter(m, "spool_messages_out_total",
+                                     "messages delivered to clients, by transport (ws, sse)",
+                                     transport, 1, err)) == NULL ||
+        (bytes_out = spool_metrics_counter(m, "spool_bytes_out_total",
+                                           "message data bytes delivered to clients, by transport (ws, sse)",
+                                           transport, 1, err)) == NULL ||
+        (deliver = spool_metrics_histogram(m, "spool_publish_deliver_seconds",
+                                           "record timestamp (leader's clock at proposal) to this node's "
+                                           "fan-out to its subscribers, once per record",
+                                           NULL, 0, bounds, sizeof bounds / sizeof bounds[0], err)) == NULL ||
+        (resumes = spool_metrics_counter(m, "spool_resumes_total",
+                                         "resume keys presented, by result (resumed, expired, refused)",
+                                         result, 1, err)) == NULL)
+        return err->code;
+    if ((rc->messages_in = spool_counter_of(in, (const char *[]){"ws"})) == NULL ||
+        (rc->bytes_in = spool_counter_of(bytes, (const char *[]){"ws"})) == NULL ||
+        (rc->ws_out = spool_counter_of(out, (const char *[]){"ws"})) == NULL ||
+        (rc->ws_bytes_out = spool_counter_of(bytes_out, (const char *[]){"ws"})) == NULL ||
+        (rc->sse_out = spool_counter_of(out, (const char *[]){"sse"})) == NULL ||
+        (rc->sse_bytes_out = spool_counter_of(bytes_out, (const char *[]){"sse"})) == NULL ||
+        (rc->resumed = spool_counter_of(resumes, (const char *[]){"resumed"})) == NULL ||
+        (rc->resume_expired = spool_counter_of(resumes, (const char *[]){"expired"})) == NULL ||
+        (rc->resume_refused = spool_counter_of(resumes, (const char *[]){"refused"})) == NULL ||
+        (rc->deliver = spool_histogram_of(deliver, NULL)) == NULL)
+        return spool_err_set(err, SPOOL_ENOMEM, "out of memory");
+    return 0;
+}
+
+const struct spool_realtime_counters *spool_http_api_realtime_counters(const struct spool_http_api *api)
+{
+    return &api->rt_counters;
+}
+
 int spool_http_api_metrics_init(struct spool_http_api *api, struct spool_err *err)
 {
     struct spool_metrics *m = api->metrics;
@@ -134,6 +186,9 @@ int spool_http_api_metrics_init(struct spool_http_api *api, struct spool_err *er
         (api->bytes_in = spool_counter_of(bytes, (const char *[]){"http"})) == NULL ||
         (api->publish_ack = spool_histogram_of(ack, NULL)) == NULL)
         return spool_err_set(err, SPOOL_ENOMEM, "out of memory");
+    int rv = realtime_metrics_init(api, in, bytes, err);
+    if (rv != 0)
+        return rv;
     if (spool_metrics_collector(m, "spool_connections", "open client connections, by transport",
                                 SPOOL_METRIC_GAUGE, transport, 1, collect_connections, api, err) == NULL)
         return err->code;

@@ -195,8 +195,12 @@ static void on_att_record(void *arg, const Spool__Record *rec)
         return;
     }
     /* Over the send buffer the connection closes (1008) and the client resumes. */
-    if (spool_ws_send_frame(&c->ws, f) == 0 && c->rt->counters.ws_out != NULL)
+    if (spool_ws_send_frame(&c->ws, f) != 0)
+        return;
+    if (c->rt->counters.ws_out != NULL)
         spool_counter_inc(c->rt->counters.ws_out);
+    if (c->rt->counters.ws_bytes_out != NULL)
+        spool_counter_add(c->rt->counters.ws_bytes_out, (double)rec->data.len);
 }
 
 static void on_att_error(void *arg, const struct spool_err *err)
@@ -625,12 +629,24 @@ int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
     return 0;
 }
 
+/* spool_record_cb for spool_node_set_fanout_observer: arg is the deliver histogram. A record
+ * stamped in the future (clock skew between leader and this node) counts as 0. */
+static void observe_fanout(void *arg, const Spool__Record *rec)
+{
+    double s = (double)(spool_auth_now_ms() - rec->timestamp_ms) / 1e3;
+    spool_histogram_observe(arg, s > 0 ? s : 0);
+}
+
 void spool_realtime_set_counters(struct spool_realtime_mount *m,
                                  const struct spool_realtime_counters *c)
 {
     if (m->rt != NULL)
         m->rt->counters = *c;
     m->sse.messages_out = c->sse_out;
+    m->sse.bytes_out = c->sse_bytes_out;
+    if (m->sse.node != NULL)
+        spool_node_set_fanout_observer(m->sse.node, c->deliver != NULL ? observe_fanout : NULL,
+                                       c->deliver);
 }
 
 void spool_realtime_unmount(struct spool_realtime_mount *m, void (*cb)(void *arg), void *arg)

@@ -97,8 +97,8 @@ void spool_realtime_close(struct spool_realtime *rt, void (*cb)(void *arg), void
  * WebSocket connections are no longer the HTTP server's), call
  *     spool_realtime_unmount(&d->realtime, cb, arg);
  * which closes every realtime connection (1001) and calls cb once they are gone. SSE streams
- * end with the HTTP server's drain. The resume secret comes from o->data/resume.secret (see
- * gateway/resume.h) until a --resume-secret option exists. */
+ * end with the HTTP server's drain. The resume secret is --resume-secret when set, else the
+ * node's own o->data/resume.secret (see gateway/resume.h). */
 struct spool_realtime_mount {
     struct spool_realtime *rt;
     struct spool_sse sse;
@@ -108,14 +108,22 @@ int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
                          const struct spool_keyring *keys, struct spool_http_router *router,
                          struct spool_err *err);
 /* Optional metrics (gateway/metrics.h children; any may be NULL): the metrics owner registers
- * the families, e.g. spool_messages_in_total{transport="ws"}, and hands the children here. */
+ * the families, e.g. spool_messages_in_total{transport="ws"}, and hands the children here.
+ * `deliver` is observed once per record the node fans out (now - record timestamp), through
+ * spool_node_set_fanout_observer, so it must live as long as the node. */
 struct spool_counter;
+struct spool_histogram;
 struct spool_realtime_counters {
     struct spool_counter *messages_in;  /* messages published over WebSocket (acked) */
     struct spool_counter *bytes_in;     /* their data bytes */
     struct spool_counter *ws_out;       /* messages delivered to WebSocket connections */
+    struct spool_counter *ws_bytes_out; /* their data bytes */
     struct spool_counter *sse_out;      /* messages delivered to SSE streams */
-    struct spool_counter *resumes;      /* connections resumed */
+    struct spool_counter *sse_bytes_out; /* their data bytes */
+    struct spool_counter *resumed;      /* resume keys: connections resumed */
+    struct spool_counter *resume_expired; /* key verified but past the resume window */
+    struct spool_counter *resume_refused; /* key did not verify or belongs to another identity */
+    struct spool_histogram *deliver;    /* seconds from record timestamp to local fan-out */
 };
 void spool_realtime_set_counters(struct spool_realtime_mount *m,
                                  const struct spool_realtime_counters *c);

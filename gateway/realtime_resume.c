@@ -48,16 +48,22 @@ void spool_rt_resume(struct rt_conn *c, const char *key, json_t *serials)
         spool_rt_send_error(c, SPOOL_RT_ERESUME_EXPIRED,
                             "resume window passed: attach again from your last serials",
                             json_pack("{s:o}", "channels", chs));
+        if (rt->counters.resume_expired != NULL)
+            spool_counter_inc(rt->counters.resume_expired);
         goto out;
     }
     if (rv != 0) {
         spool_rt_send_error(c, SPOOL_RT_EBAD_RESUME, err.msg, NULL);
+        if (rt->counters.resume_refused != NULL)
+            spool_counter_inc(rt->counters.resume_refused);
         goto out;
     }
     if (strcmp(s.key_name, c->principal.key_name) != 0 ||
         strcmp(s.client_id, c->principal.client_id) != 0) {
         spool_rt_send_error(c, SPOOL_RT_ERESUME_IDENTITY, "resume key belongs to another identity",
                             NULL);
+        if (rt->counters.resume_refused != NULL)
+            spool_counter_inc(rt->counters.resume_refused);
         goto out;
     }
     /* The old connection may still be open here (a half-open TCP): it is replaced, and its
@@ -86,8 +92,8 @@ void spool_rt_resume(struct rt_conn *c, const char *key, json_t *serials)
     }
     spool_rt_send_json(c, json_pack("{s:s,s:s,s:O}", "type", "resumed", "connectionId", c->id,
                               "channels", from));
-    if (rt->counters.resumes != NULL)
-        spool_counter_inc(rt->counters.resumes);
+    if (rt->counters.resumed != NULL)
+        spool_counter_inc(rt->counters.resumed);
     const char *ch;
     json_t *v;
     json_object_foreach(from, ch, v)

@@ -172,6 +172,7 @@ static int http_start(struct spool_daemon *d, struct spool_err *err)
         (rv = spool_ds_init(&d->ds, &d->loop, o, d->node, &d->api, &d->router, err)) != 0)
         return rv;
     d->api.realtime = d->realtime.rt;
+    spool_realtime_set_counters(&d->realtime, spool_http_api_realtime_counters(&d->api));
     struct spool_http_config cfg;
     spool_http_config_defaults(&cfg);
     cfg.max_connections = o->max_connections;

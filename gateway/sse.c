@@ -97,10 +97,14 @@ static void on_record(void *arg, const Spool__Record *rec)
         f != NULL ? uv_buf_init((char *)f->bytes + f->header, (unsigned)(f->len - f->header))
                   : uv_buf_init(json, (unsigned)len),
         uv_buf_init("\n\n", 2)};
-    if (spool_http_stream_writev(st->req, bufs, 3) != 0)
+    if (spool_http_stream_writev(st->req, bufs, 3) != 0) {
         sse_finish(st);
-    else if (st->sse->messages_out != NULL)
-        spool_counter_inc(st->sse->messages_out);
+    } else {
+        if (st->sse->messages_out != NULL)
+            spool_counter_inc(st->sse->messages_out);
+        if (st->sse->bytes_out != NULL)
+            spool_counter_add(st->sse->bytes_out, (double)rec->data.len);
+    }
     spool_wsframe_unref(f);
     free(json);
 }
@@ -194,6 +198,7 @@ void spool_sse_init(struct spool_sse *s, uv_loop_t *loop, struct spool_node *nod
     s->keys = keys;
     s->cfg = *cfg;
     s->messages_out = NULL;
+    s->bytes_out = NULL;
     s->rt = NULL;
 }
 

@@ -50,6 +50,7 @@ struct spool_sse {
     const struct spool_keyring *keys;
     struct spool_sse_config cfg;
     struct spool_counter *messages_out; /* optional (gateway/metrics.h) */
+    struct spool_counter *bytes_out;    /* optional: their data bytes */
     struct spool_realtime *rt;          /* optional: its encode-once cache (else per stream) */
 };
 

@@ -122,3 +122,13 @@ spool_stop() {
   spool_stop_one "$WORK/spoold.log"
   SPOOL_PID=
 }
+
+# expect_metric PORT SERIES OP VALUE: one exact series of that node's /metrics (e.g.
+# 'spool_resumes_total{result="expired"}') compared with OP (== >= >) against VALUE.
+expect_metric() {
+  local v
+  v=$(curl -sf --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1 == s {print $2}')
+  [ -n "$v" ] || { echo "FAIL: no series $2 on :$1"; exit 1; }
+  awk -v v="$v" -v w="$4" -v op="$3" 'BEGIN { exit !((op == "==" && v == w) || (op == ">=" && v >= w) || (op == ">" && v > w)) }' ||
+    { echo "FAIL: $2 on :$1 is $v, expected $3 $4"; exit 1; }
+}

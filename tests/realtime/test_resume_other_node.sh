@@ -5,6 +5,8 @@
 . "$(dirname "$0")/lib.sh"
 spool_start_nodes 2
 spool_node resume_other_node_refused.js
+expect_metric "${PORTS#*,}" 'spool_resumes_total{result="refused"}' == 1
+expect_metric "$PORT" 'spool_resumes_total{result="resumed"}' == 1
 spool_stop_nodes
 rm -rf "$WORK"/data*
 spool_start_nodes 2 --resume-secret "test-$RANDOM-$RANDOM"
