@@ -1,12 +1,9 @@
 /*
  * POST /v1/channels/{channel}/messages: one message object or an array of them, published as
- * one atomic entry (docs/http-api.md).
- *
- * Message data round-trips exactly: a JSON string is stored as its UTF-8 bytes with content type
- * text/plain and comes back as the same string; any other JSON value is stored as its compact
- * serialisation with application/json and comes back as the same value; no data is stored with
- * no content type and comes back as null. A JWT's client id is the publisher's clientId and may
- * not be overridden.
+ * one atomic entry (docs/http-api.md). Each message becomes a record by the rules in
+ * gateway/message_json.h (shared with the realtime protocol): data round-trips exactly, and a
+ * JWT's client id is the publisher's clientId and may not be overridden. No data comes back as
+ * null.
  */
 #include <inttypes.h>
 #include <jansson.h>
@@ -15,8 +12,10 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "gateway/ai_message.h"
 #include "gateway/http_api_int.h"
 #include "gateway/json_body.h"
+#include "gateway/message_json.h"
 
 static void on_published(void *arg, int status, const struct spool_err *err, const uint64_t *seqs,
                          const bool *duplicate, size_t n)
@@ -40,64 +39,22 @@ static void on_published(void *arg, int status, const struct spool_err *err, con
     free(op);
 }
 
-/* One message object into `rec`; `owned` collects buffers to free after the publish call.
- * Returns NULL or a message for a 400 (with *status set). */
+/* One message object into `rec` (gateway/message_json.h); `owned` gets the buffers to free after
+ * the publish call. Returns NULL or a message for the error answer (with *status and *code). */
 static const char *message_from_json(const struct spool_http_api *api, json_t *m,
                                      const struct spool_principal *p, Spool__Record *rec,
-                                     char **owned_data, char **owned_extras, int *status, int *code)
+                                     char *owned[2], int *status, int *code)
 {
-    *status = 400, *code = SPOOL_HTTP_EBAD_JSON;
-    if (!json_is_object(m)) return "each message must be a JSON object";
-    spool__record__init(rec);
-    rec->action = SPOOL__ACTION__ACTION_MESSAGE_CREATE;
-    rec->version = 1;
-    json_t *v;
-    if ((v = json_object_get(m, "id")) != NULL) {
-        if (!json_is_string(v)) return "id must be a string";
-        if (json_string_length(v) > api->opts->max_field_bytes) return "id is longer than --max-field-bytes";
-        rec->id = (char *)json_string_value(v);
+    const struct spool_message_limits lim = {api->opts->max_field_bytes, api->opts->max_message_bytes};
+    const char *why = NULL;
+    switch (spool_message_from_json(m, p->client_id, &lim, rec, owned, &why)) {
+    case SPOOL_MESSAGE_OK: return NULL;
+    case SPOOL_MESSAGE_FORBIDDEN: *status = 403, *code = SPOOL_AUTH_FORBIDDEN; break;
+    case SPOOL_MESSAGE_TOO_LARGE: *status = 413, *code = SPOOL_HTTP_ETOO_LARGE + 1; break;
+    case SPOOL_MESSAGE_NOMEM: *status = 500, *code = SPOOL_HTTP_EINTERNAL; break;
+    default: *status = 400, *code = SPOOL_HTTP_EBAD_JSON; break;
     }
-    if ((v = json_object_get(m, "name")) != NULL) {
-        if (!json_is_string(v)) return "name must be a string";
-        if (json_string_length(v) > api->opts->max_field_bytes) return "name is longer than --max-field-bytes";
-        rec->name = (char *)json_string_value(v);
-    }
-    if ((v = json_object_get(m, "clientId")) != NULL) {
-        if (!json_is_string(v)) return "clientId must be a string";
-        if (json_string_length(v) > SPOOL_CLIENT_ID_MAX) return "clientId is too long";
-        if (p->client_id[0] != '\0' && strcmp(p->client_id, json_string_value(v)) != 0) {
-            *status = 403, *code = SPOOL_AUTH_FORBIDDEN;
-            return "clientId does not match the credentials' client id";
-        }
-        rec->client_id = (char *)json_string_value(v);
-    } else if (p->client_id[0] != '\0') {
-        rec->client_id = (char *)p->client_id;
-    }
-    if ((v = json_object_get(m, "data")) != NULL) {
-        if (json_is_string(v)) {
-            rec->data.data = (uint8_t *)json_string_value(v);
-            rec->data.len = json_string_length(v);
-            rec->content_type = "text/plain";
-        } else {
-            size_t len = 0;
-            if ((*owned_data = spool_json_dump(v, &len)) == NULL) return "out of memory";
-            rec->data.data = (uint8_t *)*owned_data;
-            rec->data.len = len;
-            rec->content_type = "application/json";
-        }
-    }
-    if ((v = json_object_get(m, "extras")) != NULL) {
-        if (!json_is_object(v)) return "extras must be a JSON object";
-        size_t len = 0;
-        if ((*owned_extras = spool_json_dump(v, &len)) == NULL) return "out of memory";
-        rec->extras.data = (uint8_t *)*owned_extras;
-        rec->extras.len = len;
-    }
-    if (rec->data.len + rec->extras.len > api->opts->max_message_bytes) {
-        *status = 413, *code = SPOOL_HTTP_ETOO_LARGE + 1;
-        return "message data and extras exceed --max-message-bytes";
-    }
-    return NULL;
+    return why;
 }
 
 static void publish_parsed(struct spool_http_api *api, struct spool_http_req *req,
@@ -125,11 +82,15 @@ static void publish_parsed(struct spool_http_api *api, struct spool_http_req *re
     for (size_t i = 0; i < n; i++) {
         json_t *m = json_is_array(body) ? json_array_get(body, i) : body;
         int status, code;
-        const char *bad = message_from_json(api, m, p, &recs[i], &owned[2 * i], &owned[2 * i + 1],
-                                            &status, &code);
+        const char *bad = message_from_json(api, m, p, &recs[i], &owned[2 * i], &status, &code);
         if (bad != NULL) {
             if (n > 1) spool_http_respond_error(req, status, code, "message %zu: %s", i, bad);
             else spool_http_respond_error(req, status, code, "%s", bad);
+            goto out;
+        }
+        if (bad == NULL && (bad = spool_ai_message_fields(m, &recs[i], p, channel)) != NULL) {
+            if (n > 1) spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_JSON, "message %zu: %s", i, bad);
+            else spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_JSON, "%s", bad);
             goto out;
         }
         ptrs[i] = &recs[i];

@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "gateway/ai_message.h"
 #include "gateway/channel_name.h"
 #include "gateway/json_body.h"
+#include "gateway/message_json.h"
 #include "gateway/metrics.h"
 #include "gateway/realtime_int.h"
 
@@ -86,76 +88,25 @@ bool spool_rt_take_tokens(struct rt_conn *c, size_t n)
     return true;
 }
 
-/* One message object into `rec`, with the same storage rules as the REST API (gateway/
- * http_api.c): a JSON string is stored as its UTF-8 bytes (text/plain), any other JSON value as
- * its compact serialisation (application/json), no data as nothing; extras is a JSON object.
- * Buffers to free go to owned[0..1]. Returns NULL, or a message with *code set. */
+/* One message object into `rec` by the rules shared with REST (gateway/message_json.h), stamped
+ * with this connection's id. Buffers to free go to owned[0..1]. Returns NULL, or a message with
+ * *code set. */
 const char *spool_rt_message_from_json(struct rt_conn *c, json_t *m, Spool__Record *rec,
                                         char **owned, int *code)
 {
-    const struct spool_realtime_config *cfg = &c->rt->cfg;
-    *code = SPOOL_RT_EBAD_MESSAGE;
-    if (!json_is_object(m))
-        return "each message must be a JSON object";
-    spool__record__init(rec);
-    rec->action = SPOOL__ACTION__ACTION_MESSAGE_CREATE;
-    rec->version = 1;
-    rec->connection_id = c->id;
-    json_t *v;
-    if ((v = json_object_get(m, "id")) != NULL) {
-        if (!json_is_string(v) || json_string_length(v) > cfg->max_field_bytes)
-            return "id must be a string of at most max-field-bytes";
-        rec->id = (char *)json_string_value(v);
+    const struct spool_message_limits lim = {c->rt->cfg.max_field_bytes,
+                                             c->rt->cfg.max_message_bytes};
+    const char *why = NULL;
+    switch (spool_message_from_json(m, c->principal.client_id, &lim, rec, owned, &why)) {
+    case SPOOL_MESSAGE_OK:
+        rec->connection_id = c->id;
+        return NULL;
+    case SPOOL_MESSAGE_FORBIDDEN: *code = SPOOL_RT_EFORBIDDEN; break;
+    case SPOOL_MESSAGE_TOO_LARGE: *code = SPOOL_RT_ETOO_LARGE; break;
+    case SPOOL_MESSAGE_NOMEM: *code = SPOOL_RT_EINTERNAL; break;
+    default: *code = SPOOL_RT_EBAD_MESSAGE; break;
     }
-    if ((v = json_object_get(m, "name")) != NULL) {
-        if (!json_is_string(v) || json_string_length(v) > cfg->max_field_bytes)
-            return "name must be a string of at most max-field-bytes";
-        rec->name = (char *)json_string_value(v);
-    }
-    if ((v = json_object_get(m, "clientId")) != NULL) {
-        if (!json_is_string(v) || json_string_length(v) > SPOOL_CLIENT_ID_MAX)
-            return "clientId must be a string";
-        if (c->principal.client_id[0] != '\0' &&
-            strcmp(c->principal.client_id, json_string_value(v)) != 0) {
-            *code = SPOOL_RT_EFORBIDDEN;
-            return "clientId does not match the credentials' client id";
-        }
-        rec->client_id = (char *)json_string_value(v);
-    } else {
-        rec->client_id = c->principal.client_id;
-    }
-    if ((v = json_object_get(m, "data")) != NULL) {
-        if (json_is_string(v)) {
-            rec->data.data = (uint8_t *)json_string_value(v);
-            rec->data.len = json_string_length(v);
-            rec->content_type = "text/plain";
-        } else {
-            size_t len = 0;
-            if ((owned[0] = spool_json_dump(v, &len)) == NULL) {
-                *code = SPOOL_RT_EINTERNAL;
-                return "out of memory";
-            }
-            rec->data.data = (uint8_t *)owned[0];
-            rec->data.len = len;
-            rec->content_type = "application/json";
-        }
-    }
-    if ((v = json_object_get(m, "extras")) != NULL) {
-        size_t len = 0;
-        if (!json_is_object(v))
-            return "extras must be a JSON object";
-        if ((owned[1] = spool_json_dump(v, &len)) == NULL) {
-            *code = SPOOL_RT_EINTERNAL;
-            return "out of memory";
-        }
-        rec->extras.data = (uint8_t *)owned[1];
-        rec->extras.len = len;
-    }
-    if (rec->data.len + rec->extras.len > cfg->max_message_bytes) {
-        *code = SPOOL_RT_ETOO_LARGE;
-        return "message data and extras exceed max-message-bytes";
-    }
-    return NULL;
+    return why;
 }
 
 void spool_rt_publish(struct rt_conn *c, json_t *msg)
@@ -206,6 +157,9 @@ void spool_rt_publish(struct rt_conn *c, json_t *msg)
     for (size_t i = 0; i < n && code == 0; i++) {
         message = spool_rt_message_from_json(c, json_array_get(messages, i), &recs[i],
                                              &owned[2 * i], &code);
+        if (message == NULL)
+            message = spool_ai_message_fields(json_array_get(messages, i), &recs[i],
+                                              &c->principal, channel);
         if (message == NULL)
             code = 0;
         else if (code == 0)
