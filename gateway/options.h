@@ -59,6 +59,8 @@ struct spool_options {
     uint64_t history_page_default;
     uint64_t history_page_max;
     uint64_t history_page_bytes;
+    uint64_t ai_turn_max_ttl_ms; /* longest turn lease (docs/ai-semantics.md) */
+    uint64_t ai_rollup_bytes;    /* largest rolled-up message a catching-up reader gets at once */
     /* auth */
     const char *api_keys;      /* name:secret=caps;... */
     const char *api_keys_file;
