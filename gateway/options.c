@@ -47,6 +47,8 @@ void spool_options_defaults(struct spool_options *o)
     o->history_page_default = 100;
     o->history_page_max = 1000;
     o->history_page_bytes = 4 << 20;
+    o->ai_turn_max_ttl_ms = 3600000;
+    o->ai_rollup_bytes = 1 << 20;
     o->api_keys = "";
     o->api_keys_file = "";
     o->anonymous = false;
@@ -98,6 +100,8 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("history-page-default", SPOOL_OPT_UINT, history_page_default, "history items per page when no limit is given");
     OPT("history-page-max", SPOOL_OPT_UINT, history_page_max, "largest history limit a request may ask for");
     OPT("history-page-bytes", SPOOL_OPT_UINT, history_page_bytes, "a history page ends early (with a next URL) once its data reaches");
+    OPT("ai-turn-max-ttl", SPOOL_OPT_MS, ai_turn_max_ttl_ms, "longest lease a turn claim may ask for");
+    OPT("ai-rollup-bytes", SPOOL_OPT_UINT, ai_rollup_bytes, "largest rolled-up message (token stream) sent to a catching-up reader at once");
     OPT("api-keys", SPOOL_OPT_STRING, api_keys, "API keys: name:secret=capabilities;... (see README)");
     OPT("api-keys-file", SPOOL_OPT_STRING, api_keys_file, "file with one API key per line, same syntax");
     OPT("anonymous", SPOOL_OPT_BOOL, anonymous, "allow clients without credentials (development only)");
