@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "gateway/ai_message.h"
 #include "gateway/channel_name.h"
 #include "gateway/json_body.h"
 #include "gateway/jwt.h"
@@ -93,6 +94,7 @@ json_t *spool_rt_record_json(const Spool__Record *rec)
         if (x != NULL)
             json_object_set_new(o, "extras", x);
     }
+    spool_ai_record_json(o, rec); /* turnEpoch, rollup (docs/ai-semantics.md) */
     return o;
 }
 
