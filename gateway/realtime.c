@@ -15,6 +15,7 @@
 #include "gateway/json_body.h"
 #include "gateway/jwt.h"
 #include "gateway/metrics.h"
+#include "gateway/ai_rollup.h"
 #include "gateway/realtime_int.h"
 
 /* ---- the realtime object and its frame cache ------------------------------------------------ */
@@ -24,7 +25,8 @@ struct spool_wsframe *spool_realtime_frame(struct spool_realtime *rt, const Spoo
 {
     for (unsigned i = 0; i < RT_FRAME_CACHE; i++) {
         struct rt_cached *c = &rt->cache[i];
-        if (c->frame != NULL && c->seq == rec->seq && strcmp(c->channel, rec->channel) == 0)
+        if (c->frame != NULL && c->seq == rec->seq && strcmp(c->channel, rec->channel) == 0 &&
+            !spool_ai_rollup_is_rolled(rec))
             return c->frame;
     }
     json_t *o = spool_rt_record_json(rec);
@@ -44,7 +46,8 @@ struct spool_wsframe *spool_realtime_frame(struct spool_realtime *rt, const Spoo
     struct rt_cached *c = &rt->cache[rt->cache_next++ % RT_FRAME_CACHE];
     spool_wsframe_unref(c->frame);
     free(c->channel);
-    *c = (struct rt_cached){channel, rec->seq, f};
+    /* A rolled-up record (gateway/ai_rollup.h) ends at a raw record's serial: never found again. */
+    *c = (struct rt_cached){channel, spool_ai_rollup_is_rolled(rec) ? 0 : rec->seq, f};
     return f;
 }
 
