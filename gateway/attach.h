@@ -33,6 +33,12 @@
  * to max_buffer_bytes while history is read; beyond that the attachment fails with SPOOL_ELIMIT
  * (the consumer reports it; the client can re-attach from its last serial).
  *
+ * Rollup (gateway/ai_rollup.h). Until the attachment is live, records pass through the token
+ * stream rollup: a run of records about one message (its create or an append, then appends,
+ * updates, deletes of it) arrives as ONE record carrying the serial of the last record it covers,
+ * so a reader joining mid-response gets the text so far at once and then the live appends.
+ * spool_attach_serial() stays exact (the serial before a pending run). no_rollup turns it off.
+ *
  * Ownership. The consumer owns the attachment; spool_attach_close() may be called at any time,
  * including from inside an event callback; no event fires after it. A read still in flight keeps
  * the memory until its completion (one completion path: the read callback frees).
@@ -75,6 +81,7 @@ struct spool_attach_events {
 struct spool_attach_config {
     size_t page;               /* records per history read; 0 = 256 */
     uint64_t max_buffer_bytes; /* live records held while history is read; 0 = 4 MiB */
+    bool no_rollup;            /* deliver every record as stored, even while catching up */
 };
 
 int spool_attach_start(struct spool_attach **out, struct spool_node *node, const char *channel,
