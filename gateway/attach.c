@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "gateway/ai_rollup.h"
 
 #define ATTACH_DEFAULT_PAGE 256
 #define ATTACH_DEFAULT_BUFFER (4u << 20)
@@ -48,6 +49,7 @@ struct spool_attach {
     unsigned stalled;
     struct buffered *head, *tail;
     uint64_t buffered_bytes;
+    struct spool_ai_rollup *rollup; /* catch-up rollup of token streams; NULL = off */
 };
 
 static void attach_free(struct spool_attach *a)
@@ -58,6 +60,7 @@ static void attach_free(struct spool_attach *a)
         free(b);
         b = next;
     }
+    spool_ai_rollup_free(a->rollup);
     free(a->channel);
     free(a);
 }
@@ -88,9 +91,21 @@ static void attach_fail(struct spool_attach *a, int code, const char *msg)
     a->ev->on_error(a->arg, &err);
 }
 
+static void attach_emit(void *arg, const Spool__Record *rec)
+{
+    struct spool_attach *a = arg;
+    if (!a->closed && a->state != ATTACH_FAILED)
+        a->ev->on_record(a->arg, rec);
+}
+
 static void attach_deliver(struct spool_attach *a, const Spool__Record *rec)
 {
     a->delivered = rec->seq;
+    if (a->rollup != NULL && a->state != ATTACH_LIVE) { /* catching up: roll token streams up */
+        if (spool_ai_rollup_push(a->rollup, rec, attach_emit, a) != 0)
+            attach_fail(a, SPOOL_ENOMEM, "attach: out of memory");
+        return;
+    }
     a->ev->on_record(a->arg, rec);
 }
 
@@ -177,6 +192,8 @@ static void attach_advance(struct spool_attach *a, bool full_page, uint64_t last
     bool more = full_page || a->delivered < last_seq || a->head != NULL;
     if (!more) {
         a->state = ATTACH_LIVE;
+        if (a->rollup != NULL)
+            spool_ai_rollup_flush(a->rollup, attach_emit, a);
         return;
     }
     a->stalled = a->delivered > before ? 0 : a->stalled + 1;
@@ -309,6 +326,11 @@ int spool_attach_start(struct spool_attach **out, struct spool_node *node, const
         cfg != NULL && cfg->max_buffer_bytes != 0 ? cfg->max_buffer_bytes : ATTACH_DEFAULT_BUFFER;
     a->ev = ev;
     a->arg = arg;
+    if ((cfg == NULL || !cfg->no_rollup) &&
+        (a->rollup = spool_ai_rollup_new(a->max_buffer_bytes)) == NULL) {
+        attach_free(a);
+        return spool_err_set(err, SPOOL_ENOMEM, "attach: out of memory");
+    }
     switch (from.kind) {
     case SPOOL_FROM_START:
         a->delivered = 0;
@@ -361,6 +383,9 @@ void spool_attach_continue(struct spool_attach *a)
 
 uint64_t spool_attach_serial(const struct spool_attach *a)
 {
+    uint64_t pending = a->rollup != NULL ? spool_ai_rollup_pending_from(a->rollup) : 0;
+    if (pending != 0)
+        return pending - 1; /* a rolled-up run not yet delivered: resume before it */
     return a->delivered;
 }
 
