@@ -10,6 +10,9 @@
  * Items are encoded by spool_rt_record_json, so history and live messages look the same; data
  * that is neither JSON nor text (published as binary over another protocol) comes back
  * base64-encoded with "encoding".
+ * Token streams are rolled up per page (gateway/ai_rollup.h: a run of records about one message
+ * is one item carrying the serial of the last record it covers) unless ?rollup=false; `next`
+ * still follows the raw serials, so paging stays exact.
  */
 #include <inttypes.h>
 #include <jansson.h>
@@ -18,6 +21,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "gateway/ai_rollup.h"
 #include "gateway/http_api_int.h"
 #include "gateway/http_path.h"
 #include "gateway/json_body.h"
@@ -35,6 +39,19 @@ static json_t *record_json(const Spool__Record *r)
     if (json_object_get(item, "version") == NULL)
         json_object_set_new(item, "version", json_integer((json_int_t)r->version));
     return item;
+}
+
+struct page_items {
+    json_t *items;
+    bool failed;
+};
+
+static void emit_item(void *arg, const Spool__Record *r)
+{
+    struct page_items *pi = arg;
+    json_t *item = pi->failed ? NULL : record_json(r);
+    if (item == NULL) pi->failed = true;
+    else json_array_append_new(pi->items, item);
 }
 
 /* The URL of the page after this one, or NULL when there is none. */
@@ -55,7 +72,8 @@ static json_t *next_url(const struct spool_api_op *op, uint64_t from, uint64_t u
                      enc, op->backward ? "backwards" : "forwards", op->limit, from);
     if (until != UINT64_MAX) n += snprintf(url + n, sizeof url - (size_t)n, "&until=%" PRIu64, until);
     if (op->has_start) n += snprintf(url + n, sizeof url - (size_t)n, "&start=%" PRIu64, op->start);
-    if (op->has_end) snprintf(url + n, sizeof url - (size_t)n, "&end=%" PRIu64, op->end);
+    if (op->has_end) n += snprintf(url + n, sizeof url - (size_t)n, "&end=%" PRIu64, op->end);
+    if (!op->rollup) snprintf(url + n, sizeof url - (size_t)n, "&rollup=false");
     return json_string(url);
 }
 
@@ -74,6 +92,14 @@ static void on_history(void *arg, int status, const struct spool_err *err,
     bool truncated = false; /* --history-page-bytes reached: the page ends early */
     uint64_t last_read = 0; /* the last record this page covers (included or filtered out) */
     uint64_t bytes = 0, budget = op->api->opts->history_page_bytes;
+    const Spool__Record **incl = calloc(n ? n : 1, sizeof *incl);
+    size_t n_incl = 0;
+    if (incl == NULL) {
+        json_decref(items);
+        spool_http_respond_error(op->req, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
+        free(op);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         const Spool__Record *r = recs[i];
         if (!op->backward && (r->seq > op->until || (op->has_end && (uint64_t)r->timestamp_ms > op->end))) {
@@ -85,22 +111,39 @@ static void on_history(void *arg, int status, const struct spool_err *err,
             break;
         }
         uint64_t cost = r->data.len + r->extras.len + 256; /* + the item's other fields, roughly */
-        if (json_array_size(items) > 0 && bytes + cost > budget) {
+        if (n_incl > 0 && bytes + cost > budget) {
             truncated = true;
             break;
         }
         last_read = r->seq;
         if (op->has_start && (uint64_t)r->timestamp_ms < op->start) continue;
         if (op->has_end && (uint64_t)r->timestamp_ms > op->end) continue;
-        json_t *item = record_json(r);
-        if (item == NULL) {
-            json_decref(items);
-            spool_http_respond_error(op->req, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
-            free(op);
-            return;
-        }
-        json_array_append_new(items, item);
+        incl[n_incl++] = r;
         bytes += cost;
+    }
+    struct page_items pi = {items, false};
+    if (op->rollup) {
+        if (spool_ai_rollup_page(incl, n_incl, op->backward, op->api->opts->ai_rollup_bytes,
+                                 emit_item, &pi) != 0)
+            pi.failed = true;
+        if (op->backward) { /* rolled ascending, emitted from the oldest: put newest first */
+            size_t k = json_array_size(items);
+            json_t *rev = json_array();
+            for (size_t i = k; rev != NULL && i > 0; i--)
+                json_array_append(rev, json_array_get(items, i - 1));
+            json_decref(items);
+            items = pi.items = rev;
+            if (rev == NULL) pi.failed = true;
+        }
+    } else {
+        for (size_t i = 0; i < n_incl; i++) emit_item(&pi, incl[i]);
+    }
+    free(incl);
+    if (pi.failed) {
+        json_decref(items);
+        spool_http_respond_error(op->req, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
+        free(op);
+        return;
     }
     json_t *next = json_null();
     if (!stop && last_read != 0 && (truncated || n == op->limit)) {
@@ -177,6 +220,13 @@ void spool_http_api_history(void *arg, struct spool_http_req *req)
         goto out;
     }
     op->backward = dn >= 0 && strcmp(dir, "backwards") == 0;
+    char roll[8];
+    long rn = spool_http_query_get(req->query, "rollup", roll, sizeof roll);
+    if (rn == -2 || (rn >= 0 && strcmp(roll, "true") != 0 && strcmp(roll, "false") != 0)) {
+        spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_PARAM, "rollup must be true or false");
+        goto out;
+    }
+    op->rollup = rn < 0 || strcmp(roll, "true") == 0;
     op->limit = (size_t)limit;
     if (op->from == 0) op->from = 1;
     if (op->from > op->until) { /* an empty window */
