@@ -30,6 +30,7 @@ struct spool_api_op {
     uint64_t from, until, start, end;
     size_t limit;
     bool backward, has_start, has_end;
+    bool rollup; /* history: roll token streams up (gateway/ai_rollup.h) */
 };
 
 /* Answers a SPOOL_E* failure with its mapped status and code. */
