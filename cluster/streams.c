@@ -305,7 +305,9 @@ int spool_streams_apply(struct spool_streams_tx *tx, const Spool__PublishRequest
     bool live = cur != NULL && !cur->deleted;
     if (live) {
         nw = *cur;
-        if (!cur->soft_deleted && (expired(cur, ts) || cmd->ttl_expired)) {
+        bool ttl_expired = cmd->ttl_expired &&
+                           (cmd->incarnation == 0 || cmd->incarnation == cur->base_seq + 1);
+        if (!cur->soft_deleted && (expired(cur, ts) || ttl_expired)) {
             /* gone: kept readable for its forks (410), else deleted */
             if (cur->n_fork_refs > 0)
                 nw.soft_deleted = true;
@@ -418,7 +420,9 @@ int spool_streams_apply(struct spool_streams_tx *tx, const Spool__PublishRequest
         break;
     }
     case SPOOL__STREAM_OP__STREAM_OP_DELETE:
-        if (!live) {
+        if (cmd->expire_only && live && !soft) {
+            RESULT(200, nw.closed, nw.tail, 0); /* not expired (or another incarnation) */
+        } else if (!live) {
             RESULT(404, false, 0, 0);
         } else if (soft) {
             RESULT(410, false, 0, 0);

@@ -240,10 +240,11 @@ bool ds_expired(struct spool_ds *ds, const char *name, const Spool__StreamState 
            entry_expired(e, now);
 }
 
-bool ds_entry_ttl_expired(struct spool_ds *ds, const char *name)
+uint64_t ds_entry_ttl_expired(struct spool_ds *ds, const char *name)
 {
     struct ds_entry *e = ds_entry_get(ds, name, false);
-    return e != NULL && e->last_access_ms != 0 && e->ttl_s != 0 && entry_expired(e, ds_now_ms());
+    bool gone = e != NULL && e->last_access_ms != 0 && e->ttl_s != 0 && entry_expired(e, ds_now_ms());
+    return gone ? e->base_seq + 1 : 0;
 }
 
 /* --- state loads -------------------------------------------------------------------------- */
@@ -499,7 +500,9 @@ static void sweep_cb(uv_timer_t *t)
             Spool__StreamCommand cmd;
             spool__stream_command__init(&cmd);
             cmd.op = SPOOL__STREAM_OP__STREAM_OP_DELETE;
+            cmd.expire_only = true;
             cmd.ttl_expired = e->ttl_s != 0;
+            cmd.incarnation = e->base_seq + 1; /* never a newer incarnation at the same path */
             if (ds_command(ds, e->name, &cmd, NULL, 0, expire_cb, x) != 0) {
                 free(x->name);
                 free(x->source);

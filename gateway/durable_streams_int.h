@@ -77,8 +77,9 @@ void ds_entry_seen(struct spool_ds *ds, const char *name, uint64_t seq);
 void ds_entry_track(struct spool_ds *ds, const char *name, const Spool__StreamState *st, bool renew);
 /* True when the stream described by `st` has expired as this node sees it. */
 bool ds_expired(struct spool_ds *ds, const char *name, const Spool__StreamState *st);
-/* True when this node knows the stream's sliding TTL ran out (for commands). */
-bool ds_entry_ttl_expired(struct spool_ds *ds, const char *name);
+/* The incarnation (base_seq + 1) whose sliding TTL this node knows ran out, 0 if none (commands
+ * carry it as ttl_expired + incarnation, so they never expire a newer incarnation). */
+uint64_t ds_entry_ttl_expired(struct spool_ds *ds, const char *name);
 
 /* Loads the stream's current state (newest "ds.state" record), reading at least what this node
  * has been acknowledged. st is NULL when the channel has none; owned by the callback. */

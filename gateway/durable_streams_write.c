@@ -300,7 +300,8 @@ static void put_create(struct put *p, bool fork_offset_given)
     cmd.op = SPOOL__STREAM_OP__STREAM_OP_CREATE;
     cmd.create = &cfg;
     cmd.fork_offset_given = fork_offset_given;
-    cmd.ttl_expired = ds_entry_ttl_expired(p->ds, p->name);
+    cmd.incarnation = ds_entry_ttl_expired(p->ds, p->name);
+    cmd.ttl_expired = cmd.incarnation != 0;
     if (ds_command(p->ds, p->name, &cmd, p->recs.v, p->recs.n, put_created_cb, p) != 0)
         put_fail(p, 503, "cannot propose");
 }
@@ -630,7 +631,8 @@ void ds_handle_post(struct spool_ds *ds, struct spool_http_req *req, const char 
         cmd.stream_seq.data = (uint8_t *)sseq;
         cmd.stream_seq.len = strlen(sseq);
     }
-    cmd.ttl_expired = ds_entry_ttl_expired(ds, name);
+    cmd.incarnation = ds_entry_ttl_expired(ds, name);
+    cmd.ttl_expired = cmd.incarnation != 0;
     if (ds_command(ds, name, &cmd, p->recs.v, p->recs.n, post_done_cb, p) != 0) {
         ds_fail(req, 503, "cannot propose");
         records_free(&p->recs);
@@ -645,6 +647,7 @@ struct del {
     struct spool_ds *ds;
     struct spool_http_req *req;
     char *name, *source;
+    uint64_t base_seq; /* the incarnation the state load found (base_seq + 1) */
 };
 
 static void del_free(struct del *d)
@@ -678,6 +681,7 @@ static void del_state_cb(void *arg, int status, Spool__StreamState *st, uint64_t
         d->source = strdup(st->fork_source);
     bool gone = status == 200 && (!ds_state_live(st) ||
                                   (!st->soft_deleted && ds_expired(d->ds, d->name, st)));
+    d->base_seq = st ? st->base_seq + 1 : 0;
     if (st)
         spool__stream_state__free_unpacked(st, NULL);
     if (status != 200) {
@@ -688,7 +692,10 @@ static void del_state_cb(void *arg, int status, Spool__StreamState *st, uint64_t
     Spool__StreamCommand cmd;
     spool__stream_command__init(&cmd);
     cmd.op = SPOOL__STREAM_OP__STREAM_OP_DELETE;
-    cmd.ttl_expired = gone || ds_entry_ttl_expired(d->ds, d->name);
+    cmd.incarnation = ds_entry_ttl_expired(d->ds, d->name);
+    cmd.ttl_expired = gone || cmd.incarnation != 0;
+    if (gone)
+        cmd.incarnation = d->base_seq;
     if (ds_command(d->ds, d->name, &cmd, NULL, 0, del_done_cb, d) != 0) {
         ds_fail(d->req, 503, "cannot propose");
         del_free(d);
