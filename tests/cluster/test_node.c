@@ -595,6 +595,29 @@ static bool store_has(void *arg)
 
 /* A replica that comes back after the others compacted their logs catches up by snapshot, and
  * then serves reads and feeds subscribers locally. */
+/* One storage node plus a gateway-only node: both become ready within a few election timeouts
+ * (the storage node does not wait for the gateway, which holds no replica and no meta vote), and
+ * a publish through the gateway lands on the storage node. */
+Test(node, one_storage_node_and_a_gateway_become_ready)
+{
+    struct tnode t[2];
+    char peers[80];
+    for (int i = 0; i < 2; i++)
+        snprintf(t[i].listen, sizeof t[i].listen, "127.0.0.1:%u", free_port());
+    snprintf(peers, sizeof peers, "1@%s", t[0].listen);
+    node_start(&t[1], 2, peers, 2, true); /* the gateway first: it must wait for the map */
+    node_start(&t[0], 1, peers, 2, false);
+    struct tnode *storage[] = {&t[0], NULL};
+    cr_assert(run_until(ready_cond, storage, 5000), "storage node never became ready");
+    struct tnode *all[] = {&t[0], &t[1], NULL};
+    cr_assert(run_until(ready_cond, all, 5000), "gateway never became ready");
+    cr_assert_eq(spool_node_slot_map_epoch(t[1].node), 1);
+    struct pub p;
+    publish_sync(t[1].node, "solo", NULL, 1, &p);
+    node_stop(&t[1]);
+    node_stop(&t[0]);
+}
+
 Test(node, lagging_replica_catches_up_by_snapshot)
 {
     struct tnode t[3];
