@@ -309,12 +309,15 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
             }
         }
     }
-    if (n > 0)
+    /* Retention before the entry is recorded as applied: after a crash between the two, replay
+     * applies the entry again, retention included (it is idempotent for a given now_ms); the
+     * other order would let replay skip the entry and its retention. The entry's own records
+     * are therefore trimmed by the next tick. */
+    rc = e->retention != NULL ? spool_store_enforce_retention(f->store, e->retention->now_ms, err) : 0;
+    if (rc == 0 && n > 0)
         rc = spool_store_append_batch(f->store, index, (const Spool__Record *const *)ptrs, n, err);
-    else
+    else if (rc == 0)
         rc = spool_store_mark_applied(f->store, index, err);
-    if (rc == 0 && e->retention != NULL)
-        rc = spool_store_enforce_retention(f->store, e->retention->now_ms, err);
     if (rc != 0)
         goto out;
     if (n > 0 && f->on_records != NULL)
