@@ -244,6 +244,14 @@ static int start_shards(struct spool_node *n, struct spool_err *err)
 {
     const struct spool_placement *p = &n->placement;
     const char *self_address = spool_placement_address(p, n->cfg.id);
+    uint32_t local = 0;
+    for (uint32_t s = 0; s < p->shards; s++)
+        local += !n->cfg.gateway_only && spool_placement_has_replica(p, s, n->cfg.id);
+    /* The tail cache budget is per node: each local store gets its share (never 0, which the
+     * store would read as "default"). */
+    struct spool_store_config store = n->cfg.store;
+    if (local > 0)
+        store.tail_cache_bytes = store.tail_cache_bytes / local > 0 ? store.tail_cache_bytes / local : 1;
     for (uint32_t s = 0; s < p->shards; s++) {
         if (n->cfg.gateway_only || !spool_placement_has_replica(p, s, n->cfg.id))
             continue;
@@ -262,7 +270,7 @@ static int start_shards(struct spool_node *n, struct spool_err *err)
             .election_timeout_ms = n->cfg.election_timeout_ms,
             .heartbeat_ms = n->cfg.heartbeat_ms,
             .dedup_window_ms = n->cfg.dedup_window_ms,
-            .store = n->cfg.store,
+            .store = store,
             .on_records = spool_subs_records_cb,
             .on_restored = spool_subs_restored_cb,
             .cb_arg = n,

@@ -54,7 +54,8 @@ struct spool_node_config {
     uint64_t heartbeat_ms;
     uint64_t forward_timeout_ms;
     uint64_t dedup_window_ms;
-    struct spool_store_config store; /* dir is set per shard by the node */
+    struct spool_store_config store; /* dir is set per shard by the node; tail_cache_bytes is
+                                      * for the whole node, divided among its local shards */
 };
 
 /* Sets every field to its default (call first, then override); spool_node_init also gives the

@@ -63,7 +63,7 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("data", SPOOL_OPT_STRING, data, "data directory");
     OPT("listen", SPOOL_OPT_STRING, listen, "client address host:port (HTTP, WebSocket, SSE)");
     OPT("cluster-listen", SPOOL_OPT_STRING, cluster_listen, "cluster address host:port (Raft + RPC)");
-    OPT("peers", SPOOL_OPT_STRING, peers, "all nodes as id@host:port,... (empty = single node)");
+    OPT("peers", SPOOL_OPT_STRING, peers, "storage nodes as id@host:port,... (gateway-only nodes are not listed; empty = single node)");
     OPT("shards", SPOOL_OPT_UINT, shards, "number of channel shards (Raft groups) at bootstrap");
     OPT("replicas", SPOOL_OPT_UINT, replicas, "replicas per shard (capped at the node count)");
     OPT("log-level", SPOOL_OPT_STRING, log_level, "debug, info, warn or error");
@@ -72,7 +72,7 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("election-timeout", SPOOL_OPT_MS, election_timeout_ms, "Raft election timeout");
     OPT("heartbeat", SPOOL_OPT_MS, heartbeat_ms, "Raft heartbeat interval");
     OPT("segment-bytes", SPOOL_OPT_UINT, segment_bytes, "storage segment size before it is sealed");
-    OPT("tail-cache-bytes", SPOOL_OPT_UINT, tail_cache_bytes, "memory for recent entries per shard");
+    OPT("tail-cache-bytes", SPOOL_OPT_UINT, tail_cache_bytes, "memory for recent entries, per node (divided among its local shards)");
     OPT("retention-max-age", SPOOL_OPT_MS, retention_max_age_ms, "default channel retention by age (0 = forever)");
     OPT("retention-max-count", SPOOL_OPT_UINT, retention_max_count, "default channel retention by count (0 = unlimited)");
     OPT("retention-max-bytes", SPOOL_OPT_UINT, retention_max_bytes, "default channel retention by bytes (0 = unlimited)");

@@ -124,6 +124,7 @@ struct tnode {
 };
 
 static uint64_t forward_timeout_ms = 8000;
+static uint64_t tail_cache_bytes = 1 << 20; /* per node */
 
 static void node_start(struct tnode *t, uint64_t id, const char *peers, uint32_t shards,
                        bool gateway_only)
@@ -143,7 +144,7 @@ static void node_start(struct tnode *t, uint64_t id, const char *peers, uint32_t
     t->cfg.snapshot_threshold = 64;
     t->cfg.snapshot_trailing = 64;
     t->cfg.store.segment_bytes = 1 << 20;
-    t->cfg.store.tail_cache_bytes = 1 << 20;
+    t->cfg.store.tail_cache_bytes = tail_cache_bytes;
     struct spool_err err;
     cr_assert_eq(spool_node_init(&t->node, &loop, &t->cfg, &err), 0, "%s", err.msg);
     t->closed = false;
@@ -616,6 +617,55 @@ Test(node, one_storage_node_and_a_gateway_become_ready)
     publish_sync(t[1].node, "solo", NULL, 1, &p);
     node_stop(&t[1]);
     node_stop(&t[0]);
+}
+
+/* --tail-cache-bytes is a node budget: 4 local shards share it, so after writing 4x the budget
+ * across channels of every shard the caches together hold at most the budget. */
+Test(node, tail_cache_budget_is_per_node)
+{
+    tail_cache_bytes = 64 << 10;
+    struct tnode t;
+    snprintf(t.listen, sizeof t.listen, "127.0.0.1:%u", free_port());
+    node_start(&t, 1, "", 4, false);
+    tail_cache_bytes = 1 << 20;
+    struct tnode *all[] = {&t, NULL};
+    cr_assert(run_until(ready_cond, all, 10000), "node never became ready");
+    static uint8_t data[2048];
+    memset(data, 'x', sizeof data);
+    Spool__Record recs[8];
+    const Spool__Record *ptrs[8];
+    for (size_t i = 0; i < 8; i++) {
+        spool__record__init(&recs[i]);
+        recs[i].action = SPOOL__ACTION__ACTION_MESSAGE_CREATE;
+        recs[i].data.data = data;
+        recs[i].data.len = sizeof data;
+        ptrs[i] = &recs[i];
+    }
+    struct pub p[16];
+    bool shard_used[4] = {false};
+    for (int c = 0; c < 16; c++) { /* 16 x 8 x 2 KiB = 256 KiB */
+        char channel[16];
+        snprintf(channel, sizeof channel, "tail-%d", c);
+        shard_used[spool_node_shard_of(t.node, channel)] = true;
+        memset(&p[c], 0, sizeof p[c]);
+        cr_assert_eq(spool_node_publish(t.node, channel, ptrs, 8, publish_cb, &p[c]), 0);
+    }
+    struct pubs all_pubs = {p, 16};
+    cr_assert(run_until(pubs_done, &all_pubs, 15000), "publishes did not complete");
+    uint64_t cached = 0;
+    for (uint32_t s = 0; s < 4; s++) {
+        cr_assert(shard_used[s], "channel names cover shard %u", s);
+        struct spool_shard_status st;
+        spool_node_shard_status(t.node, s, &st);
+        cr_assert(st.local_replica);
+        cr_assert_leq(st.store.tail_cache_bytes, (64 << 10) / 4, "shard %u over its share", s);
+        cached += st.store.tail_cache_bytes;
+    }
+    cr_assert_gt(cached, 0);
+    cr_assert_leq(cached, 64 << 10, "all tail caches within the node budget");
+    for (int c = 0; c < 16; c++)
+        cr_assert_eq(p[c].status, 0, "%s", p[c].msg);
+    node_stop(&t);
 }
 
 Test(node, lagging_replica_catches_up_by_snapshot)
