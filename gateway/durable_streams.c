@@ -27,6 +27,7 @@
 #include "gateway/http_path.h"
 
 #define SWEEP_MS 200
+#define ENTRY_IDLE_MS 300000 /* forget a stream this node has not served for 5 minutes */
 #define CURSOR_EPOCH_MS 1728432000000LL /* 2024-10-09T00:00:00Z */
 #define CURSOR_INTERVAL_MS 20000
 
@@ -178,8 +179,10 @@ struct ds_entry *ds_entry_get(struct spool_ds *ds, const char *name, bool create
 {
     size_t b = bucket_of(name);
     for (struct ds_entry *e = ds->buckets[b]; e != NULL; e = e->next)
-        if (strcmp(e->name, name) == 0)
+        if (strcmp(e->name, name) == 0) {
+            e->touched_ms = ds_now_ms();
             return e;
+        }
     if (!create)
         return NULL;
     struct ds_entry *e = calloc(1, sizeof *e);
@@ -187,6 +190,7 @@ struct ds_entry *ds_entry_get(struct spool_ds *ds, const char *name, bool create
         free(e);
         return NULL;
     }
+    e->touched_ms = ds_now_ms();
     e->next = ds->buckets[b];
     ds->buckets[b] = e;
     return e;
@@ -486,7 +490,16 @@ static void sweep_cb(uv_timer_t *t)
     struct spool_ds *ds = t->data;
     int64_t now = ds_now_ms();
     for (size_t b = 0; b < DS_BUCKETS; b++)
-        for (struct ds_entry *e = ds->buckets[b]; e != NULL; e = e->next) {
+        for (struct ds_entry **pe = &ds->buckets[b], *e; (e = *pe) != NULL;) {
+            bool watched = !e->swept && (e->ttl_s != 0 || e->expires_at_ms != 0);
+            if (!watched && now - e->touched_ms > ENTRY_IDLE_MS) {
+                *pe = e->next;
+                free(e->name);
+                free(e->fork_source);
+                free(e);
+                continue;
+            }
+            pe = &e->next;
             if (e->swept || e->last_access_ms == 0 || !entry_expired(e, now))
                 continue;
             e->swept = true;

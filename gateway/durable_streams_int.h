@@ -31,6 +31,7 @@ struct ds_entry {
     int64_t last_access_ms;
     char *fork_source;       /* to release its reference when it expires */
     bool swept;
+    int64_t touched_ms;      /* last use: idle entries without a lifetime to watch are dropped */
 };
 
 #define DS_BUCKETS 4096
@@ -52,7 +53,7 @@ struct spool_ds {
 struct ds_hdrs {
     struct spool_http_header h[40];
     size_t n;
-    char store[2048];
+    char store[6144];
     size_t used;
 };
 void ds_hdrs_init(struct ds_hdrs *h);
