@@ -101,7 +101,12 @@ static void attach_emit(void *arg, const Spool__Record *rec)
 static void attach_deliver(struct spool_attach *a, const Spool__Record *rec)
 {
     a->delivered = rec->seq;
-    if (a->rollup != NULL && a->state != ATTACH_LIVE) { /* catching up: roll token streams up */
+    /* Catching up, or live to a consumer that is backed up (or already holding a run): roll
+     * token streams up. A held run goes out at spool_attach_continue() (the consumer drained),
+     * or when a record that does not continue it arrives; it is at most max_buffer_bytes. */
+    if (a->rollup != NULL &&
+        (a->state != ATTACH_LIVE || spool_ai_rollup_pending_from(a->rollup) != 0 ||
+         (a->ev->can_send != NULL && !a->ev->can_send(a->arg)))) {
         if (spool_ai_rollup_push(a->rollup, rec, attach_emit, a) != 0)
             attach_fail(a, SPOOL_ENOMEM, "attach: out of memory");
         return;
@@ -370,6 +375,13 @@ int spool_attach_start(struct spool_attach **out, struct spool_node *node, const
 
 void spool_attach_continue(struct spool_attach *a)
 {
+    if (a->state == ATTACH_LIVE && !a->closed && a->rollup != NULL &&
+        spool_ai_rollup_pending_from(a->rollup) != 0) { /* the coalesced appends of a slow consumer */
+        a->busy++;
+        spool_ai_rollup_flush(a->rollup, attach_emit, a);
+        attach_leave(a);
+        return;
+    }
     if (!a->paused || a->closed || a->reading || a->state == ATTACH_FAILED)
         return;
     a->paused = false;
