@@ -38,6 +38,8 @@
  * updates, deletes of it) arrives as ONE record carrying the serial of the last record it covers,
  * so a reader joining mid-response gets the text so far at once and then the live appends.
  * spool_attach_serial() stays exact (the serial before a pending run). no_rollup turns it off.
+ * Live, the same rollup coalesces consecutive appends of a message while the consumer says it
+ * has no room (can_send), and delivers them as one record at spool_attach_continue().
  *
  * Ownership. The consumer owns the attachment; spool_attach_close() may be called at any time,
  * including from inside an event callback; no event fires after it. A read still in flight keeps
