@@ -82,19 +82,21 @@ static const char *status_text(int status)
 }
 
 /* Formats the status line and headers (+ framing header) into a malloc'd buffer. */
-static char *format_head(struct spool_http_conn *c, int status, const struct spool_http_header *h,
-                         size_t n, const char *framing, size_t *len)
+static char *format_head(struct spool_http_conn *c, int status, const struct spool_http_header *hh,
+                         size_t nh, const char *framing, size_t *len)
 {
     char *out = NULL;
     size_t olen = 0, ocap = 0;
     char line[128];
     int k = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nServer: spool\r\n", status, status_text(status));
     if (buf_append(&out, &olen, &ocap, line, (size_t)k) != 0) goto oom;
+    size_t n = nh + c->req.n_extra_headers;
     for (size_t i = 0; i < n; i++) {
+        const struct spool_http_header *h = i < nh ? &hh[i] : &c->req.extra_headers[i - nh];
         size_t start = olen;
-        if (buf_append(&out, &olen, &ocap, h[i].name, strlen(h[i].name)) != 0 ||
+        if (buf_append(&out, &olen, &ocap, h->name, strlen(h->name)) != 0 ||
             buf_append(&out, &olen, &ocap, ": ", 2) != 0 ||
-            buf_append(&out, &olen, &ocap, h[i].value, strlen(h[i].value)) != 0)
+            buf_append(&out, &olen, &ocap, h->value, strlen(h->value)) != 0)
             goto oom;
         for (size_t j = start; j < olen; j++) /* no header injection through a value */
             if (out[j] == '\r' || out[j] == '\n') out[j] = ' ';
@@ -281,6 +283,14 @@ const char *spool_http_req_header(const struct spool_http_req *req, const char *
     for (size_t i = 0; i < req->header_count; i++)
         if (strcasecmp(req->headers[i].name, name) == 0) return req->headers[i].value;
     return NULL;
+}
+
+int spool_http_req_add_response_header(struct spool_http_req *req, const char *name,
+                                       const char *value)
+{
+    if (req->n_extra_headers >= SPOOL_HTTP_MAX_EXTRA_HEADERS) return SPOOL_ELIMIT;
+    req->extra_headers[req->n_extra_headers++] = (struct spool_http_header){name, value};
+    return 0;
 }
 
 int spool_http_req_add_param(struct spool_http_req *req, const char *value, size_t len)

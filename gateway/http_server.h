@@ -70,6 +70,7 @@ struct spool_http_conn; /* opaque: one client connection */
 struct spool_http_req;
 
 #define SPOOL_HTTP_MAX_PARAMS 4
+#define SPOOL_HTTP_MAX_EXTRA_HEADERS 4
 
 struct spool_http_header {
     const char *name;
@@ -134,6 +135,9 @@ struct spool_http_req {
     const char *params[SPOOL_HTTP_MAX_PARAMS];
     size_t n_params;
     void *user; /* free for the handler */
+    /* Headers every response to this request carries besides the handler's own (CORS). */
+    struct spool_http_header extra_headers[SPOOL_HTTP_MAX_EXTRA_HEADERS];
+    size_t n_extra_headers;
 };
 
 /* ---- server ---- */
@@ -163,6 +167,11 @@ const char *spool_http_req_header(const struct spool_http_req *req, const char *
 /* Appends a path parameter (copied, NUL-terminated; owned by the request). For the router.
  * Returns 0, or SPOOL_ELIMIT beyond SPOOL_HTTP_MAX_PARAMS, SPOOL_ENOMEM. */
 int spool_http_req_add_param(struct spool_http_req *req, const char *value, size_t len);
+/* Adds a header to whatever response (or stream head) this request gets, after the handler's.
+ * Not copied: `name` and `value` must outlive the response (static text or the request's own
+ * header values). Returns 0, or SPOOL_ELIMIT beyond SPOOL_HTTP_MAX_EXTRA_HEADERS. */
+int spool_http_req_add_response_header(struct spool_http_req *req, const char *name,
+                                       const char *value);
 void spool_http_req_on_close(struct spool_http_req *req, spool_http_close_cb cb, void *arg);
 void spool_http_req_on_drain(struct spool_http_req *req, spool_http_drain_cb cb, void *arg);
 /* Response bytes queued to the socket and not yet written. */

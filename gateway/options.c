@@ -35,6 +35,7 @@ void spool_options_defaults(struct spool_options *o)
     o->request_timeout_ms = 30000;
     o->resume_window_ms = 120000;
     o->resume_secret = "";
+    o->cors_origins = "";
     o->presence_timeout_ms = 15000;
     o->long_poll_timeout_ms = 30000;
     o->heartbeat_interval_ms = 15000;
@@ -102,6 +103,7 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("history-page-bytes", SPOOL_OPT_UINT, history_page_bytes, "a history page ends early (with a next URL) once its data reaches");
     OPT("ai-turn-max-ttl", SPOOL_OPT_MS, ai_turn_max_ttl_ms, "longest lease a turn claim may ask for");
     OPT("ai-rollup-bytes", SPOOL_OPT_UINT, ai_rollup_bytes, "largest rolled-up message (token stream) sent to a catching-up reader at once");
+    OPT("cors-origins", SPOOL_OPT_STRING, cors_origins, "browser origins allowed on /v1/channels (REST, SSE): comma list or *; empty = no CORS headers");
     OPT("api-keys", SPOOL_OPT_STRING, api_keys, "API keys: name:secret=capabilities;... (see README)");
     OPT("api-keys-file", SPOOL_OPT_STRING, api_keys_file, "file with one API key per line, same syntax");
     OPT("anonymous", SPOOL_OPT_BOOL, anonymous, "allow clients without credentials (development only)");

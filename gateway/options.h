@@ -47,6 +47,7 @@ struct spool_options {
     uint64_t request_timeout_ms;
     uint64_t resume_window_ms;
     const char *resume_secret; /* "" = per-node random secret in <data>/resume.secret */
+    const char *cors_origins;  /* origins allowed on /v1/channels (gateway/cors.h); "" = none */
     uint64_t presence_timeout_ms;
     uint64_t long_poll_timeout_ms;
     uint64_t heartbeat_interval_ms;

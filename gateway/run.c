@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "gateway/auth.h"
 #include "gateway/durable_streams.h"
+#include "gateway/cors.h"
 #include "gateway/http_api.h"
 #include "gateway/http_router.h"
 #include "gateway/http_server.h"
@@ -49,6 +50,7 @@ struct spool_daemon {
     struct spool_http_api api;
     struct spool_realtime_mount realtime; /* /v1/realtime (WebSocket) and SSE */
     struct spool_ds *ds;                  /* Durable Streams at /v1/stream/, in front of router */
+    struct spool_cors cors;               /* --cors-origins, in front of ds for /v1/channels */
     struct spool_http_server *http;
     bool stopping;
     int exit_code;
@@ -183,6 +185,12 @@ static int http_start(struct spool_daemon *d, struct spool_err *err)
     cfg.drain_timeout_ms = o->drain_timeout_ms;
     cfg.handler = spool_ds_dispatch; /* /v1/stream/... itself, the rest to the router */
     cfg.handler_arg = d->ds;
+    if ((rv = spool_cors_init(&d->cors, o->cors_origins, cfg.handler, cfg.handler_arg, err)) != 0)
+        return rv;
+    if (spool_cors_enabled(&d->cors)) {
+        cfg.handler = spool_cors_handle;
+        cfg.handler_arg = &d->cors;
+    }
     cfg.on_done = spool_http_api_on_done;
     cfg.on_done_arg = &d->api;
     if ((rv = spool_http_server_init(&d->http, &d->loop, &cfg, err)) != 0) return rv;
@@ -252,6 +260,7 @@ int spool_run(const struct spool_options *o)
     code = d->exit_code;
     spool_http_api_close(&d->api);
     spool_http_router_close(&d->router);
+    spool_cors_close(&d->cors);
     spool_ds_free(d->ds);
     if (uv_loop_close(&d->loop) != 0) {
         SPOOL_ERROR("spoold.loop_busy", "msg=\"handles still open at exit\"");
