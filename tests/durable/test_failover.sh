@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Idempotent producers across a leader failure: 3 nodes, 1 shard with 3 replicas. A producer
 # appends tokens 0..39 (seq = token) through a node that does not lead the shard, retrying each
-# append until it gets 200 (stored) or 204 (duplicate: an earlier attempt committed). Half way,
-# the shard's leader is killed (SIGKILL). Fencing and dedup are decided in the state machine at
+# append until it gets 200 (stored) or 204 (duplicate: an earlier attempt committed), then sends
+# each one again as a client whose response was lost would (must be 204). Right after token 19
+# is acknowledged, the shard's leader is killed (SIGKILL), so token 19's resend meets the new
+# leader. Fencing and dedup are decided in the state machine at
 # apply time, so the stream must hold every token exactly once, in order, a stale epoch must get
 # 403 from the new leader, and the next seq must continue. About 20 s.
 set -euo pipefail
@@ -34,12 +36,15 @@ append() { # append SEQ [EPOCH]: retries until 200/204 (bounded); prints the fin
 }
 [ "$(append 0 0)" = 200 ] || fail "epoch 0 seq 0"
 for s in $(seq 0 39); do
-  if [ "$s" = 20 ]; then
-    eval "kill -KILL \${PIDS[$((lead - 1))]}"
-    echo "killed the leader (node $lead) before token 20"
-  fi
   c=$(append "$s")
   [ "$c" = 200 ] || [ "$c" = 204 ] || fail "token $s: $c"
+  if [ "$s" = 19 ]; then
+    eval "kill -KILL \${PIDS[$((lead - 1))]}"
+    echo "killed the leader (node $lead) after token 19 was acknowledged"
+  fi
+  # a client whose response was lost sends the same append again: a duplicate, also on the new
+  # leader right after the failover
+  [ "$(append "$s")" = 204 ] || fail "retry of token $s was not a duplicate"
 done
 body=$(curl -s --max-time 15 "$base?offset=-1")
 want=$(python3 -c 'import json; print(json.dumps([{"t":0}] + [{"t":i} for i in range(40)], separators=(",",":")))')
