@@ -178,6 +178,40 @@ main(async () => {
   const badTurn = await turn({action: 'claim', clientId: 'x', ttlMs: 0});
   check(badTurn.status === 400, `ttl 0: ${JSON.stringify(badTurn)}`);
 
+  // Batching: 50 appends from one producer arriving together (one TCP write) are one Raft entry
+  // or very few (group commit: everything queued in one loop turn), not 50.
+  const metric = async (name) => {
+    const r = await new Promise((resolve, reject) => {
+      http.get(`http://${BASE}/metrics`, (res) => {
+        let b = '';
+        res.on('data', (d) => { b += d; });
+        res.on('end', () => resolve(b));
+      }).on('error', reject);
+    });
+    return r.split('\n').filter((l) => l.startsWith(name + '{') || l.startsWith(name + ' '))
+      .reduce((a, l) => a + Number(l.split(' ').pop()), 0);
+  };
+  const b3 = await publish(agent, [{clientId: 'agent', data: ''}]);
+  const B = b3.serials[0];
+  const pub0 = await metric('spool_raft_proposed_publishes_total');
+  const ent0 = await metric('spool_raft_proposals_total');
+  const serials = [];
+  agent.ws._socket.cork();
+  for (let i = 0; i < 50; i++) {
+    serials.push(msgSerial);
+    agent.send({type: 'publish', msgSerial: msgSerial++, channel: CH,
+                messages: [{clientId: 'agent', action: 'append', refSerial: B, data: `b${i} `}]});
+  }
+  agent.ws._socket.uncork();
+  for (const ms of serials) {
+    const a = await agent.next((m) => (m.type === 'ack' || m.type === 'nack') && m.msgSerial === ms, 10000, `ack ${ms}`);
+    check(a.type === 'ack', `batched append: ${JSON.stringify(a)}`);
+  }
+  const pubs = (await metric('spool_raft_proposed_publishes_total')) - pub0;
+  const ents = (await metric('spool_raft_proposals_total')) - ent0;
+  check(pubs >= 50 && ents >= 1 && ents <= 5, `group commit: ${pubs} publishes in ${ents} Raft entries`);
+  console.log(`group commit: ${pubs} publishes in ${ents} Raft entries`);
+
   agent.close(); late.close(); resumer.close();
   console.log(`ok: ${full.length} chars streamed, rolled up for late readers, fenced turns`);
 });
