@@ -36,6 +36,7 @@ struct spool_presence_member {
     json_t *data; /* as clients see it (owned reference) */
     uint64_t serial;
     int64_t timestamp_ms;
+    char role[16]; /* user / agent / operator from the member's credentials ("" = unknown) */
 };
 
 struct spool_presence_set {
