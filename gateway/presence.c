@@ -96,6 +96,7 @@ int spool_presence_set_apply(struct spool_presence_set *s, const Spool__Record *
     m->data = data;
     m->serial = rec->seq;
     m->timestamp_ms = rec->timestamp_ms;
+    snprintf(m->role, sizeof m->role, "%s", str_or_empty(rec->role));
     return 0;
 }
 
@@ -104,10 +105,12 @@ json_t *spool_presence_set_json(const struct spool_presence_set *s)
     json_t *a = json_array();
     for (size_t i = 0; a != NULL && i < s->n; i++) {
         const struct spool_presence_member *m = &s->members[i];
-        json_array_append_new(a, json_pack("{s:s,s:s,s:O,s:I,s:I}", "clientId", m->client_id,
-                                           "connectionId", m->connection_id, "data", m->data,
-                                           "serial", (json_int_t)m->serial, "timestamp",
-                                           (json_int_t)m->timestamp_ms));
+        json_t *o = json_pack("{s:s,s:s,s:O,s:I,s:I}", "clientId", m->client_id,
+                              "connectionId", m->connection_id, "data", m->data, "serial",
+                              (json_int_t)m->serial, "timestamp", (json_int_t)m->timestamp_ms);
+        if (o != NULL && m->role[0] != '\0') /* docs/ai-semantics.md */
+            json_object_set_new(o, "role", json_string(m->role));
+        json_array_append_new(a, o);
     }
     return a;
 }
