@@ -184,6 +184,7 @@ void spool_rt_presence(struct rt_conn *c, json_t *msg)
     if (problem == NULL) {
         rec.action = SPOOL__ACTION__ACTION_PRESENCE;
         rec.name = (char *)action;
+        rec.role = (char *)spool_role_name(c->principal.role); /* from the token */
         rec.id = "";
         p->c = c;
         p->msg_serial = msg_serial;
