@@ -50,6 +50,8 @@ void spool_ai_record_json(json_t *o, const Spool__Record *rec)
 {
     if (rec->turn_epoch != 0)
         json_object_set_new(o, "turnEpoch", json_integer((json_int_t)rec->turn_epoch));
+    if (rec->role != NULL && rec->role[0] != '\0')
+        json_object_set_new(o, "role", json_string(rec->role));
     if (spool_ai_rollup_is_rolled(rec))
         json_object_set_new(o, "rollup", json_true());
 }
