@@ -73,28 +73,58 @@ static uint64_t attempt_timeout_ms(struct spool_op *op)
     return left < cap ? left : cap;
 }
 
-static void publish_reply_cb(void *arg, int status, const struct spool_err *err,
-                             const void *body, size_t len)
+/* The common head of a forwarded call's answer: true when `body` is the peer's reply to decode;
+ * false when the op has already been finished (closing) or retried (the call failed). */
+static bool reply_arrived(struct spool_op *op, int status, const struct spool_err *err)
 {
-    struct spool_op *op = arg;
     op->busy = false;
     if (op->canceled || op->node->closing) {
         spool_op_finish_error(op, SPOOL_ECLOSED, "node closing");
-        return;
+        return false;
     }
     if (status != 0) {
         spool_op_set_last(op, status, err ? err->msg : "rpc failed");
         if (op->node->leader_hint[op->shard] == op->target)
             op->node->leader_hint[op->shard] = 0;
         retry(op, false);
-        return;
+        return false;
     }
+    return true;
+}
+
+/* A reply that did not decode: remembered as the last error, and the op tries again later. */
+static void bad_reply(struct spool_op *op, const char *msg)
+{
+    spool_op_set_last(op, SPOOL_ECORRUPT, msg);
+    retry(op, false);
+}
+
+/* A reply status that says "ask elsewhere" (not the leader, busy, closing): the op keeps the
+ * replier's leader hint and tries again, at once if the hint names a new node. True if so. */
+static bool redirected(struct spool_op *op, const Spool__ReplyStatus *s)
+{
+    int code = s->code;
+    if (code != SPOOL_ENOTLEADER && code != SPOOL_EBUSY && code != SPOOL_ECLOSED)
+        return false;
+    uint64_t hint = s->leader_hint;
+    bool fresh = hint != 0 && hint != op->target && hint != op->node->cfg.id;
+    op->node->leader_hint[op->shard] = hint;
+    spool_op_set_last(op, code, s->msg);
+    retry(op, fresh);
+    return true;
+}
+
+static void publish_reply_cb(void *arg, int status, const struct spool_err *err,
+                             const void *body, size_t len)
+{
+    struct spool_op *op = arg;
+    if (!reply_arrived(op, status, err))
+        return;
     Spool__PublishReply *r = spool__publish_reply__unpack(NULL, len, body);
     if (r == NULL || r->status == NULL) {
         if (r)
             spool__publish_reply__free_unpacked(r, NULL);
-        spool_op_set_last(op, SPOOL_ECORRUPT, "bad publish reply");
-        retry(op, false);
+        bad_reply(op, "bad publish reply");
         return;
     }
     int code = r->status->code;
@@ -112,13 +142,7 @@ static void publish_reply_cb(void *arg, int status, const struct spool_err *err,
             spool_op_finish_publish(op, 0, &ok, r->seqs, dups, count);
         }
         free(dups);
-    } else if (code == SPOOL_ENOTLEADER || code == SPOOL_EBUSY || code == SPOOL_ECLOSED) {
-        uint64_t hint = r->status->leader_hint;
-        bool fresh = hint != 0 && hint != op->target && hint != op->node->cfg.id;
-        op->node->leader_hint[op->shard] = hint;
-        spool_op_set_last(op, code, r->status->msg);
-        retry(op, fresh);
-    } else {
+    } else if (!redirected(op, r->status)) {
         struct spool_err e;
         spool_err_set(&e, code, "%s", r->status->msg);
         spool_op_finish_publish(op, code, &e, NULL, NULL, 0);
@@ -130,24 +154,13 @@ static void read_reply_cb(void *arg, int status, const struct spool_err *err,
                           const void *body, size_t len)
 {
     struct spool_op *op = arg;
-    op->busy = false;
-    if (op->canceled || op->node->closing) {
-        spool_op_finish_error(op, SPOOL_ECLOSED, "node closing");
+    if (!reply_arrived(op, status, err))
         return;
-    }
-    if (status != 0) {
-        spool_op_set_last(op, status, err ? err->msg : "rpc failed");
-        if (op->node->leader_hint[op->shard] == op->target)
-            op->node->leader_hint[op->shard] = 0;
-        retry(op, false);
-        return;
-    }
     Spool__ReadReply *r = spool__read_reply__unpack(NULL, len, body);
     if (r == NULL || r->status == NULL) {
         if (r)
             spool__read_reply__free_unpacked(r, NULL);
-        spool_op_set_last(op, SPOOL_ECORRUPT, "bad read reply");
-        retry(op, false);
+        bad_reply(op, "bad read reply");
         return;
     }
     int code = r->status->code;
@@ -155,13 +168,7 @@ static void read_reply_cb(void *arg, int status, const struct spool_err *err,
         struct spool_err ok;
         spool_err_clear(&ok);
         spool_op_finish_read(op, 0, &ok, r->records, r->n_records, r->first_seq, r->last_seq);
-    } else if (code == SPOOL_ENOTLEADER || code == SPOOL_EBUSY || code == SPOOL_ECLOSED) {
-        uint64_t hint = r->status->leader_hint;
-        bool fresh = hint != 0 && hint != op->target && hint != op->node->cfg.id;
-        op->node->leader_hint[op->shard] = hint;
-        spool_op_set_last(op, code, r->status->msg);
-        retry(op, fresh);
-    } else {
+    } else if (!redirected(op, r->status)) {
         struct spool_err e;
         spool_err_set(&e, code, "%s", r->status->msg);
         spool_op_finish_read(op, code, &e, NULL, 0, 0, 0);
