@@ -1,0 +1,31 @@
+/*
+ * Ephemeral messages and interrupts over the realtime protocol (docs/ai-semantics.md): typing,
+ * progress and "stop" signals that must arrive live but are never stored, so they take no serial
+ * and no Raft entry:
+ *
+ *   > {"type":"ephemeral","channel":"chat:42","name":"typing","data":{...},"msgSerial":7}
+ *   > {"type":"interrupt","channel":"chat:42","data":{"reason":"stop"},"msgSerial":8}
+ *   < {"type":"ephemeral"|"interrupt","channel":"chat:42","name":..,"data":..,"clientId":..,
+ *      "timestamp":..}                         to every other connection attached to the channel
+ *   < {"type":"ack","msgSerial":7,"serials":[],"delivered":N}   to the sender
+ *
+ * An interrupt is addressed to the channel's turn holder: it goes to every attached connection
+ * (one hop, no log) and carries "to":"turn"; the holder acts on it, others may show it.
+ *
+ * Scope: the fan-out is to the connections of the node that received the message (one gateway
+ * node, or clients of one conversation pinned to one node). Cross-node fan-out is not built: it
+ * would be a cluster RPC broadcast to the nodes with subscribers of the channel (see the doc).
+ * Part of the realtime protocol server (uses its internals, gateway/realtime_int.h).
+ */
+#ifndef SPOOL_GATEWAY_AI_EPHEMERAL_H
+#define SPOOL_GATEWAY_AI_EPHEMERAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+struct rt_conn;
+
+/* Handles a realtime message of type "ephemeral" or "interrupt" (`interrupt` says which). */
+void spool_ai_ephemeral(struct rt_conn *c, json_t *msg, bool interrupt);
+
+#endif
