@@ -15,6 +15,7 @@
 #include "gateway/json_body.h"
 #include "gateway/jwt.h"
 #include "gateway/metrics.h"
+#include "gateway/ai_ephemeral.h"
 #include "gateway/ai_rollup.h"
 #include "gateway/realtime_int.h"
 
@@ -329,6 +330,8 @@ static void on_ws_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *da
         spool_rt_presence_get(c, msg);
     } else if (strcmp(type, "ping") == 0) {
         spool_rt_send_json(c, json_pack("{s:s}", "type", "pong"));
+    } else if (strcmp(type, "ephemeral") == 0 || strcmp(type, "interrupt") == 0) {
+        spool_ai_ephemeral(c, msg, type[0] == 'i'); /* live only, never stored (ai_ephemeral.h) */
     } else {
         spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "unknown message type",
                             json_pack("{s:s}", "received", type));
