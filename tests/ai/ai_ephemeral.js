@@ -1,0 +1,51 @@
+// Ephemeral messages and interrupts (gateway/ai_ephemeral.h): delivered live to the other
+// connections attached to the channel, acknowledged with the count, never stored (no serial, no
+// history), not sent to connections that are not attached; an interrupt reaches the turn
+// holder's connection within one round trip. Run by tests/ai/test_ai_semantics.sh.
+'use strict';
+const http = require('http');
+const path = require('path');
+const {BASE, connect, check, main} = require(path.join(process.cwd(), 'lib'));
+
+const CH = `ai-eph-${process.pid}-${Date.now()}`;
+
+function get(p) {
+  return new Promise((resolve, reject) => {
+    http.get(`http://${BASE}${p}`, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve({status: res.statusCode, body: JSON.parse(b)}));
+    }).on('error', reject);
+  });
+}
+
+main(async () => {
+  const user = await connect(), agent = await connect(), other = await connect();
+  for (const c of [user, agent]) {
+    c.send({type: 'attach', channel: CH, from: 'live'});
+    await c.type('attached', 10000);
+  }
+  user.send({type: 'ephemeral', channel: CH, name: 'typing', data: {on: true}, clientId: 'alice', msgSerial: 1});
+  const ack = await user.type('ack', 10000, (m) => m.msgSerial === 1);
+  check(ack.delivered === 1 && ack.serials.length === 0, `ack: ${JSON.stringify(ack)}`);
+  const ev = await agent.type('ephemeral', 10000);
+  check(ev.channel === CH && ev.name === 'typing' && ev.data.on === true && ev.clientId === 'alice' && ev.serial === undefined,
+        `ephemeral event: ${JSON.stringify(ev)}`);
+  other.send({type: 'ping'});
+  await other.type('pong', 10000);
+  check(!other.queue.some((m) => m.type === 'ephemeral'), 'a connection not attached got the ephemeral message');
+  check(!user.queue.some((m) => m.type === 'ephemeral'), 'the sender got its own ephemeral message');
+
+  const t0 = Date.now();
+  user.send({type: 'interrupt', channel: CH, data: {reason: 'stop'}, msgSerial: 2});
+  const intr = await agent.type('interrupt', 10000);
+  check(intr.to === 'turn' && intr.data.reason === 'stop', `interrupt: ${JSON.stringify(intr)}`);
+  console.log(`interrupt delivered in ${Date.now() - t0} ms`);
+
+  const h = await get(`/v1/channels/${CH}`);
+  check(h.status === 200 && h.body.lastSerial === 0, `ephemeral messages were stored: ${JSON.stringify(h.body)}`);
+  user.send({type: 'ephemeral', data: 1});
+  const err = await user.type('error', 10000);
+  check(err.error.code === 40002, `no channel: ${JSON.stringify(err)}`);
+  user.close(); agent.close(); other.close();
+});
