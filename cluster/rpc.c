@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/link.h"
 #include "cluster/rpc_frame.h"
 #include "common/log.h"
 
@@ -46,40 +47,6 @@
 #define RPC_MAX_QUEUED 4096      /* frames waiting for a peer's connection */
 #define RPC_READ_CHUNK 65536
 #define RPC_MAX_WRITE_QUEUE (64u << 20) /* bytes a peer may leave unread before we refuse */
-
-/* --- a minimal intrusive doubly-linked list ------------------------------------------------ */
-
-struct link {
-    struct link *prev, *next;
-};
-
-static void link_init(struct link *l) { l->prev = l->next = l; }
-static bool link_empty(const struct link *l) { return l->next == l; }
-static void link_push(struct link *head, struct link *l)
-{
-    l->prev = head->prev;
-    l->next = head;
-    head->prev->next = l;
-    head->prev = l;
-}
-static void link_remove(struct link *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    link_init(l);
-}
-/* Moves every element of `from` to the empty list `to`. */
-static void link_move(struct link *from, struct link *to)
-{
-    link_init(to);
-    if (link_empty(from)) return;
-    to->next = from->next;
-    to->prev = from->prev;
-    to->next->prev = to;
-    to->prev->next = to;
-    link_init(from);
-}
-#define LINK_DATA(l, type, field) ((type *)((char *)(l) - offsetof(type, field)))
 
 /* --- objects ------------------------------------------------------------------------------- */
 
@@ -281,6 +248,19 @@ static struct rpc_out *out_new(const Spool__RpcFrame *f, size_t max, int *rv)
     o->buf = uv_buf_init((char *)b, (unsigned)n);
     link_init(&o->link);
     return o;
+}
+
+/* Encodes a frame this node starts: a request with id != 0 (a call), else a one-way message. */
+static struct rpc_out *out_outgoing(struct spool_rpc *r, uint64_t id, uint32_t method,
+                                   const void *body, size_t len, int *rv)
+{
+    Spool__RpcFrame f = SPOOL__RPC_FRAME__INIT;
+    f.id = id;
+    f.kind = id != 0 ? SPOOL__RPC_KIND__RPC_KIND_REQUEST : SPOOL__RPC_KIND__RPC_KIND_MESSAGE;
+    f.method = method;
+    f.body.data = (uint8_t *)body;
+    f.body.len = len;
+    return out_new(&f, r->max_frame, rv);
 }
 
 static void conn_dispatch(struct rpc_conn *c, const Spool__RpcFrame *f)
@@ -679,14 +659,9 @@ int spool_rpc_call(struct spool_rpc *r, uint64_t node_id, uint32_t method, const
     if (r->closing) return SPOOL_ECLOSED;
     struct rpc_peer *p = peer_find(r, node_id);
     if (p == NULL) return SPOOL_ENOENT;
-    Spool__RpcFrame f = SPOOL__RPC_FRAME__INIT;
-    f.id = ++r->next_id;
-    f.kind = SPOOL__RPC_KIND__RPC_KIND_REQUEST;
-    f.method = method;
-    f.body.data = (uint8_t *)body;
-    f.body.len = len;
+    uint64_t id = ++r->next_id;
     int rv;
-    struct rpc_out *o = out_new(&f, r->max_frame, &rv);
+    struct rpc_out *o = out_outgoing(r, id, method, body, len, &rv);
     if (o == NULL) return rv;
     struct rpc_call *call = calloc(1, sizeof *call);
     if (call == NULL) {
@@ -694,7 +669,7 @@ int spool_rpc_call(struct spool_rpc *r, uint64_t node_id, uint32_t method, const
         return SPOOL_ENOMEM;
     }
     call->rpc = r;
-    call->id = f.id;
+    call->id = id;
     call->cb = cb;
     call->arg = arg;
     call->peer = p;
@@ -723,13 +698,8 @@ int spool_rpc_send(struct spool_rpc *r, uint64_t node_id, uint32_t method, const
     if (r->closing) return SPOOL_ECLOSED;
     struct rpc_peer *p = peer_find(r, node_id);
     if (p == NULL) return SPOOL_ENOENT;
-    Spool__RpcFrame f = SPOOL__RPC_FRAME__INIT;
-    f.kind = SPOOL__RPC_KIND__RPC_KIND_MESSAGE;
-    f.method = method;
-    f.body.data = (uint8_t *)body;
-    f.body.len = len;
     int rv;
-    struct rpc_out *o = out_new(&f, r->max_frame, &rv);
+    struct rpc_out *o = out_outgoing(r, 0, method, body, len, &rv);
     if (o == NULL) return rv;
     return peer_submit(p, o, false);
 }

@@ -34,31 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/link.h"
 #include "cluster/preamble.h"
 #include "common/log.h"
-
-/* --- a minimal intrusive doubly-linked list ------------------------------------------------ */
-
-struct link {
-    struct link *prev, *next;
-};
-
-static void link_init(struct link *l) { l->prev = l->next = l; }
-static bool link_empty(const struct link *l) { return l->next == l; }
-static void link_push(struct link *head, struct link *l)
-{
-    l->prev = head->prev;
-    l->next = head;
-    head->prev->next = l;
-    head->prev = l;
-}
-static void link_remove(struct link *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    link_init(l);
-}
-#define LINK_DATA(l, type, field) ((type *)((char *)(l) - offsetof(type, field)))
 
 /* --- objects ------------------------------------------------------------------------------- */
 
