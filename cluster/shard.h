@@ -38,6 +38,7 @@ struct spool_shard_config {
     size_t n_voters;
     uint64_t snapshot_threshold, snapshot_trailing;
     uint64_t election_timeout_ms, heartbeat_ms, dedup_window_ms;
+    struct spool_conv_config conv; /* AI conversation state limits (cluster/conversation.h) */
     struct spool_store_config store;      /* dir is set here */
     spool_fsm_records_cb on_records;      /* state machine notifications (may be NULL) */
     spool_fsm_restored_cb on_restored;
