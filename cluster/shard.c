@@ -53,6 +53,10 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
     rc = spool_fsm_init(&s->fsm, s->store, cfg->dedup_window_ms, err);
     if (rc != 0)
         goto err_store;
+    if ((rc = spool_fsm_set_conv_limits(&s->fsm, &cfg->conv, err)) != 0) {
+        spool_fsm_close(&s->fsm);
+        goto err_store;
+    }
     s->fsm.raft = &s->raft;
     s->fsm.on_records = cfg->on_records;
     s->fsm.on_restored = cfg->on_restored;
