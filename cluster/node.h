@@ -54,6 +54,8 @@ struct spool_node_config {
     uint64_t heartbeat_ms;
     uint64_t forward_timeout_ms;
     uint64_t dedup_window_ms;
+    uint64_t conv_max_entries; /* cached AI message/turn states per shard (0 = 65536) */
+    uint64_t conv_scan_max;    /* records read to rebuild one such state (0 = 100000) */
     struct spool_store_config store; /* dir is set per shard by the node; tail_cache_bytes is
                                       * for the whole node, divided among its local shards */
 };
