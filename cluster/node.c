@@ -270,6 +270,8 @@ static int start_shards(struct spool_node *n, struct spool_err *err)
             .election_timeout_ms = n->cfg.election_timeout_ms,
             .heartbeat_ms = n->cfg.heartbeat_ms,
             .dedup_window_ms = n->cfg.dedup_window_ms,
+            .conv = {.max_entries = (size_t)n->cfg.conv_max_entries,
+                     .scan_max = (size_t)n->cfg.conv_scan_max},
             .store = store,
             .on_records = spool_subs_records_cb,
             .on_restored = spool_subs_restored_cb,
