@@ -76,6 +76,9 @@ struct spool_fsm {
 int spool_fsm_init(struct spool_fsm *f, struct spool_store *store, uint64_t dedup_window_ms,
                    struct spool_err *err);
 void spool_fsm_close(struct spool_fsm *f);
+/* Replaces the conversation state with one using these limits (before the first apply). */
+int spool_fsm_set_conv_limits(struct spool_fsm *f, const struct spool_conv_config *cfg,
+                              struct spool_err *err);
 
 /* Encodes an Entry as a framed Raft payload (cluster/entry_frame.h) in a raft_malloc'd buffer;
  * returns SPOOL_ENOMEM or 0. */
