@@ -459,6 +459,17 @@ int spool_fsm_init(struct spool_fsm *f, struct spool_store *store, uint64_t dedu
     return rc;
 }
 
+int spool_fsm_set_conv_limits(struct spool_fsm *f, const struct spool_conv_config *cfg,
+                              struct spool_err *err)
+{
+    struct spool_conv *c = spool_conv_new(f->store, cfg);
+    if (c == NULL)
+        return spool_err_set(err, SPOOL_ENOMEM, "conversation state: out of memory");
+    spool_conv_free(f->conv);
+    f->conv = c;
+    return 0;
+}
+
 void spool_fsm_close(struct spool_fsm *f)
 {
     spool_dedup_close(&f->dedup);
