@@ -62,6 +62,8 @@ struct spool_options {
     uint64_t history_page_bytes;
     uint64_t ai_turn_max_ttl_ms; /* longest turn lease (docs/ai-semantics.md) */
     uint64_t ai_rollup_bytes;    /* largest rolled-up message a catching-up reader gets at once */
+    uint64_t ai_state_entries;   /* AI message/turn states cached per shard */
+    uint64_t ai_state_scan;      /* records read to rebuild one such state */
     /* auth */
     const char *api_keys;      /* name:secret=caps;... */
     const char *api_keys_file;
