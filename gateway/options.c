@@ -50,6 +50,8 @@ void spool_options_defaults(struct spool_options *o)
     o->history_page_bytes = 4 << 20;
     o->ai_turn_max_ttl_ms = 3600000;
     o->ai_rollup_bytes = 1 << 20;
+    o->ai_state_entries = 65536;
+    o->ai_state_scan = 100000;
     o->api_keys = "";
     o->api_keys_file = "";
     o->anonymous = false;
@@ -104,6 +106,8 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("ai-turn-max-ttl", SPOOL_OPT_MS, ai_turn_max_ttl_ms, "longest lease a turn claim may ask for");
     OPT("ai-rollup-bytes", SPOOL_OPT_UINT, ai_rollup_bytes, "largest rolled-up message (token stream) sent to a catching-up reader at once");
     OPT("cors-origins", SPOOL_OPT_STRING, cors_origins, "browser origins allowed on /v1/channels (REST, SSE): comma list or *; empty = no CORS headers");
+    OPT("ai-state-entries", SPOOL_OPT_UINT, ai_state_entries, "AI message and turn states cached per shard (appends, edits, turns)");
+    OPT("ai-state-scan", SPOOL_OPT_UINT, ai_state_scan, "records read to rebuild one AI message or turn state from the store");
     OPT("api-keys", SPOOL_OPT_STRING, api_keys, "API keys: name:secret=capabilities;... (see README)");
     OPT("api-keys-file", SPOOL_OPT_STRING, api_keys_file, "file with one API key per line, same syntax");
     OPT("anonymous", SPOOL_OPT_BOOL, anonymous, "allow clients without credentials (development only)");
