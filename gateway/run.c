@@ -155,6 +155,8 @@ static int node_start(struct spool_daemon *d, struct spool_err *err)
     cfg.heartbeat_ms = o->heartbeat_ms;
     cfg.forward_timeout_ms = o->forward_timeout_ms;
     cfg.dedup_window_ms = o->dedup_window_ms;
+    cfg.conv_max_entries = o->ai_state_entries;
+    cfg.conv_scan_max = o->ai_state_scan;
     cfg.store.segment_bytes = o->segment_bytes;
     cfg.store.tail_cache_bytes = o->tail_cache_bytes;
     cfg.store.retention.max_age_ms = o->retention_max_age_ms;
