@@ -276,3 +276,19 @@ Test(conversation, turn_epochs_fence_the_responder)
     cr_assert_eq(pub(5002, turn("claim", "agent", 100, 0), &st, why), 0);
     cr_assert_eq(st, SPOOL_ECONFLICT, "%s", why);
 }
+
+Test(conversation, bounded_cache_evicts_and_rebuilds)
+{
+    struct spool_err err;
+    struct spool_conv_config cfg = {.max_entries = 2};
+    cr_assert_eq(spool_fsm_set_conv_limits(&fsm, &cfg, &err), 0, "%s", err.msg);
+    int st;
+    uint64_t m[4];
+    for (int i = 0; i < 4; i++)
+        m[i] = pub(1000 + i, msg(CREATE, 0, "agent", "x", NULL), &st, NULL);
+    cr_assert_gt(pub(1010, msg(APPEND, m[0], "agent", "y", "{\"final\":true}"), &st, NULL), 0);
+    for (int i = 1; i < 4; i++) /* three more states: m[0]'s is evicted */
+        cr_assert_gt(pub(1010 + i, msg(APPEND, m[i], "agent", "z", NULL), &st, NULL), 0);
+    cr_assert_eq(pub(1020, msg(APPEND, m[0], "agent", "late", NULL), &st, NULL), 0);
+    cr_assert_eq(st, SPOOL_ECONFLICT, "final is rebuilt from the store after eviction");
+}
