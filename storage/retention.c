@@ -26,20 +26,11 @@
 #include "storage/format.h"
 #include "storage/store_int.h"
 
-int spool_store_apply_meta(struct spool_store *s, const uint8_t *payload, uint32_t len,
-                           struct spool_err *err)
+int spool_store_put_state(struct spool_store *s, const Spool__ChannelState *st,
+                          struct spool_chan **out, struct spool_err *err)
 {
-    Spool__ChannelState *st = spool__channel_state__unpack(&s->arena.pb, len, payload);
-    int rv = 0;
-    if (st == NULL || st->name == NULL || st->name[0] == '\0' || st->first_seq > st->last_seq + 1) {
-        rv = spool_err_set(err, SPOOL_ECORRUPT, "bad channel state");
-        goto out;
-    }
     struct spool_chan *c = spool_chanmap_put(&s->chans, st->name);
-    if (c == NULL) {
-        rv = spool_err_set(err, SPOOL_ENOMEM, "channel table");
-        goto out;
-    }
+    if (c == NULL) return spool_err_set(err, SPOOL_ENOMEM, "channel table");
     if (st->last_seq > c->last_seq) c->last_seq = st->last_seq;
     if (st->first_seq > spool_chan_first(c)) spool_store_trim(s, c, st->first_seq);
     c->has_retention = st->retention != NULL;
@@ -47,24 +38,43 @@ int spool_store_apply_meta(struct spool_store *s, const uint8_t *payload, uint32
         c->retention = (struct spool_retention){.max_age_ms = st->retention->max_age_ms,
                                                 .max_count = st->retention->max_count,
                                                 .max_bytes = st->retention->max_bytes};
-out:
+    if (out != NULL) *out = c;
+    return 0;
+}
+
+void spool_chan_state(const struct spool_chan *c, Spool__ChannelState *st, Spool__Retention *ret)
+{
+    spool__channel_state__init(st);
+    spool__retention__init(ret);
+    st->name = c->name;
+    st->first_seq = spool_chan_first(c);
+    st->last_seq = c->last_seq;
+    if (c->has_retention) {
+        ret->max_age_ms = c->retention.max_age_ms;
+        ret->max_count = c->retention.max_count;
+        ret->max_bytes = c->retention.max_bytes;
+        st->retention = ret;
+    }
+}
+
+int spool_store_apply_meta(struct spool_store *s, const uint8_t *payload, uint32_t len,
+                           struct spool_err *err)
+{
+    Spool__ChannelState *st = spool__channel_state__unpack(&s->arena.pb, len, payload);
+    int rv;
+    if (st == NULL || st->name == NULL || st->name[0] == '\0' || st->first_seq > st->last_seq + 1)
+        rv = spool_err_set(err, SPOOL_ECORRUPT, "bad channel state");
+    else
+        rv = spool_store_put_state(s, st, NULL, err);
     spool_arena_reset(&s->arena);
     return rv;
 }
 
 int spool_store_write_meta(struct spool_store *s, struct spool_chan *c, struct spool_err *err)
 {
-    Spool__ChannelState st = SPOOL__CHANNEL_STATE__INIT;
-    Spool__Retention ret = SPOOL__RETENTION__INIT;
-    st.name = c->name;
-    st.first_seq = spool_chan_first(c);
-    st.last_seq = c->last_seq;
-    if (c->has_retention) {
-        ret.max_age_ms = c->retention.max_age_ms;
-        ret.max_count = c->retention.max_count;
-        ret.max_bytes = c->retention.max_bytes;
-        st.retention = &ret;
-    }
+    Spool__ChannelState st;
+    Spool__Retention ret;
+    spool_chan_state(c, &st, &ret);
     size_t len = spool__channel_state__get_packed_size(&st);
     int rv = spool_store_grow_wbuf(s, SPOOL_FRAME_HDR + len, err);
     if (rv != 0) return rv;

@@ -120,17 +120,9 @@ int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void
     SPOOL_CHANMAP_FOREACH(&s->chans, c)
     {
         if (!spool_chan_listed(c)) continue;
-        Spool__ChannelState st = SPOOL__CHANNEL_STATE__INIT;
-        Spool__Retention ret = SPOOL__RETENTION__INIT;
-        st.name = c->name;
-        st.first_seq = spool_chan_first(c);
-        st.last_seq = c->last_seq;
-        if (c->has_retention) {
-            ret.max_age_ms = c->retention.max_age_ms;
-            ret.max_count = c->retention.max_count;
-            ret.max_bytes = c->retention.max_bytes;
-            st.retention = &ret;
-        }
+        Spool__ChannelState st;
+        Spool__Retention ret;
+        spool_chan_state(c, &st, &ret);
         f = (Spool__SnapshotFrame)SPOOL__SNAPSHOT_FRAME__INIT;
         f.channel = &st;
         if (!damaged && out_msg(&o, &f) != 0) goto aborted;
@@ -305,19 +297,9 @@ static int finish_channel(struct loader *l, struct spool_err *err)
     Spool__ChannelState *st = l->state;
     l->state = NULL;
     if (rv != 0 || st == NULL) goto out;
-    struct spool_chan *c = spool_chanmap_put(&l->n->chans, st->name);
-    if (c == NULL) {
-        rv = spool_err_set(err, SPOOL_ENOMEM, "channel table");
-        goto out;
-    }
-    if (st->last_seq > c->last_seq) c->last_seq = st->last_seq;
-    if (st->first_seq > spool_chan_first(c)) spool_store_trim(l->n, c, st->first_seq);
-    c->has_retention = st->retention != NULL;
-    if (st->retention != NULL)
-        c->retention = (struct spool_retention){.max_age_ms = st->retention->max_age_ms,
-                                                .max_count = st->retention->max_count,
-                                                .max_bytes = st->retention->max_bytes};
-    rv = spool_store_write_meta(l->n, c, err);
+    struct spool_chan *c;
+    rv = spool_store_put_state(l->n, st, &c, err);
+    if (rv == 0) rv = spool_store_write_meta(l->n, c, err);
 out:
     if (st != NULL) spool__channel_state__free_unpacked(st, NULL);
     return rv;

@@ -16,6 +16,7 @@
 #ifndef SPOOL_STORAGE_STORE_INT_H
 #define SPOOL_STORAGE_STORE_INT_H
 
+#include "proto/snapshot.pb-c.h"
 #include "storage/arena.h"
 #include "storage/chan.h"
 #include "storage/segment.h"
@@ -103,6 +104,14 @@ int spool_store_index(struct spool_store *s, struct spool_chan *c, uint64_t seq,
 void spool_store_trim(struct spool_store *s, struct spool_chan *c, uint64_t first);
 /* Turns the entry of `seq` into a hole (its bytes turned out to be damaged). */
 void spool_store_mark_hole(struct spool_store *s, struct spool_chan *c, uint64_t seq);
+/* Applies a channel state (a META frame's, a snapshot's): creates the channel if need be,
+ * raises its last_seq, trims it below first_seq, sets its retention override; *out (if not NULL)
+ * is the channel. */
+int spool_store_put_state(struct spool_store *s, const Spool__ChannelState *st,
+                          struct spool_chan **out, struct spool_err *err);
+/* Fills `st` with the channel's state as META frames and snapshots carry it; `ret` holds the
+ * retention override `st` points at, if there is one. */
+void spool_chan_state(const struct spool_chan *c, Spool__ChannelState *st, Spool__Retention *ret);
 /* Applies a META frame's channel state. */
 int spool_store_apply_meta(struct spool_store *s, const uint8_t *payload, uint32_t len,
                            struct spool_err *err);
