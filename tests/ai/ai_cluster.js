@@ -1,0 +1,58 @@
+// AI semantics across a 3-node cluster (tests/ai/test_ai_cluster.sh): the response is created on
+// node 1 and appended through nodes 2 and 3 (forwarded to the shard leader); refusals keep their
+// status and reason through forwarding; a late reader on another node gets the rolled-up
+// response; a turn claimed through one node fences publishes through another.
+'use strict';
+const http = require('http');
+const path = require('path');
+const {connect, check, main} = require(path.join(process.cwd(), 'lib'));
+
+const PORTS = process.env.PORTS.split(',').map(Number);
+const CH = `ai-cluster-${process.pid}-${Date.now()}`;
+
+function request(port, method, p, body) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? null : JSON.stringify(body);
+    const req = http.request({host: '127.0.0.1', port, method, path: p, timeout: 15000,
+                              headers: data ? {'Content-Type': 'application/json'} : {}}, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve({status: res.statusCode, body: b ? JSON.parse(b) : null}));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+const post = (i, body) => request(PORTS[i], 'POST', `/v1/channels/${CH}/messages`, body);
+
+main(async () => {
+  const c = await post(0, {clientId: 'agent', data: 'A:'});
+  check(c.status === 201, `create: ${JSON.stringify(c)}`);
+  const M = c.body.serials[0];
+  let full = 'A:', last = M;
+  for (let i = 0; i < 30; i++) {
+    const r = await post(i % 3, {clientId: 'agent', action: 'append', refSerial: M, data: ` ${i}`,
+                                 extras: i === 29 ? {final: true} : undefined});
+    check(r.status === 201, `append ${i} via node ${i % 3 + 1}: ${JSON.stringify(r)}`);
+    full += ` ${i}`;
+    last = r.body.serials[0];
+  }
+  for (let n = 0; n < 3; n++) {
+    const r = await post(n, {clientId: 'agent', action: 'append', refSerial: M, data: 'x'});
+    check(r.status === 409 && /is final/.test(r.body.error.message), `via node ${n + 1}: ${JSON.stringify(r)}`);
+  }
+  const late = await connect('', `127.0.0.1:${PORTS[2]}`);
+  late.send({type: 'attach', channel: CH, from: 'start'});
+  await late.type('attached', 10000);
+  const m = await late.type('message', 10000);
+  check(m.rollup && m.serial === last && m.data === full, `rolled up on node 3: ${JSON.stringify(m)}`);
+  const claim = await request(PORTS[1], 'POST', `/v1/channels/${CH}/turn`, {action: 'claim', clientId: 'agent', ttlMs: 60000});
+  check(claim.status === 200 && claim.body.epoch === 1, `claim via node 2: ${JSON.stringify(claim)}`);
+  const take = await request(PORTS[0], 'POST', `/v1/channels/${CH}/turn`, {action: 'claim', clientId: 'op', ttlMs: 60000, takeover: true});
+  check(take.status === 200 && take.body.epoch === 2, `take-over via node 1: ${JSON.stringify(take)}`);
+  const stale = await post(2, {clientId: 'agent', data: 'late', turnEpoch: 1});
+  check(stale.status === 409 && /stale turn epoch 1/.test(stale.body.error.message), `stale via node 3: ${JSON.stringify(stale)}`);
+  late.close();
+});
