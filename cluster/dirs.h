@@ -1,10 +1,9 @@
-/* Directories of a node's data dir: created on demand, like `mkdir -p`. */
+/* Directories of a node's data dir: created on demand, like `mkdir -p`. The one implementation
+ * is the store's (storage/dirs.h, which the store uses for its own root); this header is where
+ * the cluster and gateway layers get it. */
 #ifndef SPOOL_CLUSTER_DIRS_H
 #define SPOOL_CLUSTER_DIRS_H
 
-#include "common/err.h"
-
-/* Creates `path` and its missing parents (0755). SPOOL_EIO / SPOOL_EINVAL with a message. */
-int spool_mkdir_p(const char *path, struct spool_err *err);
+#include "storage/dirs.h"
 
 #endif

@@ -17,24 +17,8 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "storage/dirs.h"
 #include "storage/store_int.h"
-
-static int mkdir_p(const char *path, struct spool_err *err)
-{
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf) return spool_err_set(err, SPOOL_EINVAL, "bad directory %s", path);
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return spool_err_set(err, SPOOL_EIO, "mkdir %s: %s", buf, strerror(errno));
-        buf[i] = c;
-    }
-    return 0;
-}
 
 static char *gen_dir(const char *root, uint64_t gen)
 {
@@ -94,7 +78,7 @@ int spool_gen_prepare(const char *root, uint64_t gen, char **dir, struct spool_e
 
 int spool_gen_lock(const char *root, int *fd, struct spool_err *err)
 {
-    int rv = mkdir_p(root, err);
+    int rv = spool_mkdir_p(root, err);
     if (rv != 0) return rv;
     char path[4096];
     snprintf(path, sizeof path, "%s/LOCK", root);
@@ -112,7 +96,7 @@ int spool_gen_lock(const char *root, int *fd, struct spool_err *err)
 
 int spool_gen_open(const char *root, uint64_t *gen, char **dir, struct spool_err *err)
 {
-    int rv = mkdir_p(root, err);
+    int rv = spool_mkdir_p(root, err);
     if (rv != 0) return rv;
     char cur[4096];
     snprintf(cur, sizeof cur, "%s/CURRENT", root);

@@ -1,5 +1,5 @@
-/* mkdir -p (see dirs.h). */
-#include "cluster/dirs.h"
+/* mkdir -p (see dirs.h): the store's root, and through cluster/dirs.h a node's Raft dirs. */
+#include "storage/dirs.h"
 
 #include <errno.h>
 #include <string.h>
@@ -7,7 +7,7 @@
 
 int spool_mkdir_p(const char *path, struct spool_err *err)
 {
-    char buf[1024];
+    char buf[4096];
     size_t len = strlen(path);
     if (len == 0 || len >= sizeof buf)
         return spool_err_set(err, SPOOL_EINVAL, "bad directory path: %s", path);
