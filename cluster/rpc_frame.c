@@ -50,6 +50,16 @@ int spool_rpc_frame_parse(const void *buf, size_t len, size_t max_payload,
         spool_err_set(err, SPOOL_ECORRUPT, "rpc frame does not decode");
         return SPOOL_RPC_FRAME_BAD;
     }
+    /* protobuf-c keeps fields it does not know, even field number 0, which the encoding
+     * forbids and which does not survive re-encoding: such a frame is corrupt, not a frame from
+     * a newer version (whose unknown fields, numbered > 0, are tolerated). */
+    for (size_t i = 0; i < f->base.n_unknown_fields; i++) {
+        if (f->base.unknown_fields[i].tag == 0) {
+            spool_err_set(err, SPOOL_ECORRUPT, "rpc frame has a field numbered 0");
+            spool__rpc_frame__free_unpacked(f, NULL);
+            return SPOOL_RPC_FRAME_BAD;
+        }
+    }
     if (f->kind != SPOOL__RPC_KIND__RPC_KIND_REQUEST &&
         f->kind != SPOOL__RPC_KIND__RPC_KIND_RESPONSE &&
         f->kind != SPOOL__RPC_KIND__RPC_KIND_MESSAGE) {
