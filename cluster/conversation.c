@@ -30,8 +30,9 @@ struct conv_ent {
     char *who;    /* message: author; turn: holder ("" = none) */
     uint32_t version;
     bool final, deleted;
-    uint64_t epoch;
+    uint64_t epoch;  /* turn: the serial of the claim that started the lease */
     int64_t expires; /* turn lease end; 0 = not held */
+    uint64_t anchor; /* turn: serial of the newest "ai.turn" record (0 = none) */
 };
 
 struct spool_conv {
@@ -190,7 +191,7 @@ static int step_turn(struct conv_ent *t, const Spool__Record *m, int64_t ts, cha
             return SPOOL_ECONFLICT;
         } else {
             *op = live ? "takeover" : "claim";
-            t->epoch++;
+            t->epoch = m->seq; /* grows with the log (0 while only being checked) */
         }
         t->expires = ts + m->expires_ms;
         return 0;
@@ -278,9 +279,7 @@ static int set_who(struct conv_ent *e, const char *who)
 
 static struct conv_ent *insert(struct spool_conv *c, const char *channel, uint64_t seq)
 {
-    while (c->n >= c->max_entries && c->lru_tail != NULL)
-        ent_remove(c, c->lru_tail);
-    struct conv_ent *e = calloc(1, sizeof *e);
+    struct conv_ent *e = calloc(1, sizeof *e); /* evictions wait for spool_conv_entry_done() */
     if (e == NULL || (e->channel = strdup(channel)) == NULL || (e->who = strdup("")) == NULL) {
         if (e != NULL)
             free(e->channel);
@@ -337,8 +336,22 @@ static int load_turn_cb(void *arg, const Spool__Record *rec)
         return 0;
     l->e->epoch = rec->turn_epoch;
     l->e->expires = rec->expires_ms;
+    l->e->anchor = rec->seq;
     l->rc = set_who(l->e, rec->client_id);
     return 1;
+}
+
+/* A turn whose newest record is out of reach of a rebuild (not retained, or scan_max or more
+ * records back) is forgotten on the cached path too, so both paths agree on every replica. */
+static void turn_reach(struct spool_conv *c, struct conv_ent *t)
+{
+    uint64_t last = spool_store_last_seq(c->store, t->channel);
+    if (t->anchor == 0 || t->anchor > last) /* none, or stored by the entry being applied */
+        return;
+    if (t->anchor < spool_store_first_seq(c->store, t->channel) || last - t->anchor >= c->scan_max) {
+        t->anchor = 0;
+        t->expires = 0;
+    }
 }
 
 /* The cached state of (channel, seq), rebuilt from the store on a miss; NULL = out of memory. */
@@ -348,6 +361,8 @@ static struct conv_ent *get(struct spool_conv *c, const char *channel, uint64_t 
     if (e != NULL) {
         lru_unlink(c, e);
         lru_front(c, e);
+        if (seq == 0)
+            turn_reach(c, e);
         return e;
     }
     if ((e = insert(c, channel, seq)) == NULL)
@@ -404,6 +419,10 @@ void spool_conv_reset(struct spool_conv *c)
 
 void spool_conv_entry_done(struct spool_conv *c)
 {
+    /* Evict only between entries: every cached state is then in the store, so a state rebuilt
+     * later equals the one evicted, on every replica whatever its cache held. */
+    while (c->n > c->max_entries && c->lru_tail != NULL)
+        ent_remove(c, c->lru_tail);
     for (size_t i = 0; i < c->n_bufs; i++)
         free(c->bufs[i]);
     c->n_bufs = 0;
@@ -475,6 +494,14 @@ int spool_conv_check(struct spool_conv *c, const char *channel, const Spool__Rec
                 rc = SPOOL_EINVAL;
                 break;
             }
+            uint64_t last = spool_store_last_seq(c->store, channel);
+            if (m->ref_seq <= last && last - m->ref_seq >= c->scan_max) {
+                snprintf(reason, SPOOL_CONV_REASON_MAX,
+                         "message %llu is too old to change (more than %zu records ago)",
+                         (unsigned long long)m->ref_seq, c->scan_max);
+                rc = SPOOL_ECONFLICT;
+                break;
+            }
             if ((e = scratch_get(c, &s, channel, m->ref_seq, &rc)) == NULL)
                 break;
             rc = step_message(e, m, reason);
@@ -544,6 +571,7 @@ int spool_conv_stored(struct spool_conv *c, Spool__Record *rec)
         rec->data.data = (uint8_t *)buf;
         rec->data.len = (size_t)len;
         rec->content_type = "application/json";
+        t->anchor = rec->seq;
         rec->turn_epoch = t->epoch;
         rec->expires_ms = t->expires;
         return 0;
