@@ -113,7 +113,7 @@ async function main() {
     const M2 = started2.message;
     await until(async () => { const x = await u2.S(); return x.msgs[M2] && x.msgs[M2].events >= 10; }, 20000, '10 tokens of the second response');
     const take = await op.page.evaluate(() => window.takeOver());
-    check(take.status === 200 && take.body.op === 'takeover' && take.body.epoch === started2.epoch + 1 &&
+    check(take.status === 200 && take.body.op === 'takeover' && take.body.epoch > started2.epoch &&
           take.body.previousHolder === 'agent', `take-over: ${JSON.stringify(take)}`);
     const refused = await until(() => agentEvents().find((e) => e.event === 'refused' && e.message === M2), 10000, 'the agent to be refused');
     check(refused.status === 409 && /stale turn epoch/.test(refused.error.message), `agent refusal: ${JSON.stringify(refused)}`);

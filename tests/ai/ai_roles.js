@@ -84,7 +84,7 @@ main(async () => {
   const u = await turn('alice', {action: 'claim', ttlMs: 60000, takeover: true});
   check(u.status === 403, `user takeover: ${JSON.stringify(u)}`);
   const o = await turn('op', {action: 'claim', ttlMs: 60000, takeover: true});
-  check(o.status === 200 && o.body.epoch === c.body.epoch + 1, `operator takeover: ${JSON.stringify(o)}`);
+  check(o.status === 200 && o.body.epoch > c.body.epoch, `operator takeover: ${JSON.stringify(o)}`);
   const stale = await post('agent', {data: 'late token', turnEpoch: c.body.epoch});
   check(stale.status === 409, `stale agent: ${JSON.stringify(stale)}`);
   for (const k of Object.keys(conns)) conns[k].close();

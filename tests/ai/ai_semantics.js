@@ -160,17 +160,17 @@ main(async () => {
 
   // Turns: claim, fenced publishes, take-over, stale epoch refused, all visible on the channel.
   const claim = await turn({action: 'claim', clientId: 'agent', ttlMs: 60000});
-  check(claim.status === 200 && claim.body.epoch === 1 && claim.body.holder === 'agent', `claim: ${JSON.stringify(claim)}`);
-  const r2 = await post({clientId: 'agent', data: 'Next answer', turnEpoch: 1});
+  check(claim.status === 200 && claim.body.epoch === claim.body.serial && claim.body.holder === 'agent', `claim: ${JSON.stringify(claim)}`);
+  const r2 = await post({clientId: 'agent', data: 'Next answer', turnEpoch: claim.body.epoch});
   check(r2.status === 201, `fenced create: ${JSON.stringify(r2)}`);
   const R2 = r2.body.serials[0];
   const busy = await turn({action: 'claim', clientId: 'user', ttlMs: 60000});
   check(busy.status === 409 && /held by "agent"/.test(busy.body.error.message), `busy: ${JSON.stringify(busy)}`);
   const take = await turn({action: 'claim', clientId: 'operator', ttlMs: 60000, takeover: true});
-  check(take.status === 200 && take.body.epoch === 2 && take.body.op === 'takeover' &&
+  check(take.status === 200 && take.body.epoch === take.body.serial && take.body.epoch > claim.body.epoch && take.body.op === 'takeover' &&
         take.body.previousHolder === 'agent', `takeover: ${JSON.stringify(take)}`);
-  const stale = await post({clientId: 'agent', action: 'append', refSerial: R2, data: ' more', turnEpoch: 1});
-  check(stale.status === 409 && /stale turn epoch 1/.test(stale.body.error.message), `stale: ${JSON.stringify(stale)}`);
+  const stale = await post({clientId: 'agent', action: 'append', refSerial: R2, data: ' more', turnEpoch: claim.body.epoch});
+  check(stale.status === 409 && new RegExp(`stale turn epoch ${claim.body.epoch}:`).test(stale.body.error.message), `stale: ${JSON.stringify(stale)}`);
   await waitFor(() => lateGot.some((e) => e.action === 'meta' && e.name === 'ai.turn' && e.data.op === 'takeover'),
                 'the take-over event live');
   const rel = await turn({action: 'release', clientId: 'operator'});

@@ -243,7 +243,7 @@ Test(conversation, turn_epochs_fence_the_responder)
     /* The operator takes over: epoch 2; the agent's epoch-1 append is refused. */
     cr_assert_gt(pub(1004, turn("claim", "operator", 5000, SPOOL_CONV_FLAG_TAKEOVER), &st, NULL), 0);
     s = last_record();
-    cr_assert_eq(s.epoch, 2);
+    cr_assert_eq(s.epoch, 4, "the epoch is the serial of the claim that started the lease");
     cr_assert(strstr(s.data, "\"op\":\"takeover\"") && strstr(s.data, "\"previousHolder\":\"agent\""),
               "%s", s.data);
     Spool__Record a = msg(APPEND, mseq, "agent", " more", NULL);
@@ -257,15 +257,15 @@ Test(conversation, turn_epochs_fence_the_responder)
     cr_assert_gt(pub(1007, turn("release", "operator", 0, 0), &st, NULL), 0);
     cr_assert_eq(last_record().expires, 0);
     Spool__Record o = msg(CREATE, 0, "operator", "hi", NULL);
-    o.turn_epoch = 2;
+    o.turn_epoch = 4;
     cr_assert_eq(pub(1008, o, &st, why), 0);
     cr_assert_eq(st, SPOOL_ECONFLICT, "released: %s", why);
     /* Expiry: a lease that ran out lets anyone claim, and the epoch only grows. */
     cr_assert_gt(pub(1009, turn("claim", "agent", 100, 0), &st, NULL), 0);
-    cr_assert_eq(last_record().epoch, 3);
+    cr_assert_eq(last_record().epoch, 6);
     cr_assert_gt(pub(5000, turn("claim", "user", 100, 0), &st, NULL), 0);
     s = last_record();
-    cr_assert_eq(s.epoch, 4);
+    cr_assert_eq(s.epoch, 7);
     cr_assert(strstr(s.data, "\"previousExpired\":true") != NULL, "%s", s.data);
     cr_assert_eq(pub(5001, turn("claim", "x", 0, 0), &st, NULL), 0);
     cr_assert_eq(st, SPOOL_EINVAL, "a claim needs a lease");
@@ -291,4 +291,24 @@ Test(conversation, bounded_cache_evicts_and_rebuilds)
         cr_assert_gt(pub(1010 + i, msg(APPEND, m[i], "agent", "z", NULL), &st, NULL), 0);
     cr_assert_eq(pub(1020, msg(APPEND, m[0], "agent", "late", NULL), &st, NULL), 0);
     cr_assert_eq(st, SPOOL_ECONFLICT, "final is rebuilt from the store after eviction");
+}
+
+Test(conversation, states_out_of_reach_are_the_same_on_every_path)
+{
+    struct spool_err err;
+    struct spool_conv_config cfg = {.scan_max = 5};
+    cr_assert_eq(spool_fsm_set_conv_limits(&fsm, &cfg, &err), 0, "%s", err.msg);
+    int st;
+    char why[SPOOL_CONV_REASON_MAX];
+    uint64_t m = pub(1000, msg(CREATE, 0, "agent", "x", NULL), &st, NULL);
+    cr_assert_gt(pub(1001, turn("claim", "agent", 100000, 0), &st, NULL), 0);
+    for (int i = 0; i < 6; i++)
+        pub(1002 + i, msg(CREATE, 0, "user", "chatter", NULL), &st, NULL);
+    cr_assert_eq(pub(1010, msg(APPEND, m, "agent", "y", NULL), &st, why), 0);
+    cr_assert_eq(st, SPOOL_ECONFLICT);
+    cr_assert(strstr(why, "too old") != NULL, "%s", why);
+    /* The lease is still running by the clock, but its record is out of reach: cached or not,
+     * the turn is free, and a new claim gets a higher epoch. */
+    cr_assert_gt(pub(1011, turn("claim", "user", 1000, 0), &st, why), 0, "%s", why);
+    cr_assert_gt(last_record().epoch, 2);
 }
