@@ -502,6 +502,13 @@ int spool_conv_check(struct spool_conv *c, const char *channel, const Spool__Rec
                 rc = SPOOL_ECONFLICT;
                 break;
             }
+            if (m->ref_seq < spool_store_first_seq(c->store, channel)) { /* as a rebuild sees it */
+                snprintf(reason, SPOOL_CONV_REASON_MAX,
+                         "message %llu does not exist on this channel (or is no longer retained)",
+                         (unsigned long long)m->ref_seq);
+                rc = SPOOL_ENOENT;
+                break;
+            }
             if ((e = scratch_get(c, &s, channel, m->ref_seq, &rc)) == NULL)
                 break;
             rc = step_message(e, m, reason);
