@@ -77,16 +77,21 @@ static json_t *next_url(const struct spool_api_op *op, uint64_t from, uint64_t u
     return json_string(url);
 }
 
+/* The common head of both read callbacks: a failed read is answered (and the op freed) here. */
+static bool read_failed(struct spool_api_op *op, int status, const struct spool_err *err)
+{
+    if (status == 0) return false;
+    spool_http_api_respond_err(op->req, status, err != NULL ? err->msg : "read failed");
+    free(op);
+    return true;
+}
+
 static void on_history(void *arg, int status, const struct spool_err *err,
                        const Spool__Record *const *recs, size_t n, uint64_t first_seq,
                        uint64_t last_seq)
 {
     struct spool_api_op *op = arg;
-    if (status != 0) {
-        spool_http_api_respond_err(op->req, status, err != NULL ? err->msg : "read failed");
-        free(op);
-        return;
-    }
+    if (read_failed(op, status, err)) return;
     json_t *items = json_array();
     bool stop = false;      /* the timestamp or serial window ended inside this page */
     bool truncated = false; /* --history-page-bytes reached: the page ends early */
@@ -256,11 +261,7 @@ static void on_status_read(void *arg, int status, const struct spool_err *err,
                            uint64_t last_seq)
 {
     struct spool_api_op *op = arg;
-    if (status != 0) {
-        spool_http_api_respond_err(op->req, status, err != NULL ? err->msg : "read failed");
-        free(op);
-        return;
-    }
+    if (read_failed(op, status, err)) return;
     struct spool_node *node = op->api->node;
     uint32_t shard = spool_node_shard_of(node, op->channel);
     struct spool_shard_status st;
