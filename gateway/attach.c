@@ -160,13 +160,10 @@ static void on_read(void *arg, int status, const struct spool_err *err,
                     const Spool__Record *const *recs, size_t n, uint64_t first_seq,
                     uint64_t last_seq);
 
-/* Issues the next read for the current state, unless the consumer has no room. */
-static void attach_read(struct spool_attach *a)
+/* The read the current state asks for: the newest record (probing: it tells the last seq), else
+ * the next page after `delivered`. */
+static struct spool_read_req next_read(const struct spool_attach *a)
 {
-    if (a->reading || a->closed || a->state == ATTACH_FAILED || a->state == ATTACH_LIVE)
-        return;
-    if (a->state == ATTACH_CATCHUP && a->attached && !attach_room(a))
-        return;
     struct spool_read_req req = {.channel = a->channel};
     if (a->state == ATTACH_PROBING) {
         req.backward = true;
@@ -178,6 +175,17 @@ static void attach_read(struct spool_attach *a)
         if (a->head != NULL && a->head->seq > 0)
             req.min_seq = a->head->seq - 1;
     }
+    return req;
+}
+
+/* Issues the next read for the current state, unless the consumer has no room. */
+static void attach_read(struct spool_attach *a)
+{
+    if (a->reading || a->closed || a->state == ATTACH_FAILED || a->state == ATTACH_LIVE)
+        return;
+    if (a->state == ATTACH_CATCHUP && a->attached && !attach_room(a))
+        return;
+    struct spool_read_req req = next_read(a);
     a->reading = true;
     int rv = spool_node_read(a->node, &req, on_read, a);
     if (rv != 0) {
@@ -354,14 +362,7 @@ int spool_attach_start(struct spool_attach **out, struct spool_node *node, const
         attach_free(a);
         return spool_err_set(err, rv, "attach: subscribe to the channel failed");
     }
-    struct spool_read_req req = {.channel = a->channel};
-    if (a->state == ATTACH_PROBING) {
-        req.backward = true;
-        req.limit = 1;
-    } else {
-        req.after_seq = a->delivered;
-        req.limit = a->page;
-    }
+    struct spool_read_req req = next_read(a);
     a->reading = true;
     rv = spool_node_read(node, &req, on_read, a);
     if (rv != 0) {
