@@ -240,6 +240,8 @@ static void on_read(void *arg, int status, const struct spool_err *err,
                 a->delivered = last_seq > a->from.n ? last_seq - a->from.n : 0;
             else
                 a->delivered = last_seq;
+            if (a->rollup != NULL && n == 1) /* inside a streaming response: from its create */
+                a->delivered = spool_ai_attach_start(recs[0], a->delivered);
             a->state = ATTACH_CATCHUP;
         }
         a->attached = true;
