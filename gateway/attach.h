@@ -38,6 +38,9 @@
  * updates, deletes of it) arrives as ONE record carrying the serial of the last record it covers,
  * so a reader joining mid-response gets the text so far at once and then the live appends.
  * spool_attach_serial() stays exact (the serial before a pending run). no_rollup turns it off.
+ * A "live" or "last N" attachment whose starting point falls inside a response still streaming
+ * (the channel's newest record is an unfinished append to a message created at or before it)
+ * starts at that message's create instead, so the reader gets the text so far rolled up.
  * Live, the same rollup coalesces consecutive appends of a message while the consumer says it
  * has no room (can_send), and delivers them as one record at spool_attach_continue().
  *
