@@ -66,6 +66,25 @@ bool spool_ai_rollup_is_rolled(const Spool__Record *rec)
     return rec->base.unknown_fields == &rolled_marker;
 }
 
+uint64_t spool_ai_attach_start(const Spool__Record *tail, uint64_t start)
+{
+    bool streaming = tail->action == SPOOL__ACTION__ACTION_MESSAGE_APPEND ||
+                     tail->action == SPOOL__ACTION__ACTION_MESSAGE_UPDATE;
+    if (!streaming || tail->ref_seq == 0 || tail->ref_seq > start || tail->seq < start)
+        return start;
+    const char *x = (const char *)tail->extras.data;
+    for (size_t i = 0; x != NULL && i + 7 <= tail->extras.len; i++) /* "final": true ends it */
+        if (memcmp(x + i, "\"final\"", 7) == 0) {
+            json_t *o = json_loadb(x, tail->extras.len, 0, NULL);
+            bool final = json_is_true(json_object_get(o, "final"));
+            json_decref(o);
+            if (final)
+                return start;
+            break;
+        }
+    return tail->ref_seq - 1;
+}
+
 uint64_t spool_ai_rollup_pending_from(const struct spool_ai_rollup *r)
 {
     return r->first != NULL ? r->first->seq : 0;

@@ -48,6 +48,11 @@ void spool_ai_rollup_flush(struct spool_ai_rollup *r, spool_ai_emit_cb emit, voi
 /* The first serial of the pending run; 0 when nothing is pending. */
 uint64_t spool_ai_rollup_pending_from(const struct spool_ai_rollup *r);
 bool spool_ai_rollup_is_rolled(const Spool__Record *rec);
+/* Where a live / last-N reader should start, given the channel's newest record `tail` and the
+ * starting point it asked for (the serial it "has"): before the create of a response that is
+ * still streaming (tail an unfinished append/update of a message created at or before `start`),
+ * else `start`. */
+uint64_t spool_ai_attach_start(const Spool__Record *tail, uint64_t start);
 
 /* Rolls up recs[0..n) (ascending, or descending when `descending`: then emitted descending too)
  * in one go, for history pages. Returns 0 or SPOOL_ENOMEM. */
