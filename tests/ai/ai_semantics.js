@@ -95,6 +95,15 @@ main(async () => {
         first.rollup === true && first.data === full,
         `rolled-up event: ${JSON.stringify(first)} (want serial ${lastSerial}, data ${full})`);
 
+  // A "live" reader attaching while the response streams starts at its create: rolled up too.
+  const liveReader = await connect();
+  const liveGot = follow(liveReader, 'live');
+  liveReader.send({type: 'attach', channel: CH, from: 'live'});
+  await liveReader.type('attached', 10000);
+  await waitFor(() => liveGot.length >= 1, 'the rolled-up message for a live attach');
+  check(liveGot[0].action === 'message.create' && liveGot[0].rollup && liveGot[0].serial === lastSerial &&
+        liveGot[0].data === full, `live attach mid-response: ${JSON.stringify(liveGot[0])}`);
+
   // A reader that had the response up to some serial: the missed appends as one event.
   const mid = M + 10;
   const resumer = await connect();
@@ -115,7 +124,8 @@ main(async () => {
     full += ` t${i}`;
     lastSerial = a.serials[0];
   }
-  await waitFor(() => lateGot.length >= 11 && resGot.length >= 11, 'live appends');
+  await waitFor(() => lateGot.length >= 11 && resGot.length >= 11 && liveGot.length >= 11, 'live appends');
+  check(text(liveGot, M) === full, `live reader text: ${text(liveGot, M)}`);
   check(lateGot.slice(1).every((e) => e.action === 'message.append' && !e.rollup), 'live appends are single events');
   check(text(lateGot, M) === full, `late reader text: ${text(lateGot, M)}`);
   check(lateGot[lateGot.length - 1].extras && lateGot[lateGot.length - 1].extras.final === true, 'final marker');
@@ -212,6 +222,6 @@ main(async () => {
   check(pubs >= 50 && ents >= 1 && ents <= 5, `group commit: ${pubs} publishes in ${ents} Raft entries`);
   console.log(`group commit: ${pubs} publishes in ${ents} Raft entries`);
 
-  agent.close(); late.close(); resumer.close();
+  agent.close(); late.close(); resumer.close(); liveReader.close();
   console.log(`ok: ${full.length} chars streamed, rolled up for late readers, fenced turns`);
 });
