@@ -5,14 +5,17 @@
  * is unacknowledged waits and its latency includes the wait, so a server that falls behind shows
  * it). Open loop, one libuv thread.
  *
- *   appends --url 127.0.0.1:8080 --streams 1000 --rate 50 --duration 10 --warmup 2
+ *   appends --url 127.0.0.1:8080 --streams 1000 --rate 50 --duration 10 --warmup 2 [--batch K]
+ *
+ * --batch K: the agent sends its tokens K at a time (one POST with an array of K appends every
+ * K/rate s), as an agent that flushes what its model produced every few tens of ms would.
  *
  * Output ends with one line:
  *   RESULT streams=.. rate=.. offered_per_s=.. acked_per_s=.. errors=.. p50_ms=.. p99_ms=..
  *          appends_per_entry=..
  * appends_per_entry is the group-commit batching seen by the server: the increase of
  * spool_raft_proposed_publishes_total over spool_raft_proposals_total on that node's /metrics
- * during the measured window (single-node or the leader of every shard).
+ * during the measured window (single-node or the leader of every shard), times --batch.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* strcasestr */
@@ -28,9 +31,9 @@
 static struct {
     char host[64];
     int port;
-    unsigned streams, rate, token;
+    unsigned streams, rate, token, batch;
     double duration, warmup;
-} opt = {"127.0.0.1", 8080, 1000, 50, 4, 10, 2};
+} opt = {"127.0.0.1", 8080, 1000, 50, 4, 1, 10, 2};
 
 struct stream {
     uv_tcp_t tcp;
@@ -65,7 +68,7 @@ static void on_write(uv_write_t *w, int status)
 
 static void post(struct stream *s, const char *body)
 {
-    char *buf = malloc(512 + strlen(body));
+    char *buf = malloc(512 + strlen(body) + 1);
     int n = sprintf(buf,
                     "POST /v1/channels/bench-appends-%u/messages HTTP/1.1\r\nHost: x\r\n"
                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
@@ -103,7 +106,7 @@ static void on_response(struct stream *s, int status, const char *body)
         const char *p = strstr(body, "\"serials\":[");
         s->msg = p ? strtoull(p + 11, NULL, 10) : 0;
     } else if (s->sent_at >= measure_ns && now <= end_ns) {
-        acked++;
+        acked += opt.batch;
         record_latency((double)(now - s->sent_at) / 1e6);
     }
     send_next(s);
@@ -162,13 +165,21 @@ static void send_next(struct stream *s)
     s->sent_at = s->due_at[0];
     memmove(s->due_at, s->due_at + 1, (s->due - 1) * sizeof s->due_at[0]);
     s->due--;
-    char body[256], tok[64];
+    char body[16384], tok[64];
     unsigned n = opt.token < sizeof tok - 1 ? opt.token : sizeof tok - 1;
     memset(tok, 'a' + (char)(s->id % 26), n);
     tok[n] = '\0';
-    snprintf(body, sizeof body,
-             "{\"clientId\":\"agent-%u\",\"action\":\"append\",\"refSerial\":%" PRIu64 ",\"data\":\"%s\"}",
-             s->id, s->msg, tok);
+    size_t o = 0;
+    if (opt.batch > 1)
+        body[o++] = '[';
+    for (unsigned k = 0; k < opt.batch && o + 256 < sizeof body; k++)
+        o += (size_t)snprintf(body + o, sizeof body - o,
+                              "%s{\"clientId\":\"agent-%u\",\"action\":\"append\",\"refSerial\":%" PRIu64
+                              ",\"data\":\"%s\"}",
+                              k ? "," : "", s->id, s->msg, tok);
+    if (opt.batch > 1)
+        body[o++] = ']';
+    body[o] = '\0';
     post(s, body);
 }
 
@@ -177,7 +188,7 @@ static void on_tick(uv_timer_t *t)
     struct stream *s = t->data;
     uint64_t now = uv_hrtime();
     if (now >= measure_ns && now <= end_ns)
-        offered++;
+        offered += opt.batch;
     if (s->due < sizeof s->due_at / sizeof s->due_at[0])
         s->due_at[s->due++] = now;
     else
@@ -198,7 +209,7 @@ static void on_connect(uv_connect_t *c, int status)
     char body[128];
     snprintf(body, sizeof body, "{\"clientId\":\"agent-%u\",\"data\":\"\"}", s->id);
     post(s, body);
-    uint64_t period = 1000 / opt.rate ? 1000 / opt.rate : 1;
+    uint64_t period = 1000 * opt.batch / opt.rate ? 1000 * opt.batch / opt.rate : 1;
     uv_timer_start(&s->tick, on_tick, (s->id * 7919u) % period + 1, period);
 }
 
@@ -249,15 +260,16 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--streams") == 0) opt.streams = (unsigned)atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--rate") == 0) opt.rate = (unsigned)atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--token-bytes") == 0) opt.token = (unsigned)atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--batch") == 0) opt.batch = (unsigned)atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--duration") == 0) opt.duration = atof(argv[i + 1]);
         else if (strcmp(argv[i], "--warmup") == 0) opt.warmup = atof(argv[i + 1]);
         else {
             fprintf(stderr, "usage: appends [--url host:port] [--streams N] [--rate tokens/s] "
-                            "[--token-bytes B] [--duration s] [--warmup s]\n");
+                            "[--token-bytes B] [--batch K] [--duration s] [--warmup s]\n");
             return 2;
         }
     }
-    if (opt.streams == 0 || opt.rate == 0 || opt.duration <= 0) return 2;
+    if (opt.streams == 0 || opt.rate == 0 || opt.batch == 0 || opt.batch > 50 || opt.duration <= 0) return 2;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < opt.streams + 64) {
         rl.rlim_cur = rl.rlim_max;
@@ -296,10 +308,10 @@ int main(int argc, char **argv)
     double e1 = metric_sum("spool_raft_proposals_total");
     qsort(lat, n_lat, sizeof *lat, cmp);
     double p50 = n_lat ? lat[n_lat / 2] : 0, p99 = n_lat ? lat[(size_t)((double)n_lat * 0.99)] : 0;
-    printf("RESULT streams=%u rate=%u offered_per_s=%.0f acked_per_s=%.0f errors=%" PRIu64
+    printf("RESULT streams=%u rate=%u batch=%u offered_per_s=%.0f acked_per_s=%.0f errors=%" PRIu64
            " p50_ms=%.2f p99_ms=%.2f appends_per_entry=%.1f\n",
-           opt.streams, opt.rate, (double)offered / opt.duration, (double)acked / opt.duration,
-           errors, p50, p99, e1 > e0 && e0 >= 0 ? (p1 - p0) / (e1 - e0) : 0.0);
+           opt.streams, opt.rate, opt.batch, (double)offered / opt.duration, (double)acked / opt.duration,
+           errors, p50, p99, e1 > e0 && e0 >= 0 ? (p1 - p0) / (e1 - e0) * opt.batch : 0.0);
     free(lat);
     free(streams);
     return errors != 0;
