@@ -22,9 +22,15 @@
 struct turn_op {
     struct spool_http_api *api;
     struct spool_http_req *req;
-    char channel[1024];
+    char *channel;
     uint64_t seq;
 };
+
+static void turn_op_free(struct turn_op *op)
+{
+    free(op->channel);
+    free(op);
+}
 
 static void on_read_back(void *arg, int status, const struct spool_err *err,
                          const Spool__Record *const *recs, size_t n, uint64_t first_seq,
@@ -35,7 +41,7 @@ static void on_read_back(void *arg, int status, const struct spool_err *err,
     if (status != 0 || n == 0 || recs[0]->seq != op->seq) {
         spool_http_api_respond_err(op->req, status ? status : SPOOL_EIO,
                                    status && err ? err->msg : "turn record not readable");
-        free(op);
+        turn_op_free(op);
         return;
     }
     const Spool__Record *r = recs[0];
@@ -44,7 +50,7 @@ static void on_read_back(void *arg, int status, const struct spool_err *err,
     json_object_set_new(v, "channel", json_string(op->channel));
     json_object_set_new(v, "serial", json_integer((json_int_t)r->seq));
     spool_http_respond_json(op->req, 200, v);
-    free(op);
+    turn_op_free(op);
 }
 
 static void on_turn_published(void *arg, int status, const struct spool_err *err,
@@ -55,7 +61,7 @@ static void on_turn_published(void *arg, int status, const struct spool_err *err
     if (status != 0 || n != 1) {
         spool_http_api_respond_err(op->req, status ? status : SPOOL_EIO,
                                    err != NULL && err->msg[0] ? err->msg : "turn refused");
-        free(op);
+        turn_op_free(op);
         return;
     }
     op->seq = seqs[0];
@@ -64,7 +70,7 @@ static void on_turn_published(void *arg, int status, const struct spool_err *err
     int rv = spool_node_read(op->api->node, &rr, on_read_back, op);
     if (rv != 0) {
         spool_http_api_respond_err(op->req, rv, "reading the turn back failed");
-        free(op);
+        turn_op_free(op);
     }
 }
 
@@ -142,17 +148,16 @@ void spool_ai_turn_handle(void *arg, struct spool_http_req *req)
     rec.data.len = strlen(action);
     rec.content_type = "text/plain";
     struct turn_op *op = calloc(1, sizeof *op);
-    if (op == NULL || strlen(channel) >= sizeof op->channel) {
-        free(op);
+    if (op == NULL || (op->channel = strdup(channel)) == NULL) {
+        if (op != NULL) turn_op_free(op);
         spool_http_respond_error(req, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
         goto out;
     }
     op->api = api, op->req = req;
-    strcpy(op->channel, channel);
     const Spool__Record *ptr = &rec;
     int rv = spool_node_publish(api->node, channel, &ptr, 1, on_turn_published, op);
     if (rv != 0) {
-        free(op);
+        turn_op_free(op);
         spool_http_api_respond_err(req, rv, "turn request refused");
     }
 out:
