@@ -6,7 +6,9 @@
 #include "cluster/batch.h"
 
 #include <stdlib.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 
@@ -14,6 +16,8 @@ struct spool_batch_proposal {
     struct raft_apply req;
     struct spool_batch_proposal *prev, *next; /* batch->in_flight */
     struct spool_batch *batch;
+    struct spool_fsm_result *result; /* set when the entry was applied here (take_result) */
+    uint64_t nonce;                  /* Entry.proposal: tells our entry from another at its index */
     size_t n;
     struct spool_batch_item *items[];
 };
@@ -23,6 +27,18 @@ static int64_t wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Proposal nonces: random per process, then counting, so two proposers never share one. */
+static uint64_t next_nonce(void)
+{
+    static uint64_t next;
+    if (next == 0) {
+        if (getrandom(&next, sizeof next, 0) != sizeof next)
+            next = (uint64_t)wall_ms() << 20 ^ (uint64_t)getpid();
+        next |= 1;
+    }
+    return next++;
 }
 
 static void fail_items(struct spool_batch_item **items, size_t n, int code, const char *msg)
@@ -35,9 +51,14 @@ static void fail_items(struct spool_batch_item **items, size_t n, int code, cons
 
 static void proposal_applied_cb(struct raft_apply *req, int status, void *result)
 {
+    (void)result; /* always NULL: results come through spool_batch_take_result */
     struct spool_batch_proposal *p = req->data;
-    struct spool_fsm_result *res = result;
+    struct spool_fsm_result *res = p->result;
     struct spool_batch *b = p->batch;
+    /* An entry applied here was committed, whatever libraft reports about the request (it may
+     * fail it with "leadership lost" after the new leader committed it). */
+    if (res != NULL)
+        status = 0;
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -105,7 +126,10 @@ static void propose_some(struct spool_batch *b)
     }
     p->n = n;
     p->batch = b;
+    p->result = NULL;
+    p->nonce = next_nonce();
     Spool__Entry e = SPOOL__ENTRY__INIT;
+    e.proposal = p->nonce;
     e.timestamp_ms = wall_ms();
     e.n_publishes = n;
     e.publishes = reqs;
@@ -145,12 +169,17 @@ static void propose_some(struct spool_batch *b)
     b->items += n;
 }
 
-bool spool_batch_awaits(void *arg, uint64_t index)
+bool spool_batch_take_result(void *arg, uint64_t index, struct spool_fsm_result *r)
 {
     struct spool_batch *b = arg;
-    for (struct spool_batch_proposal *p = b->in_flight; p; p = p->next)
-        if (p->req.index == index)
+    for (struct spool_batch_proposal *p = b->in_flight; p; p = p->next) {
+        /* The nonce too: after a lost leadership another leader's entry may hold our index
+         * while our proposal's failure callback is still pending. */
+        if (p->req.index == index && p->nonce == r->proposal && p->result == NULL) {
+            p->result = r;
             return true;
+        }
+    }
     return false;
 }
 

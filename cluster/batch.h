@@ -54,9 +54,9 @@ int spool_batch_init(struct spool_batch *b, uv_loop_t *loop, struct raft *raft);
 void spool_batch_submit(struct spool_batch *b, struct spool_batch_item *item);
 /* Asks for a retention tick (the leader's clock) in the next entry; fire and forget. */
 void spool_batch_retention(struct spool_batch *b);
-/* Whether an entry this batch proposed at `index` is waiting for its result (for
- * spool_fsm.want_result; arg is the batch). */
-bool spool_batch_awaits(void *arg, uint64_t index);
+/* Gives the result of the entry at `index` to the proposal of this batch waiting for it, which
+ * then owns it (spool_fsm.take_result; arg is the batch). False when no proposal waits. */
+bool spool_batch_take_result(void *arg, uint64_t index, struct spool_fsm_result *r);
 /* Fails queued items with SPOOL_ECLOSED and closes the timer; items already proposed complete
  * through their apply callbacks (raft_close cancels them). cb runs once the timer is closed. */
 void spool_batch_close(struct spool_batch *b, void (*cb)(struct spool_batch *b));

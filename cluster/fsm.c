@@ -183,6 +183,7 @@ static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry 
     if (r == NULL)
         return NULL;
     r->index = index;
+    r->proposal = e->proposal;
     r->n = e->n_publishes;
     r->publishes = calloc(r->n ? r->n : 1, sizeof *r->publishes);
     if (r->publishes == NULL) {
@@ -322,8 +323,10 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         goto out;
     if (n > 0 && f->on_records != NULL)
         f->on_records(f->cb_arg, (const Spool__Record *const *)ptrs, n);
-    if (f->want_result == NULL || f->want_result(f->want_arg, index)) {
+    if (f->take_result == NULL) {
         *result = r;
+        r = NULL;
+    } else if (f->take_result(f->take_arg, index, r)) {
         r = NULL;
     }
 out:

@@ -46,6 +46,7 @@ struct spool_fsm_publish_result {
 
 struct spool_fsm_result {
     uint64_t index;
+    uint64_t proposal; /* the entry's proposal nonce (Entry.proposal) */
     size_t n;
     struct spool_fsm_publish_result *publishes; /* one per PublishRequest of the entry */
 };
@@ -65,11 +66,14 @@ struct spool_fsm {
     spool_fsm_records_cb on_records;
     spool_fsm_restored_cb on_restored;
     void *cb_arg;
-    /* Whether someone waits for the result of the entry at `index` (a local proposal). libraft
-     * drops the results of entries nobody waits for (followers, earlier leaders' entries), so
-     * results are only built when this says yes; NULL = always (tests). */
-    bool (*want_result)(void *arg, uint64_t index);
-    void *want_arg;
+    /* Hands the result of the entry at `index` to whoever proposed it here; returns true when it
+     * took ownership, false when nobody waits (followers, earlier leaders' entries: the result
+     * is freed). Results never travel through libraft's apply result: libraft 0.22 may forget a
+     * request on stepping down before the entry it proposed is applied, and would then drop the
+     * result (a leak) and report the committed entry as failed. NULL = return the result from
+     * spool_fsm_apply_entry (tests). */
+    bool (*take_result)(void *arg, uint64_t index, struct spool_fsm_result *r);
+    void *take_arg;
 };
 
 /* Builds the dedup table from the store's tails. */

@@ -111,8 +111,8 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
     uv_timer_init(loop, &s->retention_timer);
     s->retention_timer.data = s;
     rc = spool_batch_init(&s->batch, loop, &s->raft);
-    s->fsm.want_result = spool_batch_awaits;
-    s->fsm.want_arg = &s->batch;
+    s->fsm.take_result = spool_batch_take_result;
+    s->fsm.take_arg = &s->batch;
     if (rc != 0) {
         spool_err_set(err, rc, "shard %u: batch timer", cfg->id);
         s->closing = true;
