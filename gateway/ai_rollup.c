@@ -262,17 +262,59 @@ int spool_ai_rollup_push(struct spool_ai_rollup *r, const Spool__Record *rec, sp
     return rc;
 }
 
+/* A history page groups by message, not only by contiguous run: every record about message M
+ * on the page (its create, appends, updates, delete) folds into ONE item at M's first record's
+ * place, carrying the serial of the last record folded, so a page shows each message's latest
+ * state once. Other records stay as they are. */
+struct page_item {
+    struct spool_ai_rollup *run; /* a message's records, or NULL: `rec` as is */
+    const Spool__Record *rec;
+};
+
+static bool about_message(const Spool__Record *r)
+{
+    return r->action == SPOOL__ACTION__ACTION_MESSAGE_CREATE ||
+           (r->ref_seq != 0 && (r->action == SPOOL__ACTION__ACTION_MESSAGE_APPEND ||
+                                r->action == SPOOL__ACTION__ACTION_MESSAGE_UPDATE ||
+                                r->action == SPOOL__ACTION__ACTION_MESSAGE_DELETE));
+}
+
 int spool_ai_rollup_page(const Spool__Record *const *recs, size_t n, bool descending,
                          uint64_t max_bytes, spool_ai_emit_cb emit, void *arg)
 {
-    struct spool_ai_rollup *r = spool_ai_rollup_new(max_bytes);
-    if (r == NULL)
+    struct page_item *items = calloc(n ? n : 1, sizeof *items);
+    if (items == NULL)
         return SPOOL_ENOMEM;
+    size_t k = 0;
     int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++)
-        rc = spool_ai_rollup_push(r, recs[descending ? n - 1 - i : i], emit, arg);
-    if (rc == 0)
-        spool_ai_rollup_flush(r, emit, arg);
-    spool_ai_rollup_free(r);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const Spool__Record *rec = recs[descending ? n - 1 - i : i];
+        if (!about_message(rec)) {
+            items[k++].rec = rec;
+            continue;
+        }
+        uint64_t msg = rec->action == SPOOL__ACTION__ACTION_MESSAGE_CREATE ? rec->seq : rec->ref_seq;
+        struct page_item *it = NULL;
+        for (size_t j = k; j > 0 && it == NULL; j--) /* the newest item about msg that can take it */
+            if (items[j - 1].run != NULL && items[j - 1].run->msg == msg)
+                it = &items[j - 1];
+        if (it != NULL && rec->action != SPOOL__ACTION__ACTION_MESSAGE_CREATE &&
+            it->run->kind != SPOOL__ACTION__ACTION_MESSAGE_DELETE &&
+            it->run->len + rec->data.len <= it->run->max_bytes) {
+            rc = run_add(it->run, rec);
+            continue;
+        }
+        it = &items[k++];
+        if ((it->run = spool_ai_rollup_new(max_bytes)) == NULL || run_start(it->run, rec) != 0)
+            rc = SPOOL_ENOMEM;
+    }
+    for (size_t i = 0; i < k; i++) {
+        if (rc == 0 && items[i].run != NULL)
+            spool_ai_rollup_flush(items[i].run, emit, arg);
+        else if (rc == 0)
+            emit(arg, items[i].rec);
+        spool_ai_rollup_free(items[i].run);
+    }
+    free(items);
     return rc;
 }
