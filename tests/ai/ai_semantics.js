@@ -188,6 +188,18 @@ main(async () => {
   const badTurn = await turn({action: 'claim', clientId: 'x', ttlMs: 0});
   check(badTurn.status === 400, `ttl 0: ${JSON.stringify(badTurn)}`);
 
+  // An edit made long after (other records in between): history still shows the message once,
+  // in its latest version; every version on request.
+  const late2 = await post({clientId: 'agent', action: 'update', refSerial: M, data: 'Edited later.'});
+  check(late2.status === 201, `late update: ${JSON.stringify(late2)}`);
+  const h3 = await request('GET', `/v1/channels/${encodeURIComponent(CH)}/messages?limit=1000`);
+  const aboutM = h3.body.items.filter((x) => x.serial === M || x.refSerial === M);
+  check(aboutM.length === 1 && aboutM[0].data === 'Edited later.' && aboutM[0].version === 3,
+        `history after a late edit: ${JSON.stringify(aboutM)}`);
+  const h4 = await request('GET', `/v1/channels/${encodeURIComponent(CH)}/messages?limit=1000&rollup=false`);
+  const versions = h4.body.items.filter((x) => x.refSerial === M && x.action === 'message.update').map((x) => x.version);
+  check(versions.join() === '2,3', `every version on request: ${versions}`);
+
   // Batching: 50 appends from one producer arriving together (one TCP write) are one Raft entry
   // or very few (group commit: everything queued in one loop turn), not 50.
   const metric = async (name) => {

@@ -166,3 +166,22 @@ Test(rollup, live_reader_starts_at_a_streaming_create)
     Spool__Record c = rec(40, CREATE, 0, "x", NULL);
     cr_assert_eq(spool_ai_attach_start(&c, 40), 40);
 }
+
+Test(rollup, a_history_page_shows_each_message_once_in_its_latest_state)
+{
+    Spool__Record v[] = {rec(1, CREATE, 0, "a", NULL), rec(2, PRESENCE, 0, "{}", NULL), rec(3, APPEND, 1, "b", NULL),
+                         rec(4, CREATE, 0, "q", NULL), rec(5, UPDATE, 1, "edited", NULL), rec(6, DELETE, 4, "", NULL)};
+    v[4].version = 2;
+    v[5].version = 2;
+    const Spool__Record *p[] = {&v[0], &v[1], &v[2], &v[3], &v[4], &v[5]};
+    struct out o = {0};
+    cr_assert_eq(spool_ai_rollup_page(p, 6, false, 0, emit, &o), 0);
+    cr_assert_eq(o.n, 3);
+    cr_assert_eq(o.action[0], CREATE);
+    cr_assert_str_eq(o.data[0], "edited");
+    cr_assert_eq(o.seq[0], 5, "the item covers up to its last record");
+    cr_assert_eq(o.ref[0], 1);
+    cr_assert_eq(o.action[1], PRESENCE);
+    cr_assert_eq(o.action[2], DELETE, "a deleted message is its tombstone");
+    cr_assert_eq(o.seq[2], 6);
+}
