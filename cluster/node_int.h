@@ -27,6 +27,7 @@ enum {
     SPOOL_METHOD_READ = 2,    /* ReadRequest -> ReadReply */
     SPOOL_METHOD_LEADER = 3,  /* LeaderQuery -> LeaderReply */
     SPOOL_METHOD_SLOT_MAP = 4, /* SlotMapQuery -> SlotMapReply */
+    SPOOL_METHOD_EPHEMERAL = 5, /* one-way: a packed Record, live only (conversation_ephemeral.c) */
 };
 
 #define SPOOL_READ_DEFAULT_LIMIT 100
@@ -62,6 +63,8 @@ struct spool_node {
     struct spool_topic *topics;  /* channels with local subscribers (subscription.c) */
     spool_record_cb fanout_cb;   /* spool_node_set_fanout_observer (subscription.c) */
     void *fanout_arg;
+    spool_record_cb ephemeral_cb; /* spool_node_set_ephemeral_cb (conversation_ephemeral.c) */
+    void *ephemeral_arg;
     struct spool_topic **topic_buckets; /* hash index over `topics` by channel */
     size_t n_topic_buckets, n_topics;
     struct spool_op *waiters;    /* parked long-poll reads served for peers (router.c) */
@@ -72,6 +75,9 @@ struct spool_node {
     void (*close_cb)(void *arg);
     void *close_arg;
 };
+
+/* conversation_ephemeral.c: an ephemeral record sent by a peer */
+void spool_node_ephemeral_arrived(struct spool_node *n, uint64_t from, const void *body, size_t len);
 
 /* serve.c: requests from peers */
 void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
