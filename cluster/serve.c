@@ -186,6 +186,10 @@ void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, cons
 void spool_serve_message_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
                              size_t len)
 {
+    if (method == SPOOL_METHOD_EPHEMERAL) { /* conversation_ephemeral.c */
+        spool_node_ephemeral_arrived(arg, from_node, body, len);
+        return;
+    }
     SPOOL_DEBUG("router.unexpected_message", "from=%llu method=%u", (unsigned long long)from_node,
                 method);
 }
