@@ -119,6 +119,14 @@ void spool_node_unsubscribe(struct spool_sub *sub);
  * subscriber), before them; for delivery-latency metrics. NULL turns it off. */
 void spool_node_set_fanout_observer(struct spool_node *n, spool_record_cb cb, void *arg);
 
+/* --- ephemeral records (cluster/conversation_ephemeral.c) ----------------------------------- */
+
+/* Sends `rec` (channel set; never stored, no seq) to every other storage node, best effort; the
+ * caller delivers it to its own local consumers. 0, SPOOL_ECLOSED or SPOOL_ENOMEM. */
+int spool_node_ephemeral(struct spool_node *n, const Spool__Record *rec);
+/* Who receives the ephemeral records peers send (the gateway); NULL to stop. */
+void spool_node_set_ephemeral_cb(struct spool_node *n, spool_record_cb cb, void *arg);
+
 /* --- status and metrics --------------------------------------------------------------------- */
 
 struct spool_shard_status {
