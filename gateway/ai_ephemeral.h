@@ -12,9 +12,9 @@
  * An interrupt is addressed to the channel's turn holder: it goes to every attached connection
  * (one hop, no log) and carries "to":"turn"; the holder acts on it, others may show it.
  *
- * Scope: the fan-out is to the connections of the node that received the message (one gateway
- * node, or clients of one conversation pinned to one node). Cross-node fan-out is not built: it
- * would be a cluster RPC broadcast to the nodes with subscribers of the channel (see the doc).
+ * Across nodes: the receiving node also sends the record to every other storage node with a
+ * one-way cluster RPC (cluster/conversation_ephemeral.c), whose connections get it the same
+ * way; gateway-only nodes are not reached yet (see the doc).
  * Part of the realtime protocol server (uses its internals, gateway/realtime_int.h).
  */
 #ifndef SPOOL_GATEWAY_AI_EPHEMERAL_H
@@ -23,9 +23,14 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "proto/record.pb-c.h"
+
 struct rt_conn;
 
 /* Handles a realtime message of type "ephemeral" or "interrupt" (`interrupt` says which). */
 void spool_ai_ephemeral(struct rt_conn *c, json_t *msg, bool interrupt);
+/* spool_record_cb for spool_node_set_ephemeral_cb (arg = the struct spool_realtime): an
+ * ephemeral record a peer node sent, delivered to this node's attached connections. */
+void spool_ai_ephemeral_arrived(void *arg, const Spool__Record *rec);
 
 #endif
