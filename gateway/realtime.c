@@ -370,6 +370,8 @@ int spool_realtime_init(struct spool_realtime **out, uv_loop_t *loop, struct spo
         return spool_err_set(err, SPOOL_ENOMEM, "realtime: out of memory");
     rt->loop = loop;
     rt->node = node;
+    if (node != NULL) /* ephemeral records from peer nodes (gateway/ai_ephemeral.h) */
+        spool_node_set_ephemeral_cb(node, spool_ai_ephemeral_arrived, rt);
     rt->keys = keys;
     rt->cfg = *cfg;
     memcpy(rt->secret, secret, SPOOL_RESUME_SECRET_BYTES);
@@ -410,6 +412,8 @@ static void rt_maybe_finish_close(struct spool_realtime *rt)
 void spool_realtime_close(struct spool_realtime *rt, void (*cb)(void *arg), void *arg)
 {
     rt->closing = true;
+    if (rt->node != NULL)
+        spool_node_set_ephemeral_cb(rt->node, NULL, NULL);
     rt->close_cb = cb;
     rt->close_arg = arg;
     /* Members of dropped connections leave now: no resume will come to this node any more. */
