@@ -54,5 +54,24 @@ main(async () => {
   check(take.status === 200 && take.body.epoch > claim.body.epoch, `take-over via node 1: ${JSON.stringify(take)}`);
   const stale = await post(2, {clientId: 'agent', data: 'late', turnEpoch: claim.body.epoch});
   check(stale.status === 409 && new RegExp(`stale turn epoch ${claim.body.epoch}:`).test(stale.body.error.message), `stale via node 3: ${JSON.stringify(stale)}`);
-  late.close();
+
+  // Ephemeral messages and interrupts cross nodes without the log: sent on node 1, received by
+  // connections on nodes 2 and 3, nothing stored.
+  const before = (await request(PORTS[0], 'GET', `/v1/channels/${CH}`)).body.lastSerial;
+  const on2 = await connect('', `127.0.0.1:${PORTS[1]}`);
+  on2.send({type: 'attach', channel: CH, from: 'live'});
+  await on2.type('attached', 10000);
+  const sender = await connect('', `127.0.0.1:${PORTS[0]}`);
+  sender.send({type: 'ephemeral', channel: CH, name: 'typing', clientId: 'alice', data: {on: true}, msgSerial: 1});
+  await sender.type('ack', 10000, (m) => m.msgSerial === 1);
+  const e2 = await on2.type('ephemeral', 10000);
+  const e3 = await late.type('ephemeral', 10000);
+  check(e2.name === 'typing' && e2.clientId === 'alice' && e2.data.on === true && e3.name === 'typing',
+        `ephemeral across nodes: ${JSON.stringify(e2)} ${JSON.stringify(e3)}`);
+  sender.send({type: 'interrupt', channel: CH, data: {reason: 'stop'}});
+  const i3 = await late.type('interrupt', 10000);
+  check(i3.to === 'turn' && i3.data.reason === 'stop', `interrupt across nodes: ${JSON.stringify(i3)}`);
+  const after = (await request(PORTS[2], 'GET', `/v1/channels/${CH}`)).body.lastSerial;
+  check(after === before, `ephemeral messages were stored: ${before} -> ${after}`);
+  late.close(); on2.close(); sender.close();
 });
