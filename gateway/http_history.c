@@ -10,9 +10,9 @@
  * Items are encoded by spool_rt_record_json, so history and live messages look the same; data
  * that is neither JSON nor text (published as binary over another protocol) comes back
  * base64-encoded with "encoding".
- * Token streams are rolled up per page (gateway/ai_rollup.h: a run of records about one message
- * is one item carrying the serial of the last record it covers) unless ?rollup=false; `next`
- * still follows the raw serials, so paging stays exact.
+ * Token streams and edits are rolled up per page (gateway/ai_rollup.h: the records about one
+ * message on the page are one item in its latest state, carrying the serial of the last record it
+ * covers) unless ?rollup=false; `next` still follows the raw serials, so paging stays exact.
  */
 #include <inttypes.h>
 #include <jansson.h>
