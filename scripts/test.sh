@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SPOOL_SETUP_TEST=1 scripts/setup.sh
 scripts/build.sh asan
-# Every tests/<area>/package-lock.json pins that area's npm packages; install each exactly
-# (npm ci), skipping folders whose node_modules already match the lock file.
-for lock in tests/*/package-lock.json; do
+# Every tests/<area>/ and examples/<name>/ package-lock.json pins that folder's npm packages;
+# install each exactly (npm ci), skipping folders whose node_modules already match the lock file.
+for lock in tests/*/package-lock.json examples/*/package-lock.json; do
   [ -f "$lock" ] || continue
   dir=$(dirname "$lock")
   if ! (cd "$dir" && [ -d node_modules ] && cmp -s package-lock.json node_modules/.package-lock.json.spool 2>/dev/null); then
