@@ -56,6 +56,11 @@ static json_t *data_json(const Spool__Record *rec, const char **encoding)
     return v;
 }
 
+static json_t *opt_string(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? json_string(s) : json_null();
+}
+
 json_t *spool_rt_record_json(const Spool__Record *rec)
 {
     const char *encoding;
@@ -70,15 +75,15 @@ json_t *spool_rt_record_json(const Spool__Record *rec)
     json_object_set_new(o, "type", json_string(presence ? "presence" : "message"));
     json_object_set_new(o, "channel", json_string(rec->channel));
     json_object_set_new(o, "serial", json_integer((json_int_t)rec->seq));
-    if (rec->id != NULL && rec->id[0] != '\0')
-        json_object_set_new(o, "id", json_string(rec->id));
-    if (!presence && rec->name != NULL && rec->name[0] != '\0')
-        json_object_set_new(o, "name", json_string(rec->name));
+    /* Messages always carry id, name and clientId (null when unset) so clients can rely on
+     * one shape; presence events name their action in "action" instead of "name". */
+    json_object_set_new(o, "id", opt_string(rec->id));
+    if (!presence)
+        json_object_set_new(o, "name", opt_string(rec->name));
     json_object_set_new(o, "data", data);
     if (encoding != NULL)
         json_object_set_new(o, "encoding", json_string(encoding));
-    if (rec->client_id != NULL && rec->client_id[0] != '\0')
-        json_object_set_new(o, "clientId", json_string(rec->client_id));
+    json_object_set_new(o, "clientId", opt_string(rec->client_id));
     if (rec->connection_id != NULL && rec->connection_id[0] != '\0')
         json_object_set_new(o, "connectionId", json_string(rec->connection_id));
     json_object_set_new(o, "timestamp", json_integer((json_int_t)rec->timestamp_ms));
