@@ -191,6 +191,26 @@ static void out_put(struct out *o, const void *s, size_t n)
 
 static void out_str(struct out *o, const char *s) { out_put(o, s, strlen(s)); }
 
+/* The pieces' bytes in one malloc'd buffer (one spare byte), *total of them; NULL if out of
+ * memory. */
+static uint8_t *pieces_join(const struct piece *pcs, size_t n, size_t *total)
+{
+    size_t t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += pcs[i].len;
+    uint8_t *all = malloc(t + 1);
+    if (all == NULL)
+        return NULL;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (pcs[i].len > 0)
+            memcpy(all + w, pcs[i].data, pcs[i].len);
+        w += pcs[i].len;
+    }
+    *total = t;
+    return all;
+}
+
 /* One data event (when n > 0) and its control event, written at once. */
 static int sse_emit(struct live *l, const struct piece *pcs, size_t n, bool up_to_date, bool closed)
 {
@@ -207,19 +227,11 @@ static int sse_emit(struct live *l, const struct piece *pcs, size_t n, bool up_t
             }
             out_str(&o, "]\n");
         } else if (ds_is_text(ct)) {
-            size_t total = 0;
-            for (size_t i = 0; i < n; i++)
-                total += pcs[i].len;
-            char *all = malloc(total + 1);
+            size_t total;
+            char *all = (char *)pieces_join(pcs, n, &total);
             if (all == NULL) {
                 free(o.p);
                 return -1;
-            }
-            size_t w = 0;
-            for (size_t i = 0; i < n; i++) {
-                if (pcs[i].len > 0)
-                    memcpy(all + w, pcs[i].data, pcs[i].len);
-                w += pcs[i].len;
             }
             size_t start = 0;
             for (size_t i = 0; i <= total; i++) {
@@ -234,22 +246,13 @@ static int sse_emit(struct live *l, const struct piece *pcs, size_t n, bool up_t
             }
             free(all);
         } else {
-            size_t total = 0;
-            for (size_t i = 0; i < n; i++)
-                total += pcs[i].len;
-            uint8_t *all = malloc(total + 1);
-            char *b64 = malloc(4 * ((total + 2) / 3) + 1);
-            if (all == NULL || b64 == NULL) {
+            size_t total;
+            uint8_t *all = pieces_join(pcs, n, &total);
+            char *b64 = all != NULL ? malloc(4 * ((total + 2) / 3) + 1) : NULL;
+            if (b64 == NULL) {
                 free(all);
-                free(b64);
                 free(o.p);
                 return -1;
-            }
-            size_t w = 0;
-            for (size_t i = 0; i < n; i++) {
-                if (pcs[i].len > 0)
-                    memcpy(all + w, pcs[i].data, pcs[i].len);
-                w += pcs[i].len;
             }
             int bl = EVP_EncodeBlock((unsigned char *)b64, all, (int)total);
             out_str(&o, "data:");
