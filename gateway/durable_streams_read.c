@@ -75,6 +75,19 @@ static uint64_t level_lo(const struct ds_read *r, const struct level *l)
     return r->from > l->st->origin ? r->from : l->st->origin;
 }
 
+/* The current level is done: move on to level cur - 1 from where its range starts. False when
+ * level 0 (the stream itself) was the one done: the read is then finished. */
+static bool level_pop(struct ds_read *r)
+{
+    if (r->cur == 0) {
+        read_finish(r, 200);
+        return false;
+    }
+    r->cur--;
+    r->after_seq = spool_streams_seq_of(r->lv[r->cur].st, level_lo(r, &r->lv[r->cur]));
+    return true;
+}
+
 static void level_read_cb(void *arg, int status, const struct spool_err *err,
                           const Spool__Record *const *recs, size_t n, uint64_t first_seq,
                           uint64_t last_seq)
@@ -133,14 +146,8 @@ static void level_read_cb(void *arg, int status, const struct spool_err *err,
         r->page.n++;
         r->bytes += rec->data.len;
     }
-    if (level_done) {
-        if (r->cur == 0) {
-            read_finish(r, 200);
-            return;
-        }
-        r->cur--;
-        r->after_seq = spool_streams_seq_of(r->lv[r->cur].st, level_lo(r, &r->lv[r->cur]));
-    }
+    if (level_done && !level_pop(r))
+        return;
     read_level(r);
 }
 
@@ -148,13 +155,8 @@ static void read_level(struct ds_read *r)
 {
     struct level *l = &r->lv[r->cur];
     if (level_lo(r, l) >= l->hi) { /* nothing of this level in range */
-        if (r->cur == 0) {
-            read_finish(r, 200);
-            return;
-        }
-        r->cur--;
-        r->after_seq = spool_streams_seq_of(r->lv[r->cur].st, level_lo(r, &r->lv[r->cur]));
-        read_level(r);
+        if (level_pop(r))
+            read_level(r);
         return;
     }
     uint64_t hi_seq = spool_streams_seq_of(l->st, l->hi); /* natively published tail included */
