@@ -100,6 +100,20 @@ uint64_t spool_op_local_leader(struct spool_node *n, uint32_t shard)
     return sh ? spool_shard_leader(sh) : n->leader_hint[shard];
 }
 
+/* Answers a peer with `m` packed as the reply body (SPOOL_ENOMEM if it cannot be packed). */
+static void respond_packed(struct spool_rpc_reply *reply, const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf) {
+        protobuf_c_message_pack(m, buf);
+        spool_rpc_respond(reply, 0, NULL, buf, len);
+    } else {
+        spool_rpc_respond(reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
+    }
+    free(buf);
+}
+
 void spool_op_finish_publish(struct spool_op *op, int status, const struct spool_err *err,
                            const uint64_t *seqs, const bool *dups, size_t count)
 {
@@ -118,15 +132,7 @@ void spool_op_finish_publish(struct spool_op *op, int status, const struct spool
         r.duplicate = d;
         if (d == NULL)
             r.n_duplicate = 0;
-        size_t len = spool__publish_reply__get_packed_size(&r);
-        uint8_t *buf = malloc(len ? len : 1);
-        if (buf) {
-            spool__publish_reply__pack(&r, buf);
-            spool_rpc_respond(op->reply, 0, NULL, buf, len);
-        } else {
-            spool_rpc_respond(op->reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
-        }
-        free(buf);
+        respond_packed(op->reply, &r.base);
         free(d);
     } else if (!op->canceled) {
         op->publish_cb(op->arg, status, err, seqs, dups, count);
@@ -147,15 +153,7 @@ void spool_op_finish_read(struct spool_op *op, int status, const struct spool_er
     r.first_seq = first;
     r.last_seq = last;
     if (op->reply) {
-        size_t len = spool__read_reply__get_packed_size(&r);
-        uint8_t *buf = malloc(len ? len : 1);
-        if (buf) {
-            spool__read_reply__pack(&r, buf);
-            spool_rpc_respond(op->reply, 0, NULL, buf, len);
-        } else {
-            spool_rpc_respond(op->reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
-        }
-        free(buf);
+        respond_packed(op->reply, &r.base);
     } else if (op->canceled) {
         /* nobody to tell */
     } else if (op->kind == OP_FOLLOW) {
