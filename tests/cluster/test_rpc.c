@@ -14,28 +14,7 @@
 #include "cluster/rpc.h"
 #include "cluster/rpc_frame.h"
 #include "cluster/transport.h"
-
-static void tick_cb(uv_timer_t *t) {}
-
-/* Runs the loop until cond(arg) holds or `ms` pass; returns whether it holds. */
-static bool run_until(uv_loop_t *loop, bool (*cond)(void *), void *arg, uint64_t ms)
-{
-    uv_timer_t tick;
-    uv_timer_init(loop, &tick);
-    uv_timer_start(&tick, tick_cb, 10, 10);
-    uint64_t deadline = uv_now(loop) + ms;
-    bool ok = cond(arg);
-    for (int i = 0; !ok && i < 1000000 && uv_now(loop) < deadline; i++) {
-        uv_run(loop, UV_RUN_ONCE);
-        ok = cond(arg);
-    }
-    uv_close((uv_handle_t *)&tick, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return ok;
-}
-
-static bool flag_set(void *arg) { return *(bool *)arg; }
-static void set_flag(void *arg) { *(bool *)arg = true; }
+#include "loop_helpers.h"
 
 enum { M_ECHO = 1, M_HOLD = 2, M_FAIL = 3, M_BIG = 4 };
 
@@ -113,12 +92,6 @@ static void node_stop(struct node *n)
     cr_assert(run_until(n->loop, flag_set, &mux_closed, 5000), "mux did not close");
     n->rpc = NULL;
     n->mux = NULL;
-}
-
-static void loop_finish(uv_loop_t *loop)
-{
-    for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT) != 0; i++) usleep(1000);
-    cr_assert_eq(uv_loop_close(loop), 0, "handles left open on the loop");
 }
 
 /* Two connected nodes, 1 and 2, that know each other. */

@@ -13,36 +13,7 @@
 
 #include "cluster/preamble.h"
 #include "cluster/transport.h"
-
-/* Runs the loop until *flag is true or `ms` pass; returns the flag. A repeating timer keeps
- * uv_run(ONCE) returning even when nothing else happens. */
-static void tick_cb(uv_timer_t *t) {}
-
-static bool run_until(uv_loop_t *loop, bool (*cond)(void *), void *arg, uint64_t ms)
-{
-    uv_timer_t tick;
-    uv_timer_init(loop, &tick);
-    uv_timer_start(&tick, tick_cb, 10, 10);
-    uint64_t deadline = uv_now(loop) + ms;
-    bool ok = cond(arg);
-    for (int i = 0; !ok && i < 1000000 && uv_now(loop) < deadline; i++) {
-        uv_run(loop, UV_RUN_ONCE);
-        ok = cond(arg);
-    }
-    uv_close((uv_handle_t *)&tick, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return ok;
-}
-
-static bool flag_set(void *arg) { return *(bool *)arg; }
-static void set_flag(void *arg) { *(bool *)arg = true; }
-
-/* Drains remaining close callbacks and checks nothing is left on the loop. */
-static void loop_finish(uv_loop_t *loop)
-{
-    for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT) != 0; i++) usleep(1000);
-    cr_assert_eq(uv_loop_close(loop), 0, "handles left open on the loop");
-}
+#include "loop_helpers.h"
 
 /* --- the pure parser ----------------------------------------------------------------------- */
 
