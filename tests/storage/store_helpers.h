@@ -110,6 +110,25 @@ __attribute__((unused)) static struct spool_store *open_store(const char *dir, u
     return s;
 }
 
+/* The fixture of a suite over one store in a scratch directory: defines `dir`, `s`, `err` and
+ * setup/teardown (for TestSuite(name, .init = setup, .fini = teardown)) that open the store with
+ * these segment and block sizes (0 = the defaults) and remove it again. */
+#define STORE_FIXTURE(segment_bytes, block_bytes)                                                 \
+    static char *dir;                                                                             \
+    static struct spool_store *s;                                                                 \
+    __attribute__((unused)) static struct spool_err err;                                          \
+    static void setup(void)                                                                       \
+    {                                                                                             \
+        dir = scratch_dir();                                                                      \
+        s = open_store(dir, segment_bytes, block_bytes);                                          \
+    }                                                                                             \
+    static void teardown(void)                                                                    \
+    {                                                                                             \
+        spool_store_close(s);                                                                     \
+        rm_rf(dir);                                                                               \
+        free(dir);                                                                                \
+    }
+
 /* Path of the store's newest segment file with `suffix` (".log"), or "" if none. */
 __attribute__((unused)) static void newest_segment(const char *dir, const char *suffix, char *out, size_t size)
 {

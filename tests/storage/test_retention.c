@@ -1,22 +1,7 @@
 /* Retention by count, age and bytes; deleting channels; reclaiming segments; all persisted. */
 #include "store_helpers.h"
 
-static char *dir;
-static struct spool_store *s;
-static struct spool_err err;
-
-static void setup(void)
-{
-    dir = scratch_dir();
-    s = open_store(dir, 4096, 512);
-}
-
-static void teardown(void)
-{
-    spool_store_close(s);
-    rm_rf(dir);
-    free(dir);
-}
+STORE_FIXTURE(4096, 512)
 
 TestSuite(retention, .init = setup, .fini = teardown);
 

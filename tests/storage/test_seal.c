@@ -2,22 +2,7 @@
  * corrupt sealed blocks. */
 #include "store_helpers.h"
 
-static char *dir;
-static struct spool_store *s;
-static struct spool_err err;
-
-static void setup(void)
-{
-    dir = scratch_dir();
-    s = open_store(dir, 4096, 512);
-}
-
-static void teardown(void)
-{
-    spool_store_close(s);
-    rm_rf(dir);
-    free(dir);
-}
+STORE_FIXTURE(4096, 512)
 
 TestSuite(seal, .init = setup, .fini = teardown);
 

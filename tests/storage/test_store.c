@@ -3,22 +3,7 @@
 
 #include "storage/crc32c.h"
 
-static char *dir;
-static struct spool_store *s;
-static struct spool_err err;
-
-static void setup(void)
-{
-    dir = scratch_dir();
-    s = open_store(dir, 0, 0);
-}
-
-static void teardown(void)
-{
-    spool_store_close(s);
-    rm_rf(dir);
-    free(dir);
-}
+STORE_FIXTURE(0, 0)
 
 TestSuite(store, .init = setup, .fini = teardown);
 
