@@ -236,19 +236,25 @@ int spool_store_index(struct spool_store *s, struct spool_chan *c, uint64_t seq,
     return 0;
 }
 
+/* A stored record stops being live: its frame bytes leave the channel's count and its segment's
+ * live counts (which decide when the segment is reclaimed). */
+static void entry_dead(struct spool_store *s, struct spool_chan *c, const struct spool_entry *e)
+{
+    uint64_t fb = SPOOL_FRAME_HDR + (uint64_t)e->len;
+    c->bytes -= fb;
+    struct spool_segment *seg = spool_store_seg(s, e->seg);
+    if (seg != NULL) {
+        seg->live_records--;
+        seg->live_bytes -= fb;
+    }
+}
+
 void spool_store_trim(struct spool_store *s, struct spool_chan *c, uint64_t first)
 {
     size_t n = 0;
     for (uint64_t seq = c->base; n < c->count && seq < first; seq++, n++) {
         const struct spool_entry *e = &c->ent[c->head + n];
-        if (e->seg == 0) continue;
-        uint64_t fb = SPOOL_FRAME_HDR + (uint64_t)e->len;
-        c->bytes -= fb;
-        struct spool_segment *seg = spool_store_seg(s, e->seg);
-        if (seg != NULL) {
-            seg->live_records--;
-            seg->live_bytes -= fb;
-        }
+        if (e->seg != 0) entry_dead(s, c, e);
     }
     spool_chan_drop_front(c, n);
     spool_tail_trim(&s->tail, c, first);
@@ -258,13 +264,7 @@ void spool_store_mark_hole(struct spool_store *s, struct spool_chan *c, uint64_t
 {
     struct spool_entry *e = spool_chan_at(c, seq);
     if (e == NULL || e->seg == 0) return;
-    uint64_t fb = SPOOL_FRAME_HDR + (uint64_t)e->len;
-    c->bytes -= fb;
-    struct spool_segment *seg = spool_store_seg(s, e->seg);
-    if (seg != NULL) {
-        seg->live_records--;
-        seg->live_bytes -= fb;
-    }
+    entry_dead(s, c, e);
     e->seg = 0;
 }
 
