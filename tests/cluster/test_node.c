@@ -448,19 +448,26 @@ Test(node, single_node_publish_read_subscribe_restart)
 
 /* --- three nodes -------------------------------------------------------------------------- */
 
+/* Gives t[0..n-1] (n <= 4) free listen addresses and starts t[0..2] as storage nodes 1..3 with
+ * `shards` shards; `peers` receives their peer list (it must outlive the nodes). */
+static void three_nodes_start(struct tnode *t, int n, uint32_t shards, char *peers, size_t size)
+{
+    uint16_t ports[4];
+    for (int i = 0; i < n; i++) {
+        ports[i] = free_port();
+        snprintf(t[i].listen, sizeof t[i].listen, "127.0.0.1:%u", ports[i]);
+    }
+    snprintf(peers, size, "1@127.0.0.1:%u,2@127.0.0.1:%u,3@127.0.0.1:%u", ports[0], ports[1],
+             ports[2]);
+    for (int i = 0; i < 3; i++)
+        node_start(&t[i], (uint64_t)i + 1, peers, shards, false);
+}
+
 Test(node, three_nodes_forward_read_your_writes_subscribe_failover)
 {
     struct tnode t[4];
     char peers[256];
-    uint16_t ports[4];
-    for (int i = 0; i < 4; i++) {
-        ports[i] = free_port();
-        snprintf(t[i].listen, sizeof t[i].listen, "127.0.0.1:%u", ports[i]);
-    }
-    snprintf(peers, sizeof peers, "1@127.0.0.1:%u,2@127.0.0.1:%u,3@127.0.0.1:%u", ports[0],
-             ports[1], ports[2]);
-    for (int i = 0; i < 3; i++)
-        node_start(&t[i], (uint64_t)i + 1, peers, 2, false);
+    three_nodes_start(t, 4, 2, peers, sizeof peers);
     /* Node 4 holds no replica: everything goes over RPC. It is not one of the peers (those are
      * the storage nodes), and refuses to start as if it were, or without any. */
     struct spool_node_config bad;
@@ -672,15 +679,7 @@ Test(node, lagging_replica_catches_up_by_snapshot)
 {
     struct tnode t[3];
     char peers[256];
-    uint16_t ports[3];
-    for (int i = 0; i < 3; i++) {
-        ports[i] = free_port();
-        snprintf(t[i].listen, sizeof t[i].listen, "127.0.0.1:%u", ports[i]);
-    }
-    snprintf(peers, sizeof peers, "1@127.0.0.1:%u,2@127.0.0.1:%u,3@127.0.0.1:%u", ports[0],
-             ports[1], ports[2]);
-    for (int i = 0; i < 3; i++)
-        node_start(&t[i], (uint64_t)i + 1, peers, 1, false);
+    three_nodes_start(t, 3, 1, peers, sizeof peers);
     struct tnode *all[] = {&t[0], &t[1], &t[2], NULL};
     cr_assert(run_until(ready_cond, all, 20000), "cluster never became ready");
 
@@ -727,15 +726,7 @@ Test(node, no_quorum_fails_in_bounded_time_then_recovers)
     forward_timeout_ms = 1500;
     struct tnode t[3];
     char peers[256];
-    uint16_t ports[3];
-    for (int i = 0; i < 3; i++) {
-        ports[i] = free_port();
-        snprintf(t[i].listen, sizeof t[i].listen, "127.0.0.1:%u", ports[i]);
-    }
-    snprintf(peers, sizeof peers, "1@127.0.0.1:%u,2@127.0.0.1:%u,3@127.0.0.1:%u", ports[0],
-             ports[1], ports[2]);
-    for (int i = 0; i < 3; i++)
-        node_start(&t[i], (uint64_t)i + 1, peers, 1, false);
+    three_nodes_start(t, 3, 1, peers, sizeof peers);
     struct tnode *all[] = {&t[0], &t[1], &t[2], NULL};
     cr_assert(run_until(ready_cond, all, 20000), "cluster never became ready");
     struct pub p;
