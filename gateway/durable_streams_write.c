@@ -528,6 +528,13 @@ struct post {
     struct records recs;
 };
 
+static void post_free(struct post *p)
+{
+    records_free(&p->recs);
+    free(p->name);
+    free(p);
+}
+
 static void post_done_cb(void *arg, int status, const struct spool_stream_result *res)
 {
     struct post *p = arg;
@@ -569,9 +576,7 @@ static void post_done_cb(void *arg, int status, const struct spool_stream_result
     } else {
         spool_http_respond(p->req, code, h.h, h.n, NULL, 0);
     }
-    records_free(&p->recs);
-    free(p->name);
-    free(p);
+    post_free(p);
 }
 
 void ds_handle_post(struct spool_ds *ds, struct spool_http_req *req, const char *name)
@@ -605,9 +610,7 @@ void ds_handle_post(struct spool_ds *ds, struct spool_http_req *req, const char 
         rc = body_records(req->body, req->body_len, ct, ds_is_json(ct), false, &p->recs);
     if (bad != NULL || rc != 0) {
         ds_fail(req, rc ? rc : 400, bad ? bad : "invalid JSON body");
-        records_free(&p->recs);
-        free(p->name);
-        free(p);
+        post_free(p);
         return;
     }
     p->has_producer = present == 3;
@@ -635,9 +638,7 @@ void ds_handle_post(struct spool_ds *ds, struct spool_http_req *req, const char 
     cmd.ttl_expired = cmd.incarnation != 0;
     if (ds_command(ds, name, &cmd, p->recs.v, p->recs.n, post_done_cb, p) != 0) {
         ds_fail(req, 503, "cannot propose");
-        records_free(&p->recs);
-        free(p->name);
-        free(p);
+        post_free(p);
     }
 }
 
