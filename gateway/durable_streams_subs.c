@@ -153,6 +153,15 @@ static struct link *link_add(struct sub *s, const char *path, const char *acked)
     return l;
 }
 
+/* A stream the subscription names itself (at creation or by a "streams" update): acked from the
+ * start of the stream. */
+static void link_add_explicit(struct sub *s, const char *path)
+{
+    struct link *l = link_add(s, path, "0000000000000000_0000000000000000");
+    if (l)
+        l->explicit_ = true;
+}
+
 static void link_del(struct sub *s, struct link *l)
 {
     free(l->path);
@@ -732,12 +741,8 @@ static void sub_put(struct ds_subs *x, struct spool_http_req *req, const char *i
     s->created_ms = ds_now_ms();
     const char *host = spool_http_req_header(req, "Host");
     snprintf(s->origin, sizeof s->origin, "http://%s", host ? host : "localhost");
-    for (size_t i = 0; streams && i < json_array_size(streams); i++) {
-        struct link *l = link_add(s, json_string_value(json_array_get(streams, i)),
-                                  "0000000000000000_0000000000000000");
-        if (l)
-            l->explicit_ = true;
-    }
+    for (size_t i = 0; streams && i < json_array_size(streams); i++)
+        link_add_explicit(s, json_string_value(json_array_get(streams, i)));
     json_decref(v);
     s->next = x->subs;
     x->subs = s;
@@ -794,12 +799,8 @@ static void sub_post(struct ds_subs *x, struct spool_http_req *req, struct sub *
             const char *n = json_string_value(json_array_get(st, i));
             ok = n != NULL && n[0] != '\0';
         }
-        for (size_t i = 0; ok && i < json_array_size(st); i++) {
-            struct link *l = link_add(s, json_string_value(json_array_get(st, i)),
-                                      "0000000000000000_0000000000000000");
-            if (l)
-                l->explicit_ = true;
-        }
+        for (size_t i = 0; ok && i < json_array_size(st); i++)
+            link_add_explicit(s, json_string_value(json_array_get(st, i)));
         json_decref(v);
         if (!ok)
             respond_error(req, 400, "INVALID_REQUEST", "streams must be non-empty strings");
