@@ -56,6 +56,7 @@ struct spool_node_config {
     uint64_t dedup_window_ms;
     uint64_t conv_max_entries; /* cached AI message/turn states per shard (0 = 65536) */
     uint64_t conv_scan_max;    /* records read to rebuild one such state (0 = 100000) */
+    uint64_t rebalance_interval_ms; /* leader-spreading passes (cluster/admin.h); 0 = off */
     struct spool_store_config store; /* dir is set per shard by the node; tail_cache_bytes is
                                       * for the whole node, divided among its local shards */
 };

@@ -28,6 +28,7 @@ enum {
     SPOOL_METHOD_LEADER = 3,  /* LeaderQuery -> LeaderReply */
     SPOOL_METHOD_SLOT_MAP = 4, /* SlotMapQuery -> SlotMapReply */
     SPOOL_METHOD_EPHEMERAL = 5, /* one-way: a packed Record, live only (conversation_ephemeral.c) */
+    SPOOL_METHOD_REBALANCE = 6, /* one-way, empty: run a leader-spreading pass (admin.c) */
 };
 
 #define SPOOL_READ_DEFAULT_LIMIT 100
@@ -67,6 +68,8 @@ struct spool_node {
     void *ephemeral_arg;
     struct spool_topic **topic_buckets; /* hash index over `topics` by channel */
     size_t n_topic_buckets, n_topics;
+    uv_timer_t rebalance_timer;  /* periodic leader-spreading passes (admin.c) */
+    bool rebalance_started;
     struct spool_op *waiters;    /* parked long-poll reads served for peers (router.c) */
     bool closing;
     int pending_close;   /* live ops (router.c) + the closing stages below */
@@ -78,6 +81,13 @@ struct spool_node {
 
 /* conversation_ephemeral.c: an ephemeral record sent by a peer */
 void spool_node_ephemeral_arrived(struct spool_node *n, uint64_t from, const void *body, size_t len);
+
+/* admin.c: leader spreading */
+int spool_rebalancer_start(struct spool_node *n, struct spool_err *err);
+/* Stops the periodic passes; counts in pending_close until the timer is closed. */
+void spool_rebalancer_close(struct spool_node *n);
+/* A peer asked for a pass (SPOOL_METHOD_REBALANCE). */
+void spool_node_rebalance_arrived(struct spool_node *n, uint64_t from);
 
 /* serve.c: requests from peers */
 void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,

@@ -190,6 +190,10 @@ void spool_serve_message_cb(void *arg, uint64_t from_node, uint32_t method, cons
         spool_node_ephemeral_arrived(arg, from_node, body, len);
         return;
     }
+    if (method == SPOOL_METHOD_REBALANCE) { /* admin.c */
+        spool_node_rebalance_arrived(arg, from_node);
+        return;
+    }
     SPOOL_DEBUG("router.unexpected_message", "from=%llu method=%u", (unsigned long long)from_node,
                 method);
 }

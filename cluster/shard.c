@@ -233,6 +233,32 @@ void spool_shard_close(struct spool_shard *s, void (*cb)(struct spool_shard *s))
     close_raft(s);
 }
 
+static void move_done_cb(struct raft_transfer *req)
+{
+    struct spool_shard *s = req->data;
+    s->moving = false;
+    if (!s->raft_closing)
+        SPOOL_INFO("shard.moved", "shard=%u leader=%llu", s->id,
+                   (unsigned long long)spool_shard_leader(s));
+}
+
+int spool_shard_transfer(struct spool_shard *s, uint64_t to)
+{
+    if (s->moving || raft_transferee(&s->raft) != 0)
+        return SPOOL_EBUSY;
+    if (!spool_shard_is_leader(s))
+        return SPOOL_ENOTLEADER;
+    s->move.data = s;
+    int rv = raft_transfer(&s->raft, &s->move, to, move_done_cb);
+    if (rv != 0) {
+        SPOOL_WARN("shard.move_refused", "shard=%u to=%llu msg=\"%s\"", s->id,
+                   (unsigned long long)to, raft_strerror(rv));
+        return SPOOL_EINVAL;
+    }
+    s->moving = true;
+    return 0;
+}
+
 bool spool_shard_is_leader(struct spool_shard *s)
 {
     return !s->closing && raft_state(&s->raft) == RAFT_LEADER;

@@ -56,6 +56,8 @@ struct spool_shard {
     struct spool_batch batch;
     struct raft_transfer transfer;
     uv_timer_t transfer_timer; /* bounds the transfer: libraft may never call back */
+    struct raft_transfer move; /* spool_shard_transfer (leader spreading, cluster/admin.c) */
+    bool moving;               /* `move` is pending */
     uv_timer_t retention_timer; /* while leading: a retention tick every SPOOL_RETENTION_TICK_MS */
     uint64_t election_timeout_ms;
     bool closing, raft_closing;
@@ -72,6 +74,10 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
 void spool_shard_close(struct spool_shard *s, void (*cb)(struct spool_shard *s));
 
 bool spool_shard_is_leader(struct spool_shard *s);
+/* Hands this replica's leadership to voter `to` (leader spreading): 0 once libraft accepted
+ * it, SPOOL_EBUSY while another transfer of this shard is pending, SPOOL_ENOTLEADER when this
+ * replica does not lead (or is closing), SPOOL_EINVAL if libraft refused it. */
+int spool_shard_transfer(struct spool_shard *s, uint64_t to);
 /* The leader this replica knows of (0 = none). */
 uint64_t spool_shard_leader(struct spool_shard *s);
 

@@ -117,7 +117,8 @@ int spool_http_api_routes(struct spool_http_api *api, struct spool_http_router *
         (rv = spool_http_router_add(r, "POST", "/v1/channels/{channel}/turn", spool_ai_turn_handle, api, err)) ||
         (rv = spool_http_router_add(r, "GET", "/healthz", handle_healthz, api, err)) ||
         (rv = spool_http_router_add(r, "GET", "/readyz", handle_readyz, api, err)) ||
-        (rv = spool_http_router_add(r, "GET", "/metrics", spool_http_api_metrics, api, err)))
+        (rv = spool_http_router_add(r, "GET", "/metrics", spool_http_api_metrics, api, err)) ||
+        (rv = spool_http_admin_routes(api, r, err)))
         return rv;
     return 0;
 }

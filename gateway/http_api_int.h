@@ -4,6 +4,7 @@
  *   http_publish.c      POST /v1/channels/{channel}/messages
  *   http_history.c      GET  /v1/channels/{channel}/messages and GET /v1/channels/{channel}
  *   http_api_metrics.c  GET /metrics, request metrics and the per-shard collectors
+ *   http_admin.c        /v1/admin/... (docs/admin.md)
  *
  * Each /v1 handler runs the same steps: take the channel from the path and validate it
  * (gateway/channel_name.h), authenticate and check the capability (spool_http_api_admit), parse
@@ -45,6 +46,9 @@ void spool_http_api_publish(void *arg, struct spool_http_req *req);
 void spool_http_api_history(void *arg, struct spool_http_req *req);
 void spool_http_api_channel(void *arg, struct spool_http_req *req);
 void spool_http_api_metrics(void *arg, struct spool_http_req *req);
+/* Registers the /v1/admin routes (http_admin.c). */
+int spool_http_admin_routes(struct spool_http_api *api, struct spool_http_router *r,
+                            struct spool_err *err);
 
 /* Registers the HTTP and per-shard metric families in api->metrics. */
 int spool_http_api_metrics_init(struct spool_http_api *api, struct spool_err *err);

@@ -96,6 +96,7 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("heartbeat-interval", SPOOL_OPT_MS, heartbeat_interval_ms, "SSE comments / WebSocket pings every");
     OPT("dedup-window", SPOOL_OPT_MS, dedup_window_ms, "publishes with a repeated client message id are dropped within");
     OPT("forward-timeout", SPOOL_OPT_MS, forward_timeout_ms, "how long a request waits for a shard leader");
+    OPT("rebalance-interval", SPOOL_OPT_MS, rebalance_interval_ms, "how often a node gives away a shard leadership beyond its fair share (docs/admin.md); 0 = never");
     OPT("drain-timeout", SPOOL_OPT_MS, drain_timeout_ms, "on SIGTERM, how long in-flight HTTP requests may take before connections are cut");
     OPT("max-channel-name-bytes", SPOOL_OPT_UINT, max_channel_name_bytes, "longest channel name");
     OPT("max-publish-batch", SPOOL_OPT_UINT, max_publish_batch, "messages in one REST publish");

@@ -53,6 +53,7 @@ struct spool_options {
     uint64_t heartbeat_interval_ms;
     uint64_t dedup_window_ms;
     uint64_t forward_timeout_ms;
+    uint64_t rebalance_interval_ms; /* leader-spreading passes (cluster/admin.h); 0 = off */
     uint64_t drain_timeout_ms;
     uint64_t max_channel_name_bytes;
     uint64_t max_publish_batch;

@@ -1,0 +1,65 @@
+/*
+ * Administration of a node's cluster (cluster/admin.c), for the gateway's /v1/admin API and
+ * spoolctl (docs/admin.md): who the storage nodes are and whether they answer, the leader's view
+ * of each replica's progress, and leader spreading.
+ *
+ * Leader spreading: Raft elections leave leaderships wherever they were won (after start-up,
+ * after a node rejoins), so one node can end up proposing for most shards. A "pass" on a node
+ * looks at the leaders it knows of (its replicas' view, else the last hint) and, while it leads
+ * more than its fair share ceil(shards / storage nodes), hands one of its leaderships (libraft
+ * raft_transfer) to a replica of that shard that leads fewer than the fair share, preferring the
+ * shard's home node (its first replica in placement order). Every node only ever gives away its
+ * own leaderships, so passes on different nodes never fight over a shard; a transfer that does
+ * not happen (target unreachable, libraft's election-timeout bound) is simply retried by a later
+ * pass. Passes run every `rebalance_interval_ms` (one transfer per pass, 0 = never) and on
+ * demand (spool_node_rebalance with all = true: every excess leadership at once, and every
+ * other storage node is asked to run one too, over the cluster RPC, one-way).
+ */
+#ifndef SPOOL_CLUSTER_ADMIN_H
+#define SPOOL_CLUSTER_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster/node.h"
+#include "cluster/placement.h"
+
+struct spool_member {
+    uint64_t id;
+    char address[SPOOL_ADDRESS_MAX]; /* cluster port */
+    bool self;
+    bool reachable; /* answered a cluster RPC within the probe's timeout (self: true) */
+};
+struct spool_members {
+    size_t n;
+    struct spool_member nodes[SPOOL_MAX_NODES]; /* the storage nodes, sorted by id */
+};
+typedef void (*spool_members_cb)(void *arg, const struct spool_members *m);
+/* Asks every other storage node a cheap question (its view of shard 0's leader) and reports who
+ * answered within timeout_ms. cb runs once, on the loop, never inside the call. 0, or
+ * SPOOL_ECLOSED / SPOOL_ENOMEM without calling cb. */
+int spool_node_probe_members(struct spool_node *n, uint64_t timeout_ms, spool_members_cb cb,
+                             void *arg);
+
+/* Replicas per shard, and the i-th replica of `shard` in placement order (i = 0: its home). */
+uint32_t spool_node_replicas(const struct spool_node *n);
+uint64_t spool_node_replica(const struct spool_node *n, uint32_t shard, uint32_t i);
+/* The leader's view of replica `id` of `shard`: true, with the highest log index known to be
+ * replicated on it, when this node's replica leads the shard. */
+bool spool_node_replica_match(const struct spool_node *n, uint32_t shard, uint64_t id,
+                              uint64_t *match_index);
+/* The slot (of SPOOL_SLOTS) of a channel. */
+uint32_t spool_node_slot_of(const struct spool_node *n, const char *channel);
+
+struct spool_leader_move {
+    uint32_t shard;
+    uint64_t to;
+};
+/* Runs one leader-spreading pass on this node (see above); returns how many transfers it started
+ * and lists up to `max` of them. With `all`, gives away every excess leadership and asks the
+ * other storage nodes to run a pass too. Transfers complete asynchronously. */
+size_t spool_node_rebalance(struct spool_node *n, bool all, struct spool_leader_move *moves,
+                            size_t max);
+
+#endif
