@@ -41,6 +41,7 @@ void spool_options_defaults(struct spool_options *o)
     o->heartbeat_interval_ms = 15000;
     o->dedup_window_ms = 120000;
     o->forward_timeout_ms = 5000;
+    o->rebalance_interval_ms = 10000;
     o->drain_timeout_ms = 10000;
     o->max_channel_name_bytes = 256;
     o->max_publish_batch = 1000;

@@ -116,7 +116,8 @@ class Node:
         args = [SPOOLD, "--id", str(self.id), "--listen", "%s:%d" % (self.host, self.port),
                 "--cluster-listen", "%s:%d" % (self.host, self.cport), "--peers", self.cluster.peers,
                 "--data", self.data, "--shards", str(SHARDS), "--replicas", "3", "--anonymous",
-                "--election-timeout", "1000", "--heartbeat-interval", "1s", "--log-level", "info"]
+                "--election-timeout", "1000", "--heartbeat-interval", "1s", "--rebalance-interval", "2s",
+                "--log-level", "info"]
         if self.netns:
             args = ["ip", "netns", "exec", self.netns] + args
         self.stderr = open(self.stderr_path, "ab")
