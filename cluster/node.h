@@ -96,6 +96,8 @@ struct spool_read_req {
     bool backward;
     size_t limit;        /* 0 = the node's default page size */
     uint64_t min_seq;    /* read-your-writes: the replica read must have applied this seq */
+    bool leader;         /* read at the shard's leader, which has applied every write that was
+                          * acknowledged (for reads whose caller knows no seq to wait for) */
 };
 /* Records in the order read (ascending forward, descending backward); valid during the call.
  * first_seq / last_seq describe the channel as the replica saw it. A page may hold fewer than

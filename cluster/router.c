@@ -241,8 +241,9 @@ static void attempt_read(struct spool_op *op)
 {
     struct spool_node *n = op->node;
     struct spool_shard *sh = spool_node_local_shard(n, op->shard);
-    if (op->kind == OP_READ && sh &&
-        spool_store_last_seq(sh->store, op->read->channel) >= op->read->min_seq) {
+    if (op->kind == OP_READ && sh && (op->read->leader ? spool_shard_is_leader(sh)
+                                      : spool_store_last_seq(sh->store, op->read->channel) >=
+                                            op->read->min_seq)) {
         spool_op_serve_read(op, sh);
         return;
     }
@@ -358,6 +359,7 @@ int spool_node_read(struct spool_node *n, const struct spool_read_req *req, spoo
     r->backward = req->backward;
     r->limit = req->limit;
     r->min_seq = req->min_seq;
+    r->leader = req->leader;
     struct spool_op *op = spool_op_new(n, OP_READ, spool_node_shard_of(n, req->channel));
     if (op == NULL) {
         spool__read_request__free_unpacked(r, NULL);

@@ -98,7 +98,14 @@ static void serve_read_request(struct spool_node *n, const void *body, size_t le
     }
     uint32_t shard = spool_node_shard_of(n, r->channel);
     struct spool_shard *sh = spool_node_local_shard(n, shard);
-    if (n->closing || sh == NULL || spool_store_last_seq(sh->store, r->channel) < r->min_seq) {
+    if (!n->closing && sh != NULL && r->leader && !spool_shard_is_leader(sh)) {
+        respond_status(reply, SPOOL_METHOD_READ, SPOOL_ENOTLEADER, "not the shard's leader",
+                       spool_op_local_leader(n, shard));
+        spool__read_request__free_unpacked(r, NULL);
+        return;
+    }
+    if (n->closing || sh == NULL ||
+        (!r->leader && spool_store_last_seq(sh->store, r->channel) < r->min_seq)) {
         respond_status(reply, SPOOL_METHOD_READ, SPOOL_EBUSY,
                        sh ? "replica has not applied min_seq yet" : "no replica here",
                        spool_op_local_leader(n, shard));

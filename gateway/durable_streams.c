@@ -261,6 +261,7 @@ struct load {
     uint64_t min_seq;
     uint64_t newest_data; /* newest non-META record newer than the state (native publish) */
     int rounds;
+    bool leader; /* reading at the shard leader (after the local replica knew no state) */
 };
 
 #define LOAD_PAGE 64
@@ -293,7 +294,18 @@ static void load_read_cb(void *arg, int status, const struct spool_err *err,
     if (n == LOAD_PAGE && ++l->rounds < LOAD_MAX_ROUNDS && recs[n - 1]->seq > 1) {
         struct spool_read_req rr = {.channel = l->channel, .backward = true,
                                     .before_seq = recs[n - 1]->seq, .limit = LOAD_PAGE,
-                                    .min_seq = l->min_seq};
+                                    .min_seq = l->min_seq, .leader = l->leader};
+        if (spool_node_read(l->ds->node, &rr, load_read_cb, l) == 0)
+            return;
+    }
+    /* No state here. A replica may not have applied a create that another node acknowledged
+     * a moment ago (read-your-writes across nodes): only the shard's leader can say "none". */
+    if (!l->leader) {
+        l->leader = true;
+        l->rounds = 0;
+        l->newest_data = 0;
+        struct spool_read_req rr = {.channel = l->channel, .backward = true, .limit = LOAD_PAGE,
+                                    .leader = true};
         if (spool_node_read(l->ds->node, &rr, load_read_cb, l) == 0)
             return;
     }
