@@ -274,6 +274,37 @@ int spool_rt_attach(struct rt_conn *c, const char *channel, struct spool_from fr
 }
 /* ---- messages -------------------------------------------------------------------------------- */
 
+/* {"type":"auth","token":JWT}: a fresh token for the same identity (signing key and client id)
+ * replaces the connection's, so a connection outlives its first token (the expiry check on the
+ * refresh cadence then uses the new exp). A token for another identity, or one that does not
+ * verify, is refused with an error and changes nothing. */
+static void rt_reauth(struct rt_conn *c, json_t *msg)
+{
+    const char *token = json_string_value(json_object_get(msg, "token"));
+    if (token == NULL) {
+        spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "auth needs a token", NULL);
+        return;
+    }
+    struct spool_principal p;
+    spool_principal_init(&p);
+    struct spool_err err;
+    int code = spool_auth_token(c->rt->keys, token, strlen(token), spool_auth_now_ms(), &p, &err);
+    if (code != SPOOL_AUTH_OK) {
+        spool_rt_send_error(c, code, spool_auth_message(code), NULL);
+    } else if (c->principal.anonymous || strcmp(p.key_name, c->principal.key_name) != 0 ||
+               strcmp(p.client_id, c->principal.client_id) != 0) {
+        spool_rt_send_error(c, SPOOL_RT_EAUTH_IDENTITY,
+                            "a new token must be for the same key and client id", NULL);
+    } else {
+        spool_principal_close(&c->principal);
+        c->principal = p; /* the connection owns it now */
+        spool_rt_send_json(c, json_pack("{s:s,s:I}", "type", "authed", "expiresAt",
+                                        (json_int_t)c->principal.expires_at_ms));
+        return;
+    }
+    spool_principal_close(&p);
+}
+
 static void on_ws_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *data, size_t len)
 {
     struct rt_conn *c = ws->data;
@@ -328,6 +359,8 @@ static void on_ws_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *da
         spool_rt_presence(c, msg);
     } else if (strcmp(type, "presence.get") == 0) {
         spool_rt_presence_get(c, msg);
+    } else if (strcmp(type, "auth") == 0) {
+        rt_reauth(c, msg);
     } else if (strcmp(type, "ping") == 0) {
         spool_rt_send_json(c, json_pack("{s:s}", "type", "pong"));
     } else if (strcmp(type, "ephemeral") == 0 || strcmp(type, "interrupt") == 0) {

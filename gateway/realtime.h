@@ -52,6 +52,7 @@ enum spool_rt_error {
     SPOOL_RT_EBAD_RESUME = 40012,     /* resume key does not verify, or resume not allowed now */
     SPOOL_RT_EFORBIDDEN = 40301,      /* capability missing (same code as auth) */
     SPOOL_RT_ERESUME_IDENTITY = 40302, /* resume key belongs to another key / client id */
+    SPOOL_RT_EAUTH_IDENTITY = 40303,   /* an "auth" token names another key / client id */
     SPOOL_RT_ERESUME_EXPIRED = 41001, /* resume window passed: re-attach from your serials */
     SPOOL_RT_ETOO_LARGE = 41300,      /* message data + extras over max_message_bytes */
                                       /* 41302: more messages than max_batch in one publish */

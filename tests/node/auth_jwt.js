@@ -42,6 +42,22 @@ main(async () => {
   });
   check(bearer && bearer.clientId === 'alice', 'Bearer header');
 
+  // A fresh token on the same connection: another identity or a bad signature is refused and
+  // changes nothing; the same identity is accepted and the connection outlives the first token.
+  const k = await connect(`?token=${jwt({exp: now() + 3, clientId: 'alice', capability: caps})}`);
+  k.send({type: 'auth', token: jwt({exp: now() + 60, clientId: 'mallory', capability: caps})});
+  check((await k.type('error', 5000)).error.code === 40303, 'auth for another client id refused');
+  k.send({type: 'auth', token: jwt({exp: now() + 60, clientId: 'alice', capability: caps}, 'wrong')});
+  check((await k.type('error', 5000)).error.code === 40103, 'auth with a bad signature refused');
+  k.send({type: 'auth', token: jwt({exp: now() + 60, clientId: 'alice', capability: caps})});
+  const authed = await k.type('authed', 5000);
+  check(authed.expiresAt > Date.now() + 30000, `authed with the new expiry: ${JSON.stringify(authed)}`);
+  // The first token's exp passes (plus the 500 ms check cadence): still open and serving.
+  await new Promise((res) => setTimeout(res, 4000 - (Date.now() % 1000)));
+  k.send({type: 'ping'});
+  check((await k.type('pong', 5000)).type === 'pong', 'connection outlived its first token');
+  k.close();
+
   // Expiry: the server closes the connection (1008) with error 40104 after a last resume key.
   let key = null;
   c.onMessage = (x) => { if (x.type === 'resumeKey') key = x.resumeKey; };
