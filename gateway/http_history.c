@@ -86,6 +86,19 @@ static bool read_failed(struct spool_api_op *op, int status, const struct spool_
     return true;
 }
 
+/* ?consistency=leader (default) reads at the shard's leader, so a read through any node returns
+ * every publish acknowledged before it (read-your-writes); ?consistency=replica reads this node's
+ * replica when it has one: cheaper, possibly a heartbeat behind. Returns -1 on a bad value. */
+static int read_consistency(const struct spool_http_req *req, struct spool_read_req *read)
+{
+    char v[16];
+    long n = spool_http_query_get(req->query, "consistency", v, sizeof v);
+    if (n == -2 || (n >= 0 && strcmp(v, "leader") != 0 && strcmp(v, "replica") != 0))
+        return -1;
+    read->leader = n < 0 || strcmp(v, "leader") == 0;
+    return 0;
+}
+
 static void on_history(void *arg, int status, const struct spool_err *err,
                        const Spool__Record *const *recs, size_t n, uint64_t first_seq,
                        uint64_t last_seq)
@@ -241,6 +254,11 @@ void spool_http_api_history(void *arg, struct spool_http_req *req)
     op->read.channel = channel;
     op->read.backward = op->backward;
     op->read.limit = op->limit;
+    if (read_consistency(req, &op->read) != 0) {
+        spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_PARAM,
+                                 "consistency must be leader or replica");
+        goto out;
+    }
     if (op->backward) op->read.before_seq = op->until == UINT64_MAX ? 0 : op->until + 1;
     else op->read.after_seq = op->from - 1;
     int rv = spool_node_read(api->node, &op->read, on_history, op);
@@ -292,6 +310,12 @@ void spool_http_api_channel(void *arg, struct spool_http_req *req)
     op->read.channel = channel;
     op->read.backward = true;
     op->read.limit = 1;
+    if (read_consistency(req, &op->read) != 0) {
+        free(op);
+        spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_PARAM,
+                                 "consistency must be leader or replica");
+        goto out;
+    }
     int rv = spool_node_read(api->node, &op->read, on_status_read, op);
     if (rv != 0) {
         free(op);
