@@ -426,11 +426,14 @@ def recovered_within(load, bound):
     return ok, time.time() - t0
 
 
-def scenario(name, fault):
-    root = tempfile.mkdtemp(prefix="spool-faults-")
+def with_cluster(prefix, body):
+    """Runs body(cluster) on a fresh 3-node cluster in a temporary directory (body starts and
+    stops it). On any failure every node is resumed and killed and its log tail printed; the
+    directory is removed on success and kept for inspection on failure."""
+    root = tempfile.mkdtemp(prefix=prefix)
     cluster = Cluster(root)
     try:
-        run_scenario(name, fault, cluster)
+        body(cluster)
     except BaseException:
         for n in cluster.nodes.values():
             if n.alive():
@@ -440,6 +443,10 @@ def scenario(name, fault):
             sys.stdout.write(open(n.stderr_path, errors="replace").read()[-4000:])
         raise
     subprocess.run(["rm", "-rf", root])
+
+
+def scenario(name, fault):
+    with_cluster("spool-faults-", lambda cluster: run_scenario(name, fault, cluster))
 
 
 def last_serials(cluster):

@@ -7,7 +7,6 @@ serial, and the channel status). Default reads go to the shard's leader, so neit
 """
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faults  # noqa: E402
@@ -15,44 +14,34 @@ import faults  # noqa: E402
 ROUNDS = 100
 
 
-def main():
-    root = tempfile.mkdtemp(prefix="spool-ryw-")
-    cluster = faults.Cluster(root)
-    try:
-        cluster.start()
-        nodes = list(cluster.nodes.values())
-        misses = []
-        for i in range(ROUNDS):
-            a, b, c = nodes[i % 3], nodes[(i + 1) % 3], nodes[(i + 2) % 3]
-            channel = "ryw-%d" % (i % 7)
-            st, body = faults.http("POST", "%s/v1/channels/%s/messages" % (a.url, channel),
-                                   {"id": "m%d" % i, "data": i})
-            assert st == 201, "publish via node %d: %d %r" % (a.id, st, body)
-            serial = body["serials"][0]
-            st, hist = faults.http("GET", "%s/v1/channels/%s/messages?from=%d" % (b.url, channel, serial))
-            got = [x["serial"] for x in hist.get("items", [])] if st == 200 else []
-            st2, status = faults.http("GET", "%s/v1/channels/%s" % (c.url, channel))
-            last = status.get("lastSerial", 0) if st2 == 200 else 0
-            if serial not in got or last < serial:
-                misses.append((i, serial, got, last))
-        assert not misses, "%d of %d reads on other nodes missed an acknowledged publish: %r" % (
-            len(misses), ROUNDS, misses[:5])
-        st, _ = faults.http("GET", "%s/v1/channels/x/messages?consistency=eventual" % nodes[0].url)
-        assert st == 400, "a bad consistency value is refused (%d)" % st
-        st, _ = faults.http("GET", "%s/v1/channels/x/messages?consistency=replica" % nodes[0].url)
-        assert st == 200, "consistency=replica is accepted (%d)" % st
-        print("read_your_writes: %d publishes acknowledged by one node were in history and status "
-              "read through the other two at once" % ROUNDS)
-        cluster.stop_all()
-    except BaseException:
-        for n in cluster.nodes.values():
-            if n.alive():
-                n.kill9()
-        raise
-    finally:
-        os.system("rm -rf '%s'" % root)
-    print("1 passed, 0 failed")
+def check(cluster):
+    cluster.start()
+    nodes = list(cluster.nodes.values())
+    misses = []
+    for i in range(ROUNDS):
+        a, b, c = nodes[i % 3], nodes[(i + 1) % 3], nodes[(i + 2) % 3]
+        channel = "ryw-%d" % (i % 7)
+        st, body = faults.http("POST", "%s/v1/channels/%s/messages" % (a.url, channel),
+                               {"id": "m%d" % i, "data": i})
+        assert st == 201, "publish via node %d: %d %r" % (a.id, st, body)
+        serial = body["serials"][0]
+        st, hist = faults.http("GET", "%s/v1/channels/%s/messages?from=%d" % (b.url, channel, serial))
+        got = [x["serial"] for x in hist.get("items", [])] if st == 200 else []
+        st2, status = faults.http("GET", "%s/v1/channels/%s" % (c.url, channel))
+        last = status.get("lastSerial", 0) if st2 == 200 else 0
+        if serial not in got or last < serial:
+            misses.append((i, serial, got, last))
+    assert not misses, "%d of %d reads on other nodes missed an acknowledged publish: %r" % (
+        len(misses), ROUNDS, misses[:5])
+    st, _ = faults.http("GET", "%s/v1/channels/x/messages?consistency=eventual" % nodes[0].url)
+    assert st == 400, "a bad consistency value is refused (%d)" % st
+    st, _ = faults.http("GET", "%s/v1/channels/x/messages?consistency=replica" % nodes[0].url)
+    assert st == 200, "consistency=replica is accepted (%d)" % st
+    print("read_your_writes: %d publishes acknowledged by one node were in history and status "
+          "read through the other two at once" % ROUNDS)
+    cluster.stop_all()
 
 
 if __name__ == "__main__":
-    main()
+    faults.with_cluster("spool-ryw-", check)
+    print("1 passed, 0 failed")

@@ -24,39 +24,28 @@ def request(method, url, body=None, ctype="text/plain"):
         return e.code
 
 
-def main():
-    import tempfile
-    root = tempfile.mkdtemp(prefix="spool-ryw-")
-    cluster = faults.Cluster(root)
-    try:
-        cluster.start()
-        nodes = list(cluster.nodes.values())
-        misses = 0
-        for i in range(STREAMS):
-            a, b, c = nodes[i % 3], nodes[(i + 1) % 3], nodes[(i + 2) % 3]
-            name = "ryw-%d" % i
-            st = request("PUT", "%s/v1/stream/%s" % (a.url, name))
-            assert st in (200, 201), "PUT %s via node %d: %d" % (name, a.id, st)
-            head = request("HEAD", "%s/v1/stream/%s" % (b.url, name))
-            post = request("POST", "%s/v1/stream/%s" % (c.url, name), b"token")
-            if head != 200 or post not in (200, 204):
-                misses += 1
-                print("read_your_create: %s created via node %d: HEAD via node %d -> %d, "
-                      "POST via node %d -> %d" % (name, a.id, b.id, head, c.id, post))
-        assert misses == 0, "%d of %d streams not visible on another node right after create" % (
-            misses, STREAMS)
-        print("read_your_create: %d streams created on one node were found and appended to on "
-              "the other two at once" % STREAMS)
-        cluster.stop_all()
-    except BaseException:
-        for n in cluster.nodes.values():
-            if n.alive():
-                n.kill9()
-        raise
-    finally:
-        os.system("rm -rf '%s'" % root)
-    print("1 passed, 0 failed")
+def check(cluster):
+    cluster.start()
+    nodes = list(cluster.nodes.values())
+    misses = 0
+    for i in range(STREAMS):
+        a, b, c = nodes[i % 3], nodes[(i + 1) % 3], nodes[(i + 2) % 3]
+        name = "ryw-%d" % i
+        st = request("PUT", "%s/v1/stream/%s" % (a.url, name))
+        assert st in (200, 201), "PUT %s via node %d: %d" % (name, a.id, st)
+        head = request("HEAD", "%s/v1/stream/%s" % (b.url, name))
+        post = request("POST", "%s/v1/stream/%s" % (c.url, name), b"token")
+        if head != 200 or post not in (200, 204):
+            misses += 1
+            print("read_your_create: %s created via node %d: HEAD via node %d -> %d, "
+                  "POST via node %d -> %d" % (name, a.id, b.id, head, c.id, post))
+    assert misses == 0, "%d of %d streams not visible on another node right after create" % (
+        misses, STREAMS)
+    print("read_your_create: %d streams created on one node were found and appended to on "
+          "the other two at once" % STREAMS)
+    cluster.stop_all()
 
 
 if __name__ == "__main__":
-    main()
+    faults.with_cluster("spool-ryw-", check)
+    print("1 passed, 0 failed")
