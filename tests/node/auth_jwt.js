@@ -45,6 +45,8 @@ main(async () => {
   // A fresh token on the same connection: another identity or a bad signature is refused and
   // changes nothing; the same identity is accepted and the connection outlives the first token.
   const k = await connect(`?token=${jwt({exp: now() + 3, clientId: 'alice', capability: caps})}`);
+  k.send({type: 'auth'});
+  check((await k.type('error', 5000)).error.code === 40010, 'auth without a token refused');
   k.send({type: 'auth', token: jwt({exp: now() + 60, clientId: 'mallory', capability: caps})});
   check((await k.type('error', 5000)).error.code === 40303, 'auth for another client id refused');
   k.send({type: 'auth', token: jwt({exp: now() + 60, clientId: 'alice', capability: caps}, 'wrong')});
