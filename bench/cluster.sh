@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. "$ROOT/bench/lib.sh"
 
 REPEATS=3
 DURATION=5
@@ -51,27 +52,13 @@ NATS_ROUTE=(16221 16222 16223)
 
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
-[ -x "$PUBLISH" ] || { echo "no $PUBLISH: scripts/build.sh release" >&2; exit 1; }
-if want spool; then [ -x "$SPOOLD" ] || { echo "no $SPOOLD: scripts/build.sh release" >&2; exit 1; }; fi
+bench_need_built "$PUBLISH"
+if want spool; then bench_need_built "$SPOOLD"; fi
 if want nats; then [ -n "$NATS_SERVER" ] || { echo "no nats-server: apt-get install nats-server" >&2; exit 1; }; fi
 
-BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/spool-bench.XXXXXX)}
-mkdir -p "$BENCH_DIR"
-PIDS=()
-SPOOL_PIDS=()
+bench_dir spool-bench
 NATS_PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  rm -rf "$BENCH_DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_traps
 
 # ---------------------------------------------------------------- NATS JetStream, 3 nodes
 start_nats() {
@@ -102,10 +89,7 @@ EOF
   done
   local deadline=$((SECONDS + 30))
   for i in 0 1 2; do
-    until (exec 3<> "/dev/tcp/127.0.0.1/${NATS_CLIENT[$i]}") 2> /dev/null; do
-      [ $SECONDS -lt $deadline ] || { echo "nats-server $((i + 1)) not listening" >&2; exit 1; }
-      sleep 0.2
-    done
+    bench_wait_tcp "${NATS_CLIENT[$i]}" "$deadline" 0.2 "nats-server $((i + 1)) not listening"
   done
   # The stream is (re)created by the first publish run; it retries until JetStream has a
   # meta leader (bounded at 30 s inside publish).
@@ -121,36 +105,13 @@ nats_urls() { echo "nats://127.0.0.1:${NATS_CLIENT[0]},nats://127.0.0.1:${NATS_C
 
 # ---------------------------------------------------------------- Spool, 3 nodes
 start_spool() {
-  local peers="" i
-  for i in 0 1 2; do peers+="$((i + 1))@127.0.0.1:${SPOOL_CLUSTER[$i]},"; done
-  peers=${peers%,}
-  for i in 0 1 2; do
-    local d=$BENCH_DIR/spool$((i + 1))
-    mkdir -p "$d/data"
-    "$SPOOLD" --id $((i + 1)) --listen "127.0.0.1:${SPOOL_HTTP[$i]}" \
-      --cluster-listen "127.0.0.1:${SPOOL_CLUSTER[$i]}" --peers "$peers" --data "$d/data" \
-      --shards 3 --replicas 3 --anonymous --log-level warn \
-      --rate-per-connection 100000000 > "$d/log" 2>&1 &
-    PIDS+=($!)
-    SPOOL_PIDS+=($!)
-  done
-  local deadline=$((SECONDS + 60))
-  for i in 0 1 2; do
-    until curl -fsS -m 2 "http://127.0.0.1:${SPOOL_HTTP[$i]}/readyz" > /dev/null 2>&1; do
-      if [ $SECONDS -ge $deadline ]; then
-        echo "spoold node $((i + 1)) not ready after 60 s; last log lines:" >&2
-        tail -20 "$BENCH_DIR/spool$((i + 1))/log" >&2; exit 1
-      fi
-      sleep 0.5
-    done
-  done
+  bench_start_spool3
   echo "spool: 3 nodes ready (3 shards x 3 replicas)" >&2
 }
-spool_urls() { echo "127.0.0.1:${SPOOL_HTTP[0]},127.0.0.1:${SPOOL_HTTP[1]},127.0.0.1:${SPOOL_HTTP[2]}"; }
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 {
-  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo '?')"
+  bench_date_line
   want spool && echo "spoold: $SPOOLD: $("$SPOOLD" --version 2>&1 | tr '\n' ' ')"
   want nats && echo "nats-server: $("$NATS_SERVER" --version 2>&1)"
   echo "runs: $REPEATS x ${DURATION}s (+${WARMUP}s warm-up) per scenario; load average at start: $LOAD0"
@@ -158,18 +119,6 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 want nats && start_nats
 want spool && start_spool
-
-# CPU time (clock ticks, all threads) used so far by the given processes.
-cpu_ticks() {
-  local p t=0 f
-  for p in "$@"; do
-    f=$(cut -d')' -f2 "/proc/$p/stat" 2> /dev/null) || continue
-    set -- $f
-    t=$((t + ${12} + ${13}))
-  done
-  echo $t
-}
-CLK_TCK=$(getconf CLK_TCK)
 
 RESULTS=$BENCH_DIR/results
 : > "$RESULTS"
@@ -190,8 +139,7 @@ run_one() { # system size inflight repeat
   fi
   c1=$(cpu_ticks "${pids[@]}"); w1=$(date +%s%N)
   # Server CPU over the whole run (warm-up, window, drain), in cores.
-  [ -n "$out" ] && out+=" srv_cores=$(awk -v c=$((c1 - c0)) -v t="$CLK_TCK" -v w=$((w1 - w0)) \
-    'BEGIN { printf "%.2f", (c / t) / (w / 1e9) }')"
+  [ -n "$out" ] && out+=" srv_cores=$(srv_cores "$c0" "$c1" "$w0" "$w1")"
   if [ -z "$out" ]; then
     echo "  $sys size=$size inflight=$inf: no result: $(head -3 "$BENCH_DIR/err")" >&2
     return

@@ -20,6 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. "$ROOT/bench/lib.sh"
 
 REPEATS=3
 COUNT=2000
@@ -49,8 +50,8 @@ done
 
 SPOOLD=${SPOOLD:-$ROOT/build/spoold}
 DSBENCH=${DSBENCH:-$ROOT/build/bench/durable_streams}
-[ -x "$SPOOLD" ] || { echo "no $SPOOLD: scripts/build.sh release" >&2; exit 1; }
-[ -x "$DSBENCH" ] || { echo "no $DSBENCH: scripts/build.sh release" >&2; exit 1; }
+bench_need_built "$SPOOLD"
+bench_need_built "$DSBENCH"
 command -v node > /dev/null || { echo "no node" >&2; exit 1; }
 if [ ! -d "$ROOT/tests/durable/node_modules/@durable-streams/server" ]; then
   (cd "$ROOT/tests/durable" && npm ci --no-audit --no-fund) >&2
@@ -61,23 +62,9 @@ SPOOL_HTTP=(18191 18192 18193)
 SPOOL_CLUSTER=(17191 17192 17193)
 REF_PORT=18190
 
-BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/spool-dsbench.XXXXXX)}
-mkdir -p "$BENCH_DIR"
-PIDS=()
-SPOOL_PIDS=()
+bench_dir spool-dsbench
 REF_PID=""
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2> /dev/null || true
-  done
-  wait 2> /dev/null || true
-  rm -rf "$BENCH_DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_traps
 
 # ---------------------------------------------------------------- reference server, 1 process
 start_ref() {
@@ -95,46 +82,13 @@ start_ref() {
 
 # ---------------------------------------------------------------- Spool, 3 nodes
 start_spool() {
-  local peers="" i
-  for i in 0 1 2; do peers+="$((i + 1))@127.0.0.1:${SPOOL_CLUSTER[$i]},"; done
-  peers=${peers%,}
-  for i in 0 1 2; do
-    local d=$BENCH_DIR/spool$((i + 1))
-    mkdir -p "$d/data"
-    "$SPOOLD" --id $((i + 1)) --listen "127.0.0.1:${SPOOL_HTTP[$i]}" \
-      --cluster-listen "127.0.0.1:${SPOOL_CLUSTER[$i]}" --peers "$peers" --data "$d/data" \
-      --shards 3 --replicas 3 --anonymous --long-poll-timeout 500ms --log-level warn \
-      --rate-per-connection 100000000 > "$d/log" 2>&1 &
-    PIDS+=($!)
-    SPOOL_PIDS+=($!)
-  done
-  local deadline=$((SECONDS + 60))
-  for i in 0 1 2; do
-    until curl -fsS -m 2 "http://127.0.0.1:${SPOOL_HTTP[$i]}/readyz" > /dev/null 2>&1; do
-      if [ $SECONDS -ge $deadline ]; then
-        echo "spoold node $((i + 1)) not ready after 60 s; last log lines:" >&2
-        tail -20 "$BENCH_DIR/spool$((i + 1))/log" >&2; exit 1
-      fi
-      sleep 0.5
-    done
-  done
+  bench_start_spool3 --long-poll-timeout 500ms
   echo "spool: 3 nodes ready (3 shards x 3 replicas, fsync per commit)" >&2
 }
 
-cpu_ticks() { # CPU time (clock ticks, all threads) used so far by the given processes
-  local p t=0 f
-  for p in "$@"; do
-    f=$(cut -d')' -f2 "/proc/$p/stat" 2> /dev/null) || continue
-    set -- $f
-    t=$((t + ${12} + ${13}))
-  done
-  echo $t
-}
-CLK_TCK=$(getconf CLK_TCK)
-
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 {
-  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo '?')"
+  bench_date_line
   echo "spoold: $SPOOLD: $("$SPOOLD" --version 2>&1 | tr '\n' ' ')"
   echo "reference: @durable-streams/server $(node -p "require('$ROOT/tests/durable/node_modules/@durable-streams/server/package.json').version"), node $(node --version)"
   echo "runs: $REPEATS repeats; rtt $COUNT msgs of $SIZE B ($FOLLOWER_COUNT with the Spool reader on a follower);" \
@@ -143,8 +97,6 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 start_ref
 start_spool
-
-spool_urls() { echo "127.0.0.1:${SPOOL_HTTP[0]},127.0.0.1:${SPOOL_HTTP[1]},127.0.0.1:${SPOOL_HTTP[2]}"; }
 
 RESULTS=$BENCH_DIR/results
 : > "$RESULTS"
@@ -185,8 +137,7 @@ run_one() { # system(spool-leader|spool-follower|spool|ref) mode repeat
     echo "  $sys $mode: no result: $(head -3 "$BENCH_DIR/err")" >&2
     return
   fi
-  out+="$extra target=$sys srv_cores=$(awk -v c=$((c1 - c0)) -v t="$CLK_TCK" -v w=$((w1 - w0)) \
-    'BEGIN { printf "%.2f", (c / t) / (w / 1e9) }')"
+  out+="$extra target=$sys srv_cores=$(srv_cores "$c0" "$c1" "$w0" "$w1")"
   head -2 "$BENCH_DIR/err" | sed 's/^/    /' >&2
   echo "$out" | tee -a "$RESULTS" | sed 's/^RESULT /  /' >&2
 }

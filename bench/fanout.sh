@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. "$ROOT/bench/lib.sh"
 
 REPEATS=3
 DURATION=5
@@ -38,8 +39,8 @@ done
 SPOOLD=${SPOOLD:-$ROOT/build/spoold}
 FANOUT=${FANOUT:-$ROOT/build/bench/fanout}
 NATS_SERVER=${NATS_SERVER:-$(command -v nats-server || true)}
-[ -x "$SPOOLD" ] || { echo "no $SPOOLD: scripts/build.sh release" >&2; exit 1; }
-[ -x "$FANOUT" ] || { echo "no $FANOUT: scripts/build.sh release" >&2; exit 1; }
+bench_need_built "$SPOOLD"
+bench_need_built "$FANOUT"
 [ -n "$NATS_SERVER" ] || { echo "no nats-server: apt-get install nats-server" >&2; exit 1; }
 
 SPOOL_HTTP=18095
@@ -51,18 +52,11 @@ NATS_WS=14296
 ulimit -n 20000 2> /dev/null || ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge $((IDLE_SUBS + 100)) ] || echo "warning: ulimit -n is $(ulimit -n)" >&2
 
-BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/spool-fanout.XXXXXX)}
-mkdir -p "$BENCH_DIR"
+bench_dir spool-fanout
 SPOOL_PID=""
 NATS_PID=""
 stop_servers() {
-  local p
-  for p in $SPOOL_PID $NATS_PID; do kill "$p" 2> /dev/null || true; done
-  for p in $SPOOL_PID $NATS_PID; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2> /dev/null || true
-    wait "$p" 2> /dev/null || true
-  done
+  bench_stop_pids $SPOOL_PID $NATS_PID
   SPOOL_PID=""
   NATS_PID=""
 }
@@ -70,8 +64,7 @@ cleanup() {
   stop_servers
   rm -rf "$BENCH_DIR"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_traps cleanup
 
 start_servers() { # repeat
   local d=$BENCH_DIR/r$1
@@ -93,23 +86,9 @@ EOF
     > "$d/spool/log" 2>&1 &
   SPOOL_PID=$!
   local deadline=$((SECONDS + 60))
-  until curl -fsS -m 2 "http://127.0.0.1:$SPOOL_HTTP/readyz" > /dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "spoold not ready; log:" >&2; tail -20 "$d/spool/log" >&2; exit 1; }
-    sleep 0.3
-  done
-  until (exec 3<> "/dev/tcp/127.0.0.1/$NATS_WS") 2> /dev/null; do
-    [ $SECONDS -lt $deadline ] || { echo "nats-server not listening; log:" >&2; tail -20 "$d/nats/log" >&2; exit 1; }
-    sleep 0.2
-  done
+  bench_wait_ready "$SPOOL_HTTP" "$deadline" 0.3 "$d/spool/log" "spoold not ready; log:"
+  bench_wait_tcp "$NATS_WS" "$deadline" 0.2 "nats-server not listening; log:" "$d/nats/log"
 }
-
-cpu_ticks() { # pid: CPU clock ticks (user + system, all threads)
-  local f
-  f=$(cut -d')' -f2 "/proc/$1/stat" 2> /dev/null) || { echo 0; return; }
-  set -- $f
-  echo $((${12} + ${13}))
-}
-CLK_TCK=$(getconf CLK_TCK)
 
 RESULTS=$BENCH_DIR/results
 : > "$RESULTS"
@@ -128,14 +107,14 @@ run() { # system, then fanout arguments
     echo "  $sys $*: no result: $(head -3 "$BENCH_DIR/err")" >&2
     return
   fi
-  out+=" srv_cores=$(awk -v c=$((c1 - c0)) -v t="$CLK_TCK" -v w=$((w1 - w0)) 'BEGIN { printf "%.2f", (c / t) / (w / 1e9) }')"
+  out+=" srv_cores=$(srv_cores "$c0" "$c1" "$w0" "$w1")"
   head -3 "$BENCH_DIR/err" | grep -v 'subscribers ready' | sed 's/^/    /' >&2 || true
   echo "$out" | tee -a "$RESULTS" | sed 's/^RESULT /  /' >&2
 }
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 {
-  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo '?')"
+  bench_date_line
   echo "spoold: $SPOOLD ($("$SPOOLD" --version 2>&1 | head -1)); nats-server: $("$NATS_SERVER" --version 2>&1)"
   echo "runs: $REPEATS x ${DURATION}s (+${WARMUP}s warm-up) per scenario; load average at start: $LOAD0; $(nproc) cores"
 } | tee "$BENCH_DIR/header" >&2
