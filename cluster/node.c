@@ -415,6 +415,11 @@ uint32_t spool_node_shard_of(const struct spool_node *n, const char *channel)
     return spool_placement_shard_of(&n->placement, channel);
 }
 
+const char *spool_node_cluster_address(const struct spool_node *n)
+{
+    return spool_mux_address(n->mux);
+}
+
 void spool_node_shard_status(const struct spool_node *n, uint32_t shard,
                              struct spool_shard_status *out)
 {

@@ -153,5 +153,7 @@ void spool_node_shard_status(const struct spool_node *n, uint32_t shard, struct 
 uint64_t spool_node_slot_map_epoch(const struct spool_node *n);
 /* The shard that currently owns `channel`. */
 uint32_t spool_node_shard_of(const struct spool_node *n, const char *channel);
+/* The host:port this node's cluster port is bound to (the real port when configured as 0). */
+const char *spool_node_cluster_address(const struct spool_node *n);
 
 #endif
