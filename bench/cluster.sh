@@ -3,7 +3,11 @@
 # JetStream cluster with one R3 file-storage stream, same load, same run, interleaved repeats.
 #
 #   bench/cluster.sh [--repeats N] [--duration S] [--sizes "100 1024"] [--inflights "1 64 256"]
-#                    [--only spool|nats] [--raw FILE]
+#                    [--targets "spool spool-ws nats"] [--only TARGET] [--raw FILE]
+#
+# Targets: spool = HTTP POST, one request per connection, connections round-robin over the nodes;
+# spool-ws = the realtime WebSocket protocol, one connection per node, publish frames acked by
+# msgSerial, many in flight per connection (the way NATS async publishes); nats = JetStream.
 #
 # Environment: SPOOLD (build/spoold), PUBLISH (build/bench/publish), BENCH_DIR (a fresh temporary
 # directory, removed at exit), NATS_MSG_ID=1 to send a Nats-Msg-Id with each JetStream publish,
@@ -20,7 +24,7 @@ DURATION=5
 WARMUP=1
 SIZES="100 1024"
 INFLIGHTS="1 64 256"
-ONLY=""
+TARGETS="spool spool-ws nats"
 RAW=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -29,9 +33,9 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP=$2; shift 2 ;;
     --sizes) SIZES=$2; shift 2 ;;
     --inflights) INFLIGHTS=$2; shift 2 ;;
-    --only) ONLY=$2; shift 2 ;;
+    --only|--targets) TARGETS=$2; shift 2 ;;
     --raw) RAW=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -50,7 +54,13 @@ SPOOL_CLUSTER=(17081 17082 17083)
 NATS_CLIENT=(14221 14222 14223)
 NATS_ROUTE=(16221 16222 16223)
 
-want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+want() { # system: spool (either Spool target) or nats
+  local t
+  for t in $TARGETS; do
+    case "$t" in "$1" | "$1"-*) return 0 ;; esac
+  done
+  return 1
+}
 
 bench_need_built "$PUBLISH"
 if want spool; then bench_need_built "$SPOOLD"; fi
@@ -126,11 +136,14 @@ run_one() { # system size inflight repeat
   local sys=$1 size=$2 inf=$3 rep=$4 out
   local common=(--size "$size" --inflight "$inf" --duration "$DURATION" --warmup "$WARMUP")
   local pids c0 w0 c1 w1
-  if [ "$sys" = spool ]; then pids=("${SPOOL_PIDS[@]}"); else pids=("${NATS_PIDS[@]}"); fi
+  if [ "$sys" = nats ]; then pids=("${NATS_PIDS[@]}"); else pids=("${SPOOL_PIDS[@]}"); fi
   c0=$(cpu_ticks "${pids[@]}"); w0=$(date +%s%N)
   if [ "$sys" = spool ]; then
     out=$("$PUBLISH" --target spool --urls "$(spool_urls)" --pipeline "$SPOOL_PIPELINE" \
       --prefix "b$size-$inf-$rep" "${common[@]}" 2> "$BENCH_DIR/err" | grep '^RESULT' || true)
+  elif [ "$sys" = spool-ws ]; then
+    out=$("$PUBLISH" --target spool-ws --urls "$(spool_urls)" \
+      --prefix "w$size-$inf-$rep" "${common[@]}" 2> "$BENCH_DIR/err" | grep '^RESULT' || true)
   else
     local extra=()
     [ "$NATS_MSG_ID" = 1 ] && extra=(--msg-id)
@@ -151,9 +164,8 @@ run_one() { # system size inflight repeat
 for size in $SIZES; do
   for inf in $INFLIGHTS; do
     for rep in $(seq 1 "$REPEATS"); do
-      # Interleaved so that the shared machine's noise lands on both systems alike.
-      want spool && run_one spool "$size" "$inf" "$rep"
-      want nats && run_one nats "$size" "$inf" "$rep"
+      # Interleaved so that the shared machine's noise lands on every system alike.
+      for t in $TARGETS; do run_one "$t" "$size" "$inf" "$rep"; done
     done
   done
 done
@@ -176,19 +188,31 @@ def cpu_us(rs):  # server CPU per acknowledged message, from the run's average c
 def fmt(v, d=0): return '-' if v is None else f'{v:,.{d}f}'
 def ratio(x, y): return fmt(x / y, 2) + 'x' if x and y else '-'
 keys = sorted({(s, i) for s, i, _ in rows})
+modes = [t for t in ('spool', 'spool-ws') if any(k[2] == t for k in rows)] or ['-']
+label = {'spool': 'HTTP', 'spool-ws': 'WebSocket', '-': '-'}
 print()
-print('| size | in flight | spool msg/s | p50 ms | p99 ms | nats msg/s | p50 ms | p99 ms '
+print('| size | in flight | spool via | spool msg/s | p50 ms | p99 ms | nats msg/s | p50 ms | p99 ms '
       '| msg/s spool/nats | p99 spool/nats | server CPU us/msg spool, nats | runs | errors |')
-print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 for s, i in keys:
-    a, b = rows.get((s, i, 'spool'), []), rows.get((s, i, 'nats'), [])
-    ta, tb = med(a, 'msgs_per_s'), med(b, 'msgs_per_s')
-    pa, pb = med(a, 'p99_ms'), med(b, 'p99_ms')
-    ea = sum(int(r['errors']) for r in a); eb = sum(int(r['errors']) for r in b)
-    print(f'| {s} B | {i} | {fmt(ta)} | {fmt(med(a, "p50_ms"), 2)} | {fmt(pa, 2)} | {fmt(tb)} | '
-          f'{fmt(med(b, "p50_ms"), 2)} | {fmt(pb, 2)} | **{ratio(ta, tb)}** | {ratio(pa, pb)} | '
-          f'{fmt(cpu_us(a), 1)}, {fmt(cpu_us(b), 1)} | {len(a)}/{len(b)} | {ea}/{eb} |')
+    b = rows.get((s, i, 'nats'), [])
+    for m in modes:
+        a = rows.get((s, i, m), [])
+        ta, tb = med(a, 'msgs_per_s'), med(b, 'msgs_per_s')
+        pa, pb = med(a, 'p99_ms'), med(b, 'p99_ms')
+        ea = sum(int(r['errors']) for r in a); eb = sum(int(r['errors']) for r in b)
+        print(f'| {s} B | {i} | {label[m]} | {fmt(ta)} | {fmt(med(a, "p50_ms"), 2)} | {fmt(pa, 2)} | {fmt(tb)} | '
+              f'{fmt(med(b, "p50_ms"), 2)} | {fmt(pb, 2)} | **{ratio(ta, tb)}** | {ratio(pa, pb)} | '
+              f'{fmt(cpu_us(a), 1)}, {fmt(cpu_us(b), 1)} | {len(a)}/{len(b)} | {ea}/{eb} |')
 print()
+# Per-run throughput ratios (run k of a Spool mode against run k of NATS, which ran right after it).
+for s, i in keys:
+    b = rows.get((s, i, 'nats'), [])
+    for m in modes:
+        a = rows.get((s, i, m), [])
+        rs = [float(x['msgs_per_s']) / float(y['msgs_per_s']) for x, y in zip(a, b) if float(y['msgs_per_s']) > 0]
+        if rs:
+            print(f'per-run ratio {s} B, {i} in flight, {label[m]}: {min(rs):.2f}-{max(rs):.2f}')
 print('Medians over the runs (spool and nats runs alternate). Spool: every commit is fsynced on a quorum')
 print('before the 201. NATS JetStream 2.9: acknowledged once a quorum holds the message, BEFORE fsync')
 print('(it flushes periodically; 2.9 has no per-message sync setting).')

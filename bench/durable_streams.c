@@ -44,6 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http_client.h"
+
 #define MAX_URLS 16
 #define MAX_CONNS 4096
 
@@ -130,186 +132,7 @@ static void samples_sort(struct samples *s)
     }
 }
 
-/* ------------------------------------------------------------------ addresses, sockets */
-
-static int parse_hostport(const char *s, struct sockaddr_in *a)
-{
-    char host[64];
-    const char *colon = strrchr(s, ':');
-    if (!colon || (size_t)(colon - s) >= sizeof host) {
-        return -1;
-    }
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = 0;
-    memset(a, 0, sizeof *a);
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)atoi(colon + 1));
-    return inet_pton(AF_INET, host, &a->sin_addr) == 1 ? 0 : -1;
-}
-
-static int parse_urls(const char *list, struct sockaddr_in *out, unsigned max)
-{
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", list);
-    unsigned n = 0;
-    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save)) {
-        if (parse_hostport(t, &out[n]) != 0) {
-            fprintf(stderr, "bad url %s (want 127.0.0.1:PORT)\n", t);
-            return -1;
-        }
-        n++;
-    }
-    return (int)n;
-}
-
-/* Connects (blocking, 127.0.0.1 is quick), then makes the socket non-blocking. */
-static int tcp_connect(const struct sockaddr_in *a)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (const struct sockaddr *)a, sizeof *a) != 0) {
-        close(fd);
-        return -1;
-    }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    return fd;
-}
-
-/* ------------------------------------------------------------------ HTTP responses */
-
-struct hconn {
-    int fd;
-    char *in;
-    size_t in_len, in_cap;
-};
-
-struct resp {
-    int status;
-    size_t body_len; /* decoded body bytes */
-    char next_offset[128];
-    char cursor[64];
-};
-
-static void hdr_copy(char *dst, size_t cap, const char *v, const char *eol)
-{
-    while (v < eol && (*v == ' ' || *v == '\t')) {
-        v++;
-    }
-    size_t n = (size_t)(eol - v);
-    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) {
-        n--;
-    }
-    if (n >= cap) {
-        n = cap - 1;
-    }
-    memcpy(dst, v, n);
-    dst[n] = 0;
-}
-
-/* One complete response at the start of c->in: returns bytes it spans (> 0), 0 when incomplete,
- * -1 when malformed. Chunked bodies are counted, not kept. */
-static long resp_parse(const struct hconn *c, struct resp *r)
-{
-    const char *b = c->in, *end = c->in + c->in_len;
-    const char *hend = memmem(b, c->in_len, "\r\n\r\n", 4);
-    if (!hend) {
-        return c->in_len > 65536 ? -1 : 0;
-    }
-    memset(r, 0, sizeof *r);
-    if (c->in_len < 12 || strncmp(b, "HTTP/1.", 7) != 0) {
-        return -1;
-    }
-    r->status = atoi(b + 9);
-    long clen = -1;
-    bool chunked = false;
-    const char *p = memchr(b, '\n', (size_t)(hend - b)) + 1;
-    while (p < hend) {
-        const char *eol = memchr(p, '\r', (size_t)(hend + 2 - p));
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon) {
-            size_t kl = (size_t)(colon - p);
-            const char *v = colon + 1;
-            if (kl == 14 && strncasecmp(p, "content-length", kl) == 0) {
-                clen = strtol(v, NULL, 10);
-            } else if (kl == 17 && strncasecmp(p, "transfer-encoding", kl) == 0) {
-                chunked = memmem(v, (size_t)(eol - v), "chunked", 7) != NULL;
-            } else if (kl == 18 && strncasecmp(p, "stream-next-offset", kl) == 0) {
-                hdr_copy(r->next_offset, sizeof r->next_offset, v, eol);
-            } else if (kl == 13 && strncasecmp(p, "stream-cursor", kl) == 0) {
-                hdr_copy(r->cursor, sizeof r->cursor, v, eol);
-            }
-        }
-        p = eol + 2;
-    }
-    const char *body = hend + 4;
-    if (r->status == 204 || r->status == 304 || (r->status >= 100 && r->status < 200)) {
-        return body - b;
-    }
-    if (chunked) {
-        const char *q = body;
-        for (;;) {
-            const char *eol = memmem(q, (size_t)(end - q), "\r\n", 2);
-            if (!eol) {
-                return 0;
-            }
-            unsigned long n = strtoul(q, NULL, 16);
-            q = eol + 2;
-            if (n == 0) {
-                /* trailers (none expected) end with an empty line */
-                const char *t = memmem(q - 2, (size_t)(end - q + 2), "\r\n\r\n", 4);
-                return t ? t + 4 - b : 0;
-            }
-            if ((size_t)(end - q) < n + 2) {
-                return 0;
-            }
-            r->body_len += n;
-            q += n + 2;
-        }
-    }
-    if (clen < 0) {
-        return -1; /* close-delimited bodies are not used by either server */
-    }
-    if ((size_t)(end - body) < (size_t)clen) {
-        return 0;
-    }
-    r->body_len = (size_t)clen;
-    return body + clen - b;
-}
-
-static void hconn_consume(struct hconn *c, long n)
-{
-    memmove(c->in, c->in + n, c->in_len - (size_t)n);
-    c->in_len -= (size_t)n;
-}
-
-/* Reads what is available; -1 on EOF or error. */
-static int hconn_read(struct hconn *c)
-{
-    for (;;) {
-        if (c->in_cap - c->in_len < 16384) {
-            size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
-            char *in = realloc(c->in, cap);
-            if (!in) {
-                return -1;
-            }
-            c->in = in;
-            c->in_cap = cap;
-        }
-        ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
-        if (n > 0) {
-            c->in_len += (size_t)n;
-            continue;
-        }
-        if (n == 0) {
-            return -1;
-        }
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
-    }
-}
+/* Addresses, connections, response parsing: bench/http_client.h. */
 
 static int send_all(int fd, const char *p, size_t n)
 {
@@ -330,19 +153,19 @@ static int send_all(int fd, const char *p, size_t n)
 }
 
 /* Blocking request/response on a (non-blocking) connection, bounded by --timeout. */
-static int roundtrip(struct hconn *c, const char *req, size_t len, struct resp *r)
+static int roundtrip(struct http_in *c, const char *req, size_t len, struct http_resp *r)
 {
     if (send_all(c->fd, req, len) != 0) {
         return -1;
     }
     uint64_t deadline = now_ns() + (uint64_t)(opt.timeout * 1e9);
     for (;;) {
-        long n = resp_parse(c, r);
+        long n = http_resp_parse(c->in, c->in_len, r);
         if (n < 0) {
             return -1;
         }
         if (n > 0) {
-            hconn_consume(c, n);
+            http_in_consume(c, (size_t)n);
             return 0;
         }
         uint64_t t = now_ns();
@@ -351,7 +174,7 @@ static int roundtrip(struct hconn *c, const char *req, size_t len, struct resp *
         }
         struct pollfd pf = {.fd = c->fd, .events = POLLIN};
         poll(&pf, 1, (int)((deadline - t) / 1000000) + 1);
-        if (hconn_read(c) != 0) {
+        if (http_in_read(c) != 0) {
             return -1;
         }
     }
@@ -376,7 +199,7 @@ static size_t fmt_post(char *buf, size_t cap, const char *host, const char *stre
 /* PUT the stream; fills its tail offset. */
 static int create_stream(const struct sockaddr_in *a, const char *host, const char *stream, char *tail, size_t tail_cap)
 {
-    struct hconn c = {.fd = tcp_connect(a)};
+    struct http_in c = {.fd = bench_tcp_connect(a)};
     if (c.fd < 0) {
         fprintf(stderr, "connect %s: %s\n", host, strerror(errno));
         return -1;
@@ -386,7 +209,7 @@ static int create_stream(const struct sockaddr_in *a, const char *host, const ch
                      "PUT %s/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
                      "Content-Length: 0\r\n\r\n",
                      opt.base, stream, host);
-    struct resp r;
+    struct http_resp r;
     int rc = roundtrip(&c, req, (size_t)n, &r);
     close(c.fd);
     free(c.in);
@@ -407,7 +230,7 @@ static int run_rtt(void)
     struct sockaddr_in wa, ra;
     const char *wu = opt.write_url ? opt.write_url : opt.urls;
     const char *ru = opt.read_url ? opt.read_url : wu;
-    if (parse_hostport(wu, &wa) != 0 || parse_hostport(ru, &ra) != 0) {
+    if (bench_parse_hostport(wu, &wa) != 0 || bench_parse_hostport(ru, &ra) != 0) {
         fprintf(stderr, "bad --write-url/--read-url\n");
         return 2;
     }
@@ -416,8 +239,8 @@ static int run_rtt(void)
     if (create_stream(&wa, wu, stream, offset, sizeof offset) != 0) {
         return 1;
     }
-    struct hconn w = {.fd = tcp_connect(&wa)};
-    struct hconn rd = {.fd = tcp_connect(&ra)};
+    struct http_in w = {.fd = bench_tcp_connect(&wa)};
+    struct http_in rd = {.fd = bench_tcp_connect(&ra)};
     if (w.fd < 0 || rd.fd < 0) {
         fprintf(stderr, "connect: %s\n", strerror(errno));
         return 1;
@@ -435,7 +258,7 @@ static int run_rtt(void)
         char get[512];
         int gl = snprintf(get, sizeof get, "GET %s/%s?offset=%s HTTP/1.1\r\nHost: %s\r\n\r\n", opt.base, stream,
                           offset, ru);
-        struct resp r;
+        struct http_resp r;
         if (roundtrip(&rd, get, (size_t)gl, &r) != 0) {
             fprintf(stderr, "reader: first read failed\n");
             return 1;
@@ -480,14 +303,14 @@ static int run_rtt(void)
         bool acked = false, got = false;
         uint64_t t_ack = 0, t_got = 0, deadline = t0 + (uint64_t)(opt.timeout * 1e9);
         while (!(acked && got)) {
-            struct resp r;
+            struct http_resp r;
             long n;
-            if (!acked && (n = resp_parse(&w, &r)) != 0) {
+            if (!acked && (n = http_resp_parse(w.in, w.in_len, &r)) != 0) {
                 if (n < 0) {
                     fprintf(stderr, "writer: bad response\n");
                     return 1;
                 }
-                hconn_consume(&w, n);
+                http_in_consume(&w, (size_t)n);
                 acked = true;
                 t_ack = now_ns();
                 if (r.status < 200 || r.status > 299) {
@@ -498,12 +321,12 @@ static int run_rtt(void)
                 }
                 continue;
             }
-            if (!got && (n = resp_parse(&rd, &r)) != 0) {
+            if (!got && (n = http_resp_parse(rd.in, rd.in_len, &r)) != 0) {
                 if (n < 0) {
                     fprintf(stderr, "reader: bad response\n");
                     return 1;
                 }
-                hconn_consume(&rd, n);
+                http_in_consume(&rd, (size_t)n);
                 if (r.cursor[0]) {
                     snprintf(cursor, sizeof cursor, "%s", r.cursor);
                 }
@@ -533,7 +356,7 @@ static int run_rtt(void)
             }
             struct pollfd pf[2] = {{.fd = w.fd, .events = acked ? 0 : POLLIN}, {.fd = rd.fd, .events = got ? 0 : POLLIN}};
             poll(pf, 2, (int)((deadline - t) / 1000000) + 1);
-            if ((pf[0].revents && hconn_read(&w) != 0) || (pf[1].revents && hconn_read(&rd) != 0)) {
+            if ((pf[0].revents && http_in_read(&w) != 0) || (pf[1].revents && http_in_read(&rd) != 0)) {
                 fprintf(stderr, "connection closed\n");
                 return 1;
             }
@@ -559,7 +382,7 @@ static int run_rtt(void)
 /* ------------------------------------------------------------------ tput */
 
 struct tconn {
-    struct hconn h;
+    struct http_in h;
     unsigned addr;
     const char *host;
     const char *stream;
@@ -580,7 +403,7 @@ static double cpu_seconds(void)
 
 static int run_tput(void)
 {
-    int na = parse_urls(opt.urls, addrs, MAX_URLS);
+    int na = bench_parse_urls(opt.urls, addrs, MAX_URLS);
     if (na <= 0) {
         return 2;
     }
@@ -607,7 +430,7 @@ static int run_tput(void)
         c->addr = i % (unsigned)na;
         c->host = hosts[c->addr];
         c->stream = stream_names[i % opt.streams];
-        c->h.fd = tcp_connect(&addrs[c->addr]);
+        c->h.fd = bench_tcp_connect(&addrs[c->addr]);
         if (c->h.fd < 0) {
             fprintf(stderr, "connect %s: %s\n", c->host, strerror(errno));
             return 1;
@@ -644,10 +467,10 @@ static int run_tput(void)
         int n = epoll_wait(ep, evs, 256, 10);
         for (int k = 0; k < n; k++) {
             struct tconn *c = evs[k].data.ptr;
-            int rc = hconn_read(&c->h);
+            int rc = http_in_read(&c->h);
             for (;;) {
-                struct resp r;
-                long used = resp_parse(&c->h, &r);
+                struct http_resp r;
+                long used = http_resp_parse(c->h.in, c->h.in_len, &r);
                 if (used == 0) {
                     break;
                 }
@@ -655,7 +478,7 @@ static int run_tput(void)
                     rc = -1;
                     break;
                 }
-                hconn_consume(&c->h, used);
+                http_in_consume(&c->h, (size_t)used);
                 uint64_t tn = now_ns();
                 bool ok = r.status >= 200 && r.status <= 299;
                 if (c->sent_at >= t_measure && tn <= t_end) {
@@ -697,7 +520,7 @@ static int run_tput(void)
                 if (reconnects > 1000 || now_ns() >= t_end) {
                     continue;
                 }
-                c->h.fd = tcp_connect(&addrs[c->addr]);
+                c->h.fd = bench_tcp_connect(&addrs[c->addr]);
                 if (c->h.fd < 0) {
                     continue;
                 }

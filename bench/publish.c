@@ -1,13 +1,17 @@
 /*
- * publish: closed-loop publish load generator, Spool (HTTP/1.1) or NATS JetStream (libnats).
+ * publish: closed-loop publish load generator, Spool (HTTP/1.1 or the realtime WebSocket protocol)
+ * or NATS JetStream (libnats).
  *
- *   publish --target spool --urls 127.0.0.1:18081,127.0.0.1:18082 --size 100 --inflight 64
+ *   publish --target spool    --urls 127.0.0.1:18081,127.0.0.1:18082 --size 100 --inflight 64
+ *   publish --target spool-ws --urls 127.0.0.1:18081,127.0.0.1:18082 --size 100 --inflight 64
  *   publish --target nats  --urls nats://127.0.0.1:14222 --size 100 --inflight 64
  *
  * Every message is acknowledged before it counts. "In flight" is the number of publishes sent and
  * not yet acknowledged, held constant (closed loop):
  *   spool: inflight / pipeline keep-alive connections (round-robin over --urls), each with
  *          `pipeline` requests outstanding (1 = plain HTTP/1.1, one request at a time).
+ *   spool-ws: --ws-conns WebSocket connections to /v1/realtime (default one per url), the
+ *          in-flight publish frames spread over them, each acked by msgSerial (like NATS async).
  *   nats:  inflight 1 = js_Publish (sync) in a loop; > 1 = js_PublishAsync on one connection,
  *          a counting window keeps exactly `inflight` unacknowledged.
  * Latency is publish -> ack, measured per message. Only messages sent after the warm-up and
@@ -34,6 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <poll.h>
+
+#include "http_client.h"
 
 #ifdef SPOOL_BENCH_NATS
 #include <nats/nats.h>
@@ -47,6 +54,7 @@ static struct {
     size_t size;
     unsigned inflight;
     unsigned pipeline;
+    unsigned ws_conns;
     double duration;
     double warmup;
     uint64_t count;
@@ -146,24 +154,9 @@ static void report(const char *mode)
     fflush(stdout);
 }
 
-/* ------------------------------------------------------------------ spool (HTTP/1.1) */
+/* ------------------------------------------------------------------ spool: shared */
 
 #define MAX_URLS 16
-
-struct conn {
-    int fd;
-    unsigned idx;
-    struct sockaddr_in addr;
-    char *out;          /* pending bytes to write */
-    size_t out_len, out_off, out_cap;
-    char *in;
-    size_t in_len, in_cap;
-    uint64_t *sent_at;  /* FIFO of send times, capacity = pipeline */
-    unsigned q_head, q_n;
-    uint64_t seq;
-    char path[128];
-    bool want_out;
-};
 
 static struct sockaddr_in addrs[MAX_URLS];
 static unsigned n_addrs;
@@ -173,100 +166,127 @@ static int ep;
 static unsigned err_printed;
 static uint64_t reconnects;
 
-static int parse_hostport(const char *s, struct sockaddr_in *a)
+static int spool_setup(void)
 {
-    char host[64];
-    const char *colon = strrchr(s, ':');
-    if (!colon || (size_t)(colon - s) >= sizeof host)
+    int n = bench_parse_urls(opt.urls, addrs, MAX_URLS);
+    if (n <= 0)
         return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = 0;
-    memset(a, 0, sizeof *a);
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)atoi(colon + 1));
-    if (strcmp(host, "localhost") == 0)
-        strcpy(host, "127.0.0.1");
-    return inet_pton(AF_INET, host, &a->sin_addr) == 1 ? 0 : -1;
-}
-
-static int conn_open(struct conn *c)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (struct sockaddr *)&c->addr, sizeof c->addr) < 0) {
-        close(fd);
-        return -1;
-    }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    c->fd = fd;
-    c->out_len = c->out_off = 0;
-    c->in_len = 0;
-    c->q_n = 0;
-    c->want_out = false;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-}
-
-static void conn_close(struct conn *c)
-{
-    if (c->fd >= 0) {
-        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
-    }
-    c->fd = -1;
-}
-
-static void out_reserve(struct conn *c, size_t more)
-{
-    if (c->out_len + more <= c->out_cap)
-        return;
-    size_t cap = c->out_cap ? c->out_cap : 4096;
-    while (cap < c->out_len + more)
-        cap *= 2;
-    c->out = realloc(c->out, cap);
-    if (!c->out) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    c->out_cap = cap;
-}
-
-static void conn_set_out(struct conn *c, bool want)
-{
-    if (c->want_out == want)
-        return;
-    c->want_out = want;
-    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
-    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-}
-
-/* Returns -1 when the connection failed. */
-static int conn_flush(struct conn *c)
-{
-    while (c->out_off < c->out_len) {
-        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
-        if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                conn_set_out(c, true);
-                return 0;
-            }
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        c->out_off += (size_t)w;
-    }
-    c->out_off = c->out_len = 0;
-    conn_set_out(c, false);
+    n_addrs = (unsigned)n;
+    payload = malloc(opt.size + 1);
+    for (size_t i = 0; i < opt.size; i++)
+        payload[i] = (char)('a' + i % 26);
+    ep = epoll_create1(0);
+    t_start = now_ns();
     return 0;
 }
 
 static bool sending_allowed(uint64_t t)
 {
     return t < t_end && n_sent < opt.count;
+}
+
+static void publish_failed(uint64_t sent, uint64_t t, const char *what, int status, const char *body, size_t blen)
+{
+    if (sent >= t_measure && t <= t_end)
+        n_errors++;
+    if (err_printed < 5) {
+        err_printed++;
+        fprintf(stderr, "publish failed: %s %d: %.*s\n", what, status, (int)(blen > 200 ? 200 : blen), body);
+    }
+}
+
+/* Output buffer shared by both client kinds. */
+struct outbuf {
+    char *out;
+    size_t out_len, out_off, out_cap;
+    bool want_out;
+};
+
+static char *out_reserve(struct outbuf *o, size_t more)
+{
+    if (o->out_len + more > o->out_cap) {
+        size_t cap = o->out_cap ? o->out_cap : 4096;
+        while (cap < o->out_len + more)
+            cap *= 2;
+        o->out = realloc(o->out, cap);
+        if (!o->out) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        o->out_cap = cap;
+    }
+    return o->out + o->out_len;
+}
+
+static void set_out(int fd, struct outbuf *o, void *ptr, bool want)
+{
+    if (o->want_out == want)
+        return;
+    o->want_out = want;
+    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = ptr};
+    epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+}
+
+/* Write what is queued; EAGAIN leaves the rest for EPOLLOUT. Returns -1 when the connection
+ * failed. */
+static int out_flush(int fd, struct outbuf *o, void *ptr)
+{
+    while (o->out_off < o->out_len) {
+        ssize_t w = write(fd, o->out + o->out_off, o->out_len - o->out_off);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                set_out(fd, o, ptr, true);
+                return 0;
+            }
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        o->out_off += (size_t)w;
+    }
+    o->out_off = o->out_len = 0;
+    set_out(fd, o, ptr, false);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ spool over HTTP/1.1 */
+
+struct conn {
+    struct http_in h;
+    unsigned idx;
+    struct sockaddr_in addr;
+    struct outbuf o;
+    uint64_t *sent_at;  /* FIFO of send times, capacity = pipeline */
+    unsigned q_head, q_n;
+    uint64_t seq;
+    char path[128];
+};
+
+static int conn_open(struct conn *c)
+{
+    c->h.fd = bench_tcp_connect(&c->addr);
+    if (c->h.fd < 0)
+        return -1;
+    c->o.out_len = c->o.out_off = 0;
+    c->h.in_len = 0;
+    c->q_n = 0;
+    c->o.want_out = false;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    return epoll_ctl(ep, EPOLL_CTL_ADD, c->h.fd, &ev);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->h.fd >= 0) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->h.fd, NULL);
+        close(c->h.fd);
+    }
+    c->h.fd = -1;
+}
+
+static int conn_flush(struct conn *c)
+{
+    return out_flush(c->h.fd, &c->o, c);
 }
 
 /* Queue one request on c (the caller flushes). */
@@ -281,8 +301,7 @@ static void conn_send_one(struct conn *c, uint64_t t)
                       "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                       "Content-Length: %zu\r\n\r\n",
                       c->path, body);
-    out_reserve(c, (size_t)hl + body);
-    char *p = c->out + c->out_len;
+    char *p = out_reserve(&c->o, (size_t)hl + body), *p0 = p;
     memcpy(p, head, (size_t)hl);
     p += hl;
     memcpy(p, "{\"id\":\"", 7);
@@ -295,7 +314,7 @@ static void conn_send_one(struct conn *c, uint64_t t)
     p += opt.size;
     memcpy(p, "\"}", 2);
     p += 2;
-    c->out_len = (size_t)(p - c->out);
+    c->o.out_len += (size_t)(p - p0);
     c->sent_at[(c->q_head + c->q_n) % opt.pipeline] = t;
     c->q_n++;
     if (t >= t_measure)
@@ -308,131 +327,48 @@ static void conn_fill(struct conn *c, uint64_t t)
         conn_send_one(c, t);
 }
 
-/* Parse as many complete responses as the input holds. Returns -1 on a protocol error or when
+/* Take as many complete responses as the input holds. Returns -1 on a protocol error or when
  * the server asked to close. */
 static int conn_parse(struct conn *c, uint64_t t)
 {
     size_t off = 0;
     int rc = 0;
     for (;;) {
-        char *base = c->in + off;
-        size_t avail = c->in_len - off;
-        char *eoh = memmem(base, avail, "\r\n\r\n", 4);
-        if (!eoh)
+        struct http_resp r;
+        long used = http_resp_parse(c->h.in + off, c->h.in_len - off, &r);
+        if (used == 0)
             break;
-        size_t hlen = (size_t)(eoh - base) + 4;
-        if (avail < 12 || memcmp(base, "HTTP/1.", 7) != 0) {
+        if (used < 0) {
             fprintf(stderr, "bad response head\n");
             return -1;
         }
-        int status = atoi(base + 9);
-        long clen = -1;
-        bool chunked = false, close_after = false;
-        for (char *l = memchr(base, '\n', hlen); l && l < eoh; l = memchr(l, '\n', (size_t)(eoh - l))) {
-            l++;
-            if (strncasecmp(l, "content-length:", 15) == 0)
-                clen = strtol(l + 15, NULL, 10);
-            else if (strncasecmp(l, "transfer-encoding:", 18) == 0 && strncasecmp(l + 18, " chunked", 8) == 0)
-                chunked = true;
-            else if (strncasecmp(l, "connection:", 11) == 0 && strncasecmp(l + 11, " close", 6) == 0)
-                close_after = true;
-        }
-        const char *body = base + hlen;
-        size_t blen, total;
-        char *dechunked = NULL;
-        if (chunked) {
-            /* Walk the chunks; incomplete -> wait for more. */
-            size_t p = hlen, dl = 0;
-            bool done = false;
-            dechunked = malloc(avail + 1);
-            for (;;) {
-                char *crlf = memmem(base + p, avail - p, "\r\n", 2);
-                if (!crlf)
-                    break;
-                size_t sz = strtoul(base + p, NULL, 16);
-                size_t data = (size_t)(crlf - base) + 2;
-                if (sz == 0) {
-                    char *end = memmem(base + data, avail - data, "\r\n", 2);
-                    if (!end)
-                        break;
-                    p = (size_t)(end - base) + 2;
-                    done = true;
-                    break;
-                }
-                if (data + sz + 2 > avail)
-                    break;
-                memcpy(dechunked + dl, base + data, sz);
-                dl += sz;
-                p = data + sz + 2;
-            }
-            if (!done) {
-                free(dechunked);
-                break;
-            }
-            body = dechunked;
-            blen = dl;
-            total = p;
-        } else {
-            blen = clen < 0 ? 0 : (size_t)clen;
-            if (avail < hlen + blen)
-                break;
-            total = hlen + blen;
-        }
         if (c->q_n == 0) {
             fprintf(stderr, "response without a request\n");
-            free(dechunked);
             return -1;
         }
         uint64_t sent = c->sent_at[c->q_head];
         c->q_head = (c->q_head + 1) % opt.pipeline;
         c->q_n--;
-        if (status == 201 && memmem(body, blen, "\"serials\"", 9)) {
+        if (r.status == 201 && memmem(r.body, r.body_raw, "\"serials\"", 9))
             record_ack(sent, t);
-        } else {
-            if (sent >= t_measure && t <= t_end)
-                n_errors++;
-            if (err_printed < 5) {
-                err_printed++;
-                fprintf(stderr, "publish failed: HTTP %d: %.*s\n", status, (int)(blen > 200 ? 200 : blen), body);
-            }
-        }
-        free(dechunked);
-        off += total;
-        if (close_after) {
+        else
+            publish_failed(sent, t, "HTTP", r.status, r.body, r.body_raw);
+        off += (size_t)used;
+        if (r.close) {
             rc = -1;
             break;
         }
     }
-    if (off) {
-        memmove(c->in, c->in + off, c->in_len - off);
-        c->in_len -= off;
-    }
+    if (off)
+        http_in_consume(&c->h, off);
     return rc;
 }
 
 static int conn_read(struct conn *c, uint64_t t)
 {
-    for (;;) {
-        if (c->in_cap - c->in_len < 4096) {
-            c->in_cap = c->in_cap ? c->in_cap * 2 : 16384;
-            c->in = realloc(c->in, c->in_cap);
-            if (!c->in)
-                exit(1);
-        }
-        ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
-        if (r > 0) {
-            c->in_len += (size_t)r;
-            continue;
-        }
-        if (r == 0)
-            return -1;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            break;
-        return -1;
-    }
-    return conn_parse(c, t);
+    int rc = http_in_read(&c->h);
+    int prc = conn_parse(c, t);
+    return rc < 0 ? -1 : prc;
 }
 
 static void conn_fail(struct conn *c, uint64_t t)
@@ -449,33 +385,17 @@ static void conn_fail(struct conn *c, uint64_t t)
 
 static int run_spool(void)
 {
-    char *list = strdup(opt.urls);
-    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && n_addrs < MAX_URLS;
-         tok = strtok_r(NULL, ",", &save)) {
-        if (strncmp(tok, "http://", 7) == 0)
-            tok += 7;
-        if (parse_hostport(tok, &addrs[n_addrs]) < 0) {
-            fprintf(stderr, "bad url %s (want host:port)\n", tok);
-            return 2;
-        }
-        n_addrs++;
-    }
-    free(list);
-    if (!n_addrs)
+    if (spool_setup() < 0)
         return 2;
     if (opt.pipeline == 0)
         opt.pipeline = 1;
     unsigned nconn = (opt.inflight + opt.pipeline - 1) / opt.pipeline;
     unsigned nch = opt.channels ? opt.channels : nconn;
-    ep = epoll_create1(0);
     struct conn *cs = calloc(nconn, sizeof *cs);
-    payload = malloc(opt.size + 1);
-    for (size_t i = 0; i < opt.size; i++)
-        payload[i] = (char)('a' + i % 26);
     for (unsigned i = 0; i < nconn; i++) {
         struct conn *c = &cs[i];
         c->idx = i;
-        c->fd = -1;
+        c->h.fd = -1;
         c->addr = addrs[i % n_addrs];
         c->sent_at = calloc(opt.pipeline, sizeof *c->sent_at);
         snprintf(c->path, sizeof c->path, "/v1/channels/%s-%u/messages", opt.prefix, i % nch);
@@ -508,7 +428,7 @@ static int run_spool(void)
         t = now_ns();
         for (int k = 0; k < n; k++) {
             struct conn *c = evs[k].data.ptr;
-            if (c->fd < 0)
+            if (c->h.fd < 0)
                 continue;
             int bad = 0;
             if (evs[k].events & (EPOLLERR | EPOLLHUP))
@@ -527,7 +447,7 @@ static int run_spool(void)
         /* Reopen dropped connections (bounded). */
         for (unsigned i = 0; i < nconn && t < t_end; i++) {
             struct conn *c = &cs[i];
-            if (c->fd >= 0 || reconnects >= 1000)
+            if (c->h.fd >= 0 || reconnects >= 1000)
                 continue;
             reconnects++;
             if (conn_open(c) == 0) {
@@ -538,12 +458,327 @@ static int run_spool(void)
         }
     }
     uint64_t t = now_ns();
-    for (unsigned i = 0; i < nconn; i++)
-        if (cs[i].fd >= 0)
+    for (unsigned i = 0; i < nconn; i++) {
+        if (cs[i].h.fd >= 0)
             conn_fail(&cs[i], t);
+        http_in_free(&cs[i].h);
+        free(cs[i].o.out);
+        free(cs[i].sent_at);
+    }
+    free(cs);
     if (reconnects)
         fprintf(stderr, "reconnects: %" PRIu64 "\n", reconnects);
     report(opt.pipeline > 1 ? "http-pipelined" : "http");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ spool over the realtime WebSocket */
+
+/*
+ * --target spool-ws: K WebSocket connections to /v1/realtime (--ws-conns, default one per url,
+ * never more than --inflight), each holding its share of --inflight publish frames awaiting their
+ * ack, like a NATS async publisher. Each publish frame carries one message
+ * {"id":"<unique>","data":"<payload>"} for channel PREFIX-k (k round-robin over --channels,
+ * default one per in-flight slot, as in the HTTP mode). The msgSerial names the in-flight slot
+ * (serial = generation * slots + slot), so an ack finds its send time without a search.
+ */
+struct wsconn {
+    struct http_in h;
+    unsigned idx;
+    struct sockaddr_in addr;
+    struct outbuf o;
+    unsigned slots;      /* in flight on this connection */
+    uint64_t *sent_at;   /* per slot; 0 = free */
+    unsigned *free_slots;
+    unsigned n_free;
+    uint64_t gen;
+    uint64_t seq;
+};
+
+static unsigned ws_nch;
+static uint64_t ws_next_channel;
+
+static const char ws_upgrade[] = "GET /v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                 "Sec-WebSocket-Version: 13\r\n\r\n";
+
+/* Append a masked client frame (mask 0: XOR with zero keeps the payload; still a valid masked
+ * frame) whose payload the caller writes at the returned pointer. */
+static char *ws_frame_start(struct outbuf *o, uint8_t opcode, size_t n)
+{
+    char *out = out_reserve(o, n + 14), *p = out;
+    *p++ = (char)(0x80 | opcode);
+    if (n < 126) {
+        *p++ = (char)(0x80 | n);
+    } else if (n <= 0xFFFF) {
+        *p++ = (char)(0x80 | 126);
+        *p++ = (char)(n >> 8);
+        *p++ = (char)n;
+    } else {
+        *p++ = (char)(0x80 | 127);
+        for (int i = 0; i < 8; i++)
+            *p++ = (char)((uint64_t)n >> (56 - 8 * i));
+    }
+    memset(p, 0, 4);
+    p += 4;
+    o->out_len += (size_t)(p - out) + n;
+    return p;
+}
+
+/* Blocking: connect, upgrade, wait for the "connected" message (10 s at most). Bytes after it
+ * stay in the input buffer. */
+static int ws_open(struct wsconn *c)
+{
+    c->h.fd = bench_tcp_connect(&c->addr);
+    if (c->h.fd < 0)
+        return -1;
+    c->h.in_len = 0;
+    c->o.out_len = c->o.out_off = 0;
+    c->o.want_out = false;
+    if (write(c->h.fd, ws_upgrade, sizeof ws_upgrade - 1) != (ssize_t)sizeof ws_upgrade - 1)
+        return -1;
+    uint64_t deadline = now_ns() + 10ull * 1000000000ull;
+    char *hend = NULL;
+    while (!(hend = c->h.in_len ? memmem(c->h.in, c->h.in_len, "\r\n\r\n", 4) : NULL) ||
+           !memmem(c->h.in, c->h.in_len, "\"connected\"", 11)) {
+        if (now_ns() > deadline) {
+            fprintf(stderr, "websocket handshake timed out\n");
+            return -1;
+        }
+        struct pollfd pf = {.fd = c->h.fd, .events = POLLIN};
+        poll(&pf, 1, 100);
+        if (http_in_read(&c->h) < 0) {
+            fprintf(stderr, "websocket handshake: connection closed\n");
+            return -1;
+        }
+    }
+    if (c->h.in_len < 12 || memcmp(c->h.in + 9, "101", 3) != 0) {
+        fprintf(stderr, "websocket upgrade refused: %.*s\n", (int)(c->h.in_len > 200 ? 200 : c->h.in_len), c->h.in);
+        return -1;
+    }
+    http_in_consume(&c->h, (size_t)(hend + 4 - c->h.in));
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    return epoll_ctl(ep, EPOLL_CTL_ADD, c->h.fd, &ev);
+}
+
+static void ws_send_one(struct wsconn *c, uint64_t t)
+{
+    unsigned slot = c->free_slots[--c->n_free];
+    uint64_t serial = c->gen++ * c->slots + slot;
+    char head[192], id[64];
+    int idl = snprintf(id, sizeof id, "%08x-w%03u-%012" PRIu64, run_nonce, c->idx, c->seq++);
+    int hl = snprintf(head, sizeof head,
+                      "{\"type\":\"publish\",\"msgSerial\":%" PRIu64 ",\"channel\":\"%s-%" PRIu64
+                      "\",\"messages\":[{\"id\":\"%.*s\",\"data\":\"",
+                      serial, opt.prefix, ws_next_channel++ % ws_nch, idl, id);
+    size_t n = (size_t)hl + opt.size + 4;
+    char *p = ws_frame_start(&c->o, 1, n);
+    memcpy(p, head, (size_t)hl);
+    memcpy(p + hl, payload, opt.size);
+    memcpy(p + hl + opt.size, "\"}]}", 4);
+    c->sent_at[slot] = t;
+    if (t >= t_measure)
+        n_sent++;
+}
+
+static void ws_fill(struct wsconn *c, uint64_t t)
+{
+    while (c->n_free && sending_allowed(t))
+        ws_send_one(c, t);
+}
+
+static unsigned ws_outstanding(const struct wsconn *c)
+{
+    return c->slots - c->n_free;
+}
+
+/* One text message from the server: an ack or nack completes its slot; anything else is ignored. */
+static int ws_message(struct wsconn *c, const char *m, size_t n, uint64_t t)
+{
+    bool ack = memmem(m, n, "\"type\":\"ack\"", 12) != NULL;
+    bool nack = !ack && memmem(m, n, "\"type\":\"nack\"", 13) != NULL;
+    if (!ack && !nack) {
+        if (memmem(m, n, "\"type\":\"error\"", 14))
+            publish_failed(t, t, "error", 0, m, n);
+        return 0;
+    }
+    const char *s = memmem(m, n, "\"msgSerial\":", 12);
+    if (!s)
+        return -1;
+    uint64_t serial = strtoull(s + 12, NULL, 10);
+    unsigned slot = (unsigned)(serial % c->slots);
+    uint64_t sent = c->sent_at[slot];
+    if (!sent) {
+        fprintf(stderr, "ack for a msgSerial not in flight: %.*s\n", (int)(n > 200 ? 200 : n), m);
+        return -1;
+    }
+    c->sent_at[slot] = 0;
+    c->free_slots[c->n_free++] = slot;
+    if (ack && memmem(m, n, "\"serials\"", 9))
+        record_ack(sent, t);
+    else
+        publish_failed(sent, t, "nack", 0, m, n);
+    return 0;
+}
+
+/* Parse the server's frames (never masked, never fragmented by Spool). -1 on close or error. */
+static int ws_read(struct wsconn *c, uint64_t t)
+{
+    int rc = http_in_read(&c->h);
+    size_t off = 0;
+    const char *b = c->h.in;
+    size_t n = c->h.in_len;
+    while (n - off >= 2) {
+        uint8_t b0 = (uint8_t)b[off], b1 = (uint8_t)b[off + 1];
+        uint64_t len = b1 & 0x7F;
+        size_t h = 2;
+        if (len == 126) {
+            if (n - off < 4)
+                break;
+            len = ((uint64_t)(uint8_t)b[off + 2] << 8) | (uint8_t)b[off + 3];
+            h = 4;
+        } else if (len == 127) {
+            if (n - off < 10)
+                break;
+            len = 0;
+            for (int i = 0; i < 8; i++)
+                len = (len << 8) | (uint8_t)b[off + 2 + i];
+            h = 10;
+        }
+        if (b1 & 0x80)
+            return -1; /* servers do not mask */
+        if (n - off < h + len)
+            break;
+        const char *p = b + off + h;
+        uint8_t op = b0 & 0x0F;
+        off += h + len;
+        if (op == 0x9) { /* ping -> pong */
+            memcpy(ws_frame_start(&c->o, 0xA, (size_t)len), p, (size_t)len);
+        } else if (op == 0x8) {
+            rc = -1;
+            break;
+        } else if (op == 0x1) {
+            if (ws_message(c, p, (size_t)len, t) < 0) {
+                rc = -1;
+                break;
+            }
+        } else if (op != 0xA) {
+            fprintf(stderr, "unexpected websocket opcode %u\n", op);
+            rc = -1;
+            break;
+        }
+    }
+    if (off)
+        http_in_consume(&c->h, off);
+    return rc;
+}
+
+static void ws_fail(struct wsconn *c, uint64_t t)
+{
+    for (unsigned s = 0; s < c->slots; s++) {
+        if (c->sent_at[s]) {
+            if (c->sent_at[s] >= t_measure && t <= t_end)
+                n_errors++;
+            c->sent_at[s] = 0;
+            c->free_slots[c->n_free++] = s;
+        }
+    }
+    if (c->h.fd >= 0) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->h.fd, NULL);
+        close(c->h.fd);
+    }
+    c->h.fd = -1;
+}
+
+static int run_spool_ws(void)
+{
+    if (spool_setup() < 0)
+        return 2;
+    unsigned nconn = opt.ws_conns ? opt.ws_conns : n_addrs;
+    if (nconn > opt.inflight)
+        nconn = opt.inflight;
+    ws_nch = opt.channels ? opt.channels : opt.inflight;
+    struct wsconn *cs = calloc(nconn, sizeof *cs);
+    for (unsigned i = 0; i < nconn; i++) {
+        struct wsconn *c = &cs[i];
+        c->idx = i;
+        c->addr = addrs[i % n_addrs];
+        c->slots = opt.inflight / nconn + (i < opt.inflight % nconn);
+        c->sent_at = calloc(c->slots, sizeof *c->sent_at);
+        c->free_slots = calloc(c->slots, sizeof *c->free_slots);
+        for (unsigned s = 0; s < c->slots; s++)
+            c->free_slots[c->n_free++] = c->slots - 1 - s;
+        if (ws_open(c) < 0) {
+            fprintf(stderr, "websocket to %s:%u: %s\n", inet_ntoa(c->addr.sin_addr), ntohs(c->addr.sin_port),
+                    strerror(errno));
+            return 1;
+        }
+    }
+    t_start = now_ns();
+    t_measure = t_start + (uint64_t)(opt.warmup * 1e9);
+    t_end = t_measure + (uint64_t)(opt.duration * 1e9);
+    uint64_t hard_stop = t_end + 10ull * 1000000000ull; /* drain at most 10 s */
+    for (unsigned i = 0; i < nconn; i++) {
+        ws_fill(&cs[i], t_start);
+        if (out_flush(cs[i].h.fd, &cs[i].o, &cs[i]) < 0)
+            ws_fail(&cs[i], t_start);
+    }
+    struct epoll_event evs[64];
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t > hard_stop)
+            break;
+        unsigned outstanding = 0;
+        for (unsigned i = 0; i < nconn; i++)
+            outstanding += ws_outstanding(&cs[i]);
+        if (t >= t_end && outstanding == 0)
+            break;
+        int n = epoll_wait(ep, evs, 64, 10);
+        t = now_ns();
+        for (int k = 0; k < n; k++) {
+            struct wsconn *c = evs[k].data.ptr;
+            if (c->h.fd < 0)
+                continue;
+            int bad = 0;
+            if (evs[k].events & (EPOLLERR | EPOLLHUP))
+                bad = -1;
+            if (!bad && (evs[k].events & EPOLLIN))
+                bad = ws_read(c, t);
+            if (!bad) {
+                ws_fill(c, t);
+                bad = out_flush(c->h.fd, &c->o, c);
+            }
+            if (bad)
+                ws_fail(c, t);
+        }
+        for (unsigned i = 0; i < nconn && t < t_end; i++) {
+            struct wsconn *c = &cs[i];
+            if (c->h.fd >= 0 || reconnects >= 100)
+                continue;
+            reconnects++;
+            if (ws_open(c) == 0) {
+                ws_fill(c, t);
+                if (out_flush(c->h.fd, &c->o, c) < 0)
+                    ws_fail(c, t);
+            } else if (c->h.fd >= 0) {
+                close(c->h.fd);
+                c->h.fd = -1;
+            }
+        }
+    }
+    uint64_t t = now_ns();
+    for (unsigned i = 0; i < nconn; i++) {
+        if (cs[i].h.fd >= 0)
+            ws_fail(&cs[i], t);
+        http_in_free(&cs[i].h);
+        free(cs[i].o.out);
+        free(cs[i].sent_at);
+        free(cs[i].free_slots);
+    }
+    free(cs);
+    if (reconnects)
+        fprintf(stderr, "reconnects: %" PRIu64 "\n", reconnects);
+    report("ws");
     return 0;
 }
 
@@ -810,12 +1045,14 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: publish [options]\n"
-            "  --target spool|nats     system under test (spool)\n"
+            "  --target spool|spool-ws|nats  system under test (spool: HTTP; spool-ws: /v1/realtime)\n"
             "  --urls LIST             spool: host:port,...; nats: nats://host:port,... (first is used first)\n"
             "  --size BYTES            payload bytes (100)\n"
             "  --inflight N            publishes awaiting their ack at any time (1)\n"
             "  --pipeline P            spool: requests outstanding per connection (1 = no pipelining);\n"
             "                          connections = inflight / P\n"
+            "  --ws-conns K            spool-ws: WebSocket connections, round-robin over --urls, the\n"
+            "                          in-flight publishes spread over them (default: one per url)\n"
             "  --duration S            measured seconds (5)\n"
             "  --warmup S              seconds before measuring (1)\n"
             "  --count N               at most N measured publishes (100000000)\n"
@@ -846,6 +1083,8 @@ int main(int argc, char **argv)
             opt.inflight = (unsigned)strtoul(v, NULL, 10);
         else if (ARG("--pipeline"))
             opt.pipeline = (unsigned)strtoul(v, NULL, 10);
+        else if (ARG("--ws-conns"))
+            opt.ws_conns = (unsigned)strtoul(v, NULL, 10);
         else if (ARG("--duration"))
             opt.duration = atof(v);
         else if (ARG("--warmup"))
@@ -884,6 +1123,8 @@ int main(int argc, char **argv)
     run_nonce = (unsigned)(now_ns() ^ ((uint64_t)getpid() << 16));
     if (strcmp(opt.target, "spool") == 0)
         return run_spool();
+    if (strcmp(opt.target, "spool-ws") == 0)
+        return run_spool_ws();
     if (strcmp(opt.target, "nats") == 0)
         return run_nats();
     usage();
