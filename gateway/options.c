@@ -14,6 +14,7 @@ void spool_options_defaults(struct spool_options *o)
     o->shards = 4;
     o->replicas = 3;
     o->log_level = "info";
+    o->workers = 1;
     o->snapshot_threshold = 65536;
     o->snapshot_trailing = 8192;
     o->election_timeout_ms = 1000;
@@ -72,6 +73,7 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("replicas", SPOOL_OPT_UINT, replicas, "replicas per shard (capped at the node count)");
     OPT("log-level", SPOOL_OPT_STRING, log_level, "debug, info, warn or error");
     OPT("snapshot-threshold", SPOOL_OPT_UINT, snapshot_threshold, "Raft entries between snapshots (>= 64)");
+    OPT("workers", SPOOL_OPT_UINT, workers, "event loops (threads) serving clients on --listen, sharing its port; 0 = one per CPU");
     OPT("snapshot-trailing", SPOOL_OPT_UINT, snapshot_trailing, "Raft entries kept after a snapshot");
     OPT("election-timeout", SPOOL_OPT_MS, election_timeout_ms, "Raft election timeout");
     OPT("heartbeat", SPOOL_OPT_MS, heartbeat_ms, "Raft heartbeat interval");

@@ -23,6 +23,7 @@ struct spool_options {
     uint64_t shards;
     uint64_t replicas;
     const char *log_level;
+    uint64_t workers;        /* event loops serving clients (gateway/workers.h); 0 = one per CPU */
     /* raft */
     uint64_t snapshot_threshold;
     uint64_t snapshot_trailing;
