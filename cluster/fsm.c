@@ -292,6 +292,11 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
                 r->publishes[i].duplicate[j] = true;
                 continue;
             }
+            if (spool_presence_leave_superseded(f->store, p->channel, m, recs, n)) {
+                r->publishes[i].seqs[j] = m->ref_seq; /* a conditional leave that lost: kept out */
+                r->publishes[i].duplicate[j] = true;
+                continue;
+            }
             seq = row->next++;
             recs[n] = *m;
             recs[n].channel = p->channel;
@@ -321,6 +326,9 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         rc = spool_store_mark_applied(f->store, index, err);
     if (rc != 0)
         goto out;
+    for (size_t i = 0; i < n; i++) /* advice for the leader's reaper: a failure is logged */
+        if (spool_pindex_apply(f->presence, ptrs[i]->channel, ptrs[i]) != 0)
+            SPOOL_WARN("fsm.presence_index", "index=%llu err=nomem", (unsigned long long)index);
     if (n > 0 && f->on_records != NULL)
         f->on_records(f->cb_arg, (const Spool__Record *const *)ptrs, n);
     if (f->take_result == NULL) {
@@ -422,6 +430,8 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         int rc = spool_store_restore(f->store, buf->base, buf->len, &err);
         if (rc == 0)
             rc = dedup_rebuild(f, &err);
+        if (rc == 0)
+            rc = spool_pindex_rebuild(f->presence, f->store, 0, &err);
         spool_conv_reset(f->conv);
         if (rc != 0) {
             SPOOL_ERROR("fsm.restore_failed", "code=%s msg=\"%s\"", spool_err_name(rc), err.msg);
@@ -449,15 +459,22 @@ int spool_fsm_init(struct spool_fsm *f, struct spool_store *store, uint64_t dedu
     f->raft_fsm.restore = fsm_restore;
     f->raft_fsm.snapshot_finalize = NULL; /* libraft frees the snapshot buffers */
     f->raft_fsm.snapshot_async = NULL;
-    if ((f->conv = spool_conv_new(store, NULL)) == NULL) {
+    if ((f->conv = spool_conv_new(store, NULL)) == NULL ||
+        (f->presence = spool_pindex_new()) == NULL) {
         spool_dedup_close(&f->dedup);
+        spool_conv_free(f->conv);
+        f->conv = NULL;
         return spool_err_set(err, SPOOL_ENOMEM, "conversation state: out of memory");
     }
     int rc = dedup_rebuild(f, err);
+    if (rc == 0)
+        rc = spool_pindex_rebuild(f->presence, store, 0, err);
     if (rc != 0) {
         spool_dedup_close(&f->dedup);
         spool_conv_free(f->conv);
         f->conv = NULL;
+        spool_pindex_free(f->presence);
+        f->presence = NULL;
     }
     return rc;
 }
@@ -478,4 +495,6 @@ void spool_fsm_close(struct spool_fsm *f)
     spool_dedup_close(&f->dedup);
     spool_conv_free(f->conv);
     f->conv = NULL;
+    spool_pindex_free(f->presence);
+    f->presence = NULL;
 }

@@ -31,6 +31,7 @@
 
 #include "cluster/conversation.h"
 #include "cluster/dedup.h"
+#include "cluster/presence_index.h"
 #include "common/err.h"
 #include "proto/entry.pb-c.h"
 #include "proto/record.pb-c.h"
@@ -63,6 +64,7 @@ struct spool_fsm {
     struct spool_store *store;
     struct spool_dedup dedup;
     struct spool_conv *conv; /* AI conversation rules (cluster/conversation.h) */
+    struct spool_pindex *presence; /* present members by host (cluster/presence_index.h) */
     spool_fsm_records_cb on_records;
     spool_fsm_restored_cb on_restored;
     void *cb_arg;

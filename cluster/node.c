@@ -195,6 +195,7 @@ void spool_node_close(struct spool_node *n, void (*cb)(void *arg), void *arg)
     spool_subs_close(n);
     spool_remote_view_close(n);
     spool_rebalancer_close(n);
+    spool_presence_reaper_close(n);
     n->shards_open = n->meta != NULL;
     for (uint32_t i = 0; i < n->placement.shards; i++)
         if (n->shards[i] != NULL)
@@ -365,6 +366,8 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
         rc = spool_remote_view_start(n, err);
     if (rc == 0)
         rc = spool_rebalancer_start(n, err);
+    if (rc == 0)
+        rc = spool_presence_reaper_start(n, err);
     if (rc != 0) {
         /* Shards already started close asynchronously, then the rest, then the node is freed. */
         SPOOL_ERROR("node.init_failed", "msg=\"%s\"", err->msg);

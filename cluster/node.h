@@ -57,6 +57,8 @@ struct spool_node_config {
     uint64_t conv_max_entries; /* cached AI message/turn states per shard (0 = 65536) */
     uint64_t conv_scan_max;    /* records read to rebuild one such state (0 = 100000) */
     uint64_t rebalance_interval_ms; /* leader-spreading passes (cluster/admin.h); 0 = off */
+    uint64_t presence_node_timeout_ms; /* a silent node's presence members leave after
+                                        * (cluster/presence_reaper.h); 0 = never */
     struct spool_store_config store; /* dir is set per shard by the node; tail_cache_bytes is
                                       * for the whole node, divided among its local shards */
 };

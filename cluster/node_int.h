@@ -29,6 +29,7 @@ enum {
     SPOOL_METHOD_SLOT_MAP = 4, /* SlotMapQuery -> SlotMapReply */
     SPOOL_METHOD_EPHEMERAL = 5, /* one-way: a packed Record, live only (conversation_ephemeral.c) */
     SPOOL_METHOD_REBALANCE = 6, /* one-way, empty: run a leader-spreading pass (admin.c) */
+    SPOOL_METHOD_PRESENCE_HEARTBEAT = 7, /* one-way: PresenceHeartbeat (presence_reaper.c) */
 };
 
 #define SPOOL_READ_DEFAULT_LIMIT 100
@@ -70,6 +71,7 @@ struct spool_node {
     size_t n_topic_buckets, n_topics;
     uv_timer_t rebalance_timer;  /* periodic leader-spreading passes (admin.c) */
     bool rebalance_started;
+    struct spool_presence_reaper *presence_reaper; /* heartbeats, dead nodes' members leave */
     struct spool_op *waiters;    /* parked long-poll reads served for peers (router.c) */
     bool closing;
     int pending_close;   /* live ops (router.c) + the closing stages below */
@@ -88,6 +90,13 @@ int spool_rebalancer_start(struct spool_node *n, struct spool_err *err);
 void spool_rebalancer_close(struct spool_node *n);
 /* A peer asked for a pass (SPOOL_METHOD_REBALANCE). */
 void spool_node_rebalance_arrived(struct spool_node *n, uint64_t from);
+
+/* presence_reaper.c (cluster/presence_reaper.h) */
+int spool_presence_reaper_start(struct spool_node *n, struct spool_err *err);
+/* Stops it; counts in pending_close until its timer is closed. */
+void spool_presence_reaper_close(struct spool_node *n);
+void spool_node_presence_heartbeat_arrived(struct spool_node *n, uint64_t from, const void *body,
+                                           size_t len);
 
 /* serve.c: requests from peers */
 void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,

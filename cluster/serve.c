@@ -201,6 +201,10 @@ void spool_serve_message_cb(void *arg, uint64_t from_node, uint32_t method, cons
         spool_node_rebalance_arrived(arg, from_node);
         return;
     }
+    if (method == SPOOL_METHOD_PRESENCE_HEARTBEAT) { /* presence_reaper.c */
+        spool_node_presence_heartbeat_arrived(arg, from_node, body, len);
+        return;
+    }
     SPOOL_DEBUG("router.unexpected_message", "from=%llu method=%u", (unsigned long long)from_node,
                 method);
 }

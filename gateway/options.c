@@ -38,6 +38,7 @@ void spool_options_defaults(struct spool_options *o)
     o->resume_secret = "";
     o->cors_origins = "";
     o->presence_timeout_ms = 15000;
+    o->presence_node_timeout_ms = 15000;
     o->long_poll_timeout_ms = 30000;
     o->heartbeat_interval_ms = 15000;
     o->dedup_window_ms = 120000;
@@ -95,6 +96,7 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("resume-window", SPOOL_OPT_MS, resume_window_ms, "how long a dropped connection can be resumed");
     OPT("resume-secret", SPOOL_OPT_STRING, resume_secret, "resume key secret; every node of a cluster must share it (empty = per-node file in the data dir)");
     OPT("presence-timeout", SPOOL_OPT_MS, presence_timeout_ms, "a dead connection's members leave after");
+    OPT("presence-node-timeout", SPOOL_OPT_MS, presence_node_timeout_ms, "the presence members of a node not heard from leave after (same on every node; docs/cluster.md); 0 = never");
     OPT("long-poll-timeout", SPOOL_OPT_MS, long_poll_timeout_ms, "Durable Streams long-poll wait");
     OPT("heartbeat-interval", SPOOL_OPT_MS, heartbeat_interval_ms, "SSE comments / WebSocket pings every");
     OPT("dedup-window", SPOOL_OPT_MS, dedup_window_ms, "publishes with a repeated client message id are dropped within");

@@ -50,6 +50,7 @@ struct spool_options {
     const char *resume_secret; /* "" = per-node random secret in <data>/resume.secret */
     const char *cors_origins;  /* origins allowed on /v1/channels (gateway/cors.h); "" = none */
     uint64_t presence_timeout_ms;
+    uint64_t presence_node_timeout_ms; /* cluster/presence_reaper.h; 0 = never */
     uint64_t long_poll_timeout_ms;
     uint64_t heartbeat_interval_ms;
     uint64_t dedup_window_ms;

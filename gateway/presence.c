@@ -228,6 +228,8 @@ struct presence_leave {
     uint64_t after;
     int64_t died_at_ms;
     uint64_t budget; /* records still allowed to be read */
+    uint64_t ref;    /* the member's newest presence record seen (0 = none) */
+    bool left;       /* ... and it is a leave (e.g. the reaper's while this node was cut off) */
 };
 
 static void leave_free(struct presence_leave *l)
@@ -248,7 +250,11 @@ static void on_leave_published(void *arg, int status, const struct spool_err *er
     leave_free(l);
 }
 
-static void leave_publish(struct presence_leave *l)
+/* `complete`: every record up to the channel's end was read, so l->ref is the member's newest
+ * presence record and the leave can be conditional on it (cluster/presence_index.h): if the shard
+ * leader's reaper already left the member, or the member entered again meanwhile, it is not
+ * stored. Otherwise (read failed, budget spent) it is unconditional, as it always was. */
+static void leave_publish(struct presence_leave *l, bool complete)
 {
     Spool__Record rec;
     spool__record__init(&rec);
@@ -256,6 +262,7 @@ static void leave_publish(struct presence_leave *l)
     rec.name = "leave";
     rec.client_id = l->client_id;
     rec.connection_id = l->connection_id;
+    rec.ref_seq = complete ? l->ref : 0;
     const Spool__Record *recs[1] = {&rec};
     if (spool_node_publish(l->node, l->channel, recs, 1, on_leave_published, l) != 0) {
         SPOOL_WARN("presence.leave_failed", "channel=%s err=start", l->channel);
@@ -271,27 +278,34 @@ static void on_leave_page(void *arg, int status, const struct spool_err *err,
 {
     struct presence_leave *l = arg;
     if (status != 0) {
-        leave_publish(l); /* cannot tell: a spurious leave beats a member that never leaves */
+        leave_publish(l, false); /* cannot tell: a spurious leave beats a member that never leaves */
         return;
     }
     for (size_t i = 0; i < n; i++) {
         const Spool__Record *r = recs[i];
         if (r->seq > l->after)
             l->after = r->seq;
-        if (r->action == SPOOL__ACTION__ACTION_PRESENCE && r->timestamp_ms > l->died_at_ms &&
+        if (r->action == SPOOL__ACTION__ACTION_PRESENCE &&
             strcmp(str_or_empty(r->client_id), l->client_id) == 0 &&
             strcmp(str_or_empty(r->connection_id), l->connection_id) == 0) {
-            leave_free(l); /* the member came back (or left) after the death */
-            return;
+            if (r->timestamp_ms > l->died_at_ms) {
+                leave_free(l); /* the member came back (or left) after the death */
+                return;
+            }
+            l->ref = r->seq;
+            l->left = r->name != NULL && strcmp(r->name, "leave") == 0;
         }
     }
     l->budget = l->budget > n ? l->budget - n : 0;
-    if (n < PRESENCE_PAGE || l->budget == 0 || l->after >= last_seq) {
-        leave_publish(l);
+    if (n < PRESENCE_PAGE || l->after >= last_seq) {
+        if (l->left)
+            leave_free(l); /* already gone: no second leave */
+        else
+            leave_publish(l, true);
         return;
     }
-    if (leave_read(l) != 0)
-        leave_publish(l);
+    if (l->budget == 0 || leave_read(l) != 0)
+        leave_publish(l, false);
 }
 
 static int leave_read(struct presence_leave *l)
@@ -313,6 +327,7 @@ int spool_presence_leave(struct spool_node *node, const char *channel, const cha
     l->client_id = strdup(client_id);
     l->connection_id = strdup(connection_id);
     l->after = after_serial;
+    l->ref = after_serial;
     l->died_at_ms = died_at_ms;
     l->budget = max_records;
     if (l->channel == NULL || l->client_id == NULL || l->connection_id == NULL) {
@@ -320,6 +335,6 @@ int spool_presence_leave(struct spool_node *node, const char *channel, const cha
         return SPOOL_ENOMEM;
     }
     if (leave_read(l) != 0)
-        leave_publish(l);
+        leave_publish(l, false);
     return 0;
 }

@@ -2,12 +2,15 @@
  * Presence over the realtime protocol (gateway/presence.h has the model): the presence and
  * presence.get messages, the members each connection entered, and the leaves of connections
  * that dropped: immediately when the client closed, else after presence_timeout_ms unless a
- * resume on this node adopts them first.
+ * resume on this node adopts them first. Enters and updates are stamped with this node and its
+ * incarnation, so that if this node dies its members leave all the same: the shard leaders do
+ * that (cluster/presence_reaper.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/presence_reaper.h"
 #include "common/log.h"
 #include "gateway/channel_name.h"
 #include "gateway/json_body.h"
@@ -186,6 +189,9 @@ void spool_rt_presence(struct rt_conn *c, json_t *msg)
         rec.name = (char *)action;
         rec.role = (char *)spool_role_name(c->principal.role); /* from the token */
         rec.id = "";
+        rec.ref_seq = 0; /* a client's leave is unconditional (cluster/presence_index.h) */
+        if (strcmp(action, "leave") != 0) /* the member's host, for the reaper */
+            spool_node_presence_stamp(c->rt->node, &rec);
         p->c = c;
         p->msg_serial = msg_serial;
         p->bytes = rec.data.len;

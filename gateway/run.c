@@ -155,6 +155,7 @@ static int node_start(struct spool_daemon *d, struct spool_err *err)
     cfg.heartbeat_ms = o->heartbeat_ms;
     cfg.forward_timeout_ms = o->forward_timeout_ms;
     cfg.rebalance_interval_ms = o->rebalance_interval_ms;
+    cfg.presence_node_timeout_ms = o->presence_node_timeout_ms;
     cfg.dedup_window_ms = o->dedup_window_ms;
     cfg.conv_max_entries = o->ai_state_entries;
     cfg.conv_scan_max = o->ai_state_scan;
