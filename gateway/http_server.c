@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -158,6 +160,39 @@ static int parse_port(const char *s, uint64_t *out)
     return 0;
 }
 
+/* A plain bind (SO_REUSEADDR as libuv sets it, no SO_REUSEPORT) tells whether anyone else holds
+ * the port: sockets with SO_REUSEPORT would otherwise silently share it with another process. */
+static int port_in_use(const struct sockaddr *sa)
+{
+    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return uv_translate_sys_error(errno);
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    int rv = bind(fd, sa, len) == 0 ? 0 : uv_translate_sys_error(errno);
+    close(fd);
+    return rv;
+}
+
+static int bind_reuseport(struct spool_http_server *s, const struct sockaddr *sa, uint64_t port)
+{
+    int rv;
+    if (s->cfg.reuse_port == SPOOL_HTTP_REUSEPORT_FIRST && port != 0 && (rv = port_in_use(sa)) != 0)
+        return rv;
+    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return uv_translate_sys_error(errno);
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 || bind(fd, sa, len) != 0) {
+        rv = uv_translate_sys_error(errno);
+        close(fd);
+        return rv;
+    }
+    if ((rv = uv_tcp_open(&s->listener, fd)) != 0) close(fd);
+    return rv;
+}
+
 int spool_http_server_listen(struct spool_http_server *s, const char *address, struct spool_err *err)
 {
     char host[256];
@@ -178,7 +213,8 @@ int spool_http_server_listen(struct spool_http_server *s, const char *address, s
     if (uv_ip4_addr(h, (int)port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(h, (int)port, (struct sockaddr_in6 *)&ss) != 0)
         return spool_err_set(err, SPOOL_EINVAL, "listen address '%s': bad host", address);
-    int rv = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
+    int rv = s->cfg.reuse_port != SPOOL_HTTP_REUSEPORT_OFF ? bind_reuseport(s, (struct sockaddr *)&ss, port)
+                                                            : uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
     if (rv == 0) rv = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
     if (rv != 0)
         return spool_err_set(err, SPOOL_EIO, "listen on %s: %s", address, uv_strerror(rv));

@@ -105,6 +105,11 @@ struct spool_http_config {
     void *handler_arg;
     spool_http_done_cb on_done; /* may be NULL */
     void *on_done_arg;
+    /* Several servers (one per event loop, gateway/workers.h) on one port: SO_REUSEPORT, and the
+     * kernel spreads incoming connections over them. FIRST also checks that no other socket
+     * holds the port (so a second process still fails with "address in use"); JOIN is for the
+     * servers that join the first one's port. */
+    enum { SPOOL_HTTP_REUSEPORT_OFF, SPOOL_HTTP_REUSEPORT_FIRST, SPOOL_HTTP_REUSEPORT_JOIN } reuse_port;
 };
 
 /* Defaults for every field (limits as in gateway/options.c); handler must be set by the caller. */

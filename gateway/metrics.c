@@ -52,6 +52,28 @@ struct child {
     struct spool_histogram *hist;
 };
 
+/* One collect callback of a collector family, with the thread it belongs to and, in a shared
+ * registry, the samples its last refresh produced (read by scrapes on other threads). */
+struct sample {
+    char **values;
+    double v;
+};
+
+struct samples {
+    struct sample *s;
+    size_t n, cap;
+    size_t n_labels;
+    bool oom;
+};
+
+struct source {
+    spool_metric_collect_fn fn;
+    void *arg;
+    const struct spool_metrics *owner; /* the registry (root or view) that registered it */
+    pthread_t thread;
+    struct samples cache;
+};
+
 struct spool_metric_family {
     struct spool_metrics *registry;
     char *name;
@@ -61,8 +83,9 @@ struct spool_metric_family {
     size_t n_labels;
     double bounds[SPOOL_METRICS_MAX_BUCKETS];
     size_t n_bounds;
-    spool_metric_collect_fn collect; /* NULL for families with children */
-    void *collect_arg;
+    bool collector;          /* samples come from `sources`, not children */
+    struct source *sources;
+    size_t n_sources;
     struct child **children;
     size_t n;
     size_t cap;
@@ -144,6 +167,32 @@ int spool_metrics_init(struct spool_metrics *m)
     return pthread_mutex_init(&m->lock, NULL) == 0 ? 0 : SPOOL_ENOMEM;
 }
 
+int spool_metrics_view_init(struct spool_metrics *view, struct spool_metrics *root,
+                            const char *const *per_loop, size_t n_per_loop)
+{
+    memset(view, 0, sizeof *view);
+    view->root = root;
+    view->per_loop = per_loop;
+    view->n_per_loop = n_per_loop;
+    pthread_mutex_lock(&root->lock);
+    root->shared = true;
+    pthread_mutex_unlock(&root->lock);
+    return 0;
+}
+
+/* Appends a collect callback owned by `owner` (the calling thread's registry). Lock held. */
+static int source_add(struct spool_metric_family *f, spool_metric_collect_fn fn, void *arg,
+                      const struct spool_metrics *owner)
+{
+    struct source *p = realloc(f->sources, (f->n_sources + 1) * sizeof *p);
+    if (p == NULL) return SPOOL_ENOMEM;
+    f->sources = p;
+    p[f->n_sources++] = (struct source){.fn = fn, .arg = arg, .owner = owner,
+                                        .thread = pthread_self(),
+                                        .cache = {.n_labels = f->n_labels}};
+    return 0;
+}
+
 static void child_free(struct child *c, size_t n_labels)
 {
     if (c == NULL) return;
@@ -153,9 +202,68 @@ static void child_free(struct child *c, size_t n_labels)
     free(c);
 }
 
+static void samples_clear(struct samples *ss)
+{
+    for (size_t i = 0; i < ss->n; i++) {
+        for (size_t j = 0; ss->s[i].values != NULL && j < ss->n_labels; j++) free(ss->s[i].values[j]);
+        free(ss->s[i].values);
+    }
+    free(ss->s);
+    ss->s = NULL;
+    ss->n = ss->cap = 0;
+    ss->oom = false;
+}
+
+/* Adds `v` to the sample with these label values, or appends a new one (creation order). */
+static void samples_add(struct samples *ss, const char *const *values, double v)
+{
+    for (size_t i = 0; i < ss->n; i++) {
+        bool same = true;
+        for (size_t j = 0; j < ss->n_labels && same; j++) same = strcmp(ss->s[i].values[j], values[j]) == 0;
+        if (same) {
+            ss->s[i].v += v;
+            return;
+        }
+    }
+    if (ss->oom) return;
+    if (ss->n == ss->cap) {
+        size_t cap = ss->cap ? ss->cap * 2 : 8;
+        struct sample *p = realloc(ss->s, cap * sizeof *p);
+        if (p == NULL) goto oom;
+        ss->s = p;
+        ss->cap = cap;
+    }
+    struct sample *x = &ss->s[ss->n];
+    x->v = v;
+    x->values = NULL;
+    if (ss->n_labels > 0) {
+        if ((x->values = calloc(ss->n_labels, sizeof *x->values)) == NULL) goto oom;
+        for (size_t j = 0; j < ss->n_labels; j++) {
+            if ((x->values[j] = strdup(values[j])) == NULL) {
+                for (size_t k = 0; k < j; k++) free(x->values[k]);
+                free(x->values);
+                goto oom;
+            }
+        }
+    }
+    ss->n++;
+    return;
+oom:
+    ss->oom = true;
+}
+
+static void samples_merge(struct samples *into, const struct samples *from)
+{
+    for (size_t i = 0; i < from->n; i++)
+        samples_add(into, (const char *const *)from->s[i].values, from->s[i].v);
+    into->oom = into->oom || from->oom;
+}
+
 static void family_free(struct spool_metric_family *f)
 {
     if (f == NULL) return;
+    for (size_t i = 0; i < f->n_sources; i++) samples_clear(&f->sources[i].cache);
+    free(f->sources);
     for (size_t i = 0; i < f->n; i++) child_free(f->children[i], f->n_labels);
     for (size_t i = 0; i < f->n_labels; i++) free(f->labels[i]);
     free(f->children);
@@ -166,6 +274,22 @@ static void family_free(struct spool_metric_family *f)
 
 void spool_metrics_close(struct spool_metrics *m)
 {
+    if (m->root != NULL) { /* a view: its collect callbacks leave the root's families */
+        struct spool_metrics *root = m->root;
+        pthread_mutex_lock(&root->lock);
+        for (size_t i = 0; i < root->n; i++) {
+            struct spool_metric_family *f = root->families[i];
+            size_t k = 0;
+            for (size_t j = 0; j < f->n_sources; j++) {
+                if (f->sources[j].owner == m) samples_clear(&f->sources[j].cache);
+                else f->sources[k++] = f->sources[j];
+            }
+            f->n_sources = k;
+        }
+        pthread_mutex_unlock(&root->lock);
+        memset(m, 0, sizeof *m);
+        return;
+    }
     for (size_t i = 0; i < m->n; i++) family_free(m->families[i]);
     free(m->families);
     pthread_mutex_destroy(&m->lock);
@@ -283,13 +407,35 @@ static struct spool_metric_family *family_commit(struct spool_metrics *m,
         m->cap = cap;
     }
     /* A family without labels exists from the start so it scrapes as 0, not as absent. */
-    if (f->collect == NULL && f->n_labels == 0 && child_new(f, NULL) == NULL) goto oom;
+    if (!f->collector && f->n_labels == 0 && child_new(f, NULL) == NULL) goto oom;
     m->families[m->n++] = f;
     return f;
 oom:
     spool_err_set(err, SPOOL_ENOMEM, "metric %s: out of memory", f->name);
     family_free(f);
     return NULL;
+}
+
+/* Same name, type, label names and bucket bounds: what a view may share. */
+static bool family_matches(const struct spool_metric_family *f, enum spool_metric_type type,
+                           const char *const *labels, size_t n_labels, const double *bounds,
+                           size_t n_bounds, bool collector)
+{
+    if (f->type != type || f->collector != collector || f->n_labels != n_labels ||
+        f->n_bounds != n_bounds)
+        return false;
+    for (size_t i = 0; i < n_labels; i++)
+        if (strcmp(f->labels[i], labels[i]) != 0) return false;
+    for (size_t i = 0; i < n_bounds; i++)
+        if (f->bounds[i] != bounds[i]) return false;
+    return true;
+}
+
+static bool view_per_loop(const struct spool_metrics *view, const char *name)
+{
+    for (size_t i = 0; i < view->n_per_loop; i++)
+        if (strcmp(view->per_loop[i], name) == 0) return true;
+    return false;
 }
 
 static struct spool_metric_family *register_family(struct spool_metrics *m, const char *name,
@@ -299,11 +445,39 @@ static struct spool_metric_family *register_family(struct spool_metrics *m, cons
                                                    spool_metric_collect_fn fn, void *arg,
                                                    struct spool_err *err)
 {
-    pthread_mutex_lock(&m->lock);
-    struct spool_metric_family *f = family_add(m, name, help, type, labels, n_labels, err);
+    struct spool_metrics *owner = m;
+    struct spool_metric_family *f;
+    if (m->root != NULL) {
+        /* A view: a family the root already has is shared (one set of children), and a collect
+         * callback joins it only for the per-loop families. */
+        m = m->root;
+        pthread_mutex_lock(&m->lock);
+        if (name != NULL && (f = find_family(m, name)) != NULL) {
+            if (!family_matches(f, type, labels, n_labels, bounds, n_bounds, fn != NULL)) {
+                spool_err_set(err, SPOOL_EINVAL, "metric %s is registered twice with another "
+                              "type, labels or buckets", name);
+                f = NULL;
+            } else if (fn != NULL && view_per_loop(owner, name) &&
+                       source_add(f, fn, arg, owner) != 0) {
+                spool_err_set(err, SPOOL_ENOMEM, "metric %s: out of memory", name);
+                f = NULL;
+            }
+            pthread_mutex_unlock(&m->lock);
+            return f;
+        }
+    } else {
+        pthread_mutex_lock(&m->lock);
+    }
+    f = family_add(m, name, help, type, labels, n_labels, err);
     if (f != NULL) {
-        f->collect = fn;
-        f->collect_arg = arg;
+        f->collector = fn != NULL;
+        if (fn != NULL && source_add(f, fn, arg, owner) != 0) {
+            spool_err_set(err, SPOOL_ENOMEM, "metric %s: out of memory", name);
+            family_free(f);
+            f = NULL;
+        }
+    }
+    if (f != NULL) {
         if (n_bounds > 0) memcpy(f->bounds, bounds, n_bounds * sizeof *bounds);
         f->n_bounds = n_bounds;
         f = family_commit(m, f, err);
@@ -370,7 +544,7 @@ struct spool_metric_family *spool_metrics_collector(struct spool_metrics *m, con
 static struct child *child_of(struct spool_metric_family *f, enum spool_metric_type type,
                               const char *const *values)
 {
-    if (f == NULL || f->type != type || f->collect != NULL || (f->n_labels > 0 && values == NULL))
+    if (f == NULL || f->type != type || f->collector || (f->n_labels > 0 && values == NULL))
         return NULL;
     for (size_t i = 0; i < f->n_labels; i++)
         if (values[i] == NULL) return NULL;
@@ -520,6 +694,7 @@ static void render_histogram(struct buf *b, const struct spool_metric_family *f,
 struct spool_metric_writer {
     struct buf *buf;
     const struct spool_metric_family *family;
+    struct samples *capture; /* shared registries: samples are gathered and summed, not written */
 };
 
 void spool_metric_write(struct spool_metric_writer *w, const char *const *values, double v)
@@ -528,7 +703,98 @@ void spool_metric_write(struct spool_metric_writer *w, const char *const *values
     if (f->n_labels > 0 && values == NULL) return;
     for (size_t i = 0; i < f->n_labels; i++)
         if (values[i] == NULL) return;
-    sample(w->buf, f, "", values, NULL, v);
+    if (w->capture != NULL) samples_add(w->capture, values, v);
+    else sample(w->buf, f, "", values, NULL, v);
+}
+
+/* A collector family's samples. One loop (no views): its one callback, live. Shared: every
+ * source in registration order, the calling thread's own live and the other threads' from their
+ * last refresh, summed by label values. */
+static void render_collector(struct buf *b, struct spool_metric_family *f)
+{
+    struct spool_metrics *m = f->registry;
+    pthread_mutex_lock(&m->lock);
+    if (!m->shared) {
+        struct source src = f->n_sources > 0 ? f->sources[0] : (struct source){0};
+        pthread_mutex_unlock(&m->lock);
+        if (src.fn != NULL) {
+            struct spool_metric_writer w = {b, f, NULL};
+            src.fn(&w, src.arg);
+        }
+        return;
+    }
+    size_t n = f->n_sources;
+    struct source *srcs = n ? calloc(n, sizeof *srcs) : NULL;
+    if (n > 0 && srcs == NULL) {
+        pthread_mutex_unlock(&m->lock);
+        b->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        srcs[i] = f->sources[i];
+        srcs[i].cache = (struct samples){.n_labels = f->n_labels};
+        if (!pthread_equal(srcs[i].thread, pthread_self())) samples_merge(&srcs[i].cache, &f->sources[i].cache);
+    }
+    pthread_mutex_unlock(&m->lock);
+    struct samples all = {.n_labels = f->n_labels};
+    for (size_t i = 0; i < n; i++) {
+        if (pthread_equal(srcs[i].thread, pthread_self())) {
+            struct spool_metric_writer w = {b, f, &all};
+            srcs[i].fn(&w, srcs[i].arg);
+        } else {
+            samples_merge(&all, &srcs[i].cache);
+        }
+        samples_clear(&srcs[i].cache);
+    }
+    free(srcs);
+    for (size_t i = 0; i < all.n; i++) sample(b, f, "", (const char *const *)all.s[i].values, NULL, all.s[i].v);
+    if (all.oom) b->oom = true;
+    samples_clear(&all);
+}
+
+void spool_metrics_refresh(struct spool_metrics *m)
+{
+    struct spool_metrics *root = m->root != NULL ? m->root : m;
+    struct job {
+        struct spool_metric_family *f;
+        struct source src;
+    } *jobs = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&root->lock);
+    for (size_t i = 0; i < root->n; i++) {
+        struct spool_metric_family *f = root->families[i];
+        for (size_t j = 0; j < f->n_sources; j++) {
+            if (f->sources[j].owner != m) continue;
+            if (n == cap) {
+                size_t c = cap ? cap * 2 : 16;
+                struct job *p = realloc(jobs, c * sizeof *p);
+                if (p == NULL) break;
+                jobs = p;
+                cap = c;
+            }
+            jobs[n++] = (struct job){f, f->sources[j]};
+        }
+    }
+    pthread_mutex_unlock(&root->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct spool_metric_family *f = jobs[i].f;
+        struct samples got = {.n_labels = f->n_labels};
+        struct spool_metric_writer w = {NULL, f, &got};
+        jobs[i].src.fn(&w, jobs[i].src.arg);
+        pthread_mutex_lock(&root->lock);
+        for (size_t j = 0; j < f->n_sources; j++) {
+            struct source *s = &f->sources[j];
+            if (s->owner == m && s->fn == jobs[i].src.fn && s->arg == jobs[i].src.arg) {
+                struct samples old = s->cache;
+                s->cache = got;
+                got = old;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&root->lock);
+        samples_clear(&got);
+    }
+    free(jobs);
 }
 
 static const char *type_name(enum spool_metric_type t)
@@ -547,9 +813,8 @@ static void render_family(struct buf *b, struct spool_metric_family *f)
     buf_str(b, " ");
     buf_str(b, type_name(f->type));
     buf_str(b, "\n");
-    if (f->collect != NULL) {
-        struct spool_metric_writer w = {b, f};
-        f->collect(&w, f->collect_arg);
+    if (f->collector) {
+        render_collector(b, f);
         return;
     }
     pthread_mutex_lock(&f->registry->lock); /* children may be appended concurrently */
@@ -569,6 +834,7 @@ static void render_family(struct buf *b, struct spool_metric_family *f)
  * and their name/help/type never change, so a snapshot of the family pointers is enough. */
 int spool_metrics_render(struct spool_metrics *m, char **out, size_t *len, struct spool_err *err)
 {
+    if (m->root != NULL) m = m->root;
     struct buf b = {0};
     buf_put(&b, "", 0); /* an empty registry still yields "" rather than NULL */
     pthread_mutex_lock(&m->lock);
@@ -592,6 +858,7 @@ int spool_metrics_render(struct spool_metrics *m, char **out, size_t *len, struc
 
 size_t spool_metrics_names(struct spool_metrics *m, const char **names, size_t max)
 {
+    if (m->root != NULL) m = m->root;
     pthread_mutex_lock(&m->lock);
     size_t n = m->n;
     for (size_t i = 0; i < n && i < max; i++) names[i] = m->families[i]->name;
@@ -603,6 +870,7 @@ bool spool_metrics_exports(struct spool_metrics *m, const char *series)
 {
     static const char *suffixes[] = {"_bucket", "_sum", "_count"};
     bool found = false;
+    if (m->root != NULL) m = m->root;
     pthread_mutex_lock(&m->lock);
     for (size_t i = 0; i < m->n && !found; i++) {
         const struct spool_metric_family *f = m->families[i];

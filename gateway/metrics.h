@@ -55,10 +55,34 @@ struct spool_metrics {
     struct spool_metric_family **families;
     size_t n;
     size_t cap;
+    bool shared;                   /* a root with views: collectors read across threads */
+    struct spool_metrics *root;    /* set on a view */
+    const char *const *per_loop;   /* a view's per-loop collector families */
+    size_t n_per_loop;
 };
 
 int spool_metrics_init(struct spool_metrics *m);
+/* Closes a root (after all its views), or a view: its collect callbacks leave the root. */
 void spool_metrics_close(struct spool_metrics *m);
+
+/* Shared registries, for one process serving clients on several event loops (gateway/workers.h).
+ * A view is what one more loop registers its metrics in: every registration goes to `root`.
+ * A counter, gauge or histogram family the root already has is shared, so each loop bumps the
+ * same atomics and a scrape shows the process total. A collector family the root already has
+ * takes the view's callback as one more source only when its name is listed in `per_loop`
+ * (strings that outlive the view; e.g. open connections, which each loop counts for itself);
+ * other collectors (process-wide figures the first loop already reports) are not duplicated.
+ *
+ * Collect callbacks read their loop's state, so in a shared registry (one with views) a scrape
+ * runs only the callbacks of the thread it runs on; every other source contributes the samples
+ * its own thread last stored with spool_metrics_refresh(), which each loop calls on a short
+ * timer. Samples with the same label values from several sources are summed. Render, names and
+ * exports through a view act on the root. */
+int spool_metrics_view_init(struct spool_metrics *view, struct spool_metrics *root,
+                            const char *const *per_loop, size_t n_per_loop);
+/* Runs the collect callbacks registered through `m` (a root or a view) on the calling thread
+ * and keeps their samples for scrapes on other threads. */
+void spool_metrics_refresh(struct spool_metrics *m);
 
 /* Register a family. `labels` has `n_labels` names (0 and NULL for none). Returns NULL with `err`
  * set (SPOOL_EINVAL bad/duplicate name, SPOOL_ENOMEM). The family lives until the registry closes. */

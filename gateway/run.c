@@ -1,24 +1,28 @@
 /*
  * spool_run: one spoold process, from parsed options to exit code.
  *
- * Everything runs on one libuv loop:
+ * Loop 0 (the main thread) holds:
  *
  *   keyring (--api-keys, --api-keys-file, --anonymous)     refuses to start without keys unless
  *                                                          --anonymous
- *   metrics registry
+ *   metrics registry (the root; worker loops register in views of it)
  *   node (cluster/node.h): Raft shards + stores + the cluster port; a single node when --peers
  *                          is empty
- *   router + REST API (gateway/http_api.h) + realtime WebSocket/SSE (gateway/realtime.h)
- *   + Durable Streams (gateway/durable_streams.h, in front of the router for /v1/stream/...)
- *   + the HTTP server on --listen
+ *   frontend (gateway/frontend.h): REST API, realtime WebSocket/SSE, Durable Streams, CORS and
+ *                          the HTTP server on --listen
  *   SIGTERM / SIGINT watchers
  *
+ * and with --workers N > 1, loops 1..N-1 on their own threads (gateway/workers.h), each a
+ * gateway-only node and a frontend on the same client port, started once loop 0 listens.
+ *
  * Shutdown is one chain, started by the first SIGTERM/SIGINT (or by a failure after the node
- * started): the HTTP server drains (stops accepting, finishes in-flight requests and ends SSE
- * streams, bounded by --drain-timeout) -> Durable Streams stops its sweeper and the realtime
- * WebSocket connections close (1001) -> the node closes (hands off leaderships, stops Raft,
- * syncs stores) -> the signal watchers close -> uv_run returns -> everything else is released
- * and the loop closed. Each step starts in the completion callback of the previous one.
+ * started): every loop's frontend drains at once (stops accepting, finishes in-flight requests
+ * and ends SSE streams, bounded by --drain-timeout; Durable Streams stops; WebSockets close with
+ * 1001) and each worker then closes its node and ends its thread -> once loop 0's frontend has
+ * drained and every worker has ended, the node closes (hands off leaderships, stops Raft, syncs
+ * stores) -> the signal watchers close -> uv_run returns -> the worker threads are joined,
+ * everything else is released and the loop closed. Each step starts in the completion callback
+ * of the previous one(s).
  */
 #include <signal.h>
 #include <stddef.h>
@@ -30,14 +34,10 @@
 #include "cluster/node.h"
 #include "common/log.h"
 #include "gateway/auth.h"
-#include "gateway/durable_streams.h"
-#include "gateway/cors.h"
-#include "gateway/http_api.h"
-#include "gateway/http_router.h"
-#include "gateway/http_server.h"
+#include "gateway/frontend.h"
 #include "gateway/metrics.h"
 #include "gateway/options.h"
-#include "gateway/realtime.h"
+#include "gateway/workers.h"
 
 struct spool_daemon {
     const struct spool_options *opts;
@@ -46,12 +46,10 @@ struct spool_daemon {
     struct spool_keyring keyring;
     struct spool_metrics metrics;
     struct spool_node *node;
-    struct spool_http_router router;
-    struct spool_http_api api;
-    struct spool_realtime_mount realtime; /* /v1/realtime (WebSocket) and SSE */
-    struct spool_ds *ds;                  /* Durable Streams at /v1/stream/, in front of router */
-    struct spool_cors cors;               /* --cors-origins, in front of ds for /v1/channels */
-    struct spool_http_server *http;
+    struct spool_frontend fe;       /* loop 0's */
+    struct spool_loop_set *set;     /* with --workers > 1 */
+    struct spool_workers *workers;
+    unsigned pending;               /* loop 0's drain and the workers still to finish */
     bool stopping;
     int exit_code;
 };
@@ -67,23 +65,13 @@ static void on_node_closed(void *arg)
     uv_close((uv_handle_t *)&d->sigint, on_signal_closed);
 }
 
-static void on_realtime_closed(void *arg)
+/* Loop 0's frontend has drained, or every worker has ended: the node closes after both. */
+static void on_loops_done(void *arg)
 {
     struct spool_daemon *d = arg;
+    if (--d->pending > 0) return;
     if (d->node != NULL) spool_node_close(d->node, on_node_closed, d);
     else on_node_closed(d);
-}
-
-static void on_http_closed(void *arg)
-{
-    struct spool_daemon *d = arg;
-    d->http = NULL;
-    d->api.server = NULL;
-    d->api.realtime = NULL;
-    spool_ds_stop(d->ds);
-    SPOOL_INFO("http.closed", "connections=0");
-    /* upgraded WebSocket connections are not the HTTP server's: close them before the node */
-    spool_realtime_unmount(&d->realtime, on_realtime_closed, d);
 }
 
 static void daemon_stop(struct spool_daemon *d, int exit_code)
@@ -91,8 +79,9 @@ static void daemon_stop(struct spool_daemon *d, int exit_code)
     if (d->stopping) return;
     d->stopping = true;
     d->exit_code = exit_code;
-    if (d->http != NULL) spool_http_server_close(d->http, on_http_closed, d);
-    else on_http_closed(d);
+    d->pending = d->workers != NULL ? 2 : 1;
+    if (d->workers != NULL) spool_workers_stop(d->workers, on_loops_done, d);
+    spool_frontend_drain(&d->fe, on_loops_done, d);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -136,77 +125,68 @@ static int options_check(const struct spool_options *o, struct spool_err *err)
 static int node_start(struct spool_daemon *d, struct spool_err *err)
 {
     const struct spool_options *o = d->opts;
-    struct spool_node_config cfg;
-    spool_node_config_defaults(&cfg);
     if (strcmp(o->role, "node") != 0 && strcmp(o->role, "gateway") != 0)
         return spool_err_set(err, SPOOL_EINVAL, "--role must be node or gateway, not '%s'", o->role);
     if (o->shards == 0 || o->shards > UINT32_MAX || o->replicas == 0 || o->replicas > UINT32_MAX)
         return spool_err_set(err, SPOOL_EINVAL, "--shards and --replicas must be >= 1");
-    cfg.id = o->id;
-    cfg.data_dir = o->data;
-    cfg.cluster_listen = o->cluster_listen;
-    cfg.peers = o->peers;
-    cfg.shards = (uint32_t)o->shards;
-    cfg.replicas = (uint32_t)o->replicas;
-    cfg.gateway_only = strcmp(o->role, "gateway") == 0;
-    cfg.snapshot_threshold = o->snapshot_threshold;
-    cfg.snapshot_trailing = o->snapshot_trailing;
-    cfg.election_timeout_ms = o->election_timeout_ms;
-    cfg.heartbeat_ms = o->heartbeat_ms;
-    cfg.forward_timeout_ms = o->forward_timeout_ms;
-    cfg.rebalance_interval_ms = o->rebalance_interval_ms;
-    cfg.presence_node_timeout_ms = o->presence_node_timeout_ms;
-    cfg.dedup_window_ms = o->dedup_window_ms;
-    cfg.conv_max_entries = o->ai_state_entries;
-    cfg.conv_scan_max = o->ai_state_scan;
-    cfg.store.segment_bytes = o->segment_bytes;
-    cfg.store.tail_cache_bytes = o->tail_cache_bytes;
-    cfg.store.retention.max_age_ms = o->retention_max_age_ms;
-    cfg.store.retention.max_count = o->retention_max_count;
-    cfg.store.retention.max_bytes = o->retention_max_bytes;
+    struct spool_node_config cfg;
+    spool_options_node_config(o, &cfg);
     return spool_node_init(&d->node, &d->loop, &cfg, err);
 }
 
-static int http_start(struct spool_daemon *d, struct spool_err *err)
+/* "host:port" of `address` with another port (the host as given, "" and brackets included). */
+static void with_port(char *out, size_t size, const char *address, int port)
+{
+    const char *colon = strrchr(address, ':');
+    int host_len = colon != NULL ? (int)(colon - address) : (int)strlen(address);
+    snprintf(out, size, "%.*s:%d", host_len, address, port);
+}
+
+/* The workers' storage peers: the configured ones, or in single-node mode this node at its
+ * cluster port, on loopback when it listens on every address. */
+static void storage_peers(const struct spool_daemon *d, char *out, size_t size)
 {
     const struct spool_options *o = d->opts;
-    int rv;
-    spool_http_router_init(&d->router);
-    if ((rv = spool_http_api_init(&d->api, o, d->node, &d->keyring, &d->metrics, err)) != 0 ||
-        (rv = spool_http_api_routes(&d->api, &d->router, err)) != 0 ||
-        (rv = spool_realtime_mount(&d->realtime, &d->loop, o, d->node, &d->keyring, &d->router, err)) != 0 ||
-        (rv = spool_ds_init(&d->ds, &d->loop, o, d->node, &d->api, &d->router, err)) != 0)
-        return rv;
-    d->api.realtime = d->realtime.rt;
-    spool_realtime_set_counters(&d->realtime, spool_http_api_realtime_counters(&d->api));
-    struct spool_http_config cfg;
-    spool_http_config_defaults(&cfg);
-    cfg.max_connections = o->max_connections;
-    cfg.max_header_bytes = o->max_header_bytes;
-    cfg.max_body_bytes = o->max_request_bytes;
-    cfg.request_timeout_ms = o->request_timeout_ms;
-    cfg.idle_timeout_ms = o->idle_timeout_ms;
-    cfg.drain_timeout_ms = o->drain_timeout_ms;
-    cfg.handler = spool_ds_dispatch; /* /v1/stream/... itself, the rest to the router */
-    cfg.handler_arg = d->ds;
-    if ((rv = spool_cors_init(&d->cors, o->cors_origins, cfg.handler, cfg.handler_arg, err)) != 0)
-        return rv;
-    if (spool_cors_enabled(&d->cors)) {
-        cfg.handler = spool_cors_handle;
-        cfg.handler_arg = &d->cors;
+    if (o->peers[0] != '\0') {
+        snprintf(out, size, "%s", o->peers);
+        return;
     }
-    cfg.on_done = spool_http_api_on_done;
-    cfg.on_done_arg = &d->api;
-    if ((rv = spool_http_server_init(&d->http, &d->loop, &cfg, err)) != 0) return rv;
-    d->api.server = d->http;
-    if ((rv = spool_http_server_listen(d->http, o->listen, err)) != 0) return rv;
-    SPOOL_INFO("http.listening", "address=%s port=%d", o->listen, spool_http_server_port(d->http));
+    const char *address = spool_node_cluster_address(d->node);
+    const char *colon = strrchr(address, ':');
+    int port = colon != NULL ? atoi(colon + 1) : 0;
+    int host_len = colon != NULL ? (int)(colon - address) : 0;
+    const char *host = address;
+    if ((host_len == 7 && strncmp(address, "0.0.0.0", 7) == 0) || host_len == 0) host = "127.0.0.1", host_len = 9;
+    else if (host_len == 4 && strncmp(address, "[::]", 4) == 0) host = "[::1]", host_len = 5;
+    else if (host_len == 2 && strncmp(address, "::", 2) == 0) host = "[::1]", host_len = 5;
+    snprintf(out, size, "%llu@%.*s:%d", (unsigned long long)o->id, host_len, host, port);
+}
+
+static int loops_start(struct spool_daemon *d, struct spool_err *err)
+{
+    const struct spool_options *o = d->opts;
+    unsigned n = spool_workers_count(o);
+    if (n > 1) {
+        if ((d->set = calloc(1, sizeof *d->set)) == NULL) return spool_err_set(err, SPOOL_ENOMEM, "loops");
+        d->set->n = n;
+    }
+    int rv = spool_frontend_start(&d->fe, &d->loop, o, 0, d->node, &d->keyring, &d->metrics, d->set,
+                                  o->listen, false, err);
+    if (rv != 0) return rv;
+    int port = spool_frontend_port(&d->fe);
     if (o->anonymous)
         SPOOL_WARN("auth.anonymous",
                    "port=%d msg=\"ANONYMOUS ACCESS IS ON: any client that can reach %s (port %d) may "
                    "publish, read and subscribe on every channel. For development only; never in "
                    "production.\"",
-                   spool_http_server_port(d->http), o->listen, spool_http_server_port(d->http));
+                   port, o->listen, port);
+    if (n <= 1) return 0;
+    char listen[320], peers[4096];
+    with_port(listen, sizeof listen, o->listen, port);
+    storage_peers(d, peers, sizeof peers);
+    if ((rv = spool_workers_start(&d->workers, &d->loop, o, listen, peers, &d->metrics, d->set, err)) != 0)
+        return rv;
+    SPOOL_INFO("spoold.loops", "workers=%u port=%d", n, port);
     return 0;
 }
 
@@ -251,21 +231,20 @@ int spool_run(const struct spool_options *o)
     d->sigterm.data = d->sigint.data = d;
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
-    SPOOL_INFO("spoold.start", "version=%s id=%llu role=%s data=%s listen=%s cluster_listen=%s peers=%s shards=%llu",
+    SPOOL_INFO("spoold.start", "version=%s id=%llu role=%s data=%s listen=%s cluster_listen=%s peers=%s shards=%llu workers=%u",
                SPOOL_VERSION, (unsigned long long)o->id, o->role, o->data, o->listen,
                o->cluster_listen, o->peers[0] ? o->peers : "(single-node)",
-               (unsigned long long)o->shards);
-    if (node_start(d, &err) != 0 || http_start(d, &err) != 0) {
+               (unsigned long long)o->shards, spool_workers_count(o));
+    if (node_start(d, &err) != 0 || loops_start(d, &err) != 0) {
         SPOOL_ERROR("spoold.start_failed", "err=%s msg=\"%s\"", spool_err_name(err.code), err.msg);
         fprintf(stderr, "spoold: %s\n", err.msg);
         daemon_stop(d, 1);
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     code = d->exit_code;
-    spool_http_api_close(&d->api);
-    spool_http_router_close(&d->router);
-    spool_cors_close(&d->cors);
-    spool_ds_free(d->ds);
+    spool_workers_free(d->workers);
+    spool_frontend_free(&d->fe);
+    free(d->set);
     if (uv_loop_close(&d->loop) != 0) {
         SPOOL_ERROR("spoold.loop_busy", "msg=\"handles still open at exit\"");
         code = code ? code : 1;
