@@ -33,6 +33,9 @@ struct conv_ent {
     uint64_t epoch;  /* turn: the serial of the claim that started the lease */
     int64_t expires; /* turn lease end; 0 = not held */
     uint64_t anchor; /* turn: serial of the newest "ai.turn" record (0 = none) */
+    bool expired;    /* turn: ended by an "expire" record (not a release) */
+    struct conv_ent *tprev, *tnext; /* turns only: spool_conv->turns (spool_conv_due) */
+    int64_t proposed_at; /* turn, leader side only: when its expiry was last proposed */
 };
 
 struct spool_conv {
@@ -41,6 +44,7 @@ struct spool_conv {
     struct conv_ent **buckets;
     size_t n_buckets, n;
     struct conv_ent *lru_head, *lru_tail;
+    struct conv_ent *turns; /* every cached turn entry (seq 0) */
     char **bufs; /* rewritten turn data of the current entry */
     size_t n_bufs, cap_bufs;
 };
@@ -158,7 +162,8 @@ static int check_epoch(const struct conv_ent *t, const Spool__Record *m, int64_t
     if (t->expires == 0 || t->expires <= ts) {
         snprintf(reason, SPOOL_CONV_REASON_MAX,
                  "stale turn epoch %llu: the turn is not held (epoch %llu %s)", want,
-                 (unsigned long long)t->epoch, t->expires == 0 ? "released" : "expired");
+                 (unsigned long long)t->epoch,
+                 t->expires == 0 && !t->expired ? "released" : "expired");
         return SPOOL_ECONFLICT;
     }
     if (t->epoch != m->turn_epoch || strcmp(t->who, str_or_empty(m->client_id)) != 0) {
@@ -194,6 +199,23 @@ static int step_turn(struct conv_ent *t, const Spool__Record *m, int64_t ts, cha
             t->epoch = m->seq; /* grows with the log (0 while only being checked) */
         }
         t->expires = ts + m->expires_ms;
+        t->expired = false;
+        return 0;
+    }
+    if (data_is(m, "expire")) {
+        /* Proposed by the shard leader when it sees the lease end (conversation_turn.c);
+         * decided here by the entry's time, so every replica agrees, and only the lease that
+         * ended is expired, once: a renewal, release, take-over or an earlier expire in between
+         * makes it a no-op refusal. */
+        if (t->expires == 0 || live || m->turn_epoch != t->epoch) {
+            snprintf(reason, SPOOL_CONV_REASON_MAX,
+                     "nothing to expire: the turn (epoch %llu) is %s", (unsigned long long)t->epoch,
+                     live ? "live" : t->expires == 0 ? "not held" : "at another epoch");
+            return SPOOL_ECONFLICT;
+        }
+        *op = "expire";
+        t->expires = 0;
+        t->expired = true;
         return 0;
     }
     if (data_is(m, "release")) {
@@ -206,6 +228,7 @@ static int step_turn(struct conv_ent *t, const Spool__Record *m, int64_t ts, cha
         }
         *op = "release";
         t->expires = 0;
+        t->expired = false;
         return 0;
     }
     snprintf(reason, SPOOL_CONV_REASON_MAX, "an ai.turn request is \"claim\" or \"release\"");
@@ -254,6 +277,11 @@ static void ent_remove(struct spool_conv *c, struct conv_ent *e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
     lru_unlink(c, e);
+    if (e->seq == 0) {
+        if (e->tprev) e->tprev->tnext = e->tnext;
+        else c->turns = e->tnext;
+        if (e->tnext) e->tnext->tprev = e->tprev;
+    }
     c->n--;
     ent_free(e);
 }
@@ -291,6 +319,11 @@ static struct conv_ent *insert(struct spool_conv *c, const char *channel, uint64
     e->hnext = c->buckets[b];
     c->buckets[b] = e;
     lru_front(c, e);
+    if (seq == 0) {
+        e->tnext = c->turns;
+        if (c->turns) c->turns->tprev = e;
+        c->turns = e;
+    }
     c->n++;
     return e;
 }
@@ -337,6 +370,9 @@ static int load_turn_cb(void *arg, const Spool__Record *rec)
     l->e->epoch = rec->turn_epoch;
     l->e->expires = rec->expires_ms;
     l->e->anchor = rec->seq;
+    static const char expire_op[] = "{\"op\":\"expire\"";
+    l->e->expired = rec->data.len >= sizeof expire_op - 1 &&
+                    memcmp(rec->data.data, expire_op, sizeof expire_op - 1) == 0;
     l->rc = set_who(l->e, rec->client_id);
     return 1;
 }
@@ -420,9 +456,19 @@ void spool_conv_reset(struct spool_conv *c)
 void spool_conv_entry_done(struct spool_conv *c)
 {
     /* Evict only between entries: every cached state is then in the store, so a state rebuilt
-     * later equals the one evicted, on every replica whatever its cache held. */
-    while (c->n > c->max_entries && c->lru_tail != NULL)
-        ent_remove(c, c->lru_tail);
+     * later equals the one evicted, on every replica whatever its cache held. A turn with a
+     * lease is kept (moved to the front) so the leader still sees it end (spool_conv_due). */
+    size_t spared = 0;
+    while (c->n > c->max_entries && c->lru_tail != NULL && spared < c->n) {
+        struct conv_ent *e = c->lru_tail;
+        if (e->seq == 0 && e->expires != 0) {
+            lru_unlink(c, e);
+            lru_front(c, e);
+            spared++;
+            continue;
+        }
+        ent_remove(c, e);
+    }
     for (size_t i = 0; i < c->n_bufs; i++)
         free(c->bufs[i]);
     c->n_bufs = 0;
@@ -486,7 +532,7 @@ int spool_conv_check(struct spool_conv *c, const char *channel, const Spool__Rec
             const char *op;
             if ((e = scratch_get(c, &s, channel, 0, &rc)) == NULL)
                 break;
-            if ((rc = step_turn(e, m, ts, reason, &op)) == 0)
+            if ((rc = step_turn(e, m, ts, reason, &op)) == 0 && strcmp(op, "expire") != 0)
                 e->who = (char *)str_or_empty(m->client_id);
         } else if (is_ref_action(m)) {
             if (m->ref_seq == 0) {
@@ -550,13 +596,15 @@ int spool_conv_stored(struct spool_conv *c, Spool__Record *rec)
             return SPOOL_ENOMEM;
         char prev[300];
         json_escape(prev, sizeof prev, t->who);
-        bool prev_expired = t->expires != 0 && t->expires <= rec->timestamp_ms;
+        bool prev_expired = t->expired || (t->expires != 0 && t->expires <= rec->timestamp_ms);
+        int64_t lease_end = t->expires;
         const char *op = "claim";
         if (step_turn(t, rec, rec->timestamp_ms, reason, &op) != 0)
             return 0; /* cannot happen after a check */
-        if (set_who(t, rec->client_id) != 0)
+        bool expire = strcmp(op, "expire") == 0;
+        if (!expire && set_who(t, rec->client_id) != 0)
             return SPOOL_ENOMEM;
-        if (c->n_bufs == c->cap_bufs) {
+        if (c->n_bufs + 2 > c->cap_bufs) {
             size_t cap = c->cap_bufs ? 2 * c->cap_bufs : 8;
             char **b = realloc(c->bufs, cap * sizeof *b);
             if (b == NULL)
@@ -565,11 +613,20 @@ int spool_conv_stored(struct spool_conv *c, Spool__Record *rec)
             c->cap_bufs = cap;
         }
         char holder[300];
-        json_escape(holder, sizeof holder, t->who);
+        json_escape(holder, sizeof holder, expire ? "" : t->who);
         char *buf = malloc(800);
         if (buf == NULL)
             return SPOOL_ENOMEM;
-        int len = snprintf(buf, 800,
+        int len;
+        if (expire) /* the holder's lease ended: nobody holds the turn; the record keeps the
+                     * expired holder as its client id (a rebuild reads previousHolder there) */
+            len = snprintf(buf, 800,
+                           "{\"op\":\"expire\",\"holder\":\"\",\"epoch\":%" PRIu64
+                           ",\"expiresAt\":0,\"previousHolder\":\"%s\",\"previousExpired\":true,"
+                           "\"expiredAt\":%" PRId64 "}",
+                           t->epoch, prev, lease_end);
+        else
+            len = snprintf(buf, 800,
                            "{\"op\":\"%s\",\"holder\":\"%s\",\"epoch\":%" PRIu64
                            ",\"expiresAt\":%" PRId64 ",\"previousHolder\":\"%s\","
                            "\"previousExpired\":%s}",
@@ -578,6 +635,13 @@ int spool_conv_stored(struct spool_conv *c, Spool__Record *rec)
         rec->data.data = (uint8_t *)buf;
         rec->data.len = (size_t)len;
         rec->content_type = "application/json";
+        if (expire) {
+            char *who = strdup(t->who);
+            if (who == NULL)
+                return SPOOL_ENOMEM;
+            c->bufs[c->n_bufs++] = who;
+            rec->client_id = who;
+        }
         t->anchor = rec->seq;
         rec->turn_epoch = t->epoch;
         rec->expires_ms = t->expires;
@@ -590,5 +654,34 @@ int spool_conv_stored(struct spool_conv *c, Spool__Record *rec)
         step_message(e, rec, reason);
         rec->version = e->version;
     }
+    return 0;
+}
+
+size_t spool_conv_due(struct spool_conv *c, int64_t now, int64_t retry_ms, spool_conv_due_cb cb,
+                      void *arg)
+{
+    size_t n = 0;
+    for (struct conv_ent *t = c->turns; t != NULL; t = t->tnext) {
+        if (t->expires == 0 || t->expires > now || t->epoch == 0)
+            continue;
+        if (t->proposed_at != 0 && now - t->proposed_at < retry_ms)
+            continue;
+        t->proposed_at = now;
+        cb(arg, t->channel, t->epoch, t->who);
+        n++;
+    }
+    return n;
+}
+
+int spool_conv_turn(struct spool_conv *c, const char *channel, int64_t now, const char **holder,
+                    uint64_t *epoch, int64_t *expires)
+{
+    struct conv_ent *t = get(c, channel, 0);
+    if (t == NULL)
+        return SPOOL_ENOMEM;
+    bool live = t->expires != 0 && t->expires > now;
+    *holder = live ? t->who : "";
+    *epoch = t->epoch;
+    *expires = live ? t->expires : 0;
     return 0;
 }

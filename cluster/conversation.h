@@ -26,6 +26,13 @@
  *                          turn_epoch = epoch, expires_ms = lease end (0 after a release),
  *                          data = JSON {"op","holder","epoch","expiresAt","previousHolder",
  *                          "previousExpired"}.
+ *                          data "expire" (turn_epoch = E): ends the lease of epoch E if, at the
+ *                          entry's time, it is still that lease and it has ended (else refused,
+ *                          nothing stored); proposed by the shard leader (conversation_turn.c)
+ *                          so the expiry is an event on the channel, written once. Stored as
+ *                          client_id = the expired holder, expires_ms = 0, data {"op":"expire",
+ *                          "holder":"","epoch","expiresAt":0,"previousHolder",
+ *                          "previousExpired":true,"expiredAt": the lease end}.
  *
  * Use from the state machine, per publish request of an entry:
  *   rc = spool_conv_check(c, channel, msgs, skip, n, ts, reason)   all or nothing, no change
@@ -78,5 +85,18 @@ int spool_conv_check(struct spool_conv *c, const char *channel, const Spool__Rec
  * rewritten as described above and the cached state moves on. Returns 0 or SPOOL_ENOMEM. */
 int spool_conv_stored(struct spool_conv *c, Spool__Record *rec);
 void spool_conv_entry_done(struct spool_conv *c);
+
+/* Leader side: calls cb for every cached turn whose lease ended at or before `now` (local clock)
+ * and was not reported in the last retry_ms; the caller proposes an "expire" record for it.
+ * Turns with a lease are never evicted from the cache, so none is missed while this node has
+ * applied its claim. Returns how many were reported. */
+/* The channel's turn now (a read, between entries): 0 with *holder (valid until the next call
+ * on c; "" = not held: none, released or ended), *epoch and *expires; SPOOL_ENOMEM. */
+int spool_conv_turn(struct spool_conv *c, const char *channel, int64_t now, const char **holder,
+                    uint64_t *epoch, int64_t *expires);
+typedef void (*spool_conv_due_cb)(void *arg, const char *channel, uint64_t epoch,
+                                  const char *holder);
+size_t spool_conv_due(struct spool_conv *c, int64_t now, int64_t retry_ms, spool_conv_due_cb cb,
+                      void *arg);
 
 #endif

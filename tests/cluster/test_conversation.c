@@ -312,3 +312,83 @@ Test(conversation, states_out_of_reach_are_the_same_on_every_path)
     cr_assert_gt(pub(1011, turn("claim", "user", 1000, 0), &st, why), 0, "%s", why);
     cr_assert_gt(last_record().epoch, 2);
 }
+
+struct due {
+    size_t n;
+    char channel[32], holder[32];
+    uint64_t epoch;
+};
+
+static void due_cb(void *arg, const char *channel, uint64_t epoch, const char *holder)
+{
+    struct due *d = arg;
+    d->n++;
+    snprintf(d->channel, sizeof d->channel, "%s", channel);
+    snprintf(d->holder, sizeof d->holder, "%s", holder);
+    d->epoch = epoch;
+}
+
+static Spool__Record expire(uint64_t epoch)
+{
+    Spool__Record r = turn("expire", "", 0, 0);
+    r.turn_epoch = epoch;
+    return r;
+}
+
+/* Lease expiry is an event of the log: the leader sees the lease end (spool_conv_due) and
+ * proposes "expire"; the state machine decides it by the entry's time, once per lease. */
+Test(conversation, lease_expiry_is_written_once_by_entry_time)
+{
+    int st;
+    char why[SPOOL_CONV_REASON_MAX];
+    uint64_t e = pub(1000, turn("claim", "agent", 100, 0), &st, why);
+    cr_assert_gt(e, 0, "%s", why);
+    struct due d = {0};
+    cr_assert_eq(spool_conv_due(fsm.conv, 1099, 1000, due_cb, &d), 0, "not ended yet");
+    cr_assert_eq(spool_conv_due(fsm.conv, 1100, 1000, due_cb, &d), 1);
+    cr_assert_str_eq(d.channel, "chat");
+    cr_assert_str_eq(d.holder, "agent");
+    cr_assert_eq(d.epoch, e);
+    cr_assert_eq(spool_conv_due(fsm.conv, 1200, 1000, due_cb, &d), 0, "reported once per retry");
+    /* An expire decided at an entry time before the lease end is refused (nothing stored), whatever
+     * the proposer's clock said; so is one for another epoch. */
+    cr_assert_eq(pub(1099, expire(e), &st, why), 0);
+    cr_assert_eq(st, SPOOL_ECONFLICT);
+    cr_assert(strstr(why, "nothing to expire") != NULL, "%s", why);
+    cr_assert_eq(pub(1150, expire(e + 5), &st, why), 0);
+    cr_assert_eq(st, SPOOL_ECONFLICT);
+    uint64_t x = pub(1150, expire(e), &st, why);
+    cr_assert_gt(x, 0, "%s", why);
+    struct seen s = last_record();
+    cr_assert_eq(s.seq, x);
+    cr_assert_eq(s.epoch, e);
+    cr_assert_eq(s.expires, 0);
+    cr_assert(strstr(s.data, "\"op\":\"expire\"") && strstr(s.data, "\"previousHolder\":\"agent\"") &&
+              strstr(s.data, "\"expiredAt\":1100"), "%s", s.data);
+    /* Exactly once: a second proposal (another leader, a retry) is refused. */
+    cr_assert_eq(pub(1160, expire(e), &st, why), 0);
+    cr_assert_eq(st, SPOOL_ECONFLICT);
+    cr_assert_eq(spool_conv_due(fsm.conv, 5000, 0, due_cb, &d), 0, "nothing due after it");
+    /* A fenced publish names the expiry; the holder cannot release it. */
+    Spool__Record m = msg(CREATE, 0, "agent", "late", NULL);
+    m.turn_epoch = e;
+    cr_assert_eq(pub(1170, m, &st, why), 0);
+    cr_assert(strstr(why, "expired") != NULL, "%s", why);
+    cr_assert_eq(pub(1171, turn("release", "agent", 0, 0), &st, NULL), 0);
+    /* The next claim starts a new epoch and says the previous lease expired, on the cached path
+     * and after a rebuild from the store alike. */
+    spool_fsm_close(&fsm);
+    struct spool_err err;
+    cr_assert_eq(spool_fsm_init(&fsm, store, 60000, &err), 0, "%s", err.msg);
+    cr_assert_eq(pub(1180, expire(e), &st, why), 0, "still once after a rebuild");
+    uint64_t c = pub(1190, turn("claim", "user", 100, 0), &st, why);
+    cr_assert_gt(c, x, "%s", why);
+    s = last_record();
+    cr_assert(strstr(s.data, "\"previousHolder\":\"agent\"") && strstr(s.data, "\"previousExpired\":true"),
+              "%s", s.data);
+    /* A renewal before the end moves the end: an expire proposed for the old end is refused. */
+    cr_assert_gt(pub(1250, turn("claim", "user", 100, 0), &st, NULL), 0);
+    cr_assert_eq(pub(1295, expire(c), &st, why), 0);
+    cr_assert_eq(st, SPOOL_ECONFLICT, "renewed: %s", why);
+    cr_assert_gt(pub(1350, expire(c), &st, why), 0, "%s", why);
+}
