@@ -11,7 +11,9 @@
  *            gave, else the shard's replicas in turn).
  *   read:    a local replica that has applied at least min_seq (store last_seq) serves it;
  *            otherwise -> SPOOL_METHOD_READ to the leader (or a replica) the same way.
- *   follow:  a long-poll read for a channel whose shard has no local replica (subscription.c).
+ *   follow:  a long-poll read, at the shard's leader, for a channel whose shard has no local
+ *            replica or whose local replica follows (subscription.c); answered from the local
+ *            store once this node leads the shard.
  *
  * A "not the leader" / "not caught up" answer carries the replier's leader hint and the op tries
  * again at once if the hint is new, else after a backoff (5 ms doubling to 200 ms); while no
@@ -247,6 +249,12 @@ static void attempt_read(struct spool_op *op)
         spool_op_serve_read(op, sh);
         return;
     }
+    /* A follow for a shard this node now leads never waits on itself: the local store answers
+     * (subscription.c then ends the chain; the local state machine feeds the topic at once). */
+    if (op->kind == OP_FOLLOW && sh && spool_shard_is_leader(sh)) {
+        spool_op_serve_read(op, sh);
+        return;
+    }
     size_t len = spool__read_request__get_packed_size(op->read);
     uint8_t *buf = malloc(len ? len : 1);
     if (buf == NULL) {
@@ -387,6 +395,9 @@ struct spool_op *spool_router_follow(struct spool_node *n, const char *channel, 
         r->after_seq = after_seq;
         r->limit = 256;
         r->wait_ms = SPOOL_FOLLOW_WAIT_MS;
+        /* Parked on the leader, which applies first: a follower replica would answer only once
+         * it learns the commit index (its next heartbeat). A former leader redirects at once. */
+        r->leader = true;
     }
     struct spool_op *op = spool_op_new(n, OP_FOLLOW, spool_node_shard_of(n, channel));
     if (op == NULL) {

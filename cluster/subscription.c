@@ -14,6 +14,18 @@
  *     for records after the last delivered one and the next poll starts when it answers. Because
  *     every poll names its starting seq, a failed poll, a dead replica or a new leader never
  *     leaves a gap: the next poll, wherever it goes, resumes from the last delivered seq.
+ *   - a node whose replica FOLLOWS the shard: both. A follower applies an entry only once the
+ *     leader's next AppendEntries tells it the new commit index, which under light load is the
+ *     next heartbeat (~100 ms after the leader applied it). So such a topic also runs the
+ *     long-poll chain, parked on the leader, which answers as soon as the leader applies: live
+ *     delivery about half a round trip after the leader's apply, as on the leader's own node.
+ *     The local FSM stays the fallback (a dead or partitioned leader, an election): whichever
+ *     feeder brings seq last + 1 first delivers it, the other's copy is dropped. The chain runs
+ *     only while the local replica does not lead: it stops at its next answer once this node
+ *     leads (router.c serves a follow from the local store then, so it never waits on itself),
+ *     and starts again at the first record the local FSM feeds while a follower, so a node that
+ *     loses the leadership gets its first record at the old (heartbeat) pace, the rest at once.
+ *     Idle cost: one poll per such topic per SPOOL_FOLLOW_WAIT_MS.
  *
  * Unsubscribing inside a delivery callback is allowed: the sub is only marked while the topic
  * is delivering and freed when the delivery loop ends.
@@ -178,6 +190,18 @@ static void catch_up_local(struct spool_topic *t, struct spool_store *store, uin
         SPOOL_WARN("subs.catch_up_failed", "shard=%u msg=\"%s\"", t->shard, err.msg);
 }
 
+static void follow_start(struct spool_topic *t);
+
+/* Whether the topic should have a long-poll chain running: always without a local replica (it is
+ * the only feeder), and while the local replica does not lead the shard (see the top). */
+static bool chain_wanted(struct spool_topic *t)
+{
+    if (t->live == 0 || t->node->closing)
+        return false;
+    struct spool_shard *sh = spool_node_local_shard(t->node, t->shard);
+    return sh == NULL || !spool_shard_is_leader(sh);
+}
+
 void spool_subs_records_cb(void *arg, const Spool__Record *const *recs, size_t n)
 {
     struct spool_node *node = arg;
@@ -192,6 +216,8 @@ void spool_subs_records_cb(void *arg, const Spool__Record *const *recs, size_t n
         if (rec->seq > t->last + 1 && sh != NULL)
             catch_up_local(t, sh->store, rec->seq);
         deliver(t, rec);
+        if (t->follow == NULL && chain_wanted(t))
+            follow_start(t);
         topic_gc(t);
     }
 }
@@ -205,6 +231,8 @@ void spool_subs_restored_cb(void *arg)
         struct spool_shard *sh = spool_node_local_shard(node, t->shard);
         if (sh != NULL && t->anchored) {
             catch_up_local(t, sh->store, 0);
+            if (t->follow == NULL && chain_wanted(t))
+                follow_start(t);
             topic_gc(t);
         }
         t = next;
@@ -212,8 +240,6 @@ void spool_subs_restored_cb(void *arg)
 }
 
 /* --- remote follow ------------------------------------------------------------------------ */
-
-static void follow_start(struct spool_topic *t);
 
 static void follow_cb(void *arg, int status, const struct spool_err *err,
                       const Spool__ReadReply *reply)
@@ -235,7 +261,7 @@ static void follow_cb(void *arg, int status, const struct spool_err *err,
         for (size_t i = 0; i < reply->n_records; i++)
             deliver(t, reply->records[i]);
     }
-    if (t->live > 0 && !t->node->closing)
+    if (chain_wanted(t))
         follow_start(t);
     topic_gc(t);
 }
@@ -282,8 +308,6 @@ int spool_node_subscribe(struct spool_node *n, const char *channel, spool_record
         if (sh != NULL) {
             t->last = spool_store_last_seq(sh->store, channel);
             t->anchored = true;
-        } else {
-            follow_start(t);
         }
     }
     s->topic = t;
@@ -292,6 +316,8 @@ int spool_node_subscribe(struct spool_node *n, const char *channel, spool_record
     s->next = t->subs;
     t->subs = s;
     t->live++;
+    if (t->follow == NULL && chain_wanted(t))
+        follow_start(t);
     *out = s;
     return 0;
 }
