@@ -438,7 +438,7 @@ static void ws_pump(struct spool_ws *ws)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    static char slab[64 * 1024]; /* consumed synchronously by on_read */
+    static _Thread_local char slab[64 * 1024]; /* consumed synchronously by on_read; one per loop thread (--workers) */
     (void)h;
     (void)suggested;
     *buf = uv_buf_init(slab, sizeof slab);
