@@ -19,6 +19,10 @@
  * connection had entered; when presence_timeout_ms passes without the connection being resumed
  * on the same node, spool_presence_leave() publishes the leaves, each unless the member entered
  * or updated again after the death (a resume on another node, after which the client re-enters).
+ * The leave is conditional on the member's newest presence record it saw (ref_seq, see
+ * cluster/presence_index.h), so it is not written if the member changed since, or already left
+ * (the shard leader's reaper removes the members of nodes it stopped hearing from, including
+ * this one if it was cut off: cluster/presence_reaper.h).
  */
 #ifndef SPOOL_GATEWAY_PRESENCE_H
 #define SPOOL_GATEWAY_PRESENCE_H
