@@ -90,6 +90,7 @@ void spool_options_node_config(const struct spool_options *o, struct spool_node_
     cfg->heartbeat_ms = o->heartbeat_ms;
     cfg->forward_timeout_ms = o->forward_timeout_ms;
     cfg->rebalance_interval_ms = o->rebalance_interval_ms;
+    cfg->presence_node_timeout_ms = o->presence_node_timeout_ms;
     cfg->dedup_window_ms = o->dedup_window_ms;
     cfg->conv_max_entries = o->ai_state_entries;
     cfg->conv_scan_max = o->ai_state_scan;
