@@ -195,6 +195,8 @@ void spool_node_close(struct spool_node *n, void (*cb)(void *arg), void *arg)
     spool_subs_close(n);
     spool_remote_view_close(n);
     spool_rebalancer_close(n);
+    spool_expiry_close(n);
+    spool_eph_close(n);
     spool_presence_reaper_close(n);
     n->shards_open = n->meta != NULL;
     for (uint32_t i = 0; i < n->placement.shards; i++)
@@ -366,6 +368,8 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
         rc = spool_remote_view_start(n, err);
     if (rc == 0)
         rc = spool_rebalancer_start(n, err);
+    if (rc == 0)
+        rc = spool_expiry_start(n, err);
     if (rc == 0)
         rc = spool_presence_reaper_start(n, err);
     if (rc != 0) {

@@ -100,6 +100,9 @@ struct spool_read_req {
     uint64_t min_seq;    /* read-your-writes: the replica read must have applied this seq */
     bool leader;         /* read at the shard's leader, which has applied every write that was
                           * acknowledged (for reads whose caller knows no seq to wait for) */
+    bool turn;           /* instead of records: the channel's turn (set leader too), one "ai.turn"
+                          * record (client_id = holder, turn_epoch, expires_ms) or none when
+                          * nobody holds it (cluster/conversation_turn.c) */
 };
 /* Records in the order read (ascending forward, descending backward); valid during the call.
  * first_seq / last_seq describe the channel as the replica saw it. A page may hold fewer than

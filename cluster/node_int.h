@@ -67,6 +67,9 @@ struct spool_node {
     void *fanout_arg;
     spool_record_cb ephemeral_cb; /* spool_node_set_ephemeral_cb (conversation_ephemeral.c) */
     void *ephemeral_arg;
+    struct spool_eph_ring *eph;   /* ephemerals kept for gateway-only followers (same file) */
+    uv_timer_t expiry_timer;      /* turn lease expiry proposals (conversation_turn.c) */
+    bool expiry_started;
     struct spool_topic **topic_buckets; /* hash index over `topics` by channel */
     size_t n_topic_buckets, n_topics;
     uv_timer_t rebalance_timer;  /* periodic leader-spreading passes (admin.c) */
@@ -83,6 +86,29 @@ struct spool_node {
 
 /* conversation_ephemeral.c: an ephemeral record sent by a peer */
 void spool_node_ephemeral_arrived(struct spool_node *n, uint64_t from, const void *body, size_t len);
+/* Serving a follow poll of a gateway-only node (ReadRequest.ephemerals): true when the ring
+ * holds ephemerals of the channel after the poll's position (answer now, do not park); fill
+ * puts them (and the new position) into the reply, done frees them after it is sent. */
+bool spool_eph_pending(struct spool_node *n, const Spool__ReadRequest *req);
+void spool_eph_fill(struct spool_node *n, const Spool__ReadRequest *req, Spool__ReadReply *r);
+void spool_eph_fill_done(Spool__ReadReply *r);
+/* Following from a gateway-only node: ask for ephemerals from where `pos` says (on the poll op
+ * about to be sent), and deliver those of a reply to the gateway, moving `pos` on. */
+struct spool_eph_pos {
+    uint64_t node, seq;
+};
+void spool_eph_follow_ask(struct spool_node *n, struct spool_op *op, const struct spool_eph_pos *pos);
+void spool_eph_followed(struct spool_node *n, struct spool_eph_pos *pos, const Spool__ReadReply *reply);
+/* Frees the ring (closing). */
+void spool_eph_close(struct spool_node *n);
+
+/* conversation_turn.c: the leader proposes an "expire" record when a turn lease ends */
+int spool_expiry_start(struct spool_node *n, struct spool_err *err);
+/* Stops the timer; counts in pending_close until it is closed. */
+void spool_expiry_close(struct spool_node *n);
+/* conversation_turn.c: the turn of a local replica's state machine as one record (turn read) */
+int spool_turn_read_local(struct spool_node *n, struct spool_shard *sh, const char *channel,
+                          Spool__Record ***recs, size_t *count);
 
 /* admin.c: leader spreading */
 int spool_rebalancer_start(struct spool_node *n, struct spool_err *err);
@@ -105,6 +131,8 @@ void spool_serve_message_cb(void *arg, uint64_t from_node, uint32_t method, cons
                             size_t len);
 /* New records applied locally: wakes parked long-poll reads of their channel. */
 void spool_serve_records_applied(struct spool_node *n, const char *channel);
+/* An ephemeral record of `channel` arrived: wakes the parked polls that asked for them. */
+void spool_serve_ephemeral_arrived(struct spool_node *n, const char *channel);
 /* Answers every parked long-poll read (closing). */
 void spool_serve_close(struct spool_node *n);
 

@@ -152,8 +152,18 @@ void spool_op_finish_read(struct spool_op *op, int status, const struct spool_er
     r.records = recs;
     r.first_seq = first;
     r.last_seq = last;
+    if (op->kind == OP_FOLLOW && op->peer_reply != NULL) { /* conversation_ephemeral.c */
+        r.n_ephemerals = op->peer_reply->n_ephemerals;
+        r.ephemerals = op->peer_reply->ephemerals;
+        r.eph_node = op->peer_reply->eph_node;
+        r.eph_seq = op->peer_reply->eph_seq;
+    }
     if (op->reply) {
+        if (status == 0 && op->read != NULL && op->read->ephemerals)
+            spool_eph_fill(op->node, op->read, &r);
         respond_packed(op->reply, &r.base);
+        if (r.ephemerals != NULL)
+            spool_eph_fill_done(&r);
     } else if (op->canceled) {
         /* nobody to tell */
     } else if (op->kind == OP_FOLLOW) {
@@ -253,7 +263,11 @@ void spool_op_serve_read(struct spool_op *op, struct spool_shard *sh)
     size_t count = 0;
     struct spool_err err;
     spool_err_clear(&err);
-    int rc = spool_router_read_local(op->node, sh->store, op->read, &recs, &count, &err);
+    int rc = op->read->turn /* the turn, not records (conversation_turn.c) */
+                 ? spool_turn_read_local(op->node, sh, op->read->channel, &recs, &count)
+                 : spool_router_read_local(op->node, sh->store, op->read, &recs, &count, &err);
+    if (rc != 0 && op->read->turn)
+        spool_err_set(&err, rc, "reading the turn: out of memory");
     uint64_t first = spool_store_first_seq(sh->store, op->read->channel);
     uint64_t last = spool_store_last_seq(sh->store, op->read->channel);
     spool_op_finish_read(op, rc, &err, recs, count, first, last);

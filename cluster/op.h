@@ -44,6 +44,7 @@ struct spool_op {
     spool_read_cb read_cb;
     spool_follow_cb follow_cb;
     void *arg;
+    const Spool__ReadReply *peer_reply; /* the peer's reply completing it (its ephemerals) */
 };
 
 struct spool_op *spool_op_new(struct spool_node *n, enum op_kind kind, uint32_t shard);

@@ -169,6 +169,7 @@ static void read_reply_cb(void *arg, int status, const struct spool_err *err,
     if (code == 0) {
         struct spool_err ok;
         spool_err_clear(&ok);
+        op->peer_reply = r; /* its ephemerals, for a follow (conversation_ephemeral.c) */
         spool_op_finish_read(op, 0, &ok, r->records, r->n_records, r->first_seq, r->last_seq);
     } else if (!redirected(op, r->status)) {
         struct spool_err e;
@@ -367,7 +368,8 @@ int spool_node_read(struct spool_node *n, const struct spool_read_req *req, spoo
     r->backward = req->backward;
     r->limit = req->limit;
     r->min_seq = req->min_seq;
-    r->leader = req->leader;
+    r->leader = req->leader || req->turn;
+    r->turn = req->turn;
     struct spool_op *op = spool_op_new(n, OP_READ, spool_node_shard_of(n, req->channel));
     if (op == NULL) {
         spool__read_request__free_unpacked(r, NULL);

@@ -6,6 +6,8 @@
  * and its leader hint, and the origin retries. A read with wait_ms > 0 and nothing after
  * after_seq yet (a follow poll, see subscription.c) is parked on node->waiters until the local
  * state machine applies a record of its channel or wait_ms passes, then answered from the store.
+ * A gateway-only node's poll (ReadRequest.ephemerals) is also answered when an ephemeral record
+ * of its channel arrives (cluster/conversation_ephemeral.c puts them into the answer).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -121,7 +123,8 @@ static void serve_read_request(struct spool_node *n, const void *body, size_t le
     op->read = r;
     op->reply = reply;
     uint64_t wait = r->wait_ms > 30000 ? 30000 : r->wait_ms;
-    if (wait > 0 && !r->backward && spool_store_last_seq(sh->store, r->channel) <= r->after_seq) {
+    if (wait > 0 && !r->backward && spool_store_last_seq(sh->store, r->channel) <= r->after_seq &&
+        !spool_eph_pending(n, r)) {
         spool_op_move(op, &n->waiters);
         uv_timer_start(&op->timer, waiter_timeout_cb, wait, 0);
         return;
@@ -220,6 +223,16 @@ void spool_serve_records_applied(struct spool_node *n, const char *channel)
             uv_timer_start(&op->timer, waiter_timeout_cb, 0, 0);
         }
         op = next;
+    }
+}
+
+void spool_serve_ephemeral_arrived(struct spool_node *n, const char *channel)
+{
+    for (struct spool_op *op = n->waiters; op != NULL; op = op->next) {
+        if (op->read->ephemerals && strcmp(op->read->channel, channel) == 0) {
+            uv_timer_stop(&op->timer);
+            uv_timer_start(&op->timer, waiter_timeout_cb, 0, 0);
+        }
     }
 }
 

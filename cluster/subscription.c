@@ -57,6 +57,7 @@ struct spool_topic {
     size_t live;          /* subs not removed */
     struct spool_op *follow;
     int delivering;
+    struct spool_eph_pos eph; /* gateway-only: ephemerals ride the polls (conversation_ephemeral.c) */
 };
 
 static uint64_t channel_hash(const char *channel)
@@ -261,6 +262,9 @@ static void follow_cb(void *arg, int status, const struct spool_err *err,
         for (size_t i = 0; i < reply->n_records; i++)
             deliver(t, reply->records[i]);
     }
+    t->delivering++;
+    spool_eph_followed(t->node, &t->eph, reply);
+    t->delivering--;
     if (chain_wanted(t))
         follow_start(t);
     topic_gc(t);
@@ -269,6 +273,7 @@ static void follow_cb(void *arg, int status, const struct spool_err *err,
 static void follow_start(struct spool_topic *t)
 {
     t->follow = spool_router_follow(t->node, t->channel, t->last, !t->anchored, follow_cb, t);
+    spool_eph_follow_ask(t->node, t->follow, &t->eph);
     if (t->follow == NULL)
         SPOOL_WARN("subs.follow_start_failed", "shard=%u", t->shard);
 }

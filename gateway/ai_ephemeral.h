@@ -9,12 +9,18 @@
  *      "timestamp":..}                         to every other connection attached to the channel
  *   < {"type":"ack","msgSerial":7,"serials":[],"delivered":N}   to the sender
  *
- * An interrupt is addressed to the channel's turn holder: it goes to every attached connection
- * (one hop, no log) and carries "to":"turn"; the holder acts on it, others may show it.
+ *   < {"type":"ack","msgSerial":8,"serials":[],"delivered":N,"holder":"agent","epoch":88}
+ *   < {"type":"interrupt","channel":..,"to":"turn","holder":"agent","epoch":88,"data":..,...}
+ *                                   to the turn holder's connections only, on every node
  *
- * Across nodes: the receiving node also sends the record to every other storage node with a
- * one-way cluster RPC (cluster/conversation_ephemeral.c), whose connections get it the same
- * way; gateway-only nodes are not reached yet (see the doc).
+ * An interrupt is addressed to the channel's turn holder: the node reads the turn at the shard
+ * leader, then delivers it only to connections attached to the channel whose client id is the
+ * holder (credentials, or ?clientId= on a connection whose credentials carry none); nack 40901
+ * when nobody holds the turn.
+ *
+ * Across nodes: the receiving node also sends the record to every storage node with a one-way
+ * cluster RPC (cluster/conversation_ephemeral.c), whose connections get it the same way;
+ * gateway-only nodes get it on the long polls that follow the channel for them.
  * Part of the realtime protocol server (uses its internals, gateway/realtime_int.h).
  */
 #ifndef SPOOL_GATEWAY_AI_EPHEMERAL_H
@@ -26,6 +32,9 @@
 #include "proto/record.pb-c.h"
 
 struct rt_conn;
+
+/* nack code of an interrupt when nobody holds the channel's turn (nothing is sent) */
+#define SPOOL_RT_ENO_TURN 40901
 
 /* Handles a realtime message of type "ephemeral" or "interrupt" (`interrupt` says which). */
 void spool_ai_ephemeral(struct rt_conn *c, json_t *msg, bool interrupt);

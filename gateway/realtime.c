@@ -545,6 +545,22 @@ void spool_realtime_handle(void *arg, struct spool_http_req *req)
                                  spool_auth_message(auth));
         return;
     }
+    /* Credentials without a client id (anonymous, API keys) may name one for the connection
+     * (as they may on each message): it is then the connection's identity, e.g. for the
+     * interrupts addressed to a turn holder (gateway/ai_ephemeral.h). */
+    char qcid[SPOOL_CLIENT_ID_MAX + 1];
+    long qn = c->principal.client_id[0] == '\0'
+                  ? spool_http_query_get(req->query, "clientId", qcid, sizeof qcid)
+                  : -1;
+    if (qn == -2 || qn == 0) {
+        spool_principal_close(&c->principal);
+        free(c);
+        spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_PARAM,
+                                 "clientId must be 1..%d bytes", SPOOL_CLIENT_ID_MAX);
+        return;
+    }
+    if (qn > 0)
+        memcpy(c->principal.client_id, qcid, (size_t)qn + 1);
     char resume_key[RT_QUERY_MAX], serials_text[RT_QUERY_MAX];
     long rk = spool_http_query_get(req->query, "resume", resume_key, sizeof resume_key);
     long sl = spool_http_query_get(req->query, "serials", serials_text, sizeof serials_text);

@@ -43,7 +43,7 @@ main(async () => {
     const r = await post(n, {clientId: 'agent', action: 'append', refSerial: M, data: 'x'});
     check(r.status === 409 && /is final/.test(r.body.error.message), `via node ${n + 1}: ${JSON.stringify(r)}`);
   }
-  const late = await connect('', `127.0.0.1:${PORTS[2]}`);
+  const late = await connect('?clientId=op', `127.0.0.1:${PORTS[2]}`); // the turn's holder below
   late.send({type: 'attach', channel: CH, from: 'start'});
   await late.type('attached', 10000);
   const m = await late.type('message', 10000);
@@ -56,7 +56,7 @@ main(async () => {
   check(stale.status === 409 && new RegExp(`stale turn epoch ${claim.body.epoch}:`).test(stale.body.error.message), `stale via node 3: ${JSON.stringify(stale)}`);
 
   // Ephemeral messages and interrupts cross nodes without the log: sent on node 1, received by
-  // connections on nodes 2 and 3, nothing stored.
+  // connections on nodes 2 and 3 (the interrupt by the turn holder's, "op"), nothing stored.
   const before = (await request(PORTS[0], 'GET', `/v1/channels/${CH}`)).body.lastSerial;
   const on2 = await connect('', `127.0.0.1:${PORTS[1]}`);
   on2.send({type: 'attach', channel: CH, from: 'live'});
@@ -70,7 +70,7 @@ main(async () => {
         `ephemeral across nodes: ${JSON.stringify(e2)} ${JSON.stringify(e3)}`);
   sender.send({type: 'interrupt', channel: CH, data: {reason: 'stop'}});
   const i3 = await late.type('interrupt', 10000);
-  check(i3.to === 'turn' && i3.data.reason === 'stop', `interrupt across nodes: ${JSON.stringify(i3)}`);
+  check(i3.to === 'turn' && i3.holder === 'op' && i3.data.reason === 'stop', `interrupt across nodes: ${JSON.stringify(i3)}`);
   const after = (await request(PORTS[2], 'GET', `/v1/channels/${CH}`)).body.lastSerial;
   check(after === before, `ephemeral messages were stored: ${before} -> ${after}`);
   late.close(); on2.close(); sender.close();
