@@ -98,7 +98,7 @@ uint32_t spool_node_replicas(const struct spool_node *n) { return n->placement.r
 
 uint64_t spool_node_replica(const struct spool_node *n, uint32_t shard, uint32_t i)
 {
-    if (shard >= n->placement.shards || i >= n->placement.replicas)
+    if (shard >= n->placement.shards || i >= spool_placement_replica_count(&n->placement, shard))
         return 0;
     return spool_placement_replica(&n->placement, shard, i)->id;
 }
@@ -141,7 +141,7 @@ static uint64_t move_target(const struct spool_node *n, uint32_t s, const unsign
     const struct spool_placement *p = &n->placement;
     uint64_t best = 0;
     unsigned best_count = fair;
-    for (uint32_t i = 0; i < p->replicas; i++) {
+    for (uint32_t i = 0; i < spool_placement_replica_count(p, s); i++) {
         uint64_t id = spool_placement_replica(p, s, i)->id;
         unsigned c = count[node_index(p, id)];
         if (id == n->cfg.id || c >= fair)

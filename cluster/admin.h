@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "cluster/node.h"
+#include "cluster/meta.h"
 #include "cluster/placement.h"
 
 struct spool_member {
@@ -61,5 +62,33 @@ struct spool_leader_move {
  * other storage nodes to run a pass too. Transfers complete asynchronously. */
 size_t spool_node_rebalance(struct spool_node *n, bool all, struct spool_leader_move *moves,
                             size_t max);
+
+/* ---- membership changes (cluster/membership.c, docs/cluster.md "Membership changes") ---- */
+
+/* Asks the metadata group's leader (forwarding to it over the cluster RPC when that is another
+ * node) to add storage node `id` at cluster address `address` (kind SPOOL_CHANGE_ADD; the node
+ * must be running with `join` and answer on that address) or to remove `id` (kind
+ * SPOOL_CHANGE_REMOVE, address unused). cb runs once, on the loop, when the change was accepted
+ * (status 0, `epoch` = the map that started it) or refused: SPOOL_ECONFLICT (another change in
+ * progress), SPOOL_EINVAL (already a member / not a member / last node / bad address),
+ * SPOOL_EBUSY (no metadata leader, or the new node does not answer), SPOOL_ETIMEOUT. The change
+ * itself then runs in the background: follow it with spool_node_membership_status. Returns 0,
+ * or SPOOL_ECLOSED / SPOOL_ENOMEM without calling cb. */
+typedef void (*spool_membership_cb)(void *arg, int status, const struct spool_err *err,
+                                    uint64_t epoch);
+int spool_node_membership_change(struct spool_node *n, uint32_t kind, uint64_t id,
+                                 const char *address, spool_membership_cb cb, void *arg);
+
+struct spool_membership_status {
+    uint64_t epoch;        /* of the map this node follows (0: none yet) */
+    uint32_t change;       /* SPOOL_CHANGE_NONE / _ADD / _REMOVE (cluster/meta.h) */
+    uint64_t node;         /* the node being added or removed */
+    uint32_t shards_left;  /* shards whose replica set has not reached its target yet */
+};
+void spool_node_membership_status(const struct spool_node *n, struct spool_membership_status *out);
+/* Replicas `shard` has now (admin: one more than replicasPerShard while a replica moves). */
+uint32_t spool_node_replica_count(const struct spool_node *n, uint32_t shard);
+/* The storage nodes in the map this node follows (id and cluster address). */
+size_t spool_node_members(const struct spool_node *n, struct spool_peer *out, size_t cap);
 
 #endif

@@ -1,16 +1,24 @@
 /*
- * The metadata group: one Raft group replicated on every storage node, holding the slot -> shard
- * map (cluster/placement.h) with an epoch.
+ * The metadata group: one Raft group replicated on every storage node, holding the cluster map:
+ * the slot -> shard table (cluster/placement.h), the storage nodes (id, cluster address), every
+ * shard's replica set and the membership change in progress, with an epoch.
  *
  * At bootstrap every storage node starts the group with all storage nodes as voters (the same
  * deterministic rule as the shards: bootstrap only a pristine directory). The first leader finds
  * the map empty (epoch 0) and proposes the map derived from configuration as epoch 1; from then on
- * the map is whatever the log says, and every node adopts each applied map (on_map) for routing.
- * Nothing proposes a later epoch yet: moving slots between shards (resharding) is future work
- * that will add entries here, not a new mechanism.
+ * the map is whatever the log says, and every node adopts each applied map (on_map) for routing
+ * and for which shard replicas it holds. Membership changes (cluster/membership.c, on the
+ * group's leader) propose later epochs with spool_meta_propose, one at a time.
+ *
+ * The group's own voters follow the map: while it leads, a node compares the group's Raft
+ * configuration with the map's nodes and makes one change at a time (raft_add + raft_assign
+ * RAFT_VOTER for a node the map lists, raft_remove for one it does not; a leader that is no
+ * longer listed first hands its leadership over). A joining node (`join`) never bootstraps: it
+ * starts with an empty configuration and receives the log once the leader adds it.
  *
  * The state machine is the map alone, kept in memory: libraft restores it from the group's
- * snapshot and replays the log on restart. Snapshots carry a MetaEntry with the current map.
+ * snapshot and replays the log on restart. Snapshots carry a MetaEntry with the current map. A
+ * map without nodes (written before membership changes existed) gets the configuration's.
  *
  * Nodes without a replica (gateway-only) ask a storage node for the map over RPC
  * (SPOOL_METHOD_SLOT_MAP, cluster/remote_view.c).
@@ -31,10 +39,16 @@
 
 #define SPOOL_META_GROUP 0x80000000u /* transport group id; shard ids stay below it */
 
+enum { SPOOL_CHANGE_NONE = 0, SPOOL_CHANGE_ADD = 1, SPOOL_CHANGE_REMOVE = 2 };
+
+/* The cluster map (named for its first content, the slot map). */
 struct spool_slot_map {
-    uint64_t epoch; /* 0 = not set yet */
-    uint32_t shards;
-    uint16_t slot_shard[SPOOL_SLOTS];
+    uint64_t epoch;          /* 0 = not set yet */
+    struct spool_placement p; /* shards, slot table, storage nodes, replica sets */
+    uint32_t change;         /* SPOOL_CHANGE_*: the membership change in progress */
+    uint64_t change_node;
+    uint8_t n_target[SPOOL_MAX_SHARDS]; /* while a change runs: where each shard is going */
+    uint64_t target[SPOOL_MAX_SHARDS][SPOOL_MAX_REPLICAS];
 };
 
 struct spool_meta;
@@ -45,6 +59,7 @@ struct spool_meta_config {
     const char *node_address;
     const char *data_dir;             /* the node's; the group uses <data_dir>/meta/raft */
     const struct spool_placement *placement; /* voters (all storage nodes) and the initial map */
+    bool join;                        /* never bootstrap: wait to be added (cluster/membership.c) */
     uint64_t election_timeout_ms, heartbeat_ms;
     spool_meta_map_cb on_map;         /* each applied map (also after a restore) */
     void *cb_arg;
@@ -58,10 +73,23 @@ void spool_meta_close(struct spool_meta *m, void (*cb)(void *arg), void *arg);
 const struct spool_slot_map *spool_meta_map(const struct spool_meta *m);
 
 /* SlotMap conversions (the RPC that serves the map to gateway-only nodes uses them too).
- * `bytes` holds 2 * SPOOL_SLOTS bytes and must outlive `p`. from_proto validates: -1 for a map
- * no node could route with. */
-void spool_slot_map_to_proto(const struct spool_slot_map *m, Spool__SlotMap *p, uint8_t *bytes);
+ * proto_new returns a SlotMap owning nothing but itself (free with proto_free), valid while `m`
+ * is unchanged; NULL when out of memory. from_proto validates: -1 for a map no node could route
+ * with (a map without nodes leaves m->p.n_nodes 0: the caller supplies the configuration's). */
+Spool__SlotMap *spool_slot_map_proto_new(const struct spool_slot_map *m);
+void spool_slot_map_proto_free(Spool__SlotMap *p);
 int spool_slot_map_from_proto(const Spool__SlotMap *p, struct spool_slot_map *m);
 uint64_t spool_meta_leader(struct spool_meta *m);
+bool spool_meta_is_leader(struct spool_meta *m);
+/* True if `id` is a voter in the group's committed configuration. */
+bool spool_meta_is_voter(struct spool_meta *m, uint64_t id);
+
+/* Proposes `next` as the next map (its epoch is set to the current one + 1). cb(arg, status)
+ * runs once, on the loop, after it was applied (0) or failed (SPOOL_ENOTLEADER, SPOOL_EIO).
+ * Returns 0, SPOOL_ENOTLEADER, SPOOL_EBUSY (a proposal is in flight) or SPOOL_ENOMEM without
+ * calling cb. */
+typedef void (*spool_meta_propose_cb)(void *arg, int status);
+int spool_meta_propose(struct spool_meta *m, const struct spool_slot_map *next,
+                       spool_meta_propose_cb cb, void *arg);
 
 #endif

@@ -3,9 +3,10 @@
  *
  * Init, in order: copy the configuration, parse the peer list (the storage nodes), derive the
  * placement (cluster/placement.h), open the cluster port (mux) and the RPC layer on it, then
- * start a replica (cluster/shard.h) of every shard placed on this node. Everything is
- * deterministic from configuration, so a node restarted on the same data directory finds its
- * Raft logs and stores and resumes where it stopped.
+ * start the metadata replica and the shard replicas this node holds (cluster/replicas.c). A node
+ * restarted on the same data directory finds its Raft logs and stores and resumes where it
+ * stopped. Each map the metadata group applies replaces the placement (membership changes move
+ * replicas, cluster/membership.c) and the local replicas follow it.
  *
  * Close: mark closing (new calls fail with SPOOL_ECLOSED), fail idle ops, drop subscriptions,
  * close every shard (each hands its leadership to another voter first), then the RPC layer
@@ -78,7 +79,7 @@ uint64_t spool_node_route_target(struct spool_node *n, uint32_t shard, unsigned 
         return hint;
     if (sh != NULL)
         return 0; /* an election is running in a group we are part of: wait for it */
-    uint32_t r = n->placement.replicas;
+    uint32_t r = spool_placement_replica_count(&n->placement, shard);
     for (uint32_t i = 0; i < r; i++) {
         const struct spool_peer *p =
             spool_placement_replica(&n->placement, shard, (attempt + i) % r);
@@ -198,33 +199,51 @@ void spool_node_close(struct spool_node *n, void (*cb)(void *arg), void *arg)
     spool_expiry_close(n);
     spool_eph_close(n);
     spool_presence_reaper_close(n);
+    spool_membership_close(n);
     n->shards_open = n->meta != NULL;
     for (uint32_t i = 0; i < n->placement.shards; i++)
         if (n->shards[i] != NULL)
-            n->shards_open++;
+            n->shards_open++; /* retiring ones too: replicas.c reports them */
     if (n->meta != NULL)
         spool_meta_close(n->meta, meta_closed_cb, n);
     for (uint32_t i = 0; i < n->placement.shards; i++)
-        if (n->shards[i] != NULL)
+        if (n->shards[i] != NULL && !n->shards[i]->closing)
             spool_shard_close(n->shards[i], shard_closed_cb);
+    close_stage(n);
+}
+
+void spool_node_shard_closed(struct spool_node *n)
+{
+    n->shards_open--;
     close_stage(n);
 }
 
 bool spool_node_adopt_slot_map(struct spool_node *n, const struct spool_slot_map *map)
 {
-    if (map->shards != n->placement.shards) {
+    if (map->p.shards != n->placement.shards) {
         SPOOL_ERROR("node.slot_map_mismatch", "epoch=%llu shards=%u configured=%u",
-                    (unsigned long long)map->epoch, map->shards, n->placement.shards);
+                    (unsigned long long)map->epoch, map->p.shards, n->placement.shards);
         return false;
     }
-    memcpy(n->placement.slot_shard, map->slot_shard, sizeof n->placement.slot_shard);
+    if (map->p.n_nodes == 0) { /* an old map: membership stays the configuration's */
+        memcpy(n->placement.slot_shard, map->p.slot_shard, sizeof n->placement.slot_shard);
+        return true;
+    }
+    n->placement = map->p;
+    n->view_change = map->change;
+    n->view_change_node = map->change_node;
+    for (size_t i = 0; i < map->p.n_nodes && n->rpc != NULL; i++)
+        if (map->p.nodes[i].id != n->cfg.id)
+            spool_rpc_set_peer(n->rpc, map->p.nodes[i].id, map->p.nodes[i].address);
     return true;
 }
 
-/* A map applied by the metadata group becomes the routing table. */
+/* A map applied by the metadata group becomes the routing table and the replica placement. */
 static void slot_map_applied_cb(void *arg, const struct spool_slot_map *map)
 {
-    spool_node_adopt_slot_map(arg, map);
+    struct spool_node *n = arg;
+    if (spool_node_adopt_slot_map(n, map))
+        spool_replicas_reconcile(n);
 }
 
 static int start_meta(struct spool_node *n, struct spool_err *err)
@@ -233,60 +252,16 @@ static int start_meta(struct spool_node *n, struct spool_err *err)
         return 0;
     struct spool_meta_config mc = {
         .node_id = n->cfg.id,
-        .node_address = spool_placement_address(&n->placement, n->cfg.id),
+        .node_address = spool_node_self_address(n),
         .data_dir = n->data_dir,
         .placement = &n->placement,
+        .join = n->cfg.join || n->epoch_mark > 1,
         .election_timeout_ms = n->cfg.election_timeout_ms,
         .heartbeat_ms = n->cfg.heartbeat_ms,
         .on_map = slot_map_applied_cb,
         .cb_arg = n,
     };
     return spool_meta_init(&n->meta, n->loop, n->mux, &mc, err);
-}
-
-static int start_shards(struct spool_node *n, struct spool_err *err)
-{
-    const struct spool_placement *p = &n->placement;
-    const char *self_address = spool_placement_address(p, n->cfg.id);
-    uint32_t local = 0;
-    for (uint32_t s = 0; s < p->shards; s++)
-        local += !n->cfg.gateway_only && spool_placement_has_replica(p, s, n->cfg.id);
-    /* The tail cache budget is per node: each local store gets its share (never 0, which the
-     * store would read as "default"). */
-    struct spool_store_config store = n->cfg.store;
-    if (local > 0)
-        store.tail_cache_bytes = store.tail_cache_bytes / local > 0 ? store.tail_cache_bytes / local : 1;
-    for (uint32_t s = 0; s < p->shards; s++) {
-        if (n->cfg.gateway_only || !spool_placement_has_replica(p, s, n->cfg.id))
-            continue;
-        struct spool_peer voters[SPOOL_MAX_NODES];
-        for (uint32_t i = 0; i < p->replicas; i++)
-            voters[i] = *spool_placement_replica(p, s, i);
-        struct spool_shard_config sc = {
-            .id = s,
-            .node_id = n->cfg.id,
-            .node_address = self_address,
-            .data_dir = n->data_dir,
-            .voters = voters,
-            .n_voters = p->replicas,
-            .snapshot_threshold = n->cfg.snapshot_threshold,
-            .snapshot_trailing = n->cfg.snapshot_trailing,
-            .election_timeout_ms = n->cfg.election_timeout_ms,
-            .heartbeat_ms = n->cfg.heartbeat_ms,
-            .dedup_window_ms = n->cfg.dedup_window_ms,
-            .conv = {.max_entries = (size_t)n->cfg.conv_max_entries,
-                     .scan_max = (size_t)n->cfg.conv_scan_max},
-            .store = store,
-            .on_records = spool_subs_records_cb,
-            .on_restored = spool_subs_restored_cb,
-            .cb_arg = n,
-        };
-        int rc = spool_shard_init(&n->shards[s], n->loop, n->mux, &sc, err);
-        if (rc != 0)
-            return rc;
-        n->shards[s]->data = n;
-    }
-    return 0;
 }
 
 int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool_node_config *cfg,
@@ -307,6 +282,8 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
         node_free(n);
         return spool_err_set(err, SPOOL_ENOMEM, "node config");
     }
+    if (n->cfg.gateway_only)
+        n->cfg.join = false; /* a joining node's client loops (gateway/workers.c) */
     n->cfg.data_dir = n->data_dir;
     n->cfg.cluster_listen = n->cluster_listen;
     n->cfg.peers = n->peers;
@@ -321,6 +298,11 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
     rc = spool_mux_init(&n->mux, loop, cfg->id, n->cluster_listen, err);
     if (rc != 0)
         goto err_free;
+    if (n_peers == 0 && n->cfg.join) {
+        rc = spool_err_set(err, SPOOL_EINVAL, "a joining node needs --peers (running nodes to "
+                           "contact)");
+        goto err_mux;
+    }
     if (n_peers == 0 && n->cfg.gateway_only) {
         rc = spool_err_set(err, SPOOL_EINVAL, "a gateway-only node needs --peers (the storage "
                            "nodes it serves)");
@@ -343,7 +325,13 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
                            (unsigned long long)cfg->id);
         goto err_mux;
     }
-    if (!cfg->gateway_only && spool_placement_address(&n->placement, cfg->id) == NULL) {
+    if (cfg->join && (cfg->gateway_only || spool_placement_address(&n->placement, cfg->id))) {
+        rc = spool_err_set(err, SPOOL_EINVAL, "a joining node must be a storage node that is "
+                           "not in --peers (--peers lists the nodes it contacts)");
+        goto err_mux;
+    }
+    if (!cfg->gateway_only && !cfg->join &&
+        spool_placement_address(&n->placement, cfg->id) == NULL) {
         rc = spool_err_set(err, SPOOL_EINVAL, "node id %llu is not in --peers (use gateway-only "
                            "mode for a node without replicas)", (unsigned long long)cfg->id);
         goto err_mux;
@@ -361,9 +349,12 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
     for (size_t i = 0; i < n->placement.n_nodes; i++)
         if (n->placement.nodes[i].id != cfg->id)
             spool_rpc_set_peer(n->rpc, n->placement.nodes[i].id, n->placement.nodes[i].address);
+    n->epoch_mark = n->cfg.gateway_only ? 0 : spool_replicas_load_mark(n->data_dir);
     rc = start_meta(n, err);
     if (rc == 0)
-        rc = start_shards(n, err);
+        rc = spool_replicas_start(n, err);
+    if (rc == 0)
+        rc = spool_membership_start(n, err);
     if (rc == 0 && n->cfg.gateway_only)
         rc = spool_remote_view_start(n, err);
     if (rc == 0)
@@ -378,9 +369,11 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
         spool_node_close(n, NULL, NULL);
         return rc;
     }
-    SPOOL_INFO("node.started", "id=%llu listen=%s nodes=%zu shards=%u replicas=%u gateway_only=%d",
+    SPOOL_INFO("node.started", "id=%llu listen=%s nodes=%zu shards=%u replicas=%u gateway_only=%d "
+               "join=%d epoch_mark=%llu",
                (unsigned long long)cfg->id, spool_mux_address(n->mux), n->placement.n_nodes,
-               n->placement.shards, n->placement.replicas, cfg->gateway_only);
+               n->placement.shards, n->placement.replicas, cfg->gateway_only, cfg->join,
+               (unsigned long long)n->epoch_mark);
     *out = n;
     return 0;
 

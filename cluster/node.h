@@ -48,6 +48,8 @@ struct spool_node_config {
     uint32_t shards;            /* shard count at bootstrap */
     uint32_t replicas;          /* replicas per shard (capped at the number of storage nodes) */
     bool gateway_only;
+    bool join;                  /* a new storage node: never bootstrap, wait to be added to the
+                                 * running cluster (`peers` = nodes to contact; docs/cluster.md) */
     uint64_t snapshot_threshold;
     uint64_t snapshot_trailing;
     uint64_t election_timeout_ms;

@@ -29,6 +29,8 @@ enum {
     SPOOL_METHOD_SLOT_MAP = 4, /* SlotMapQuery -> SlotMapReply */
     SPOOL_METHOD_EPHEMERAL = 5, /* one-way: a packed Record, live only (conversation_ephemeral.c) */
     SPOOL_METHOD_REBALANCE = 6, /* one-way, empty: run a leader-spreading pass (admin.c) */
+    SPOOL_METHOD_MEMBERSHIP = 20,  /* MembershipRequest -> MembershipReply (membership.c) */
+    SPOOL_METHOD_RECONFIGURE = 21, /* ReconfigureRequest -> ReconfigureReply (membership.c) */
     SPOOL_METHOD_PRESENCE_HEARTBEAT = 7, /* one-way: PresenceHeartbeat (presence_reaper.c) */
 };
 
@@ -39,6 +41,7 @@ enum {
 
 struct spool_op;
 struct spool_topic;
+struct spool_membership;
 
 /* What a node without replicas knows of the cluster, refreshed over RPC (remote_view.c): the
  * slot map (from a storage node's metadata replica) and every shard's leader. */
@@ -76,6 +79,10 @@ struct spool_node {
     bool rebalance_started;
     struct spool_presence_reaper *presence_reaper; /* heartbeats, dead nodes' members leave */
     struct spool_op *waiters;    /* parked long-poll reads served for peers (router.c) */
+    struct spool_membership *membership; /* membership changes driven here (membership.c) */
+    uint64_t epoch_mark;         /* the map epoch local replicas follow, on disk (replicas.c) */
+    uint32_t view_change;        /* the adopted map's membership change (gateway-only status) */
+    uint64_t view_change_node;
     bool closing;
     int pending_close;   /* live ops (router.c) + the closing stages below */
     uint32_t shards_open; /* shards and the metadata replica still closing */
@@ -124,6 +131,21 @@ void spool_presence_reaper_close(struct spool_node *n);
 void spool_node_presence_heartbeat_arrived(struct spool_node *n, uint64_t from, const void *body,
                                            size_t len);
 
+/* replicas.c: which shard replicas this node holds */
+uint64_t spool_replicas_load_mark(const char *data_dir);
+int spool_replicas_start(struct spool_node *n, struct spool_err *err);
+/* Opens and retires local replicas to match the applied map (epoch >= 2). */
+void spool_replicas_reconcile(struct spool_node *n);
+/* This node's cluster address: its map entry, else (joining) the bound cluster port. */
+const char *spool_node_self_address(const struct spool_node *n);
+
+/* membership.c: adding and removing storage nodes (cluster/admin.h) */
+int spool_membership_start(struct spool_node *n, struct spool_err *err);
+/* Stops the driver; counts in pending_close until its timer is closed. */
+void spool_membership_close(struct spool_node *n);
+void spool_membership_serve(struct spool_node *n, uint32_t method, const void *body, size_t len,
+                            struct spool_rpc_reply *reply);
+
 /* serve.c: requests from peers */
 void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
                             size_t len, struct spool_rpc_reply *reply);
@@ -167,6 +189,8 @@ bool spool_remote_view_ready(const struct spool_node *n);
 /* node.c */
 /* Routes with `map` from now on (false, logged, if it does not fit the configured shards). */
 bool spool_node_adopt_slot_map(struct spool_node *n, const struct spool_slot_map *map);
+/* A shard that was retiring when the node began closing has closed. */
+void spool_node_shard_closed(struct spool_node *n);
 /* Called whenever a part of a closing node finished closing; frees it after the last one. */
 void spool_node_finish_close(struct spool_node *n);
 struct spool_shard *spool_node_local_shard(const struct spool_node *n, uint32_t shard);

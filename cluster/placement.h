@@ -6,10 +6,18 @@
  * Raft group; until that group exists (see docs/cluster.md) every node derives the same initial
  * table from its configuration: slot s belongs to shard s % shards.
  *
- * Replicas are derived from configuration too, identically on every node: the storage nodes are
- * the ids listed in --peers, sorted ascending; shard i is replicated on R = min(replicas, N)
- * consecutive storage nodes starting at position i % N (wrapping). A node bootstraps a shard's
- * Raft group with exactly that voter set, so every node agrees without talking to each other.
+ * Replicas: at bootstrap every node derives the same sets from configuration: the storage
+ * nodes are the ids listed in --peers, sorted ascending; shard i is replicated on
+ * R = min(replicas, N) consecutive storage nodes starting at position i % N (wrapping). A node
+ * bootstraps a shard's Raft group with exactly that voter set, so every node agrees without
+ * talking to each other. That is what the metadata group's map holds at epoch 1; membership
+ * changes (cluster/membership.c) then rewrite the node list and the replica sets explicitly,
+ * so a placement stores each shard's replicas rather than computing them.
+ *
+ * spool_placement_balance() is the rule membership changes use to decide where replicas go:
+ * drop replicas on nodes that left, fill shards below R with the least-loaded nodes, then move
+ * single replicas from the most- to the least-loaded node until no two nodes differ by more than
+ * one replica. It is a pure function, so it is unit-tested alone (tests/cluster/test_placement.c).
  *
  * The peer list is "id@host:port,id@host:port,..." (the empty string means a single node whose
  * only peer is itself, listening on its own cluster address).
@@ -41,23 +49,48 @@ struct spool_peer {
 int spool_peers_parse(const char *list, struct spool_peer *out, size_t cap, size_t *n,
                       struct spool_err *err);
 
+#define SPOOL_MAX_REPLICAS 8 /* per shard, including one extra while a replica moves */
+
 struct spool_placement {
     uint32_t shards;
-    uint32_t replicas;                     /* effective: min(configured, n_nodes), >= 1 */
+    uint32_t replicas;                     /* effective: min(wanted, n_nodes), >= 1 */
+    uint32_t wanted;                       /* configured (--replicas) */
     size_t n_nodes;
     struct spool_peer nodes[SPOOL_MAX_NODES]; /* storage nodes, sorted by id */
     uint16_t slot_shard[SPOOL_SLOTS];
+    uint8_t n_replicas[SPOOL_MAX_SHARDS];  /* per shard: how many of replica[shard] are set */
+    uint64_t replica[SPOOL_MAX_SHARDS][SPOOL_MAX_REPLICAS]; /* node ids; [0] is the home */
 };
 
 /* Initial placement from configuration. */
 int spool_placement_init(struct spool_placement *p, const struct spool_peer *nodes, size_t n_nodes,
                          uint32_t shards, uint32_t replicas, struct spool_err *err);
 uint32_t spool_placement_shard_of(const struct spool_placement *p, const char *channel);
-/* The i-th replica of `shard` (i < p->replicas). */
+/* How many replicas `shard` has now (usually p->replicas; one more while a replica moves). */
+uint32_t spool_placement_replica_count(const struct spool_placement *p, uint32_t shard);
+/* The i-th replica of `shard` (i wraps around the shard's replica count). */
 const struct spool_peer *spool_placement_replica(const struct spool_placement *p, uint32_t shard,
                                                  uint32_t i);
 bool spool_placement_has_replica(const struct spool_placement *p, uint32_t shard, uint64_t node_id);
 /* The address of storage node `id`, or NULL. */
 const char *spool_placement_address(const struct spool_placement *p, uint64_t id);
+/* Index of node `id` in p->nodes, or -1. */
+int spool_placement_node_index(const struct spool_placement *p, uint64_t id);
+/* Replicas placed on node `id`. */
+uint32_t spool_placement_load(const struct spool_placement *p, uint64_t id);
+/* Adds a storage node (kept sorted); SPOOL_EINVAL if present or full. */
+int spool_placement_add_node(struct spool_placement *p, uint64_t id, const char *address,
+                             struct spool_err *err);
+/* Removes a storage node from the node list (not from replica sets: see balance). */
+void spool_placement_remove_node(struct spool_placement *p, uint64_t id);
+/* Recomputes p->replicas from wanted and n_nodes. */
+void spool_placement_set_replicas(struct spool_placement *p);
+
+/* Where replicas should be for p->nodes (see the top of this file): writes, per shard, the
+ * target set into target[s] / n_target[s], moving as few replicas as the rule allows and never
+ * more than one of a shard's replicas (so each shard's change is one add and at most one
+ * remove). Returns the number of shards whose set changes. */
+uint32_t spool_placement_balance(const struct spool_placement *p,
+                                 uint64_t target[][SPOOL_MAX_REPLICAS], uint8_t *n_target);
 
 #endif

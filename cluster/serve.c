@@ -156,19 +156,27 @@ static void serve_slot_map(struct spool_node *n, struct spool_rpc_reply *reply)
 {
     Spool__SlotMapReply r = SPOOL__SLOT_MAP_REPLY__INIT;
     Spool__ReplyStatus st = SPOOL__REPLY_STATUS__INIT;
-    Spool__SlotMap sm = SPOOL__SLOT_MAP__INIT;
-    uint8_t bytes[2 * SPOOL_SLOTS];
+    Spool__SlotMap *sm = NULL;
     if (n->meta == NULL || spool_meta_map(n->meta)->epoch == 0) {
         spool_op_pack_status(&st, SPOOL_EBUSY, "no slot map here yet", 0);
+    } else if ((sm = spool_slot_map_proto_new(spool_meta_map(n->meta))) == NULL) {
+        spool_op_pack_status(&st, SPOOL_ENOMEM, "out of memory", 0);
     } else {
-        spool_slot_map_to_proto(spool_meta_map(n->meta), &sm, bytes);
-        r.map = &sm;
+        r.map = sm; /* the cluster map: slots, nodes, replica sets (membership.c) */
         spool_op_pack_status(&st, 0, "", 0);
     }
     r.status = &st;
-    uint8_t buf[2 * SPOOL_SLOTS + 256];
-    size_t len = spool__slot_map_reply__pack(&r, buf);
-    spool_rpc_respond(reply, 0, NULL, buf, len);
+    size_t len = spool__slot_map_reply__get_packed_size(&r);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        spool_rpc_respond(reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
+    } else {
+        spool__slot_map_reply__pack(&r, buf);
+        spool_rpc_respond(reply, 0, NULL, buf, len);
+    }
+    free(buf);
+    if (sm)
+        spool_slot_map_proto_free(sm);
 }
 
 void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
@@ -187,6 +195,10 @@ void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, cons
         break;
     case SPOOL_METHOD_SLOT_MAP:
         serve_slot_map(n, reply);
+        break;
+    case SPOOL_METHOD_MEMBERSHIP:
+    case SPOOL_METHOD_RECONFIGURE:
+        spool_membership_serve(n, method, body, len, reply);
         break;
     default:
         spool_rpc_respond(reply, SPOOL_EINVAL, "unknown method", NULL, 0);

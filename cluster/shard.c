@@ -271,3 +271,91 @@ uint64_t spool_shard_leader(struct spool_shard *s)
     raft_leader(&s->raft, &id, &addr);
     return id;
 }
+
+/* --- membership changes ------------------------------------------------------------------- */
+
+static void change_done_cb(struct raft_change *req, int status)
+{
+    struct spool_shard *s = req->data;
+    s->changing = false;
+    void (*cb)(void *, int) = s->change_cb;
+    s->change_cb = NULL;
+    if (status != 0)
+        SPOOL_WARN("shard.reconfigure_failed", "shard=%u msg=\"%s\"", s->id,
+                   raft_strerror(status));
+    if (cb)
+        cb(s->change_arg, status == 0 ? 0 : SPOOL_EBUSY);
+}
+
+static const struct raft_server *config_find(const struct raft_configuration *c, uint64_t id)
+{
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == id)
+            return &c->servers[i];
+    return NULL;
+}
+
+int spool_shard_reconfigure(struct spool_shard *s, const struct spool_peer *voters, size_t n,
+                            bool *done, void (*cb)(void *arg, int status), void *arg)
+{
+    *done = false;
+    if (!spool_shard_is_leader(s))
+        return SPOOL_ENOTLEADER;
+    if (s->changing || s->moving || raft_transferee(&s->raft) != 0 ||
+        s->raft.configuration_uncommitted_index != 0)
+        return SPOOL_EBUSY;
+    const struct raft_configuration *c = &s->raft.configuration;
+    s->change.data = s;
+    const char *op = NULL;
+    uint64_t who = 0;
+    int rv = 0;
+    for (size_t i = 0; i < n && op == NULL; i++) {
+        const struct raft_server *srv = config_find(c, voters[i].id);
+        who = voters[i].id;
+        if (srv == NULL) {
+            op = "add";
+            rv = raft_add(&s->raft, &s->change, who, voters[i].address, change_done_cb);
+        } else if (srv->role != RAFT_VOTER) {
+            op = "promote";
+            rv = raft_assign(&s->raft, &s->change, who, RAFT_VOTER, change_done_cb);
+        }
+    }
+    for (unsigned j = 0; j < c->n && op == NULL; j++) {
+        who = c->servers[j].id;
+        bool keep = false;
+        for (size_t i = 0; i < n; i++)
+            keep |= voters[i].id == who;
+        if (keep)
+            continue;
+        if (who == s->node_id) {
+            /* This replica leaves: a remaining voter leads first, then removes it. */
+            uint64_t to = 0;
+            for (size_t i = 0; i < n && to == 0; i++) {
+                const struct raft_server *srv = config_find(c, voters[i].id);
+                if (srv != NULL && srv->role == RAFT_VOTER)
+                    to = voters[i].id;
+            }
+            if (to != 0 && spool_shard_transfer(s, to) == 0)
+                SPOOL_INFO("shard.reconfigure", "shard=%u op=transfer to=%llu", s->id,
+                           (unsigned long long)to);
+            return SPOOL_ENOTLEADER;
+        }
+        op = "remove";
+        rv = raft_remove(&s->raft, &s->change, who, change_done_cb);
+    }
+    if (op == NULL) {
+        *done = true;
+        return 0;
+    }
+    if (rv != 0) {
+        SPOOL_WARN("shard.reconfigure_refused", "shard=%u op=%s node=%llu msg=\"%s\"", s->id, op,
+                   (unsigned long long)who, raft_strerror(rv));
+        return rv == RAFT_NOTLEADER ? SPOOL_ENOTLEADER : SPOOL_EBUSY;
+    }
+    s->changing = true;
+    s->change_cb = cb;
+    s->change_arg = arg;
+    SPOOL_INFO("shard.reconfigure", "shard=%u op=%s node=%llu", s->id, op,
+               (unsigned long long)who);
+    return 0;
+}

@@ -58,6 +58,10 @@ struct spool_shard {
     uv_timer_t transfer_timer; /* bounds the transfer: libraft may never call back */
     struct raft_transfer move; /* spool_shard_transfer (leader spreading, cluster/admin.c) */
     bool moving;               /* `move` is pending */
+    struct raft_change change; /* spool_shard_reconfigure (membership changes) */
+    bool changing;             /* `change` is pending */
+    void (*change_cb)(void *arg, int status);
+    void *change_arg;
     uv_timer_t retention_timer; /* while leading: a retention tick every SPOOL_RETENTION_TICK_MS */
     uint64_t election_timeout_ms;
     bool closing, raft_closing;
@@ -78,6 +82,18 @@ bool spool_shard_is_leader(struct spool_shard *s);
  * it, SPOOL_EBUSY while another transfer of this shard is pending, SPOOL_ENOTLEADER when this
  * replica does not lead (or is closing), SPOOL_EINVAL if libraft refused it. */
 int spool_shard_transfer(struct spool_shard *s, uint64_t to);
+/* One step towards "the group's voters are exactly `voters`" (membership changes, run on the
+ * leader): adds (raft_add, then raft_assign RAFT_VOTER, which libraft starts only once the new
+ * server caught up) come before removals (raft_remove), one configuration change at a time, so
+ * every publish acknowledged meanwhile is on a majority of either configuration. Returns:
+ *   0 with *done = true: the configuration already matches;
+ *   0 with *done = false: a change started, cb(arg, status) runs once when it is committed
+ *     (status 0) or failed; call again afterwards for the next step;
+ *   SPOOL_ENOTLEADER: not the leader (when this replica is the one to remove, it has started
+ *     handing its leadership to a remaining voter: ask the new leader);
+ *   SPOOL_EBUSY: a change or transfer is pending (libraft allows one at a time). */
+int spool_shard_reconfigure(struct spool_shard *s, const struct spool_peer *voters, size_t n,
+                            bool *done, void (*cb)(void *arg, int status), void *arg);
 /* The leader this replica knows of (0 = none). */
 uint64_t spool_shard_leader(struct spool_shard *s);
 

@@ -6,6 +6,11 @@
  *   POST /v1/admin/rebalance        a leader-spreading pass here, and asks every storage node to
  *                                   run one (cluster/admin.h); answers with the local transfers
  *   GET  /v1/admin/channels/{name}  shard, slot, leader, first/last serial, the latest records
+ *   POST   /v1/admin/nodes           {"id":N,"address":"host:port"}: add a storage node (it runs
+ *                                   with --join); 202 once the metadata leader accepted it
+ *   DELETE /v1/admin/nodes/{id}      remove a storage node (its replicas move first); 202
+ * Membership changes run in the background (cluster/membership.c): GET /v1/admin/cluster shows
+ * their progress under "membership".
  * Cluster-wide endpoints need `admin` on every channel: the capability is checked against the
  * channel name "*", which only the pattern "*" matches. The channel endpoint needs `admin` on
  * that channel.
@@ -82,13 +87,15 @@ static void on_members(void *arg, const struct spool_members *m)
     struct spool_node *node = op->api->node;
     uint64_t self = op->api->opts->id;
     uint32_t shards = spool_node_shard_count(node), replicas = spool_node_replicas(node);
+    struct spool_membership_status ms;
+    spool_node_membership_status(node, &ms);
     unsigned leads[SPOOL_MAX_NODES] = {0};
     json_t *jshards = json_array();
     for (uint32_t s = 0; s < shards; s++) {
         struct spool_shard_status st;
         spool_node_shard_status(node, s, &st);
         json_t *ids = json_array(), *progress = json_array();
-        for (uint32_t i = 0; i < replicas; i++) {
+        for (uint32_t i = 0; i < spool_node_replica_count(node, s); i++) {
             uint64_t id = spool_node_replica(node, s, i);
             json_array_append_new(ids, json_integer((json_int_t)id));
             json_array_append_new(progress, replica_json(node, &st, id, self));
@@ -116,11 +123,17 @@ static void on_members(void *arg, const struct spool_members *m)
                                                m->nodes[i].reachable, "leads",
                                                (json_int_t)leads[i]));
     uint64_t fair = m->n > 0 ? (shards + m->n - 1) / m->n : shards;
-    json_t *v = json_pack("{s:I,s:s,s:I,s:I,s:I,s:o,s:o}", "node", (json_int_t)self, "role",
+    const char *state = ms.change == SPOOL_CHANGE_ADD      ? "adding"
+                        : ms.change == SPOOL_CHANGE_REMOVE ? "removing"
+                                                           : "idle";
+    json_t *membership = json_pack("{s:s,s:o,s:I}", "state", state, "node",
+                                   ms.change ? json_integer((json_int_t)ms.node) : json_null(),
+                                   "shardsLeft", (json_int_t)ms.shards_left);
+    json_t *v = json_pack("{s:I,s:s,s:I,s:I,s:I,s:o,s:o,s:o}", "node", (json_int_t)self, "role",
                           op->api->opts->role, "slotMapEpoch",
                           (json_int_t)spool_node_slot_map_epoch(node), "replicasPerShard",
-                          (json_int_t)replicas, "fairShare", (json_int_t)fair, "nodes", nodes,
-                          "shards", jshards);
+                          (json_int_t)replicas, "fairShare", (json_int_t)fair, "membership",
+                          membership, "nodes", nodes, "shards", jshards);
     spool_http_respond_json(op->req, 200, v);
     free(op);
 }
@@ -158,6 +171,73 @@ static void handle_rebalance(void *arg, struct spool_http_req *req)
                                                  (json_int_t)moves[i].to));
     spool_http_respond_json(req, 202, json_pack("{s:I,s:o,s:b}", "node", (json_int_t)api->opts->id,
                                                 "transfers", started, "peersAsked", 1));
+}
+
+/* ---- POST /v1/admin/nodes, DELETE /v1/admin/nodes/{id} ---- */
+
+static void on_membership(void *arg, int status, const struct spool_err *err, uint64_t epoch)
+{
+    struct cluster_op *op = arg;
+    if (status != 0)
+        spool_http_api_respond_err(op->req, status, err && err->msg[0] ? err->msg : "refused");
+    else
+        spool_http_respond_json(op->req, 202, json_pack("{s:I,s:b}", "epoch", (json_int_t)epoch,
+                                                        "accepted", 1));
+    free(op);
+}
+
+static void membership_start(struct spool_http_api *api, struct spool_http_req *req,
+                             uint32_t kind, uint64_t id, const char *address)
+{
+    struct cluster_op *op = malloc(sizeof *op);
+    if (op == NULL) {
+        spool_http_respond_error(req, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
+        return;
+    }
+    *op = (struct cluster_op){api, req};
+    int rv = spool_node_membership_change(api->node, kind, id, address, on_membership, op);
+    if (rv != 0) {
+        free(op);
+        spool_http_api_respond_err(req, rv, "membership change refused");
+    }
+}
+
+static void handle_node_add(void *arg, struct spool_http_req *req)
+{
+    struct spool_http_api *api = arg;
+    if (!admit_cluster(api, req)) return;
+    json_error_t jerr;
+    json_t *v = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
+    json_t *jid = json_object_get(v, "id"), *jaddr = json_object_get(v, "address");
+    if (!json_is_object(v) || !json_is_integer(jid) || json_integer_value(jid) <= 0 ||
+        !json_is_string(jaddr) || json_string_length(jaddr) == 0 ||
+        json_string_length(jaddr) >= SPOOL_ADDRESS_MAX ||
+        strchr(json_string_value(jaddr), ':') == NULL) {
+        json_decref(v);
+        spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_JSON,
+                                 "want {\"id\": N > 0, \"address\": \"host:port\"} (the new "
+                                 "node's id and --cluster-listen)");
+        return;
+    }
+    char address[SPOOL_ADDRESS_MAX];
+    snprintf(address, sizeof address, "%s", json_string_value(jaddr));
+    uint64_t id = (uint64_t)json_integer_value(jid);
+    json_decref(v);
+    membership_start(api, req, SPOOL_CHANGE_ADD, id, address);
+}
+
+static void handle_node_remove(void *arg, struct spool_http_req *req)
+{
+    struct spool_http_api *api = arg;
+    if (!admit_cluster(api, req)) return;
+    const char *s = req->n_params > 0 ? req->params[0] : "";
+    char *end = NULL;
+    unsigned long long id = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || id == 0) {
+        spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_PARAM, "node id must be an integer > 0");
+        return;
+    }
+    membership_start(api, req, SPOOL_CHANGE_REMOVE, (uint64_t)id, NULL);
 }
 
 /* ---- GET /v1/admin/channels/{channel} ---- */
@@ -234,7 +314,9 @@ int spool_http_admin_routes(struct spool_http_api *api, struct spool_http_router
     int rv;
     if ((rv = spool_http_router_add(r, "GET", "/v1/admin/cluster", handle_cluster, api, err)) ||
         (rv = spool_http_router_add(r, "POST", "/v1/admin/rebalance", handle_rebalance, api, err)) ||
-        (rv = spool_http_router_add(r, "GET", "/v1/admin/channels/{channel}", handle_channel, api, err)))
+        (rv = spool_http_router_add(r, "GET", "/v1/admin/channels/{channel}", handle_channel, api, err)) ||
+        (rv = spool_http_router_add(r, "POST", "/v1/admin/nodes", handle_node_add, api, err)) ||
+        (rv = spool_http_router_add(r, "DELETE", "/v1/admin/nodes/{id}", handle_node_remove, api, err)))
         return rv;
     return 0;
 }

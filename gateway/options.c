@@ -70,6 +70,7 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("listen", SPOOL_OPT_STRING, listen, "client address host:port (HTTP, WebSocket, SSE)");
     OPT("cluster-listen", SPOOL_OPT_STRING, cluster_listen, "cluster address host:port (Raft + RPC)");
     OPT("peers", SPOOL_OPT_STRING, peers, "storage nodes as id@host:port,... (gateway-only nodes are not listed; empty = single node)");
+    OPT("join", SPOOL_OPT_BOOL, join, "start as a new storage node of a running cluster: never bootstrap, wait for `spoolctl node add` (--peers lists running nodes to contact; same --shards and --replicas as they have)");
     OPT("shards", SPOOL_OPT_UINT, shards, "number of channel shards (Raft groups) at bootstrap");
     OPT("replicas", SPOOL_OPT_UINT, replicas, "replicas per shard (capped at the node count)");
     OPT("log-level", SPOOL_OPT_STRING, log_level, "debug, info, warn or error");

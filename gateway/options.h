@@ -20,6 +20,7 @@ struct spool_options {
     const char *listen;
     const char *cluster_listen;
     const char *peers;       /* id@host:port,... */
+    bool join;               /* a new storage node joining a running cluster (docs/cluster.md) */
     uint64_t shards;
     uint64_t replicas;
     const char *log_level;

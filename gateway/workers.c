@@ -84,6 +84,7 @@ void spool_options_node_config(const struct spool_options *o, struct spool_node_
     cfg->shards = (uint32_t)o->shards;
     cfg->replicas = (uint32_t)o->replicas;
     cfg->gateway_only = strcmp(o->role, "gateway") == 0;
+    cfg->join = o->join;
     cfg->snapshot_threshold = o->snapshot_threshold;
     cfg->snapshot_trailing = o->snapshot_trailing;
     cfg->election_timeout_ms = o->election_timeout_ms;

@@ -6,11 +6,15 @@
  *     nodes           the storage nodes: reachable, shards led
  *     rebalance       spread shard leaderships (POST /v1/admin/rebalance)
  *     channel NAME    a channel's shard, slot, leader, serials and latest records
- *     node add|remove not supported yet (no Raft membership changes): exit 1
+ *     node add ID@HOST:PORT   add a storage node (started with --join) and wait until its
+ *                             replicas have moved (POST /v1/admin/nodes, then polls status)
+ *     node remove ID          move every replica off node ID and take it out of the cluster
+ *                             (DELETE /v1/admin/nodes/ID), waiting the same way
  *
  * --server / SPOOL_SERVER (default 127.0.0.1:8080), --key / SPOOL_KEY (sent as HTTP Basic; none
- * = anonymous). Exit codes: 0 ok, 1 server or connection error (the JSON error's message is
- * printed), 2 usage.
+ * = anonymous), --timeout SECONDS / SPOOL_TIMEOUT (node add/remove: how long to wait for the
+ * change to complete, default 300; 0 = do not wait). Exit codes: 0 ok, 1 server or connection
+ * error (the JSON error's message is printed) or the change did not complete in time, 2 usage.
  *
  * The HTTP client is deliberately tiny: one blocking HTTP/1.1 request per connection
  * ("Connection: close"), answers framed by Content-Length or by the end of the stream, every
@@ -33,8 +37,9 @@
 
 static const char *usage_text =
     "usage: spoolctl [--server host:port] [--key name:secret] [--json] COMMAND\n"
-    "  status | nodes | rebalance | channel NAME | node add|remove (not supported yet)\n"
-    "  env: SPOOL_SERVER, SPOOL_KEY\n";
+    "  status | nodes | rebalance | channel NAME | node add ID@HOST:PORT | node remove ID\n"
+    "  [--timeout SECONDS] (node add/remove: wait at most this long for the change; 0 = no wait)\n"
+    "  env: SPOOL_SERVER, SPOOL_KEY, SPOOL_TIMEOUT\n";
 
 static int usage(const char *why)
 {
@@ -104,7 +109,7 @@ static int dial(const char *server)
 
 /* One request; returns the HTTP status (and the body, NUL-terminated, to free) or -1. */
 static int http(const char *server, const char *key, const char *method, const char *path,
-                char **body_out)
+                const char *req_body, char **body_out)
 {
     *body_out = NULL;
     int fd = dial(server);
@@ -124,10 +129,12 @@ static int http(const char *server, const char *key, const char *method, const c
         snprintf(auth, sizeof auth, "Authorization: Basic %s\r\n", b64);
     }
     char head[4096];
+    size_t blen0 = req_body ? strlen(req_body) : 0;
     int hn = snprintf(head, sizeof head,
-                      "%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n",
-                      method, path, server, auth);
-    if (hn < 0 || (size_t)hn >= sizeof head || write(fd, head, (size_t)hn) != hn) {
+                      "%s %s HTTP/1.1\r\nHost: %s\r\n%s%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                      method, path, server, auth, blen0 ? "Content-Type: application/json\r\n" : "", blen0);
+    if (hn < 0 || (size_t)hn >= sizeof head || write(fd, head, (size_t)hn) != hn ||
+        (blen0 > 0 && write(fd, req_body, blen0) != (ssize_t)blen0)) {
         close(fd);
         fprintf(stderr, "spoolctl: cannot send the request to %s\n", server);
         return -1;
@@ -185,8 +192,16 @@ static void print_nodes(json_t *v)
 static void print_status(json_t *v)
 {
     printf("node %" JSON_INTEGER_FORMAT ", slot map epoch %" JSON_INTEGER_FORMAT
-           ", fair share %" JSON_INTEGER_FORMAT " leaders per node\n\n",
+           ", fair share %" JSON_INTEGER_FORMAT " leaders per node\n",
            int_of(v, "node"), int_of(v, "slotMapEpoch"), int_of(v, "fairShare"));
+    json_t *ms = json_object_get(v, "membership");
+    const char *state = json_string_value(json_object_get(ms, "state"));
+    if (state != NULL && strcmp(state, "idle") != 0)
+        printf("membership: %s node %" JSON_INTEGER_FORMAT ", %" JSON_INTEGER_FORMAT
+               " shard(s) still moving\n", state, int_of(ms, "node"), int_of(ms, "shardsLeft"));
+    else
+        printf("membership: idle\n");
+    printf("\n");
     print_nodes(v);
     printf("\n%-6s %-7s %-8s %-10s %s\n", "SHARD", "LEADER", "TERM", "COMMIT", "REPLICAS (id:lag)");
     size_t i, j;
@@ -207,6 +222,60 @@ static void print_status(json_t *v)
         }
         printf("\n");
     }
+}
+
+/* node add / node remove: wait (bounded) until the cluster map shows the change complete. */
+static bool membership_done(json_t *v, bool add, long long id)
+{
+    json_t *ms = json_object_get(v, "membership");
+    const char *state = json_string_value(json_object_get(ms, "state"));
+    if (state == NULL || strcmp(state, "idle") != 0)
+        return false;
+    bool listed = false;
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(v, "nodes"), i, n) listed |= int_of(n, "id") == id;
+    return listed == add;
+}
+
+static int wait_membership(const char *server, const char *key, bool add, long long id,
+                           long timeout_s)
+{
+    struct timeval start, now;
+    gettimeofday(&start, NULL);
+    for (;;) {
+        char *body = NULL;
+        int status = http(server, key, "GET", "/v1/admin/cluster", NULL, &body);
+        json_t *v = status == 200 ? json_loads(body, 0, NULL) : NULL;
+        free(body);
+        if (v != NULL && membership_done(v, add, id)) {
+            size_t i, held = 0;
+            json_t *s, *r;
+            json_array_foreach(json_object_get(v, "shards"), i, s) {
+                size_t j;
+                json_array_foreach(json_object_get(s, "replicas"), j, r)
+                    held += json_integer_value(r) == id;
+            }
+            printf("node %lld %s: epoch %" JSON_INTEGER_FORMAT ", it holds %zu replica(s)\n", id,
+                   add ? "added" : "removed", int_of(v, "slotMapEpoch"), held);
+            json_decref(v);
+            return 0;
+        }
+        json_decref(v);
+        gettimeofday(&now, NULL);
+        if (now.tv_sec - start.tv_sec >= timeout_s) {
+            fprintf(stderr, "spoolctl: node %s %lld: not complete after %ld s (see spoolctl status)\n",
+                    add ? "add" : "remove", id, timeout_s);
+            return 1;
+        }
+        usleep(250 * 1000);
+    }
+}
+
+static void print_accepted(json_t *v)
+{
+    printf("accepted: membership change started at epoch %" JSON_INTEGER_FORMAT "\n",
+           int_of(v, "epoch"));
 }
 
 static void print_rebalance(json_t *v)
@@ -243,6 +312,8 @@ int main(int argc, char **argv)
 {
     const char *server = getenv("SPOOL_SERVER"), *key = getenv("SPOOL_KEY");
     if (server == NULL || server[0] == '\0') server = "127.0.0.1:8080";
+    const char *tenv = getenv("SPOOL_TIMEOUT");
+    long timeout_s = tenv != NULL && tenv[0] != '\0' ? strtol(tenv, NULL, 10) : 300;
     bool raw = false;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -252,14 +323,21 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) server = argv[++i];
         else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) key = argv[++i];
+        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            char *end;
+            timeout_s = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || timeout_s < 0) return usage("--timeout wants seconds");
+        }
         else return usage("unknown or incomplete option");
     }
     if (i >= argc) return usage("missing command");
     const char *cmd = argv[i++];
     int rest = argc - i;
     const char *method = "GET";
-    char path[3 * 1024 + 64];
+    char path[3 * 1024 + 64], req_body[512] = "";
     void (*print)(json_t *) = NULL;
+    int wait_kind = 0; /* 1 add, 2 remove */
+    long long node_id = 0;
     if (strcmp(cmd, "status") == 0 && rest == 0) {
         snprintf(path, sizeof path, "/v1/admin/cluster");
         print = print_status;
@@ -276,16 +354,31 @@ int main(int argc, char **argv)
         encode_segment(argv[i], enc);
         snprintf(path, sizeof path, "/v1/admin/channels/%s", enc);
         print = print_channel;
-    } else if (strcmp(cmd, "node") == 0 && rest >= 1 &&
-               (strcmp(argv[i], "add") == 0 || strcmp(argv[i], "remove") == 0)) {
-        fprintf(stderr, "spoolctl: node %s: not supported yet: the cluster cannot change Raft "
-                        "membership (see docs/admin.md)\n", argv[i]);
-        return 1;
+    } else if (strcmp(cmd, "node") == 0 && rest == 2 && strcmp(argv[i], "add") == 0) {
+        const char *spec = argv[i + 1], *at = strchr(spec, '@');
+        char *end;
+        node_id = strtoll(spec, &end, 10);
+        if (at == NULL || end != at || node_id <= 0 || strchr(at + 1, ':') == NULL ||
+            strlen(at + 1) > 255 || strpbrk(at + 1, "\"\\") != NULL)
+            return usage("node add wants ID@HOST:PORT (the new node's --id and --cluster-listen)");
+        method = "POST";
+        snprintf(path, sizeof path, "/v1/admin/nodes");
+        snprintf(req_body, sizeof req_body, "{\"id\":%lld,\"address\":\"%s\"}", node_id, at + 1);
+        print = print_accepted;
+        wait_kind = 1;
+    } else if (strcmp(cmd, "node") == 0 && rest == 2 && strcmp(argv[i], "remove") == 0) {
+        char *end;
+        node_id = strtoll(argv[i + 1], &end, 10);
+        if (*end != '\0' || node_id <= 0) return usage("node remove wants a node id");
+        method = "DELETE";
+        snprintf(path, sizeof path, "/v1/admin/nodes/%lld", node_id);
+        print = print_accepted;
+        wait_kind = 2;
     } else {
         return usage("unknown command or wrong arguments");
     }
     char *body = NULL;
-    int status = http(server, key, method, path, &body);
+    int status = http(server, key, method, path, req_body, &body);
     if (status < 0) return 1;
     json_error_t jerr;
     json_t *v = json_loads(body, 0, &jerr);
@@ -301,5 +394,7 @@ int main(int argc, char **argv)
     }
     json_decref(v);
     free(body);
+    if (rc == 0 && wait_kind != 0 && timeout_s > 0)
+        rc = wait_membership(server, key, wait_kind == 1, node_id, timeout_s);
     return rc;
 }

@@ -1,7 +1,9 @@
 # spoolctl against a 3-node cluster: status lists every shard with a leader, rebalance evens the
 # leaders out after a node rejoined, channel inspection shows a published message, a wrong key
-# or a key without `admin` fails with exit 1 and the auth message, unsupported and malformed
-# commands fail with 1 and 2. Automatic spreading is off here (--rebalance-interval 0).
+# or a key without `admin` fails with exit 1 and the auth message; node add/remove refuse a
+# member, an unknown node, a dead address and a bad body (the changes themselves:
+# tests/cluster/test_membership.sh); malformed commands exit 2. Automatic spreading is off here
+# (--rebalance-interval 0).
 source "$(dirname "$0")/lib.sh"
 for i in 1 2 3; do start_node "$i" --rebalance-interval 0; done
 for i in 1 2 3; do wait_ready "$i"; done
@@ -37,7 +39,17 @@ rc=0; err=$("$SPOOLCTL" --key root:wrong status 2>&1) || rc=$?
 rc=0; err=$("$SPOOLCTL" --key pub:p rebalance 2>&1) || rc=$?
 [ "$rc" = 1 ] && echo "$err" | grep -q 'capability missing' || fail "no admin: exit $rc, '$err'"
 rc=0; err=$("$SPOOLCTL" node add 2>&1) || rc=$?
-[ "$rc" = 1 ] && echo "$err" | grep -q 'not supported yet' || fail "node add: exit $rc, '$err'"
+[ "$rc" = 2 ] || fail "node add without ID@HOST:PORT: exit $rc, '$err'"
+rc=0; err=$("$SPOOLCTL" node add 3@127.0.0.1:1 2>&1) || rc=$?
+[ "$rc" = 1 ] && echo "$err" | grep -q 'already a member' || fail "node add of a member: exit $rc, '$err'"
+rc=0; err=$("$SPOOLCTL" node remove 9 2>&1) || rc=$?
+[ "$rc" = 1 ] && echo "$err" | grep -q 'no such storage node' || fail "node remove 9: exit $rc, '$err'"
+rc=0; err=$("$SPOOLCTL" --timeout 5 node add 7@127.0.0.1:1 2>&1) || rc=$?
+[ "$rc" = 1 ] && echo "$err" | grep -q 'does not answer' || fail "node add of a dead address: exit $rc, '$err'"
+code=$(curl -s -o /dev/null -w '%{http_code}' -u root:s3cret -XPOST -d '{"id":"x"}' "http://127.0.0.1:$PORT_1/v1/admin/nodes")
+[ "$code" = 400 ] || fail "POST /v1/admin/nodes with a bad body answered $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -u pub:p -XDELETE "http://127.0.0.1:$PORT_1/v1/admin/nodes/2")
+[ "$code" = 403 ] || fail "DELETE /v1/admin/nodes/2 without admin answered $code"
 rc=0; "$SPOOLCTL" frobnicate 2>/dev/null || rc=$?
 [ "$rc" = 2 ] || fail "usage error: exit $rc"
 rc=0; err=$(curl -s -u root:s3cret "http://127.0.0.1:$PORT_1/v1/admin/channels/chat-1?latest=x") || true

@@ -82,3 +82,144 @@ Test(placement, replicas_consecutive)
     cr_assert_eq(spool_placement_init(&p, peers, 0, 4, 3, &err), SPOOL_EINVAL);
     cr_assert_eq(spool_placement_init(&p, peers, 2, 0, 3, &err), SPOOL_EINVAL);
 }
+
+/* ---- membership changes: where replicas go (spool_placement_balance) ---- */
+
+static uint32_t target_load(const struct spool_placement *p, uint64_t t[][SPOOL_MAX_REPLICAS],
+                            const uint8_t *nt, uint64_t id)
+{
+    uint32_t c = 0;
+    for (uint32_t s = 0; s < p->shards; s++)
+        for (uint8_t i = 0; i < nt[s]; i++)
+            c += t[s][i] == id;
+    return c;
+}
+
+/* Replicas of shard s that differ between the placement and the target (added + removed). */
+static unsigned moved(const struct spool_placement *p, uint64_t t[][SPOOL_MAX_REPLICAS],
+                      const uint8_t *nt, uint32_t s)
+{
+    unsigned d = 0;
+    for (uint8_t i = 0; i < nt[s]; i++)
+        d += !spool_placement_has_replica(p, s, t[s][i]);
+    for (uint8_t i = 0; i < p->n_replicas[s]; i++) {
+        bool kept = false;
+        for (uint8_t j = 0; j < nt[s]; j++)
+            kept |= t[s][j] == p->replica[s][i];
+        d += !kept;
+    }
+    return d;
+}
+
+static struct spool_placement *three_nodes(uint32_t shards, uint32_t replicas)
+{
+    static struct spool_placement p;
+    struct spool_peer peers[3];
+    size_t n;
+    struct spool_err err;
+    cr_assert_eq(spool_peers_parse("1@a:1,2@b:2,3@c:3", peers, 3, &n, &err), 0);
+    cr_assert_eq(spool_placement_init(&p, peers, n, shards, replicas, &err), 0);
+    return &p;
+}
+
+Test(placement, balance_nothing_to_do)
+{
+    struct spool_placement *p = three_nodes(6, 2);
+    static uint64_t t[SPOOL_MAX_SHARDS][SPOOL_MAX_REPLICAS];
+    static uint8_t nt[SPOOL_MAX_SHARDS];
+    cr_assert_eq(spool_placement_balance(p, t, nt), 0);
+    for (uint32_t s = 0; s < 6; s++)
+        cr_assert_eq(moved(p, t, nt, s), 0);
+}
+
+Test(placement, balance_add_node_spreads_evenly)
+{
+    struct spool_placement *p = three_nodes(6, 2); /* 12 replicas, 4 per node */
+    static uint64_t t[SPOOL_MAX_SHARDS][SPOOL_MAX_REPLICAS];
+    static uint8_t nt[SPOOL_MAX_SHARDS];
+    struct spool_err err;
+    cr_assert_eq(spool_placement_add_node(p, 4, "d:4", &err), 0);
+    cr_assert_eq(spool_placement_add_node(p, 4, "d:4", &err), SPOOL_EINVAL);
+    cr_assert_eq(spool_placement_add_node(p, 5, "nocolon", &err), SPOOL_EINVAL);
+    spool_placement_set_replicas(p);
+    uint32_t changed = spool_placement_balance(p, t, nt);
+    /* 12 replicas over 4 nodes: 3 each; node 4 takes 3, one from each old node. */
+    cr_assert_eq(changed, 3);
+    for (uint64_t id = 1; id <= 4; id++)
+        cr_assert_eq(target_load(p, t, nt, id), 3, "node %llu", (unsigned long long)id);
+    for (uint32_t s = 0; s < 6; s++) {
+        cr_assert_eq(nt[s], 2);
+        cr_assert(moved(p, t, nt, s) == 0 || moved(p, t, nt, s) == 2); /* one in, one out */
+        cr_assert_neq(t[s][0], t[s][1]);
+    }
+    /* Deterministic: the same input gives the same plan. */
+    static uint64_t t2[SPOOL_MAX_SHARDS][SPOOL_MAX_REPLICAS];
+    static uint8_t nt2[SPOOL_MAX_SHARDS];
+    spool_placement_balance(p, t2, nt2);
+    cr_assert_eq(memcmp(t, t2, sizeof t), 0);
+}
+
+Test(placement, balance_add_node_raises_replicas_up_to_wanted)
+{
+    struct spool_peer peers[2];
+    size_t n;
+    struct spool_err err;
+    cr_assert_eq(spool_peers_parse("1@a:1,2@b:2", peers, 2, &n, &err), 0);
+    static struct spool_placement p;
+    cr_assert_eq(spool_placement_init(&p, peers, n, 3, 3, &err), 0);
+    cr_assert_eq(p.replicas, 2);
+    cr_assert_eq(spool_placement_add_node(&p, 3, "c:3", &err), 0);
+    spool_placement_set_replicas(&p);
+    cr_assert_eq(p.replicas, 3);
+    static uint64_t t[SPOOL_MAX_SHARDS][SPOOL_MAX_REPLICAS];
+    static uint8_t nt[SPOOL_MAX_SHARDS];
+    cr_assert_eq(spool_placement_balance(&p, t, nt), 3);
+    for (uint32_t s = 0; s < 3; s++) {
+        cr_assert_eq(nt[s], 3);
+        cr_assert_eq(moved(&p, t, nt, s), 1); /* only an add */
+    }
+}
+
+Test(placement, balance_remove_node_replaces_its_replicas)
+{
+    struct spool_placement *p = three_nodes(6, 2);
+    struct spool_err err;
+    cr_assert_eq(spool_placement_add_node(p, 4, "d:4", &err), 0);
+    spool_placement_set_replicas(p);
+    static uint64_t t[SPOOL_MAX_SHARDS][SPOOL_MAX_REPLICAS];
+    static uint8_t nt[SPOOL_MAX_SHARDS];
+    spool_placement_balance(p, t, nt);
+    for (uint32_t s = 0; s < 6; s++) { /* adopt the plan */
+        p->n_replicas[s] = nt[s];
+        memcpy(p->replica[s], t[s], sizeof t[s]);
+    }
+    /* Now remove node 2: its 3 replicas go to the others, 4 each, nothing else moves. */
+    spool_placement_remove_node(p, 2);
+    spool_placement_set_replicas(p);
+    cr_assert_null(spool_placement_address(p, 2));
+    uint32_t changed = spool_placement_balance(p, t, nt);
+    cr_assert_eq(changed, 3);
+    cr_assert_eq(target_load(p, t, nt, 2), 0);
+    for (uint64_t id = 1; id <= 4; id++)
+        if (id != 2)
+            cr_assert_eq(target_load(p, t, nt, id), 4, "node %llu", (unsigned long long)id);
+    for (uint32_t s = 0; s < 6; s++) {
+        cr_assert_eq(nt[s], 2);
+        cr_assert_leq(moved(p, t, nt, s), 2);
+    }
+}
+
+Test(placement, balance_remove_below_wanted_shrinks)
+{
+    struct spool_placement *p = three_nodes(4, 3); /* every node holds every shard */
+    spool_placement_remove_node(p, 3);
+    spool_placement_set_replicas(p);
+    cr_assert_eq(p->replicas, 2);
+    static uint64_t t[SPOOL_MAX_SHARDS][SPOOL_MAX_REPLICAS];
+    static uint8_t nt[SPOOL_MAX_SHARDS];
+    cr_assert_eq(spool_placement_balance(p, t, nt), 4);
+    for (uint32_t s = 0; s < 4; s++) {
+        cr_assert_eq(nt[s], 2);
+        cr_assert_eq(moved(p, t, nt, s), 1); /* only node 3 leaves */
+    }
+}

@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""
+Membership changes under publish load (docs/cluster.md "Membership changes"), driven by
+test_membership.sh. Reuses faults.py's Cluster / Node / Load / verify.
+
+  1. three nodes, 3 shards x 2 replicas, publishers with unique ids on several channels;
+  2. a fourth node starts with --join; `spoolctl node add 4@...` returns once the change is
+     complete; node 4 then holds replicas (status) and has applied what its shards' leaders have;
+  3. `spoolctl node remove 1` under the same load: every replica leaves node 1, which ends up
+     holding none (its shard directories are deleted) and is no longer listed;
+  4. publishes are accepted again; node 4 is restarted on its data directory and rejoins;
+  5. stop everything, read every store with spool-dump: every acknowledged message is present
+     exactly once, in the same order, on every replica of its shard (faults.verify), and each
+     channel is on exactly `replicas` nodes -- the ones the final map names.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faults  # noqa: E402
+from faults import Cluster, Load, Node, http, log, recovered_within, verify, with_cluster  # noqa: E402
+
+SHARDS, REPLICAS = 3, 2
+SPOOLCTL = os.path.join(faults.BUILD, "spoolctl")
+
+
+def shard_of(channel):
+    """cluster/placement.c: FNV-1a 64 -> slot of 4096 -> slot % shards (the epoch-1 map)."""
+    h = 0xcbf29ce484222325
+    for b in channel.encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return h % 4096 % SHARDS
+
+
+def channels_on_every_shard(per_shard=2):
+    got, i = {s: [] for s in range(SHARDS)}, 0
+    while min(len(v) for v in got.values()) < per_shard:
+        c = "mem-%d" % i
+        if len(got[shard_of(c)]) < per_shard:
+            got[shard_of(c)].append(c)
+        i += 1
+    return sorted(c for v in got.values() for c in v)
+
+
+# Load and verify read faults.CHANNELS: publish to every shard, so every move is under load.
+faults.CHANNELS = channels_on_every_shard()
+
+
+class MNode(Node):
+    """A faults.Node with this test's shape (3 shards x 2 replicas) and optionally --join."""
+
+    join = False
+
+    def start(self):
+        args = [faults.SPOOLD, "--id", str(self.id), "--listen", "%s:%d" % (self.host, self.port),
+                "--cluster-listen", "%s:%d" % (self.host, self.cport), "--peers", self.cluster.peers,
+                "--data", self.data, "--shards", str(SHARDS), "--replicas", str(REPLICAS),
+                "--anonymous", "--election-timeout", "1000", "--heartbeat-interval", "1s",
+                "--rebalance-interval", "2s", "--log-level", "info"]
+        if self.join:
+            args.append("--join")
+        self.stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.stderr)
+
+
+def spoolctl(node, *args, timeout=90):
+    r = subprocess.run([SPOOLCTL, "--server", "%s:%d" % (node.host, node.port)] + list(args),
+                       capture_output=True, text=True, timeout=timeout)
+    log("spoolctl %s -> %d: %s%s" % (" ".join(args), r.returncode, r.stdout.strip(),
+                                     (" / " + r.stderr.strip()) if r.stderr.strip() else ""))
+    return r
+
+
+def cluster_status(node):
+    status, body = http("GET", node.url + "/v1/admin/cluster", timeout=5.0)
+    assert status == 200, "admin/cluster answered %s" % status
+    return body
+
+
+def replicas_of(body):
+    return {s["id"]: list(s["replicas"]) for s in body["shards"]}
+
+
+def wait_replicas_converged(cluster, placement, bound=30.0):
+    """Every replica of every shard has applied the same index (node /metrics)."""
+    deadline = time.time() + bound
+    last = None
+    while time.time() < deadline:
+        views = {n.id: cluster.applied(n) for n in cluster.any_live()}
+        ok = True
+        last = {}
+        for shard, ids in placement.items():
+            got = [views.get(i, {}).get(shard) for i in ids]
+            last[shard] = got
+            ok &= None not in got and len(set(got)) == 1
+        if ok:
+            return last
+        time.sleep(0.1)
+    raise AssertionError("replicas did not converge within %.0fs: %r" % (bound, last))
+
+
+def wait_healthy(node, bound=30.0):
+    deadline = time.time() + bound
+    while time.time() < deadline:
+        try:
+            if http("GET", node.url + "/healthz", timeout=1.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        assert node.alive(), "node %d exited" % node.id
+        time.sleep(0.05)
+    raise AssertionError("node %d not up within %.0fs" % (node.id, bound))
+
+
+def run(cluster):
+    t0 = time.time()
+    cluster.nodes = {i: MNode(cluster, i) for i in (1, 2, 3)}
+    cluster.peers = ",".join("%d@%s:%d" % (n.id, n.host, n.cport) for n in cluster.nodes.values())
+    cluster.start()
+    new = MNode(cluster, 4)
+    new.join = True
+    new.start()
+    cluster.nodes[4] = new  # clean-up covers it; publishers may go through it (it forwards)
+    wait_healthy(new)
+    assert not new.ready(), "a joining node must not be ready before it is added"
+
+    load = Load(cluster, publishers=4, per_publisher=100000, max_seconds=70.0)
+    load.start()
+    try:
+        assert load.wait_acks(200, 30), "no load before the change"
+        admin = cluster.nodes[2]
+
+        # --- add node 4 under load ---
+        r = spoolctl(admin, "--timeout", "60", "node", "add", "4@%s:%d" % (new.host, new.cport))
+        assert r.returncode == 0, "node add failed"
+        body = cluster_status(admin)
+        placement = replicas_of(body)
+        held = [s for s, ids in placement.items() if 4 in ids]
+        assert 4 in [n["id"] for n in body["nodes"]], "node 4 not listed after add"
+        assert held, "node 4 holds no replica after add: %r" % placement
+        assert body["membership"]["state"] == "idle", body["membership"]
+        assert all(len(ids) == REPLICAS for ids in placement.values()), placement
+        log("add: node 4 holds shards %r; placement %r (%.1fs)" % (held, placement, time.time() - t0))
+        assert load.wait_acks(load.acked_count() + 200, 20), "no progress after the add"
+        wait_healthy(new)
+        deadline = time.time() + 20
+        while not new.ready() and time.time() < deadline:
+            time.sleep(0.05)
+        assert new.ready(), "node 4 not ready after being added"
+
+        # --- remove node 1 under load ---
+        r = spoolctl(admin, "--timeout", "60", "node", "remove", "1")
+        assert r.returncode == 0, "node remove failed"
+        body = cluster_status(admin)
+        placement = replicas_of(body)
+        assert 1 not in [n["id"] for n in body["nodes"]], "node 1 still listed after remove"
+        assert all(1 not in ids for ids in placement.values()), placement
+        assert all(len(ids) == REPLICAS for ids in placement.values()), placement
+        log("remove: placement %r (%.1fs)" % (placement, time.time() - t0))
+        ok, took = recovered_within(load, 10.0)
+        assert ok, "publishes not accepted after the remove"
+        log("publishes accepted %.2fs after the remove" % took)
+
+        # --- restart the added node: it rejoins with its data ---
+        assert new.stop() == 0, "node 4 did not stop cleanly"
+        new.start()
+        deadline = time.time() + 30
+        while not new.ready() and time.time() < deadline:
+            time.sleep(0.05)
+        assert new.ready(), "node 4 did not rejoin after a restart"
+        assert load.wait_acks(load.acked_count() + 100, 20), "no progress after node 4 rejoined"
+        log("node 4 restarted and rejoined (%.1fs)" % (time.time() - t0))
+    finally:
+        load.finish()
+
+    removed = cluster.nodes[1]
+    assert removed.stop() == 0, "the removed node did not stop cleanly"
+    conv = wait_replicas_converged(cluster, placement)
+    log("converged: %r" % conv)
+    cluster.stop_all()
+    left = [d for d in os.listdir(removed.data) if d.startswith("shard-")]
+    assert not left, "the removed node kept replica data: %r" % left
+    verify(cluster, load, "membership")
+    # Every channel lives on exactly the replicas the final map names.
+    dump = cluster.dump()
+    for channel in faults.CHANNELS:
+        holders = sorted(nid for nid, recs in dump.items() if channel in recs)
+        if not holders:
+            continue
+        assert len(holders) == REPLICAS, "%s held by %r" % (channel, holders)
+        assert any(sorted(ids) == holders for ids in placement.values()), \
+            "%s held by %r, not a replica set of %r" % (channel, holders, placement)
+    new_held = sum(len(recs) for recs in dump.get(4, {}).values())
+    assert new_held > 0, "node 4 holds no record"
+    log("ok: node 4 holds %d records; %.1fs in all" % (new_held, time.time() - t0))
+
+
+if __name__ == "__main__":
+    with_cluster("spool-membership-", run)
+    print("membership: 1 passed, 0 failed")
