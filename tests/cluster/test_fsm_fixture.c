@@ -51,6 +51,7 @@ struct server {
 /* One raft_apply: the entry's channel and message ids, and what the fixture answered. */
 struct prop {
     struct raft_apply req;
+    unsigned server; /* proposed to */
     char channel[32];
     char ids[MAX_MSGS][32];
     size_t n;
@@ -69,9 +70,29 @@ static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *
     return remove(path);
 }
 
-/* Results never travel through libraft (see fsm.h): nobody waits for them here. */
-static bool drop_result(void *arg, uint64_t index, struct spool_fsm_result *r)
+/* What each server's FSM answered for each proposal (by the entry's proposal nonce = index in
+ * props + 1): the seqs and duplicate flags of its one publish request. */
+struct answer {
+    bool set;
+    uint64_t seqs[MAX_MSGS];
+    bool dup[MAX_MSGS];
+};
+static struct answer answers[N][MAX_PROPS + 1];
+
+/* Results never travel through libraft (see fsm.h); like the shard's batch, the test takes them
+ * here, on every server (followers too), keeps a copy and lets the FSM free them. */
+static bool take_result(void *arg, uint64_t index, struct spool_fsm_result *r)
 {
+    unsigned i = (unsigned)((struct server *)arg - srv);
+    cr_assert_leq(r->proposal, MAX_PROPS);
+    cr_assert_eq(r->n, 1);
+    struct answer *a = &answers[i][r->proposal];
+    cr_assert(!a->set, "server %u applied proposal %llu twice", i, (unsigned long long)r->proposal);
+    a->set = true;
+    for (size_t j = 0; j < r->publishes[0].n && j < MAX_MSGS; j++) {
+        a->seqs[j] = r->publishes[0].seqs[j];
+        a->dup[j] = r->publishes[0].duplicate[j];
+    }
     return false;
 }
 
@@ -91,6 +112,7 @@ static void setup(void)
     snprintf(dir, sizeof dir, "/tmp/spool-fsmfx-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
     n_props = 0;
+    memset(answers, 0, sizeof answers);
     cr_assert_eq(raft_fixture_init(&fx), 0);
     for (unsigned i = 0; i < N; i++) {
         char path[128];
@@ -100,7 +122,8 @@ static void setup(void)
         struct spool_err err;
         cr_assert_eq(spool_store_open(&srv[i].store, &cfg, &err), 0, "%s", err.msg);
         cr_assert_eq(spool_fsm_init(&srv[i].fsm, srv[i].store, 600000, &err), 0, "%s", err.msg);
-        srv[i].fsm.take_result = drop_result;
+        srv[i].fsm.take_result = take_result;
+        srv[i].fsm.take_arg = &srv[i];
         srv[i].fsm.on_restored = restored_cb;
         srv[i].fsm.cb_arg = &srv[i];
         srv[i].restored = 0;
@@ -145,6 +168,7 @@ static struct prop *propose(unsigned i, const char *channel, const char *const *
     cr_assert_leq(n, MAX_MSGS);
     struct prop *p = &props[n_props++];
     memset(p, 0, sizeof *p);
+    p->server = i;
     snprintf(p->channel, sizeof p->channel, "%s", channel);
     p->n = n;
     Spool__Record recs[MAX_MSGS], *recp[MAX_MSGS];
@@ -373,17 +397,52 @@ static char *check_identical(void)
     return ref;
 }
 
-/* Every message of every acknowledged proposal is stored exactly once; every id at most once. */
+/* The seq message `id` is stored with (0 = not stored). */
+static uint64_t stored_seq(const char *text, const char *id)
+{
+    char needle[80];
+    snprintf(needle, sizeof needle, " %s %s\n", id, id);
+    const char *p = strstr(text, needle);
+    if (p == NULL)
+        return 0;
+    const char *line = p;
+    while (line > text && line[-1] != '\n')
+        line--;
+    unsigned long long seq = 0;
+    cr_assert_eq(sscanf(line, "%*s %llu", &seq), 1);
+    return seq;
+}
+
+/* Every message of every acknowledged proposal is stored exactly once, with the seq its
+ * leader's FSM answered; every id is stored at most once; every server that applied a
+ * proposal answered the same seqs and duplicate flags (the FSM is deterministic). */
 static size_t check_acked_once(const char *text)
 {
     size_t acked = 0;
     for (size_t k = 0; k < n_props; k++) {
         const struct prop *p = &props[k];
+        const struct answer *ref = NULL;
+        for (unsigned i = 0; i < N; i++) {
+            const struct answer *a = &answers[i][k + 1];
+            if (!a->set)
+                continue;
+            if (ref == NULL)
+                ref = a;
+            for (size_t j = 0; j < p->n; j++)
+                cr_assert(a->seqs[j] == ref->seqs[j] && a->dup[j] == ref->dup[j],
+                          "proposal %zu message %zu: servers answered different seqs", k, j);
+        }
         for (size_t j = 0; j < p->n; j++) {
             unsigned c = count_id(text, p->ids[j]);
             cr_assert_leq(c, 1, "%s stored %u times", p->ids[j], c);
             if (p->done && p->status == 0) {
                 cr_assert_eq(c, 1, "acknowledged %s stored %u times", p->ids[j], c);
+                const struct answer *a = &answers[p->server][k + 1];
+                cr_assert(a->set, "acknowledged proposal %zu has no answer from its leader", k);
+                cr_assert_eq(a->seqs[j], stored_seq(text, p->ids[j]),
+                             "%s: acknowledged as seq %llu, stored as %llu", p->ids[j],
+                             (unsigned long long)a->seqs[j],
+                             (unsigned long long)stored_seq(text, p->ids[j]));
                 acked++;
             }
         }
@@ -424,6 +483,10 @@ Test(fsm_fixture, replicas_store_the_same_records)
     step_until_converged();
     char *again = check_identical();
     cr_assert_str_eq(again, text);
+    check_acked_once(again);
+    for (unsigned k = 0; k < 5; k++)
+        for (size_t j = 0; j < props[30 + k].n; j++)
+            cr_assert(answers[0][30 + k + 1].dup[j], "retry %u/%zu not reported as duplicate", k, j);
     free(again);
     free(text);
 }
