@@ -144,10 +144,21 @@ def fanout_count(node):
     return None
 
 
+def wait_leader(cluster, bound=20.0):
+    """The node leading CHANNEL's shard, once a live node reports one (bounded)."""
+    deadline = time.time() + bound
+    while time.time() < deadline:
+        leader, _ = cluster.leader_of(CHANNEL)
+        if leader and cluster.nodes[leader].alive():
+            return leader
+        time.sleep(0.05)
+    raise AssertionError("no leader of %s reported within %.0fs" % (CHANNEL, bound))
+
+
 def check(cluster):
     cluster.start()
-    leader, shard = cluster.leader_of(CHANNEL)
-    assert leader, "no leader reported for %s" % CHANNEL
+    leader = wait_leader(cluster)
+    shard = cluster.leader_of(CHANNEL)[1]
     followers = [n for n in cluster.nodes.values() if n.id != leader]
     subs = [PinnedSubscriber(n) for n in followers]
     for s in subs:
@@ -163,11 +174,11 @@ def check(cluster):
         faults.log("follower-delivery: kill -9 node %d (the leader)" % leader)
         cluster.nodes[leader].kill9()
         pub.wait(2 * STEP_ACKS, 30, "after killing the leader")
-        moves.append(cluster.leader_of(CHANNEL)[0])
+        moves.append(wait_leader(cluster))
         cluster.nodes[leader].start()
         cluster.wait_ready()
         pub.wait(3 * STEP_ACKS, 30, "after restarting node %d" % leader)
-        current = cluster.leader_of(CHANNEL)[0]
+        current = wait_leader(cluster)
         moves.append(current)
         # The pause is the fault (the others must elect), not synchronisation: it lasts until
         # publishes are acknowledged again, bounded.
@@ -179,14 +190,14 @@ def check(cluster):
         finally:
             cluster.nodes[current].signal(signal.SIGCONT)
         pub.wait(4 * STEP_ACKS, 30, "after SIGCONT")
-        moves.append(cluster.leader_of(CHANNEL)[0])
+        moves.append(wait_leader(cluster))
         faults.log("follower-delivery: graceful restart of node %d again (hands over what it leads)"
                    % leader)
         assert cluster.nodes[leader].stop() == 0
         cluster.nodes[leader].start()
         cluster.wait_ready()
         pub.wait(5 * STEP_ACKS, 30, "after restarting node %d again" % leader)
-        moves.append(cluster.leader_of(CHANNEL)[0])
+        moves.append(wait_leader(cluster))
     finally:
         pub.stop_flag.set()
         pub.join(30)
