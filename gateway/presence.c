@@ -187,8 +187,10 @@ static void on_page(void *arg, int status, const struct spool_err *err,
 
 static int sync_read(struct spool_presence_sync *s)
 {
+    /* At the shard's leader: a local follower replica may not have applied a record the
+     * client's attachment already delivered (live delivery follows the leader). */
     struct spool_read_req req = {.channel = s->channel, .after_seq = s->set.serial,
-                                 .limit = PRESENCE_PAGE};
+                                 .limit = PRESENCE_PAGE, .leader = true};
     return spool_node_read(s->node, &req, on_page, s);
 }
 
@@ -311,7 +313,7 @@ static void on_leave_page(void *arg, int status, const struct spool_err *err,
 static int leave_read(struct presence_leave *l)
 {
     struct spool_read_req req = {
-        .channel = l->channel, .after_seq = l->after, .limit = PRESENCE_PAGE};
+        .channel = l->channel, .after_seq = l->after, .limit = PRESENCE_PAGE, .leader = true};
     return spool_node_read(l->node, &req, on_leave_page, l);
 }
 

@@ -9,7 +9,8 @@
  *
  * The member set at serial S is the fold of the presence records up to S (enter/update upsert,
  * leave removes). spool_presence_sync() computes it by reading the channel's history forward in
- * pages and folding only presence records, bounded by `max_records` read; the result carries the
+ * pages (at the shard's leader, so it includes everything an attachment has delivered) and
+ * folding only presence records, bounded by `max_records` read; the result carries the
  * serial it is valid at, so a client attached to the channel applies the presence events with a
  * greater serial on top and stays exact. (A channel whose history is longer than the bound
  * reports SPOOL_ELIMIT; retention that removed an enter removes that member too. A per-shard

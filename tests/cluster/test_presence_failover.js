@@ -154,7 +154,8 @@ async function main() {
     for (const name of ['gw-user', 'x-user', 'y-user'])
       await watcher.next((m) => m.type === 'presence' && m.channel === ch && m.action === 'enter' &&
                          m.clientId === name, 15000, `enter ${name} on ${ch}`);
-    check(JSON.stringify(await members(watcher, ch)) === '["gw-user","x-user","y-user"]', `members before on ${ch}`);
+    const before = JSON.stringify(await members(watcher, ch));
+    check(before === '["gw-user","x-user","y-user"]', `members before on ${ch}: ${before}`);
   }
 
   const killedAt = Date.now();
@@ -175,7 +176,8 @@ async function main() {
   check(!watcher.queue.some((m) => m.type === 'presence' && m.action === 'leave'),
         `unexpected leaves: ${JSON.stringify(watcher.queue.filter((m) => m.type === 'presence'))}`);
   for (const ch of channels) {
-    check(JSON.stringify(await members(watcher, ch)) === '["y-user"]', `members after on ${ch}`);
+    const after = JSON.stringify(await members(watcher, ch));
+    check(after === '["y-user"]', `members after on ${ch}: ${after}`);
     const h = await history(Y, ch);
     check(leavesOf(h, 'gw-user').length === 1 && leavesOf(h, 'x-user').length === 1 &&
           leavesOf(h, 'y-user').length === 0,
