@@ -3,7 +3,10 @@
 //   2. mid-response the user's tab is closed; reopened in a NEW browser context it must show the
 //      whole response, first as one rolled-up event then live appends, and end with exactly the
 //      agent's text: no gap, no duplicate (serials only grow), no replay of every token;
-//   3. the user asks again; mid-response the operator page takes the turn over; the agent's next
+//   3. the user asks again and presses Stop mid-response (an interrupt, delivered only to the turn
+//      holder's connection): the agent ends the response at once (a last append with extras
+//      {"final": true, "reason": "interrupted"}), appends nothing more and releases the turn;
+//   4. the user asks again; mid-response the operator page takes the turn over; the agent's next
 //      append is refused (stale turn epoch) and the user's page shows the take-over event.
 // Environment: SPOOLD, AI_CHAT_WORK (empty temp dir), CHROMIUM (default /usr/bin/chromium).
 'use strict';
@@ -106,10 +109,32 @@ async function main() {
     log(`reopened page: full response (${expected.length} chars) in ${s.msgs[M].events} events, first rolled up`);
     await until(() => agentEvents().some((e) => e.event === 'done' && e.message === M), 10000, 'the agent to release the turn');
 
-    // 3: the operator takes over mid-response; the agent's next append is refused.
+    // 3: barge-in: the user interrupts the next response; the agent stops it at once.
+    await until(() => agentEvents().some((e) => e.event === 'listening'), 15000, 'the agent to listen for interrupts');
+    await u2.page.evaluate(() => window.sendMessage('Tell me everything'));
+    const started3 = await until(() => agentEvents().find((e) => e.event === 'started' && e.message !== M), 15000, 'the response to interrupt');
+    const M3 = started3.message;
+    await until(async () => { const x = await u2.S(); return x.msgs[M3] && x.msgs[M3].events >= 10; }, 20000, '10 tokens of the response to interrupt');
+    const ack = await u2.page.evaluate(() => window.interrupt('stop'));
+    check(ack.type === 'ack' && ack.holder === 'agent' && ack.epoch === started3.epoch, `interrupt ack: ${JSON.stringify(ack)}`);
+    const intr = await until(() => agentEvents().find((e) => e.event === 'interrupted' && e.message === M3), 10000, 'the agent to stop');
+    check(intr.status === 201 && intr.token < TOKENS, `interrupted: ${JSON.stringify(intr)}`);
+    await until(async () => { const x = await u2.S(); return x.msgs[M3].final; }, 10000, 'the interrupted response to end on the page');
+    const appended3 = agentEvents().filter((e) => e.event === 'append' && e.message === M3).length;
+    await sleep(4 * 25 + 200); // several token intervals: an agent still streaming would have appended
+    s = await u2.S();
+    check(appended3 < TOKENS && agentEvents().filter((e) => e.event === 'append' && e.message === M3).length === appended3,
+          `the agent appended after the interrupt (${appended3} before)`);
+    check(s.msgs[M3].reason === 'interrupted' && s.msgs[M3].text === Array.from({length: appended3}, (_, i) => `w${i} `).join(''),
+          `interrupted response on the page: ${JSON.stringify(s.msgs[M3])} (agent appended ${appended3})`);
+    check(s.lastSerial === intr.serial + 1 && s.turn && s.turn.op === 'release',
+          `after the interrupt: last serial ${s.lastSerial} (final append ${intr.serial}), turn ${JSON.stringify(s.turn)}`);
+    log(`interrupted the response ${M3} after ${appended3} of ${TOKENS} tokens`);
+
+    // 4: the operator takes over mid-response; the agent's next append is refused.
     const op = await open('operator.html');
     await u2.page.evaluate(() => window.sendMessage('And the turn?'));
-    const started2 = await until(() => agentEvents().find((e) => e.event === 'started' && e.message !== M), 15000, 'the second response');
+    const started2 = await until(() => agentEvents().find((e) => e.event === 'started' && e.message !== M && e.message !== M3), 15000, 'the second response');
     const M2 = started2.message;
     await until(async () => { const x = await u2.S(); return x.msgs[M2] && x.msgs[M2].events >= 10; }, 20000, '10 tokens of the second response');
     const take = await op.page.evaluate(() => window.takeOver());

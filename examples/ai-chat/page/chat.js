@@ -22,7 +22,7 @@
       const m = state.msgs[id];
       const li = document.createElement('li');
       li.className = m.name || 'message';
-      li.textContent = `${m.from || '?'}: ${m.deleted ? '(deleted)' : m.text}${m.final ? '' : ' ▍'}`;
+      li.textContent = `${m.from || '?'}: ${m.deleted ? '(deleted)' : m.text}${m.final ? '' : ' ▍'}${m.reason ? ` [${m.reason}]` : ''}`;
       list.appendChild(li);
     }
     if (turnEl) turnEl.textContent = state.turn ? `turn: ${state.turn.holder || 'nobody'} (epoch ${state.turn.epoch}, ${state.turn.op})` : 'turn: nobody';
@@ -34,7 +34,8 @@
       const id = e.refSerial || e.serial;
       if (!state.msgs[id]) state.order.push(id);
       state.msgs[id] = {text: typeof e.data === 'string' ? e.data : JSON.stringify(e.data), from: e.clientId,
-                        name: e.name, final: final || e.name === 'user', rolled: !!e.rollup, events: 1};
+                        name: e.name, final: final || e.name === 'user', rolled: !!e.rollup, events: 1,
+                        reason: e.extras && e.extras.reason};
     } else if (e.action === 'message.append' || e.action === 'message.update' || e.action === 'message.delete') {
       const m = state.msgs[e.refSerial];
       if (!m) return; // a message from before what this page read
@@ -43,6 +44,7 @@
       else if (e.action === 'message.update') m.text = e.data;
       else m.deleted = true;
       m.final = m.final || final;
+      if (final && e.extras.reason) m.reason = e.extras.reason;
     } else if (e.action === 'meta' && e.name === 'ai.turn') {
       state.turn = e.data;
     }
@@ -50,9 +52,15 @@
 
   const ws = new WebSocket(api.replace(/^http/, 'ws') + '/v1/realtime');
   ws.onopen = () => ws.send(JSON.stringify({type: 'attach', channel, from: 'start'}));
+  const answers = {}; // msgSerial -> resolve, for window.interrupt
   ws.onmessage = (ev) => {
     const e = JSON.parse(ev.data);
     if (e.type === 'attached') state.connected = true;
+    if ((e.type === 'ack' || e.type === 'nack') && answers[e.msgSerial]) {
+      answers[e.msgSerial](e);
+      delete answers[e.msgSerial];
+      return;
+    }
     if (e.type !== 'message' || e.channel !== channel) return;
     if (e.serial <= state.lastSerial) state.bad.push(`serial ${e.serial} after ${state.lastSerial}`);
     state.lastSerial = e.serial;
@@ -68,6 +76,14 @@
                                                body: JSON.stringify({clientId, name: 'user', data: text})});
     return r.json();
   };
+  // Barge-in: an interrupt goes live (never stored) to the turn holder's connection only; the
+  // answer is the server's ack ({"holder","epoch"}) or nack (40901: nobody holds the turn).
+  let interrupts = 0;
+  window.interrupt = (reason = 'stop') => new Promise((resolve) => {
+    const msgSerial = ++interrupts;
+    answers[msgSerial] = resolve;
+    ws.send(JSON.stringify({type: 'interrupt', channel, data: {reason}, msgSerial}));
+  });
   window.takeOver = async () => {
     const r = await fetch(`${base}/turn`, {method: 'POST', headers: {'Content-Type': 'application/json'},
                                            body: JSON.stringify({action: 'claim', clientId, ttlMs: 60000, takeover: true})});
@@ -82,5 +98,7 @@
   };
   const btn = document.getElementById('takeover');
   if (btn) btn.onclick = () => window.takeOver();
+  const stop = document.getElementById('stop');
+  if (stop) stop.onclick = () => window.interrupt('stop');
   render();
 })();
