@@ -1,8 +1,9 @@
 // Ephemeral messages, interrupts and turn expiry across storage nodes and gateway-only nodes
 // (docs/ai-semantics.md; run by tests/ai/test_ai_gateway.sh with PORTS = three storage nodes,
 // one shard with three replicas, GW_PORTS = two `--role gateway` nodes, PIDS = the storage
-// nodes' pids):
-//   1. an ephemeral published on a storage node reaches clients on both gateway-only nodes, one
+// nodes' pids; the second gateway runs --workers 2):
+//   1. an ephemeral published on a storage node reaches clients on both gateway-only nodes (every
+//      client of the two-loop one, wherever the kernel placed its connection), one
 //      published on a gateway-only node reaches storage nodes and the other gateway-only node,
 //      once each (the sender's own node does not deliver it twice);
 //   2. an interrupt reaches only the turn holder's connections (by client id), wherever they
@@ -59,17 +60,21 @@ main(async () => {
   const s1 = await attached(await at(PORTS[0]), CH), s2 = await attached(await at(PORTS[1]), CH);
   const g1 = await attached(await at(GW[0]), CH), g1b = await attached(await at(GW[0]), CH);
   const g2 = await attached(await at(GW[1]), CH);
-  await synced([s1, s2, g1, g1b, g2], CH);
+  const g2more = [];
+  for (let i = 0; i < 5; i++) g2more.push(await attached(await at(GW[1]), CH));
+  await synced([s1, s2, g1, g1b, g2, ...g2more], CH);
   s1.send({type: 'ephemeral', channel: CH, name: 'typing', clientId: 'alice', data: {n: 1}, msgSerial: 1});
   await s1.type('ack', 10000, (m) => m.msgSerial === 1);
-  for (const [c, where] of [[g1, 'gateway 1'], [g1b, 'gateway 1 (b)'], [g2, 'gateway 2'], [s2, 'storage 2']]) {
+  for (const [c, where] of [[g1, 'gateway 1'], [g1b, 'gateway 1 (b)'], [g2, 'gateway 2'], [s2, 'storage 2'],
+                            ...g2more.map((x, i) => [x, `gateway 2 (${i})`])]) {
     const e = await c.type('ephemeral', 10000, (m) => m.data && m.data.n === 1);
     check(e.name === 'typing' && e.clientId === 'alice' && e.serial === undefined, `${where}: ${JSON.stringify(e)}`);
   }
   g1.send({type: 'ephemeral', channel: CH, name: 'typing', clientId: 'bob', data: {n: 2}, msgSerial: 2});
   const a2 = await g1.type('ack', 10000, (m) => m.msgSerial === 2);
   check(a2.delivered === 1, `the gateway delivers to its own other connection: ${JSON.stringify(a2)}`);
-  for (const [c, where] of [[s1, 'storage 1'], [s2, 'storage 2'], [g2, 'gateway 2'], [g1b, 'gateway 1 (b)']]) {
+  for (const [c, where] of [[s1, 'storage 1'], [s2, 'storage 2'], [g2, 'gateway 2'], [g1b, 'gateway 1 (b)'],
+                            ...g2more.map((x, i) => [x, `gateway 2 (${i})`])]) {
     const e = await c.type('ephemeral', 10000, (m) => m.data && m.data.n === 2);
     check(e.clientId === 'bob', `${where}: ${JSON.stringify(e)}`);
   }
@@ -138,5 +143,8 @@ main(async () => {
         expires[1].serial === ev2.serial, `one expire per lease in history: ${JSON.stringify(expires)}`);
   const live = turnEvents(g1, CH).filter((m) => m.data.op === 'expire');
   check(live.length <= 1, `expire events delivered twice live: ${JSON.stringify(live)}`);
-  for (const c of [s1, s2, g1, g1b, g2, agentGw, agentSt, userGw]) c.close();
+  // An ephemeral sent on the two-loop gateway reaches its other loop's clients too.
+  g2more[0].send({type: 'ephemeral', channel: CH, name: 'typing', data: {n: 5}});
+  for (const c of [g2, ...g2more.slice(1), g1]) await c.type('ephemeral', 10000, (m) => m.data && m.data.n === 5);
+  for (const c of [s1, s2, g1, g1b, g2, agentGw, agentSt, userGw, ...g2more]) c.close();
 });

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ephemeral messages, interrupts and turn expiry across storage and gateway-only nodes
 # (tests/ai/ai_gateway.js): three storage nodes holding one shard with three replicas, and two
-# `--role gateway` nodes that hold nothing and follow channels with long polls.
+# `--role gateway` nodes that hold nothing and follow channels with long polls (the second runs
+# two event loops, --workers 2: each loop is a gateway-only node of its own).
 . "$SPOOL_SOURCE/tests/realtime/lib.sh"
 spool_start_nodes 3 --replicas 3
 GW_PORTS=""
@@ -12,7 +13,7 @@ for g in 1 2; do
   port=$(free_port)
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$SPOOLD" --anonymous --role gateway --id $((10 + g)) \
     --data "$WORK/gw$g" --listen "127.0.0.1:$port" --cluster-listen "127.0.0.1:$(free_port)" \
-    --peers "$PEERS" --shards 1 --replicas 3 >"$WORK/spoold-gw$g.log" 2>&1 &
+    --peers "$PEERS" --shards 1 --replicas 3 --workers "$g" >"$WORK/spoold-gw$g.log" 2>&1 &
   GW_PIDS[g]=$!
   wait_ready "$port" "${GW_PIDS[g]}" "$WORK/spoold-gw$g.log"
   GW_PORTS="$GW_PORTS${GW_PORTS:+,}$port"
