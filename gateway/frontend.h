@@ -51,6 +51,8 @@
 struct spool_loop_set {
     unsigned n;                           /* loops, 1..SPOOL_MAX_LOOPS */
     _Atomic bool ready[SPOOL_MAX_LOOPS];  /* each loop's node could route at its last tick */
+    _Atomic uint64_t connections;         /* open HTTP connections of all loops, against
+                                           * --max-connections (one budget per process) */
 };
 
 struct spool_frontend {

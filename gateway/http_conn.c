@@ -5,6 +5,7 @@
  * lingering close after a refusal, closing, and freeing once nothing refers to it.
  */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,8 @@
 
 #include "common/log.h"
 #include "gateway/http_conn.h"
+
+#include <stdatomic.h>
 #include "gateway/http_path.h"
 #include "gateway/json_body.h"
 
@@ -46,6 +49,8 @@ void spool_http_conn_uncount(struct spool_http_conn *c)
     if (c->counted) {
         c->counted = false;
         c->server->n_conns--;
+        if (c->server->cfg.shared_connections != NULL)
+            atomic_fetch_sub_explicit(c->server->cfg.shared_connections, 1, memory_order_relaxed);
     }
 }
 

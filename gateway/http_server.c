@@ -7,6 +7,8 @@
  */
 #include "gateway/http_server.h"
 
+#include <stdatomic.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +74,12 @@ static void conn_start(struct spool_http_server *s, struct spool_http_conn *c, u
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     format_remote(tcp, c->remote, sizeof c->remote);
-    if (s->cfg.max_connections > 0 && s->n_conns >= s->cfg.max_connections) {
+    /* With a process-wide count (several loops), a slot is taken there first and given back if
+     * the limit is already reached. */
+    _Atomic uint64_t *all = s->cfg.shared_connections;
+    uint64_t open = all != NULL ? atomic_fetch_add_explicit(all, 1, memory_order_relaxed) : s->n_conns;
+    if (s->cfg.max_connections > 0 && open >= s->cfg.max_connections) {
+        if (all != NULL) atomic_fetch_sub_explicit(all, 1, memory_order_relaxed);
         c->rejected = true;
         SPOOL_WARN("http.too_many_connections", "remote=%s max=%llu", c->remote,
                    (unsigned long long)s->cfg.max_connections);

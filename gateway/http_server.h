@@ -58,6 +58,7 @@
 #ifndef SPOOL_GATEWAY_HTTP_SERVER_H
 #define SPOOL_GATEWAY_HTTP_SERVER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -110,6 +111,9 @@ struct spool_http_config {
      * holds the port (so a second process still fails with "address in use"); JOIN is for the
      * servers that join the first one's port. */
     enum { SPOOL_HTTP_REUSEPORT_OFF, SPOOL_HTTP_REUSEPORT_FIRST, SPOOL_HTTP_REUSEPORT_JOIN } reuse_port;
+    /* Servers sharing one max_connections budget count their open connections here (atomic);
+     * NULL: this server's own count. */
+    _Atomic uint64_t *shared_connections;
 };
 
 /* Defaults for every field (limits as in gateway/options.c); handler must be set by the caller. */
