@@ -385,8 +385,13 @@ static void turn_reach(struct spool_conv *c, struct conv_ent *t)
     if (t->anchor == 0 || t->anchor > last) /* none, or stored by the entry being applied */
         return;
     if (t->anchor < spool_store_first_seq(c->store, t->channel) || last - t->anchor >= c->scan_max) {
+        /* exactly what a rebuild finds: no turn record, so no holder, epoch or expiry either
+         * (the next claim's previousHolder / previousExpired are stored: they must agree) */
         t->anchor = 0;
         t->expires = 0;
+        t->epoch = 0;
+        t->expired = false;
+        set_who(t, ""); /* out of memory: the old name stays (only in previousHolder) */
     }
 }
 
