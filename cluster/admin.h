@@ -81,6 +81,7 @@ int spool_node_membership_change(struct spool_node *n, uint32_t kind, uint64_t i
 
 struct spool_membership_status {
     uint64_t epoch;        /* of the map this node follows (0: none yet) */
+    uint64_t meta_leader;  /* the metadata group's leader as this node knows it (0: unknown) */
     uint32_t change;       /* SPOOL_CHANGE_NONE / _ADD / _REMOVE (cluster/meta.h) */
     uint64_t node;         /* the node being added or removed */
     uint32_t shards_left;  /* shards whose replica set has not reached its target yet */

@@ -715,6 +715,7 @@ void spool_node_membership_status(const struct spool_node *n, struct spool_membe
     }
     const struct spool_slot_map *map = spool_meta_map(n->meta);
     out->epoch = map->epoch;
+    out->meta_leader = spool_meta_leader(n->meta);
     out->change = map->change;
     out->node = map->change_node;
     out->shards_left = shards_left(map);

@@ -126,9 +126,11 @@ static void on_members(void *arg, const struct spool_members *m)
     const char *state = ms.change == SPOOL_CHANGE_ADD      ? "adding"
                         : ms.change == SPOOL_CHANGE_REMOVE ? "removing"
                                                            : "idle";
-    json_t *membership = json_pack("{s:s,s:o,s:I}", "state", state, "node",
+    json_t *membership = json_pack("{s:s,s:o,s:I,s:o}", "state", state, "node",
                                    ms.change ? json_integer((json_int_t)ms.node) : json_null(),
-                                   "shardsLeft", (json_int_t)ms.shards_left);
+                                   "shardsLeft", (json_int_t)ms.shards_left, "metaLeader",
+                                   ms.meta_leader ? json_integer((json_int_t)ms.meta_leader)
+                                                  : json_null());
     json_t *v = json_pack("{s:I,s:s,s:I,s:I,s:I,s:o,s:o,s:o}", "node", (json_int_t)self, "role",
                           op->api->opts->role, "slotMapEpoch",
                           (json_int_t)spool_node_slot_map_epoch(node), "replicasPerShard",

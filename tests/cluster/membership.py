@@ -151,13 +151,24 @@ def run(cluster):
             time.sleep(0.05)
         assert new.ready(), "node 4 not ready after being added"
 
-        # --- remove node 1 under load ---
-        r = spoolctl(admin, "--timeout", "60", "node", "remove", "1")
+        # --- remove an original node under load: the metadata group's leader, so its
+        # leadership (and the rest of the change) moves on while it leaves ---
+        gone = cluster_status(admin)["membership"]["metaLeader"]
+        if gone not in (1, 2, 3):
+            gone = 1
+        admin = cluster.nodes[2 if gone != 2 else 3]
+        log("removing node %d (metadata leader: %r)" % (gone, cluster_status(admin)["membership"]["metaLeader"]))
+        r = spoolctl(admin, "--timeout", "60", "node", "remove", str(gone))
         assert r.returncode == 0, "node remove failed"
         body = cluster_status(admin)
         placement = replicas_of(body)
-        assert 1 not in [n["id"] for n in body["nodes"]], "node 1 still listed after remove"
-        assert all(1 not in ids for ids in placement.values()), placement
+        assert gone not in [n["id"] for n in body["nodes"]], "node %d still listed" % gone
+        assert all(gone not in ids for ids in placement.values()), placement
+        deadline = time.time() + 10
+        while cluster_status(admin)["membership"]["metaLeader"] in (None, gone) and time.time() < deadline:
+            time.sleep(0.05)
+        leader = cluster_status(admin)["membership"]["metaLeader"]
+        assert leader not in (None, gone), "metadata leader after the remove: %r" % leader
         assert all(len(ids) == REPLICAS for ids in placement.values()), placement
         log("remove: placement %r (%.1fs)" % (placement, time.time() - t0))
         ok, took = recovered_within(load, 10.0)
@@ -176,7 +187,7 @@ def run(cluster):
     finally:
         load.finish()
 
-    removed = cluster.nodes[1]
+    removed = cluster.nodes[gone]
     assert removed.stop() == 0, "the removed node did not stop cleanly"
     conv = wait_replicas_converged(cluster, placement)
     log("converged: %r" % conv)
