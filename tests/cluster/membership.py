@@ -12,6 +12,10 @@ test_membership.sh. Reuses faults.py's Cluster / Node / Load / verify.
   5. stop everything, read every store with spool-dump: every acknowledged message is present
      exactly once, in the same order, on every replica of its shard (faults.verify), and each
      channel is on exactly `replicas` nodes -- the ones the final map names.
+
+Second scenario (run_dead): 3 nodes x 3 replicas, node 3 killed with -9 under load, then
+`spoolctl node remove 3` (a dead node: its shards keep a majority, so they shrink to the two
+live replicas), publishes accepted, the same final checks on the two remaining nodes.
 """
 import json
 import os
@@ -53,11 +57,12 @@ class MNode(Node):
     """A faults.Node with this test's shape (3 shards x 2 replicas) and optionally --join."""
 
     join = False
+    replicas = REPLICAS
 
     def start(self):
         args = [faults.SPOOLD, "--id", str(self.id), "--listen", "%s:%d" % (self.host, self.port),
                 "--cluster-listen", "%s:%d" % (self.host, self.cport), "--peers", self.cluster.peers,
-                "--data", self.data, "--shards", str(SHARDS), "--replicas", str(REPLICAS),
+                "--data", self.data, "--shards", str(SHARDS), "--replicas", str(self.replicas),
                 "--anonymous", "--election-timeout", "1000", "--heartbeat-interval", "1s",
                 "--rebalance-interval", "2s", "--log-level", "info"]
         if self.join:
@@ -113,6 +118,55 @@ def wait_healthy(node, bound=30.0):
         assert node.alive(), "node %d exited" % node.id
         time.sleep(0.05)
     raise AssertionError("node %d not up within %.0fs" % (node.id, bound))
+
+
+def check_final(cluster, load, scenario, placement, replicas):
+    """Stops the cluster; faults.verify; every channel on exactly the replicas the map names."""
+    conv = wait_replicas_converged(cluster, placement)
+    log("%s: converged: %r" % (scenario, conv))
+    cluster.stop_all()
+    verify(cluster, load, scenario)
+    dump = cluster.dump()
+    for channel in faults.CHANNELS:
+        holders = sorted(nid for nid, recs in dump.items() if channel in recs)
+        if not holders:
+            continue
+        assert len(holders) == replicas, "%s held by %r" % (channel, holders)
+        assert any(sorted(ids) == holders for ids in placement.values()), \
+            "%s held by %r, not a replica set of %r" % (channel, holders, placement)
+    return dump
+
+
+def run_dead(cluster):
+    t0 = time.time()
+    cluster.nodes = {i: MNode(cluster, i) for i in (1, 2, 3)}
+    for n in cluster.nodes.values():
+        n.replicas = 3
+    cluster.peers = ",".join("%d@%s:%d" % (n.id, n.host, n.cport) for n in cluster.nodes.values())
+    cluster.start()
+    load = Load(cluster, publishers=4, per_publisher=100000, max_seconds=60.0)
+    load.start()
+    try:
+        assert load.wait_acks(200, 30), "dead: no load before the fault"
+        cluster.nodes[3].kill9()
+        log("dead: node 3 killed with -9")
+        ok, took = recovered_within(load, 10.0)
+        assert ok, "dead: no progress with node 3 down"
+        admin = cluster.nodes[1]
+        r = spoolctl(admin, "--timeout", "60", "node", "remove", "3")
+        assert r.returncode == 0, "dead: node remove 3 failed"
+        body = cluster_status(admin)
+        placement = replicas_of(body)
+        assert [n["id"] for n in body["nodes"]] == [1, 2], body["nodes"]
+        assert all(sorted(ids) == [1, 2] for ids in placement.values()), placement
+        ok, took = recovered_within(load, 10.0)
+        assert ok, "dead: publishes not accepted after the remove"
+        log("dead: removed (%.1fs); publishes accepted %.2fs later" % (time.time() - t0, took))
+    finally:
+        load.finish()
+    del cluster.nodes[3]  # dead, with an old copy of its shards: not a replica any more
+    check_final(cluster, load, "dead-node-remove", placement, 2)
+    log("dead: ok, %.1fs in all" % (time.time() - t0))
 
 
 def run(cluster):
@@ -189,21 +243,9 @@ def run(cluster):
 
     removed = cluster.nodes[gone]
     assert removed.stop() == 0, "the removed node did not stop cleanly"
-    conv = wait_replicas_converged(cluster, placement)
-    log("converged: %r" % conv)
-    cluster.stop_all()
     left = [d for d in os.listdir(removed.data) if d.startswith("shard-")]
     assert not left, "the removed node kept replica data: %r" % left
-    verify(cluster, load, "membership")
-    # Every channel lives on exactly the replicas the final map names.
-    dump = cluster.dump()
-    for channel in faults.CHANNELS:
-        holders = sorted(nid for nid, recs in dump.items() if channel in recs)
-        if not holders:
-            continue
-        assert len(holders) == REPLICAS, "%s held by %r" % (channel, holders)
-        assert any(sorted(ids) == holders for ids in placement.values()), \
-            "%s held by %r, not a replica set of %r" % (channel, holders, placement)
+    dump = check_final(cluster, load, "membership", placement, REPLICAS)
     new_held = sum(len(recs) for recs in dump.get(4, {}).values())
     assert new_held > 0, "node 4 holds no record"
     log("ok: node 4 holds %d records; %.1fs in all" % (new_held, time.time() - t0))
@@ -211,4 +253,5 @@ def run(cluster):
 
 if __name__ == "__main__":
     with_cluster("spool-membership-", run)
-    print("membership: 1 passed, 0 failed")
+    with_cluster("spool-membership-dead-", run_dead)
+    print("membership: 2 passed, 0 failed")
