@@ -1,5 +1,6 @@
 // Driver of test_presence_failover.sh (read its header). Nodes 1-3 store, node 4 is gateway-only;
-// the shell kills / restarts nodes when this script prints "KILL <id>" / "RESTART <id>" on fd 3
+// the shell kills / restarts / pauses / resumes nodes when this script prints "KILL <id>" /
+// "RESTART <id>" / "STOP <id>" / "CONT <id>" on fd 3
 // and answers "done" on stdin.
 'use strict';
 const fs = require('fs');
@@ -157,6 +158,14 @@ async function main() {
     const before = JSON.stringify(await members(watcher, ch));
     check(before === '["gw-user","x-user","y-user"]', `members before on ${ch}: ${before}`);
   }
+
+  // A node that is only slow keeps its members: pause the gateway node for 40% of the timeout.
+  await shell('STOP 4');
+  await sleep(NODE_TIMEOUT_MS * 0.4);
+  await shell('CONT 4');
+  await sleep(NODE_TIMEOUT_MS * 1.5);
+  check(!watcher.queue.some((m) => m.type === 'presence' && m.action === 'leave'),
+        `leaves after a pause: ${JSON.stringify(watcher.queue.filter((m) => m.type === 'presence'))}`);
 
   const killedAt = Date.now();
   await shell('KILL 4');

@@ -2,6 +2,7 @@
 # Presence survives a node's death (cluster/presence_reaper.h): 3 storage nodes + 1 gateway-only
 # node on 127.0.0.1; members enter through the gateway-only node, through the storage node that
 # leads the channel's shard (and, for a second channel, a follower), and through a surviving node;
+# the gateway-only node paused (SIGSTOP) for less than the node timeout keeps its members; then
 # the gateway-only node and that storage node are killed with SIGKILL. A client attached on a
 # surviving node must receive exactly one leave per dead member within the node timeout + a few
 # seconds, presence.get must show exactly the survivors, history must hold no second leave; then
@@ -78,6 +79,8 @@ while read -r cmd id <&5; do
     KILL) kill -KILL "${PIDS[id]}"; wait "${PIDS[id]}" 2>/dev/null || true; PIDS[id]=
           echo "node $id killed" ;;
     RESTART) start_node "$id"; wait_ready "$id"; echo "node $id restarted" ;;
+    STOP) kill -STOP "${PIDS[id]}" ;;
+    CONT) kill -CONT "${PIDS[id]}" ;;
     *) echo "FAIL: driver said '$cmd'"; exit 1 ;;
   esac
   echo done >&4
