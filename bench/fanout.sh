@@ -4,12 +4,13 @@
 # interleaved repeats; plus the server memory per idle attached connection at 10,000 connections.
 #
 #   bench/fanout.sh [--repeats N] [--duration S] [--warmup S] [--scenarios "SUBS:RATE ..."]
-#                   [--idle-subs N] [--raw FILE]
+#                   [--idle-subs N] [--raw FILE] [--workers N]
 #
 # A scenario SUBS:RATE is SUBS subscribers and RATE published msg/s (offered deliveries/s =
 # SUBS x RATE); default "1000:100 1000:1000 10000:10 10000:100" (100k and 1M deliveries/s each).
 # Each repeat starts both servers fresh, measures idle memory first, then runs every scenario on
-# Spool then NATS. Environment: SPOOLD (build/spoold), FANOUT (build/bench/fanout), BENCH_DIR.
+# Spool then NATS. --workers is spoold's (event loops serving clients, 1; 0 = one per CPU).
+# Environment: SPOOLD (build/spoold), FANOUT (build/bench/fanout), BENCH_DIR.
 # Ports 18095/17095 (spoold), 14295/14296 (nats TCP/WebSocket), all 127.0.0.1; stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ WARMUP=1
 SCENARIOS="1000:100 1000:1000 10000:10 10000:100"
 IDLE_SUBS=10000
 RAW=""
+WORKERS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --repeats) REPEATS=$2; shift 2 ;;
@@ -30,7 +32,8 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIOS=$2; shift 2 ;;
     --idle-subs) IDLE_SUBS=$2; shift 2 ;;
     --raw) RAW=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --workers) WORKERS=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -82,7 +85,7 @@ EOF
   "$NATS_SERVER" -c "$d/nats/nats.conf" > "$d/nats/log" 2>&1 &
   NATS_PID=$!
   "$SPOOLD" --listen "127.0.0.1:$SPOOL_HTTP" --cluster-listen "127.0.0.1:$SPOOL_CLUSTER" \
-    --data "$d/spool/data" --anonymous --log-level warn --rate-per-connection 100000000 \
+    --data "$d/spool/data" --anonymous --log-level warn --rate-per-connection 100000000 --workers "$WORKERS" \
     > "$d/spool/log" 2>&1 &
   SPOOL_PID=$!
   local deadline=$((SECONDS + 60))
