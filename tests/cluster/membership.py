@@ -238,6 +238,23 @@ def run(cluster):
         assert new.ready(), "node 4 did not rejoin after a restart"
         assert load.wait_acks(load.acked_count() + 100, 20), "no progress after node 4 rejoined"
         log("node 4 restarted and rejoined (%.1fs)" % (time.time() - t0))
+        # An original node whose replicas are no longer what --peers implies restarts on its
+        # data directory and follows the map, not its flags (cluster/replicas.c epoch mark).
+        epoch1 = {s: [1 + (s + i) % 3 for i in range(REPLICAS)] for s in range(SHARDS)}
+        moved = [i for i in (1, 2, 3) if i != gone and
+                 sorted(s for s, ids in placement.items() if i in ids) !=
+                 sorted(s for s, ids in epoch1.items() if i in ids)]
+        if moved:
+            node = cluster.nodes[moved[0]]
+            assert node.stop() == 0, "node %d did not stop cleanly" % node.id
+            node.start()
+            deadline = time.time() + 30
+            while not node.ready() and time.time() < deadline:
+                time.sleep(0.05)
+            assert node.ready(), "node %d did not come back" % node.id
+            assert replicas_of(cluster_status(node)) == placement, "node %d sees another map" % node.id
+            assert load.wait_acks(load.acked_count() + 100, 20), "no progress after the restart"
+            log("node %d (replicas moved) restarted and follows the map (%.1fs)" % (node.id, time.time() - t0))
     finally:
         load.finish()
 
