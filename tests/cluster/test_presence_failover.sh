@@ -27,7 +27,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
-NODE_TIMEOUT_MS=2000
+NODE_TIMEOUT_MS=3000
 PORT=(); CPORT=()
 for i in 1 2 3 4; do PORT[i]=$(free_port); CPORT[i]=$(free_port); done
 PEERS="1@127.0.0.1:${CPORT[1]},2@127.0.0.1:${CPORT[2]},3@127.0.0.1:${CPORT[3]}"
