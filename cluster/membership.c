@@ -420,13 +420,33 @@ static void accept_propose(struct accept *a)
 static void probe_reply_cb(void *arg, int status, const struct spool_err *err, const void *body,
                            size_t len)
 {
-    (void)err, (void)body, (void)len;
+    (void)err;
     struct accept *a = arg;
-    if (status == SPOOL_ETIMEOUT || status == SPOOL_EIO || status == SPOOL_ECLOSED ||
-        status == SPOOL_ENOENT) {
+    if (status != 0) {
         accept_finish(a, SPOOL_EBUSY,
                       "the new node does not answer on its cluster address (start it with "
                       "--join first)", 0);
+        return;
+    }
+    /* It must be a node waiting to join, shaped like this cluster: a node that cannot open the
+     * shards it is given would leave a promotion pending forever. */
+    Spool__LeaderReply *r = spool__leader_reply__unpack(NULL, len, body);
+    struct spool_node *n = a->m->node;
+    uint32_t shards = n->meta ? spool_meta_map(n->meta)->p.shards : 0;
+    const char *msg = NULL;
+    if (r == NULL)
+        msg = "the new node sent a bad answer";
+    else if (!r->joining)
+        msg = "the node at that address is not waiting to join (start it with --join, on an "
+              "empty data directory, with --peers naming running nodes)";
+    else if (r->shards != shards)
+        msg = "the new node's --shards differs from the cluster's";
+    if (r)
+        spool__leader_reply__free_unpacked(r, NULL);
+    if (msg != NULL) {
+        SPOOL_WARN("membership.add_refused", "node=%llu address=%s msg=\"%s\"",
+                   (unsigned long long)a->id, a->address, msg);
+        accept_finish(a, SPOOL_EINVAL, msg, 0);
         return;
     }
     accept_propose(a);

@@ -145,6 +145,8 @@ static void serve_leader_query(struct spool_node *n, const void *body, size_t le
         spool_op_pack_status(&st, 0, "", r.leader_id);
     }
     r.status = &st;
+    r.shards = n->placement.shards; /* membership.c checks a joining node with these */
+    r.joining = n->cfg.join && spool_node_slot_map_epoch(n) == 0;
     uint8_t buf[256];
     size_t blen = spool__leader_reply__pack(&r, buf);
     spool_rpc_respond(reply, 0, NULL, buf, blen);

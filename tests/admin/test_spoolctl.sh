@@ -46,6 +46,17 @@ rc=0; err=$("$SPOOLCTL" node remove 9 2>&1) || rc=$?
 [ "$rc" = 1 ] && echo "$err" | grep -q 'no such storage node' || fail "node remove 9: exit $rc, '$err'"
 rc=0; err=$("$SPOOLCTL" --timeout 5 node add 7@127.0.0.1:1 2>&1) || rc=$?
 [ "$rc" = 1 ] && echo "$err" | grep -q 'does not answer' || fail "node add of a dead address: exit $rc, '$err'"
+rc=0; err=$("$SPOOLCTL" --timeout 5 node add "7@127.0.0.1:$CPORT_3" 2>&1) || rc=$?
+[ "$rc" = 1 ] && echo "$err" | grep -q 'not waiting to join' || fail "node add of a member's address: exit $rc, '$err'"
+# A joining node shaped differently (--shards 5, the cluster has 6) is refused before anything moves.
+J_CPORT=$(free_port); J_PORT=$(free_port)
+"$SPOOLD" --api-keys "$KEYS" --id 9 --join --data "$WORK/data9" --listen "127.0.0.1:$J_PORT" \
+  --cluster-listen "127.0.0.1:$J_CPORT" --peers "$PEERS" --shards 5 --replicas 3 >>"$WORK/node9.log" 2>&1 &
+PID[9]=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$J_PORT/healthz" && break; sleep 0.1; done
+rc=0; err=$("$SPOOLCTL" --timeout 5 node add "9@127.0.0.1:$J_CPORT" 2>&1) || rc=$?
+[ "$rc" = 1 ] && echo "$err" | grep -q 'shards' || fail "node add of a 5-shard node: exit $rc, '$err'"
+stop_node 9
 code=$(curl -s -o /dev/null -w '%{http_code}' -u root:s3cret -XPOST -d '{"id":"x"}' "http://127.0.0.1:$PORT_1/v1/admin/nodes")
 [ "$code" = 400 ] || fail "POST /v1/admin/nodes with a bad body answered $code"
 code=$(curl -s -o /dev/null -w '%{http_code}' -u pub:p -XDELETE "http://127.0.0.1:$PORT_1/v1/admin/nodes/2")
