@@ -64,7 +64,10 @@ class MNode(Node):
                 "--cluster-listen", "%s:%d" % (self.host, self.cport), "--peers", self.cluster.peers,
                 "--data", self.data, "--shards", str(SHARDS), "--replicas", str(self.replicas),
                 "--anonymous", "--election-timeout", "1000", "--heartbeat-interval", "1s",
-                "--rebalance-interval", "2s", "--log-level", "info"]
+                "--rebalance-interval", "2s", "--log-level", "info",
+                # small snapshots: a replica added after the first few hundred entries is filled
+                # by InstallSnapshot (the store's own stream), not only by AppendEntries
+                "--snapshot-threshold", "64", "--snapshot-trailing", "64"]
         if self.join:
             args.append("--join")
         self.stderr = open(self.stderr_path, "ab")
