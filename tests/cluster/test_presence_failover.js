@@ -104,6 +104,36 @@ async function history(id, channel) {
 // History items are encoded like realtime messages without `type`: a presence record's
 // `action` is its presence action.
 const presenceItems = (items) => items.filter((x) => ['enter', 'update', 'leave'].includes(x.action));
+// An SSE reader (GET /v1/channels/{c}/events?from=start): every event's JSON data, in order.
+function sse(id, channel) {
+  const s = {events: []};
+  s.req = require('http').get({host: '127.0.0.1', port: PORTS[id - 1],
+                               path: `/v1/channels/${encodeURIComponent(channel)}/events?from=start`}, (res) => {
+    let buf = '';
+    res.setEncoding('utf8');
+    res.on('data', (d) => {
+      buf += d;
+      for (let i; (i = buf.indexOf('\n\n')) >= 0; buf = buf.slice(i + 2)) {
+        const data = buf.slice(0, i).split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim());
+        if (data.length) s.events.push(JSON.parse(data.join('\n')));
+      }
+    });
+  });
+  s.req.on('error', () => {});
+  return s;
+}
+async function sseLeaves(s, want, ms) { // waits until the SSE stream holds `want` {clientId: count} leaves
+  const count = () => {
+    const got = {};
+    for (const e of s.events)
+      if (e.type === 'presence' && e.action === 'leave') got[e.clientId] = (got[e.clientId] || 0) + 1;
+    return Object.fromEntries(Object.entries(got).sort()); // in name order, to compare as JSON
+  };
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline && JSON.stringify(count()) !== JSON.stringify(want)) await sleep(100);
+  return count();
+}
+
 const leavesOf = (items, clientId) =>
   presenceItems(items).filter((x) => x.action === 'leave' && x.clientId === clientId);
 
@@ -146,6 +176,7 @@ async function main() {
     await watcher.next((m) => m.type === 'attached' && m.channel === ch, 15000, `attached ${ch}`);
   }
   const gw = await connect(4), onX = await connect(X), onY = await connect(Y);
+  const sseA = sse(Y, chA);
   for (const ch of channels) {
     await enter(gw, ch, 'gw-user');
     await enter(onX, ch, 'x-user');
@@ -211,6 +242,9 @@ async function main() {
   await sleep(1000);
   check(JSON.stringify(await members(watcher, chA)) === '["y-user"]', 'members after the restart');
   check(leavesOf(await history(Y, chA), 'x2-user').length === 1, 'x2-user left once');
+  const sseGot = await sseLeaves(sseA, {'gw-user': 1, 'x-user': 1, 'x2-user': 1}, 10000);
+  check(JSON.stringify(sseGot) === '{"gw-user":1,"x-user":1,"x2-user":1}', `SSE leaves on ${chA}: ${JSON.stringify(sseGot)}`);
+  sseA.req.destroy();
   for (const c of [watcher, onY]) c.ws.close();
 }
 

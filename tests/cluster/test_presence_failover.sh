@@ -5,7 +5,8 @@
 # the gateway-only node paused (SIGSTOP) for less than the node timeout keeps its members; then
 # the gateway-only node and that storage node are killed with SIGKILL. A client attached on a
 # surviving node must receive exactly one leave per dead member within the node timeout + a few
-# seconds, presence.get must show exactly the survivors, history must hold no second leave; then
+# seconds (so must an SSE stream), presence.get must show exactly the survivors, history must
+# hold no second leave; then
 # the killed storage node restarts on its data, a client enters through it, it is killed and
 # restarted at once (within the timeout): the earlier incarnation's member leaves without waiting.
 # Driver: test_presence_failover.js (the `ws` package pinned in tests/node).
