@@ -304,15 +304,19 @@ static void conn_flush(struct rpc_conn *c)
     }
 }
 
-static void flush_cb(uv_prepare_t *prepare)
+static void flush_all(struct spool_rpc *r)
 {
-    struct spool_rpc *r = prepare->data;
     while (!link_empty(&r->dirty)) {
         struct rpc_conn *c = LINK_DATA(r->dirty.next, struct rpc_conn, dirty_link);
         link_remove(&c->dirty_link);
         c->dirty = false;
         conn_flush(c);
     }
+}
+
+static void flush_cb(uv_prepare_t *prepare)
+{
+    flush_all(prepare->data);
     uv_prepare_stop(prepare);
 }
 
@@ -749,6 +753,7 @@ int spool_rpc_init(struct spool_rpc **out, uv_loop_t *loop, struct spool_mux *mu
 void spool_rpc_close(struct spool_rpc *r, void (*cb)(void *arg), void *arg)
 {
     if (r->closing) return;
+    flush_all(r); /* what this turn produced still goes out (answers to peers, mostly) */
     r->closing = true;
     r->close_cb = cb;
     r->close_arg = arg;
