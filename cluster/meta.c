@@ -286,7 +286,8 @@ static int propose(struct spool_meta *m, const struct spool_slot_map *map)
     m->apply.data = m;
     int rv = raft_apply(&m->raft, &m->apply, &buf, 1, proposal_applied_cb);
     if (rv != 0) {
-        raft_free(buf.base); /* refused before libraft took the buffer */
+        if (rv == RAFT_NOTLEADER)
+            raft_free(buf.base); /* refused before libraft took the buffer */
         SPOOL_WARN("meta.propose_refused", "msg=\"%s\"", raft_strerror(rv));
         return rv == RAFT_NOTLEADER ? SPOOL_ENOTLEADER : SPOOL_EBUSY;
     }

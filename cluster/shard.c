@@ -91,7 +91,10 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
     rv = 0;
     for (size_t i = 0; i < cfg->n_voters && rv == 0; i++)
         rv = raft_configuration_add(&conf, cfg->voters[i].id, cfg->voters[i].address, RAFT_VOTER);
-    if (rv == 0) {
+    /* No voters: a replica added by a membership change. It must not bootstrap (an entry 1
+     * holding an empty configuration would pass for the leader's entry 1); it starts empty and
+     * the leader fills it. */
+    if (rv == 0 && cfg->n_voters > 0) {
         rv = raft_bootstrap(&s->raft, &conf);
         if (rv == 0)
             SPOOL_INFO("shard.bootstrap", "shard=%u voters=%zu", cfg->id, cfg->n_voters);

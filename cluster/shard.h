@@ -6,7 +6,8 @@
  *
  * Lifecycle: spool_shard_init() opens the store, starts Raft and bootstraps the group with the
  * configured voters if the Raft directory is pristine (libraft refuses to bootstrap anything
- * else, so restarting on an existing directory simply resumes). spool_shard_close() first hands
+ * else, so restarting on an existing directory simply resumes); with no voters (a replica a
+ * membership change adds, cluster/replicas.c) it starts empty and waits for the leader. spool_shard_close() first hands
  * leadership to another voter (bounded by one election timeout, libraft's own bound), then
  * closes Raft, the transport, the state machine and the store (synced), and calls cb. (The
  * transfer is bounded by our own timer too: a leader that lost its quorum steps down and
