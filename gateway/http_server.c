@@ -143,9 +143,14 @@ int spool_http_server_init(struct spool_http_server **out, uv_loop_t *loop,
     s->loop = loop;
     s->cfg = *cfg;
     spool_http_parser_settings(&s->settings);
-    /* http-parser's own (process-wide) head limit must not be the tighter one */
-    if (cfg->max_header_bytes + 1024 > HTTP_MAX_HEADER_SIZE)
-        http_parser_set_max_header_size((uint32_t)(cfg->max_header_bytes + 1024));
+    /* http-parser's own (process-wide) head limit must not be the tighter one. Set once: with
+     * several loops (--workers) the others would rewrite it while loop 0 parses. */
+    static _Atomic uint64_t parser_limit;
+    uint64_t want = cfg->max_header_bytes + 1024;
+    if (want > HTTP_MAX_HEADER_SIZE && atomic_load(&parser_limit) != want) {
+        atomic_store(&parser_limit, want);
+        http_parser_set_max_header_size((uint32_t)want);
+    }
     uv_tcp_init(loop, &s->listener);
     s->listener.data = s;
     uv_timer_init(loop, &s->drain_timer);
