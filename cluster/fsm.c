@@ -238,6 +238,7 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         return spool_store_mark_applied(f->store, index, err);
     }
     int rc = SPOOL_ENOMEM;
+    bool *gone = NULL; /* per publish: conditional presence leaves superseded in the store */
     size_t total = 0;
     for (size_t i = 0; i < e->n_publishes; i++)
         total += e->publishes[i]->n_messages;
@@ -284,6 +285,15 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
                 continue;
             }
         }
+        free(gone);
+        gone = NULL;
+        if (spool_presence_has_conditional_leave(p->messages, p->n_messages)) {
+            if ((gone = calloc(p->n_messages, sizeof *gone)) == NULL) {
+                spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);
+                goto out;
+            }
+            spool_presence_leaves_in_store(f->store, p->channel, p->messages, p->n_messages, gone);
+        }
         for (size_t j = 0; j < p->n_messages; j++) {
             const Spool__Record *m = p->messages[j];
             uint64_t seq;
@@ -292,7 +302,7 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
                 r->publishes[i].duplicate[j] = true;
                 continue;
             }
-            if (spool_presence_leave_superseded(f->store, p->channel, m, recs, n)) {
+            if (gone != NULL && (gone[j] || spool_presence_leave_in_entry(p->channel, m, recs, n))) {
                 r->publishes[i].seqs[j] = m->ref_seq; /* a conditional leave that lost: kept out */
                 r->publishes[i].duplicate[j] = true;
                 continue;
@@ -341,6 +351,7 @@ out:
     if (rc != 0)
         spool_conv_reset(f->conv); /* it may have seen records the store did not take */
     spool_conv_entry_done(f->conv);
+    free(gone);
     spool_fsm_result_free(r);
     spool_streams_tx_free(ds);
     free(seqs);

@@ -306,32 +306,70 @@ static bool same_member(const Spool__Record *r, const Spool__Record *m)
            strcmp(str_or_empty(r->connection_id), str_or_empty(m->connection_id)) == 0;
 }
 
-struct superseded {
-    const Spool__Record *m;
-    bool found;
-};
-
-static int superseded_visit_cb(void *arg, const Spool__Record *rec)
+bool spool_presence_is_conditional_leave(const Spool__Record *m)
 {
-    struct superseded *s = arg;
-    s->found = same_member(rec, s->m);
-    return s->found;
+    return m->action == SPOOL__ACTION__ACTION_PRESENCE && m->ref_seq != 0 && m->name != NULL &&
+           strcmp(m->name, "leave") == 0;
 }
 
-bool spool_presence_leave_superseded(struct spool_store *store, const char *channel,
-                                     const Spool__Record *m, const Spool__Record *entry, size_t n)
+bool spool_presence_has_conditional_leave(Spool__Record *const *msgs, size_t n)
 {
-    if (m->action != SPOOL__ACTION__ACTION_PRESENCE || m->ref_seq == 0 || m->name == NULL ||
-        strcmp(m->name, "leave") != 0)
+    for (size_t j = 0; j < n; j++)
+        if (spool_presence_is_conditional_leave(msgs[j]))
+            return true;
+    return false;
+}
+
+struct in_store {
+    Spool__Record *const *msgs;
+    size_t n;
+    bool *gone;
+};
+
+static int in_store_visit_cb(void *arg, const Spool__Record *rec)
+{
+    struct in_store *s = arg;
+    if (rec->action != SPOOL__ACTION__ACTION_PRESENCE)
+        return 0; /* most records of a busy channel: no per-leave work */
+    for (size_t j = 0; j < s->n; j++)
+        if (!s->gone[j] && spool_presence_is_conditional_leave(s->msgs[j]) &&
+            rec->seq > s->msgs[j]->ref_seq && same_member(rec, s->msgs[j]))
+            s->gone[j] = true;
+    return 0;
+}
+
+void spool_presence_leaves_in_store(struct spool_store *store, const char *channel,
+                                    Spool__Record *const *msgs, size_t n, bool *gone)
+{
+    uint64_t from = UINT64_MAX;
+    for (size_t j = 0; j < n; j++)
+        if (spool_presence_is_conditional_leave(msgs[j]) && msgs[j]->ref_seq < from)
+            from = msgs[j]->ref_seq;
+    if (from == UINT64_MAX)
+        return;
+    struct in_store s = {.msgs = msgs, .n = n, .gone = gone};
+    struct spool_err err;
+    /* A read error leaves the rest unmarked (every replica reads the same bytes): stored. */
+    spool_store_read(store, channel, from, SPOOL_PINDEX_SCAN_MAX, in_store_visit_cb, &s, &err);
+}
+
+bool spool_presence_leave_in_entry(const char *channel, const Spool__Record *m,
+                                   const Spool__Record *entry, size_t n)
+{
+    if (!spool_presence_is_conditional_leave(m))
         return false;
     for (size_t i = 0; i < n; i++)
         if (entry[i].channel != NULL && strcmp(entry[i].channel, channel) == 0 &&
             same_member(&entry[i], m))
             return true;
-    struct superseded s = {.m = m};
-    struct spool_err err;
-    if (spool_store_read(store, channel, m->ref_seq, SPOOL_PINDEX_SCAN_MAX, superseded_visit_cb, &s,
-                         &err) != 0)
-        return false; /* cannot tell (every replica reads the same bytes): store the leave */
-    return s.found;
+    return false;
+}
+
+bool spool_presence_leave_superseded(struct spool_store *store, const char *channel,
+                                     const Spool__Record *m, const Spool__Record *entry, size_t n)
+{
+    Spool__Record *one[1] = {(Spool__Record *)m};
+    bool gone = false;
+    spool_presence_leaves_in_store(store, channel, one, 1, &gone);
+    return gone || spool_presence_leave_in_entry(channel, m, entry, n);
 }

@@ -78,10 +78,27 @@ void spool_pindex_members_of(struct spool_pindex *x, uint64_t node, uint64_t boo
 struct spool_pindex_member *spool_pindex_find(struct spool_pindex *x, const char *channel,
                                               const char *client_id, const char *connection_id);
 
-/* True when `m` (a message being applied to `channel`) is a conditional leave (see above) whose
- * member has a presence record above m->ref_seq: in entry[0..n) (records of this entry already
- * assigned, any channel) or in the store (at most SPOOL_PINDEX_SCAN_MAX records read after
- * ref_seq; past that the leave is stored). Deterministic for a given store content. */
+/* The state machine's check, per publish request to `channel` (deterministic for a given store
+ * content and entry):
+ *   if (spool_presence_has_conditional_leave(msgs, n)):
+ *     spool_presence_leaves_in_store(store, channel, msgs, n, gone)   one read for all of them
+ *     then per message j: skip it if gone[j] || spool_presence_leave_in_entry(channel, msgs[j],
+ *                                                                          stored, n_stored)
+ * "In the store" reads the channel forward once, after the smallest ref_seq of the request's
+ * conditional leaves, at most SPOOL_PINDEX_SCAN_MAX records (a member changed only past that
+ * is not seen: its leave is stored), so a reaper publish of many members of a long channel
+ * costs one read, not one per member. */
+bool spool_presence_is_conditional_leave(const Spool__Record *m);
+bool spool_presence_has_conditional_leave(Spool__Record *const *msgs, size_t n);
+/* Sets gone[j] (gone[0..n) zeroed by the caller) for each conditional leave msgs[j] whose member
+ * has a presence record above its ref_seq in the store. */
+void spool_presence_leaves_in_store(struct spool_store *store, const char *channel,
+                                    Spool__Record *const *msgs, size_t n, bool *gone);
+/* Is `m` a conditional leave whose member has a presence record of `channel` in entry[0..n)
+ * (the records of the entry being applied that were already assigned, any channel)? */
+bool spool_presence_leave_in_entry(const char *channel, const Spool__Record *m,
+                                   const Spool__Record *entry, size_t n);
+/* Both checks for one message (tests). */
 bool spool_presence_leave_superseded(struct spool_store *store, const char *channel,
                                      const Spool__Record *m, const Spool__Record *entry, size_t n);
 

@@ -304,6 +304,37 @@ Test(presence_index, state_machine_never_leaves_twice, .init = setup, .fini = te
     spool_store_close(s);
 }
 
+Test(presence_index, one_reaper_publish_many_members, .init = setup, .fini = teardown)
+{
+    struct spool_store *s = open_store();
+    struct spool_fsm f;
+    struct spool_err err;
+    cr_assert_eq(spool_fsm_init(&f, s, 60000, &err), 0, "%s", err.msg);
+    Spool__Record m[4] = {pres("enter", "a", "k", 5, 1), pres("enter", "b", "k", 5, 1),
+                          pres("enter", "c", "k", 5, 1), pres("update", "b", "k", 6, 1)};
+    spool_fsm_result_free(apply(&f, 1, m, 4)); /* seqs 1..4; b moved to node 6 at 4 */
+    cr_assert_eq(host_members(f.presence, 5, 1), 2);
+    Spool__Record l[4] = {pres("leave", "a", "k", 0, 0), pres("leave", "b", "k", 0, 0),
+                          pres("leave", "c", "k", 0, 0), pres("enter", "d", "k", 5, 1)};
+    l[0].ref_seq = 1;
+    l[1].ref_seq = 2;
+    l[2].ref_seq = 3;
+    struct spool_fsm_result *r = apply(&f, 2, l, 4);
+    cr_assert_not(r->publishes[0].duplicate[0]);
+    cr_assert(r->publishes[0].duplicate[1]); /* b changed after 2: stays */
+    cr_assert_eq(r->publishes[0].seqs[1], 2);
+    cr_assert_not(r->publishes[0].duplicate[2]);
+    cr_assert_not(r->publishes[0].duplicate[3]); /* not a conditional leave */
+    cr_assert_eq(r->publishes[0].seqs[3], 7);
+    spool_fsm_result_free(r);
+    cr_assert_eq(spool_store_last_seq(s, "room"), 7);
+    cr_assert_not_null(spool_pindex_find(f.presence, "room", "b", "k"));
+    cr_assert_not_null(spool_pindex_find(f.presence, "room", "d", "k"));
+    cr_assert_eq(spool_pindex_size(f.presence), 2);
+    spool_fsm_close(&f);
+    spool_store_close(s);
+}
+
 Test(presence_liveness, timeouts_restarts_and_grace)
 {
     struct spool_presence_liveness l;
