@@ -20,8 +20,10 @@
  *                 first), then raft_removes the outgoing one (handing leadership over first if
  *                 it is the outgoing one) -- one voter at a time, so libraft's rules keep every
  *                 acknowledged publish on a majority of whichever configuration;
- *              3. propose a map with the target set (the outgoing node closes and deletes its
- *                 replica).
+ *              3. propose a map with the target set and that shard's target cleared (the
+ *                 outgoing node closes and deletes its replica). A shard is pending while it
+ *                 has a target: an add-only move has current + incoming == target after step 1
+ *                 and still needs step 2.
  *            Steps 2 and 3 are idempotent, so repeating them after a leader change is safe.
  *   finish   Once every shard is at its target: propose a map without the change (and, for a
  *            remove, without the node; meta.c then removes it from the metadata group).
@@ -75,8 +77,7 @@ static uint32_t shards_left(const struct spool_slot_map *map)
         return 0;
     uint32_t left = 0;
     for (uint32_t s = 0; s < map->p.shards; s++)
-        left += !same_set(map->p.replica[s], map->p.n_replicas[s], map->target[s],
-                          map->n_target[s]);
+        left += map->n_target[s] > 0; /* a shard's target is cleared once it is reached */
     return left;
 }
 
@@ -142,6 +143,7 @@ static void reconf_result(struct reconf_call *c, int status, bool done, uint64_t
             uint32_t s = c->shard;
             next->p.n_replicas[s] = next->n_target[s];
             memcpy(next->p.replica[s], next->target[s], sizeof next->p.replica[s]);
+            next->n_target[s] = 0; /* reached */
             propose_step(m, next, "replicas_target", s);
             free(next);
         }
@@ -244,8 +246,8 @@ static void tick_cb(uv_timer_t *t)
     if (map->change == SPOOL_CHANGE_ADD && !spool_meta_is_voter(n->meta, map->change_node))
         return; /* meta.c adds it to the metadata group first */
     for (uint32_t s = 0; s < map->p.shards; s++) {
-        if (same_set(map->p.replica[s], map->p.n_replicas[s], map->target[s], map->n_target[s]))
-            continue;
+        if (map->n_target[s] == 0)
+            continue; /* no change, or reached */
         /* Incoming replicas first join the map (so their node opens them). */
         struct spool_slot_map *next = NULL;
         for (uint8_t i = 0; i < map->n_target[s]; i++) {
@@ -401,6 +403,10 @@ static void accept_propose(struct accept *a)
     }
     if (rc == 0) {
         uint32_t moves = spool_placement_balance(tmp, next->target, next->n_target);
+        for (uint32_t s = 0; s < next->p.shards; s++) /* pending = a target is set */
+            if (same_set(next->p.replica[s], next->p.n_replicas[s], next->target[s],
+                         next->n_target[s]))
+                next->n_target[s] = 0;
         next->change = a->kind;
         next->change_node = a->id;
         SPOOL_INFO("membership.plan", "change=%s node=%llu shards_to_change=%u",
@@ -597,6 +603,10 @@ struct mreq {
     spool_membership_cb cb;
     void *arg;
     unsigned hops;
+    uint64_t target;      /* asked last */
+    uint64_t started_ms;  /* uv_now at the call: retries stop FORWARD_TIMEOUT_MS later */
+    uint64_t failed;      /* the last target that did not answer */
+    unsigned rotate;
     int status;
     char msg[256];
     uint64_t epoch;
@@ -631,6 +641,42 @@ static void mreq_finish(struct mreq *r, int status, const char *msg, uint64_t ep
 
 static void mreq_send(struct mreq *r, uint64_t target);
 
+/* Where to ask next: the metadata leader as this node knows it, unless that is the node that
+ * just did not answer (a dead leader is still believed in until an election); else the
+ * storage nodes in turn. */
+static uint64_t mreq_target(struct mreq *r)
+{
+    struct spool_node *n = r->node;
+    uint64_t leader = n->meta != NULL ? spool_meta_leader(n->meta) : 0;
+    if (leader != 0 && leader != r->failed)
+        return leader;
+    const struct spool_placement *p = &n->placement;
+    for (size_t i = 0; i < p->n_nodes; i++) {
+        uint64_t id = p->nodes[(r->rotate++) % p->n_nodes].id;
+        if (id != r->failed)
+            return id;
+    }
+    return n->cfg.id;
+}
+
+static void mreq_retry_cb(uv_timer_t *t)
+{
+    struct mreq *r = t->data;
+    r->hops = 0;
+    mreq_send(r, mreq_target(r));
+}
+
+/* A target did not answer (down, or no route): ask again elsewhere for a while. */
+static bool mreq_retry(struct mreq *r, uint64_t failed)
+{
+    struct spool_node *n = r->node;
+    if (n->closing || uv_now(n->loop) - r->started_ms >= FORWARD_TIMEOUT_MS)
+        return false;
+    r->failed = failed;
+    uv_timer_start(&r->done, mreq_retry_cb, 200, 0);
+    return true;
+}
+
 static void mreq_local_cb(void *arg, int status, const char *msg, uint64_t hint, uint64_t epoch)
 {
     struct mreq *r = arg;
@@ -638,6 +684,8 @@ static void mreq_local_cb(void *arg, int status, const char *msg, uint64_t hint,
         mreq_send(r, hint);
         return;
     }
+    if (status == SPOOL_ENOTLEADER && mreq_retry(r, 0))
+        return;
     mreq_finish(r, status == SPOOL_ENOTLEADER ? SPOOL_EBUSY : status,
                 status == SPOOL_ENOTLEADER ? "no metadata leader known (election running?)" : msg,
                 epoch);
@@ -647,6 +695,9 @@ static void mreq_reply_cb(void *arg, int status, const struct spool_err *err, co
                           size_t len)
 {
     struct mreq *r = arg;
+    if ((status == SPOOL_EIO || status == SPOOL_ETIMEOUT || status == SPOOL_EBUSY) &&
+        mreq_retry(r, r->target))
+        return;
     if (status != 0) {
         mreq_finish(r, status == SPOOL_ETIMEOUT ? SPOOL_ETIMEOUT : SPOOL_EBUSY,
                     status == SPOOL_ETIMEOUT ? "the metadata leader did not answer in time"
@@ -669,6 +720,8 @@ static void mreq_reply_cb(void *arg, int status, const struct spool_err *err, co
         mreq_send(r, hint);
         return;
     }
+    if (code == SPOOL_ENOTLEADER && mreq_retry(r, 0))
+        return; /* no leader known there either: an election is running */
     mreq_finish(r, code == SPOOL_ENOTLEADER ? SPOOL_EBUSY : code,
                 code == SPOOL_ENOTLEADER ? "no metadata leader known (election running?)" : msg,
                 epoch);
@@ -694,10 +747,13 @@ static void mreq_send(struct mreq *r, uint64_t target)
     q.address = r->address;
     uint8_t buf[SPOOL_ADDRESS_MAX + 64];
     size_t len = spool__membership_request__pack(&q, buf);
+    r->target = target;
     if (target == 0 || n->rpc == NULL ||
-        spool_rpc_call(n->rpc, target, SPOOL_METHOD_MEMBERSHIP, buf, len, FORWARD_TIMEOUT_MS,
-                       mreq_reply_cb, r) != 0)
-        mreq_finish(r, SPOOL_EBUSY, "no metadata leader known (election running?)", 0);
+        spool_rpc_call(n->rpc, target, SPOOL_METHOD_MEMBERSHIP, buf, len, 3000, mreq_reply_cb,
+                       r) != 0) {
+        if (!mreq_retry(r, target))
+            mreq_finish(r, SPOOL_EBUSY, "no metadata leader known (election running?)", 0);
+    }
 }
 
 int spool_node_membership_change(struct spool_node *n, uint32_t kind, uint64_t id,
@@ -712,12 +768,11 @@ int spool_node_membership_change(struct spool_node *n, uint32_t kind, uint64_t i
     snprintf(r->address, sizeof r->address, "%s", address ? address : "");
     uv_timer_init(n->loop, &r->done);
     r->done.data = r;
+    r->started_ms = uv_now(n->loop);
     n->pending_close++;
     /* The metadata leader, as this node knows it; a gateway-only node asks a storage node,
      * which answers with the leader as its hint. */
-    uint64_t target = n->meta != NULL ? spool_meta_leader(n->meta)
-                                      : n->placement.nodes[0].id;
-    mreq_send(r, target);
+    mreq_send(r, mreq_target(r));
     return 0;
 }
 

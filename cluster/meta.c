@@ -163,10 +163,11 @@ int spool_slot_map_from_proto(const Spool__SlotMap *p, struct spool_slot_map *m)
         memcpy(pl->replica[s], r->ids, r->n_ids * sizeof r->ids[0]);
         if (m->change == SPOOL_CHANGE_NONE)
             continue;
-        if (r->n_target == 0 || !ids_valid(pl, r->target, r->n_target))
-            return -1;
+        if (r->n_target > 0 && !ids_valid(pl, r->target, r->n_target))
+            return -1; /* no target: nothing (more) to do for this shard */
         m->n_target[s] = (uint8_t)r->n_target;
-        memcpy(m->target[s], r->target, r->n_target * sizeof r->target[0]);
+        if (r->n_target > 0)
+            memcpy(m->target[s], r->target, r->n_target * sizeof r->target[0]);
     }
     return 0;
 }

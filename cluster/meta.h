@@ -47,7 +47,8 @@ struct spool_slot_map {
     struct spool_placement p; /* shards, slot table, storage nodes, replica sets */
     uint32_t change;         /* SPOOL_CHANGE_*: the membership change in progress */
     uint64_t change_node;
-    uint8_t n_target[SPOOL_MAX_SHARDS]; /* while a change runs: where each shard is going */
+    uint8_t n_target[SPOOL_MAX_SHARDS]; /* while a change runs: where each shard is going;
+                                         * 0 = nothing (more) to do for that shard */
     uint64_t target[SPOOL_MAX_SHARDS][SPOOL_MAX_REPLICAS];
 };
 

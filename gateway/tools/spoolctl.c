@@ -41,6 +41,8 @@ static const char *usage_text =
     "  [--timeout SECONDS] (node add/remove: wait at most this long for the change; 0 = no wait)\n"
     "  env: SPOOL_SERVER, SPOOL_KEY, SPOOL_TIMEOUT\n";
 
+static bool quiet; /* while polling (node add/remove): connection errors are expected */
+
 static int usage(const char *why)
 {
     if (why != NULL) fprintf(stderr, "spoolctl: %s\n", why);
@@ -114,7 +116,7 @@ static int http(const char *server, const char *key, const char *method, const c
     *body_out = NULL;
     int fd = dial(server);
     if (fd < 0) {
-        fprintf(stderr, "spoolctl: cannot connect to %s: %s\n", server, strerror(errno));
+        if (!quiet) fprintf(stderr, "spoolctl: cannot connect to %s: %s\n", server, strerror(errno));
         return -1;
     }
     char auth[1024] = "";
@@ -157,8 +159,9 @@ static int http(const char *server, const char *key, const char *method, const c
     int status = 0;
     char *body = strstr(buf, "\r\n\r\n");
     if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || body == NULL) {
-        fprintf(stderr, "spoolctl: no valid HTTP answer from %s%s\n", server,
-                r < 0 ? " (timed out)" : "");
+        if (!quiet)
+            fprintf(stderr, "spoolctl: no valid HTTP answer from %s%s\n", server,
+                    r < 0 ? " (timed out)" : "");
         free(buf);
         return -1;
     }
@@ -243,6 +246,7 @@ static int wait_membership(const char *server, const char *key, bool add, long l
 {
     struct timeval start, now;
     gettimeofday(&start, NULL);
+    quiet = true;
     for (;;) {
         char *body = NULL;
         int status = http(server, key, "GET", "/v1/admin/cluster", NULL, &body);

@@ -13,6 +13,10 @@ test_membership.sh. Reuses faults.py's Cluster / Node / Load / verify.
      exactly once, in the same order, on every replica of its shard (faults.verify), and each
      channel is on exactly `replicas` nodes -- the ones the final map names.
 
+Third scenario (run_grow): a single node (--peers ""), a second one added (every shard goes
+from 1 to 2 replicas: add-only moves), then the first removed (2 to 1): all data moved to a
+new machine under load, checked the same way.
+
 Second scenario (run_dead): 3 nodes x 3 replicas, node 3 killed with -9 under load, then
 `spoolctl node remove 3` (a dead node: its shards keep a majority, so they shrink to the two
 live replicas), publishes accepted, the same final checks on the two remaining nodes.
@@ -58,10 +62,12 @@ class MNode(Node):
 
     join = False
     replicas = REPLICAS
+    peers = None  # default: the cluster's --peers
 
     def start(self):
         args = [faults.SPOOLD, "--id", str(self.id), "--listen", "%s:%d" % (self.host, self.port),
-                "--cluster-listen", "%s:%d" % (self.host, self.cport), "--peers", self.cluster.peers,
+                "--cluster-listen", "%s:%d" % (self.host, self.cport), "--peers",
+                self.cluster.peers if self.peers is None else self.peers,
                 "--data", self.data, "--shards", str(SHARDS), "--replicas", str(self.replicas),
                 "--anonymous", "--election-timeout", "1000", "--heartbeat-interval", "1s",
                 "--rebalance-interval", "2s", "--log-level", "info",
@@ -172,6 +178,42 @@ def run_dead(cluster):
     log("dead: ok, %.1fs in all" % (time.time() - t0))
 
 
+def run_grow(cluster):
+    t0 = time.time()
+    first = MNode(cluster, 1)
+    first.peers = ""  # a single node: its own cluster address is the whole cluster
+    cluster.nodes = {1: first}
+    cluster.start()
+    second = MNode(cluster, 2)
+    second.join = True
+    second.peers = "1@%s:%d" % (first.host, first.cport)
+    second.start()
+    cluster.nodes[2] = second
+    wait_healthy(second)
+    load = Load(cluster, publishers=3, per_publisher=100000, max_seconds=60.0)
+    load.start()
+    try:
+        assert load.wait_acks(100, 30), "grow: no load"
+        r = spoolctl(first, "--timeout", "60", "node", "add", "2@%s:%d" % (second.host, second.cport))
+        assert r.returncode == 0, "grow: node add failed"
+        placement = replicas_of(cluster_status(first))
+        assert all(sorted(ids) == [1, 2] for ids in placement.values()), placement
+        assert load.wait_acks(load.acked_count() + 100, 20), "grow: no progress after the add"
+        r = spoolctl(second, "--timeout", "60", "node", "remove", "1")
+        assert r.returncode == 0, "grow: node remove failed"
+        placement = replicas_of(cluster_status(second))
+        assert all(ids == [2] for ids in placement.values()), placement
+        ok, took = recovered_within(load, 10.0)
+        assert ok, "grow: publishes not accepted after the remove"
+    finally:
+        load.finish()
+    assert first.stop() == 0, "grow: node 1 did not stop cleanly"
+    left = [d for d in os.listdir(first.data) if d.startswith("shard-")]
+    assert not left, "grow: node 1 kept replica data: %r" % left
+    check_final(cluster, load, "grow-then-move", placement, 1)
+    log("grow: ok, %.1fs in all" % (time.time() - t0))
+
+
 def run(cluster):
     t0 = time.time()
     cluster.nodes = {i: MNode(cluster, i) for i in (1, 2, 3)}
@@ -274,4 +316,5 @@ def run(cluster):
 if __name__ == "__main__":
     with_cluster("spool-membership-", run)
     with_cluster("spool-membership-dead-", run_dead)
-    print("membership: 2 passed, 0 failed")
+    with_cluster("spool-membership-grow-", run_grow)
+    print("membership: 3 passed, 0 failed")
