@@ -67,9 +67,10 @@ int spool_presence_liveness_heard(struct spool_presence_liveness *l, uint64_t no
     struct spool_presence_peer *p = peer_of(l, node, now);
     if (p == NULL)
         return SPOOL_ENOMEM;
-    if (boot > p->boot)
-        p->boot = boot;
-    if (boot == p->boot && now > p->heard_at)
+    /* The last one heard is the node's incarnation (not the greatest: a clock stepped back
+     * across a restart must not make the new process's members look like an old one's). */
+    p->boot = boot;
+    if (now > p->heard_at)
         p->heard_at = now;
     return 0;
 }
@@ -327,7 +328,9 @@ int spool_presence_reaper_start(struct spool_node *n, struct spool_err *err)
         return spool_err_set(err, SPOOL_EIO, "presence reaper timer");
     }
     r->timer.data = r;
-    uv_timer_start(&r->timer, tick_cb, r->interval_ms, r->interval_ms);
+    /* The first heartbeat goes out at once: before this node serves a client, so a leader does
+     * not see this incarnation's members before it knows the incarnation. */
+    uv_timer_start(&r->timer, tick_cb, 0, r->interval_ms);
     n->presence_reaper = r;
     SPOOL_INFO("presence.reaper_started", "boot=%llu timeout_ms=%llu interval_ms=%llu",
                (unsigned long long)r->boot, (unsigned long long)timeout,

@@ -10,10 +10,10 @@
  *
  * Liveness: every node (storage or gateway-only) sends a one-way SPOOL_METHOD_PRESENCE_HEARTBEAT
  * (PresenceHeartbeat{boot}) to every storage node every `interval` = presence_node_timeout / 4
- * (50 ms .. 1 s); storage nodes remember, per sender, its boot and when they last heard it
- * (their own loop clock). A host (node, boot) is dead for a storage node when
+ * (50 ms .. 1 s; the first one at start); storage nodes remember, per sender, the boot it last
+ * sent and when (their own loop clock). A host (node, boot) is dead for a storage node when
  *   - it is this node with another boot (an earlier incarnation of this process), or
- *   - the node's newest heard boot is greater (it restarted: its connections died with it), or
+ *   - the node's last heard boot is greater (it restarted: its connections died with it), or
  *   - nothing was heard from the node for presence_node_timeout (a host never heard of is given
  *     the timeout from when the reaper first saw it).
  * A tick that comes late (the loop itself stalled for more than timeout / 2) first treats every
@@ -32,7 +32,10 @@
  * swap storm) plus the network's worst delay; the default equals --presence-timeout (15 s). A
  * node that is alive but cut off from a shard's leader for that long loses its members on that
  * shard; when it comes back they stay removed (its clients re-enter, as after a resume on
- * another node). Every node should use the same value.
+ * another node). Every node should use the same value. (A host whose boot is above the last
+ * heard one counts as a newer incarnation not heard yet, alive while the node is: so if the wall
+ * clock stepped back across a restart, the earlier incarnation's members are only removed once
+ * the node is silent.)
  */
 #ifndef SPOOL_CLUSTER_PRESENCE_REAPER_H
 #define SPOOL_CLUSTER_PRESENCE_REAPER_H
