@@ -1,8 +1,10 @@
 /* Placement: slots are stable and spread, replicas are derived identically from configuration. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cluster/meta.h"
 #include "cluster/placement.h"
 
 Test(placement, slot_is_stable)
@@ -222,4 +224,66 @@ Test(placement, balance_remove_below_wanted_shrinks)
         cr_assert_eq(nt[s], 2);
         cr_assert_eq(moved(p, t, nt, s), 1); /* only node 3 leaves */
     }
+}
+
+/* ---- the cluster map's encoding (cluster/meta.h): what every node adopts ---- */
+
+Test(placement, cluster_map_roundtrip_and_validation)
+{
+    static struct spool_slot_map m, back;
+    struct spool_peer peers[3];
+    size_t n;
+    struct spool_err err;
+    cr_assert_eq(spool_peers_parse("1@a:1,2@b:2,3@c:3", peers, 3, &n, &err), 0);
+    cr_assert_eq(spool_placement_init(&m.p, peers, n, 4, 2, &err), 0);
+    m.epoch = 7;
+    cr_assert_eq(spool_placement_add_node(&m.p, 4, "d:4", &err), 0);
+    m.change = SPOOL_CHANGE_ADD;
+    m.change_node = 4;
+    spool_placement_balance(&m.p, m.target, m.n_target);
+    m.n_target[1] = 0; /* a shard that reached its target */
+
+    Spool__SlotMap *pm = spool_slot_map_proto_new(&m);
+    cr_assert_not_null(pm);
+    size_t len = spool__slot_map__get_packed_size(pm);
+    uint8_t *buf = malloc(len);
+    spool__slot_map__pack(pm, buf);
+    spool_slot_map_proto_free(pm);
+    Spool__SlotMap *up = spool__slot_map__unpack(NULL, len, buf);
+    cr_assert_not_null(up);
+    cr_assert_eq(spool_slot_map_from_proto(up, &back), 0);
+    cr_assert_eq(back.epoch, 7);
+    cr_assert_eq(back.change, SPOOL_CHANGE_ADD);
+    cr_assert_eq(back.change_node, 4);
+    cr_assert_eq(back.p.n_nodes, 4);
+    cr_assert_str_eq(spool_placement_address(&back.p, 4), "d:4");
+    cr_assert_eq(back.p.wanted, 2);
+    cr_assert_eq(back.n_target[1], 0);
+    for (uint32_t s = 0; s < 4; s++) {
+        cr_assert_eq(back.p.n_replicas[s], m.p.n_replicas[s]);
+        cr_assert_eq(memcmp(back.p.replica[s], m.p.replica[s], m.p.n_replicas[s] * 8), 0);
+        cr_assert_eq(back.n_target[s], m.n_target[s]);
+        cr_assert_eq(memcmp(back.target[s], m.target[s], m.n_target[s] * 8), 0);
+    }
+    cr_assert_eq(memcmp(back.p.slot_shard, m.p.slot_shard, sizeof m.p.slot_shard), 0);
+
+    /* A replica on a node that is not listed, or listed twice, is refused. */
+    up->replicas[2]->ids[0] = 99;
+    cr_assert_eq(spool_slot_map_from_proto(up, &back), -1);
+    up->replicas[2]->ids[0] = up->replicas[2]->ids[1];
+    cr_assert_eq(spool_slot_map_from_proto(up, &back), -1);
+    spool__slot_map__free_unpacked(up, NULL);
+    free(buf);
+
+    /* A map written before membership changes (no nodes) decodes with n_nodes 0: the node then
+     * keeps the configuration's membership. */
+    Spool__SlotMap old = SPOOL__SLOT_MAP__INIT;
+    uint8_t bytes[2 * SPOOL_SLOTS] = {0};
+    old.epoch = 1;
+    old.shards = 4;
+    old.slot_shard.data = bytes;
+    old.slot_shard.len = sizeof bytes;
+    cr_assert_eq(spool_slot_map_from_proto(&old, &back), 0);
+    cr_assert_eq(back.p.n_nodes, 0);
+    cr_assert_eq(back.p.shards, 4);
 }
