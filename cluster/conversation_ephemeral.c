@@ -20,7 +20,8 @@
  *     ephemerals of the channel, otherwise parks the poll as usual and wakes it when one arrives
  *     (spool_serve_ephemeral_arrived); the answer carries them and the new position;
  *   - the first poll to a replica (a new topic, a replica switch: eph_node is not the replier)
- *     starts "from now", so the position is never misread across nodes.
+ *     starts from its arrival there (a parked one from when it was parked), so the position
+ *     is never misread across nodes and nothing is delivered twice.
  * So a gateway-only node gets each ephemeral of the channels it follows once (its chain parks
  * at one replica at a time), as fast as a record, including its own clients' (sent to the
  * storage nodes like any other, they come back; the gateway drops those whose connection is
@@ -108,11 +109,17 @@ static bool from_here(const struct spool_node *n, const Spool__ReadRequest *req)
     return req->eph_node == n->cfg.id && req->eph_after != 0;
 }
 
-bool spool_eph_pending(struct spool_node *n, const Spool__ReadRequest *req)
+bool spool_eph_pending(struct spool_node *n, Spool__ReadRequest *req)
 {
     struct spool_eph_ring *r = ring_get(n, req->ephemerals);
-    if (r == NULL || !req->ephemerals || !from_here(n, req))
+    if (r == NULL || !req->ephemerals)
         return false;
+    if (!from_here(n, req)) { /* the first poll here: from its arrival on, so an ephemeral that
+                               * arrives while it is parked is in its answer */
+        req->eph_node = n->cfg.id;
+        req->eph_after = r->next - 1;
+        return false;
+    }
     for (size_t i = r->n; i-- > 0;) {
         const struct eph_slot *s = &r->v[(r->head + i) % EPH_RING_MAX];
         if (s->pos <= req->eph_after)

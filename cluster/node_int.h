@@ -94,9 +94,10 @@ struct spool_node {
 /* conversation_ephemeral.c: an ephemeral record sent by a peer */
 void spool_node_ephemeral_arrived(struct spool_node *n, uint64_t from, const void *body, size_t len);
 /* Serving a follow poll of a gateway-only node (ReadRequest.ephemerals): true when the ring
- * holds ephemerals of the channel after the poll's position (answer now, do not park); fill
+ * holds ephemerals of the channel after the poll's position (answer now, do not park; a poll
+ * whose position is another node's is moved to this node's present, its arrival); fill
  * puts them (and the new position) into the reply, done frees them after it is sent. */
-bool spool_eph_pending(struct spool_node *n, const Spool__ReadRequest *req);
+bool spool_eph_pending(struct spool_node *n, Spool__ReadRequest *req);
 void spool_eph_fill(struct spool_node *n, const Spool__ReadRequest *req, Spool__ReadReply *r);
 void spool_eph_fill_done(Spool__ReadReply *r);
 /* Following from a gateway-only node: ask for ephemerals from where `pos` says (on the poll op

@@ -37,6 +37,9 @@ function request(port, method, p, body) {
   });
 }
 const at = (port, q = '') => connect(q, `127.0.0.1:${port}`);
+// c.type with the step named in a timeout.
+const want = (c, type, what, pred = () => true, ms = 10000) =>
+  c.type(type, ms, pred).catch((e) => { throw new Error(`${what}: ${e.message}`); });
 
 async function attached(c, channel) {
   c.send({type: 'attach', channel, from: 'live'});
@@ -67,7 +70,7 @@ main(async () => {
   await s1.type('ack', 10000, (m) => m.msgSerial === 1);
   for (const [c, where] of [[g1, 'gateway 1'], [g1b, 'gateway 1 (b)'], [g2, 'gateway 2'], [s2, 'storage 2'],
                             ...g2more.map((x, i) => [x, `gateway 2 (${i})`])]) {
-    const e = await c.type('ephemeral', 10000, (m) => m.data && m.data.n === 1);
+    const e = await want(c, 'ephemeral', `n=1 on ${where}`, (m) => m.data && m.data.n === 1);
     check(e.name === 'typing' && e.clientId === 'alice' && e.serial === undefined, `${where}: ${JSON.stringify(e)}`);
   }
   g1.send({type: 'ephemeral', channel: CH, name: 'typing', clientId: 'bob', data: {n: 2}, msgSerial: 2});
@@ -75,12 +78,12 @@ main(async () => {
   check(a2.delivered === 1, `the gateway delivers to its own other connection: ${JSON.stringify(a2)}`);
   for (const [c, where] of [[s1, 'storage 1'], [s2, 'storage 2'], [g2, 'gateway 2'], [g1b, 'gateway 1 (b)'],
                             ...g2more.map((x, i) => [x, `gateway 2 (${i})`])]) {
-    const e = await c.type('ephemeral', 10000, (m) => m.data && m.data.n === 2);
+    const e = await want(c, 'ephemeral', `n=2 on ${where}`, (m) => m.data && m.data.n === 2);
     check(e.clientId === 'bob', `${where}: ${JSON.stringify(e)}`);
   }
   // Once each: a marker published after it arrives, and no second copy came before it.
   s2.send({type: 'ephemeral', channel: CH, name: 'marker', data: {n: 3}});
-  for (const c of [g1, g1b, g2]) await c.type('ephemeral', 10000, (m) => m.data && m.data.n === 3);
+  for (const c of [g1, g1b, g2]) await want(c, 'ephemeral', 'marker n=3', (m) => m.data && m.data.n === 3);
   check(!g1b.queue.some((m) => m.type === 'ephemeral' && m.data && m.data.n === 2), 'gateway 1 delivered its own ephemeral twice');
   check(!g1.queue.some((m) => m.type === 'ephemeral' && m.data && m.data.n === 2), 'the sender got its own ephemeral');
 
@@ -94,7 +97,7 @@ main(async () => {
   const t0 = Date.now();
   userGw.send({type: 'interrupt', channel: CH, data: {reason: 'stop'}, msgSerial: 10});
   for (const [c, where] of [[agentGw, 'gateway 2'], [agentSt, 'storage 2']]) {
-    const i = await c.type('interrupt', 10000);
+    const i = await want(c, 'interrupt', `interrupt on ${where}`);
     check(i.holder === 'agent' && i.epoch === claim.body.epoch && i.data.reason === 'stop' && i.clientId === 'user',
           `interrupt on ${where}: ${JSON.stringify(i)}`);
   }
@@ -102,10 +105,10 @@ main(async () => {
   const ia = await userGw.type('ack', 10000, (m) => m.msgSerial === 10);
   check(ia.holder === 'agent' && ia.epoch === claim.body.epoch, `interrupt ack: ${JSON.stringify(ia)}`);
   s1.send({type: 'interrupt', channel: CH, data: {reason: 'again'}});
-  await agentGw.type('interrupt', 10000, (m) => m.data.reason === 'again');
+  await want(agentGw, 'interrupt', 'second interrupt on gateway 2', (m) => m.data.reason === 'again');
   s2.send({type: 'ephemeral', channel: CH, name: 'marker', data: {n: 4}});
   for (const c of [s1, g1, g1b, g2, userGw]) {
-    await c.type('ephemeral', 10000, (m) => m.data && m.data.n === 4);
+    await want(c, 'ephemeral', 'marker n=4', (m) => m.data && m.data.n === 4);
     check(!c.queue.some((m) => m.type === 'interrupt'), `an observer got the interrupt: ${JSON.stringify(c.queue)}`);
   }
   const rel = await request(PORTS[1], 'POST', `/v1/channels/${CH}/turn`, {action: 'release', clientId: 'agent'});
@@ -170,6 +173,6 @@ main(async () => {
   check(sse.length === 2 && sse[0] === expires[0].serial && sse[1] === expires[1].serial, `expire events on SSE: ${JSON.stringify(sse)}`);
   // An ephemeral sent on the two-loop gateway reaches its other loop's clients too.
   g2more[0].send({type: 'ephemeral', channel: CH, name: 'typing', data: {n: 5}});
-  for (const c of [g2, ...g2more.slice(1), g1]) await c.type('ephemeral', 10000, (m) => m.data && m.data.n === 5);
+  for (const c of [g2, ...g2more.slice(1), g1]) await want(c, 'ephemeral', 'n=5 from the two-loop gateway', (m) => m.data && m.data.n === 5);
   for (const c of [s1, s2, g1, g1b, g2, agentGw, agentSt, userGw, ...g2more]) c.close();
 });
