@@ -47,6 +47,14 @@ static void on_tick(uv_timer_t *t)
     spool_metrics_refresh(fe->metrics);
 }
 
+static void on_fresh(uv_async_t *a)
+{
+    struct spool_frontend *fe = a->data;
+    spool_metrics_refresh(fe->metrics);
+}
+
+static void wake_fresh(void *arg) { uv_async_send(arg); }
+
 int spool_frontend_start(struct spool_frontend *fe, uv_loop_t *loop, const struct spool_options *o,
                          unsigned index, struct spool_node *node, const struct spool_keyring *keys,
                          struct spool_metrics *metrics, struct spool_loop_set *set,
@@ -111,6 +119,10 @@ int spool_frontend_start(struct spool_frontend *fe, uv_loop_t *loop, const struc
         fe->ticking = true;
         uv_timer_start(&fe->tick, on_tick, 0, TICK_MS);
         uv_unref((uv_handle_t *)&fe->tick);
+        uv_async_init(loop, &fe->fresh, on_fresh);
+        fe->fresh.data = fe;
+        uv_unref((uv_handle_t *)&fe->fresh);
+        spool_metrics_set_waker(metrics, wake_fresh, &fe->fresh);
     }
     /* Test harnesses and scripts read the port from loop 0's line: one http.listening per process. */
     if (index == 0) SPOOL_INFO("http.listening", "address=%s port=%d", listen, spool_http_server_port(fe->http));
@@ -152,6 +164,8 @@ void spool_frontend_drain(struct spool_frontend *fe, void (*cb)(void *arg), void
         atomic_store_explicit(&fe->set->ready[fe->index], false, memory_order_relaxed);
         fe->ticking = false;
         uv_close((uv_handle_t *)&fe->tick, on_tick_closed);
+        spool_metrics_set_waker(fe->metrics, NULL, NULL); /* no more sends to fresh */
+        uv_close((uv_handle_t *)&fe->fresh, on_tick_closed);
     }
     if (fe->http != NULL) spool_http_server_close(fe->http, on_http_closed, fe);
     else on_http_closed(fe);

@@ -15,7 +15,9 @@
  *     node's readiness in the set on a 250 ms tick; a loop's own /readyz handler also checks its
  *     node live), so a load balancer never sends a client to a loop that cannot serve it;
  *   - the same tick refreshes the loop's collector samples (spool_metrics_refresh) so a scrape
- *     answered by any loop covers all of them;
+ *     answered by any loop covers all of them; a scrape also asks every other loop for a fresh
+ *     refresh (uv_async) and waits for it, briefly (gateway/metrics.h), so what it shows is
+ *     current, not up to a tick old;
  *   - spool_loop_connections_total{loop} counts the connections each loop served (the first
  *     request of a connection counts it), which shows how the kernel spreads them.
  *
@@ -72,6 +74,7 @@ struct spool_frontend {
     void *next_arg;
     struct spool_counter *served; /* spool_loop_connections_total{loop} */
     uv_timer_t tick;
+    uv_async_t fresh; /* a scrape on another loop asks for fresh collector samples */
     bool ticking, draining;
     void (*drained_cb)(void *arg);
     void *drained_arg;

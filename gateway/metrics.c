@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct spool_counter {
     _Atomic uint64_t bits;
@@ -164,7 +165,13 @@ double spool_histogram_sum(const struct spool_histogram *h) { return atomic_get(
 int spool_metrics_init(struct spool_metrics *m)
 {
     memset(m, 0, sizeof *m);
-    return pthread_mutex_init(&m->lock, NULL) == 0 ? 0 : SPOOL_ENOMEM;
+    m->owner = pthread_self();
+    if (pthread_mutex_init(&m->lock, NULL) != 0) return SPOOL_ENOMEM;
+    if (pthread_cond_init(&m->refreshed, NULL) != 0) {
+        pthread_mutex_destroy(&m->lock);
+        return SPOOL_ENOMEM;
+    }
+    return 0;
 }
 
 int spool_metrics_view_init(struct spool_metrics *view, struct spool_metrics *root,
@@ -174,10 +181,63 @@ int spool_metrics_view_init(struct spool_metrics *view, struct spool_metrics *ro
     view->root = root;
     view->per_loop = per_loop;
     view->n_per_loop = n_per_loop;
+    view->owner = pthread_self();
+    int rv = 0;
     pthread_mutex_lock(&root->lock);
     root->shared = true;
+    if (root->n_views == root->cap_views) {
+        size_t cap = root->cap_views ? root->cap_views * 2 : 8;
+        struct spool_metrics **vs = realloc(root->views, cap * sizeof *vs);
+        if (vs == NULL) rv = SPOOL_ENOMEM;
+        else root->views = vs, root->cap_views = cap;
+    }
+    if (rv == 0) root->views[root->n_views++] = view;
     pthread_mutex_unlock(&root->lock);
-    return 0;
+    return rv;
+}
+
+void spool_metrics_set_waker(struct spool_metrics *m, void (*wake)(void *arg), void *arg)
+{
+    struct spool_metrics *root = m->root != NULL ? m->root : m;
+    pthread_mutex_lock(&root->lock);
+    m->wake = wake;
+    m->wake_arg = arg;
+    pthread_cond_broadcast(&root->refreshed); /* a scrape waiting on it stops waiting */
+    pthread_mutex_unlock(&root->lock);
+}
+
+/* In a shared registry, before a scrape reads other threads' samples: asks every other
+ * registry with a waker for a refresh and waits (bounded) until each has done one that started
+ * after the request. Root lock held on entry and exit. */
+static void fresh_samples(struct spool_metrics *root)
+{
+    size_t n = root->n_views + 1, k = 0;
+    struct want {
+        struct spool_metrics *o;
+        uint64_t ticket;
+    } *want = calloc(n, sizeof *want);
+    if (want == NULL) return;
+    for (size_t i = 0; i < n; i++) {
+        struct spool_metrics *o = i == 0 ? root : root->views[i - 1];
+        if (o->wake == NULL || pthread_equal(o->owner, pthread_self())) continue;
+        want[k++] = (struct want){o, ++o->requested};
+        o->wake(o->wake_arg);
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_nsec += (long)SPOOL_METRICS_FRESH_WAIT_MS * 1000000L;
+    deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+    deadline.tv_nsec %= 1000000000L;
+    for (;;) {
+        bool waiting = false;
+        for (size_t i = 0; i < k && !waiting; i++) {
+            bool open = want[i].o == root; /* a view may have closed meanwhile */
+            for (size_t j = 0; j < root->n_views && !open; j++) open = root->views[j] == want[i].o;
+            waiting = open && want[i].o->wake != NULL && want[i].o->served < want[i].ticket;
+        }
+        if (!waiting || pthread_cond_timedwait(&root->refreshed, &root->lock, &deadline) != 0) break;
+    }
+    free(want);
 }
 
 /* Appends a collect callback owned by `owner` (the calling thread's registry). Lock held. */
@@ -286,11 +346,20 @@ void spool_metrics_close(struct spool_metrics *m)
             }
             f->n_sources = k;
         }
+        for (size_t i = 0; i < root->n_views; i++) {
+            if (root->views[i] == m) {
+                root->views[i] = root->views[--root->n_views];
+                break;
+            }
+        }
+        pthread_cond_broadcast(&root->refreshed);
         pthread_mutex_unlock(&root->lock);
         memset(m, 0, sizeof *m);
         return;
     }
     for (size_t i = 0; i < m->n; i++) family_free(m->families[i]);
+    free(m->views);
+    pthread_cond_destroy(&m->refreshed);
     free(m->families);
     pthread_mutex_destroy(&m->lock);
     memset(m, 0, sizeof *m);
@@ -761,6 +830,7 @@ void spool_metrics_refresh(struct spool_metrics *m)
     } *jobs = NULL;
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&root->lock);
+    uint64_t ticket = m->requested; /* every request made before now is served by this refresh */
     for (size_t i = 0; i < root->n; i++) {
         struct spool_metric_family *f = root->families[i];
         for (size_t j = 0; j < f->n_sources; j++) {
@@ -795,6 +865,10 @@ void spool_metrics_refresh(struct spool_metrics *m)
         samples_clear(&got);
     }
     free(jobs);
+    pthread_mutex_lock(&root->lock);
+    if (ticket > m->served) m->served = ticket;
+    pthread_cond_broadcast(&root->refreshed);
+    pthread_mutex_unlock(&root->lock);
 }
 
 static const char *type_name(enum spool_metric_type t)
@@ -838,6 +912,7 @@ int spool_metrics_render(struct spool_metrics *m, char **out, size_t *len, struc
     struct buf b = {0};
     buf_put(&b, "", 0); /* an empty registry still yields "" rather than NULL */
     pthread_mutex_lock(&m->lock);
+    if (m->shared) fresh_samples(m);
     size_t n = m->n;
     struct spool_metric_family **fs = n ? malloc(n * sizeof *fs) : NULL;
     if (fs != NULL) memcpy(fs, m->families, n * sizeof *fs);

@@ -59,6 +59,14 @@ struct spool_metrics {
     struct spool_metrics *root;    /* set on a view */
     const char *const *per_loop;   /* a view's per-loop collector families */
     size_t n_per_loop;
+    /* fresh samples on demand (spool_metrics_set_waker); under the root's lock */
+    pthread_t owner;               /* the thread that created it */
+    void (*wake)(void *arg);
+    void *wake_arg;
+    uint64_t requested, served;    /* refresh tickets */
+    pthread_cond_t refreshed;      /* root: a registry finished a refresh */
+    struct spool_metrics **views;  /* root: its open views */
+    size_t n_views, cap_views;
 };
 
 int spool_metrics_init(struct spool_metrics *m);
@@ -83,6 +91,13 @@ int spool_metrics_view_init(struct spool_metrics *view, struct spool_metrics *ro
 /* Runs the collect callbacks registered through `m` (a root or a view) on the calling thread
  * and keeps their samples for scrapes on other threads. */
 void spool_metrics_refresh(struct spool_metrics *m);
+/* How a scrape on another thread asks m's thread for fresh samples: `wake(arg)` (called from any
+ * thread, under the registry lock: it must only signal, e.g. uv_async_send) must make m's thread
+ * call spool_metrics_refresh(m) soon. A scrape then waits for those refreshes, up to
+ * SPOOL_METRICS_FRESH_WAIT_MS, and otherwise uses the last samples (each loop also refreshes on
+ * a timer). NULL stops it (before the signalled handle goes away). */
+#define SPOOL_METRICS_FRESH_WAIT_MS 200
+void spool_metrics_set_waker(struct spool_metrics *m, void (*wake)(void *arg), void *arg);
 
 /* Register a family. `labels` has `n_labels` names (0 and NULL for none). Returns NULL with `err`
  * set (SPOOL_EINVAL bad/duplicate name, SPOOL_ENOMEM). The family lives until the registry closes. */

@@ -63,7 +63,19 @@ struct worker {
     pthread_cond_t cond;
     int step;        /* 1: registered and refreshed; 2: asked to close; 3: closed */
     int failed;
+    bool use_waker, woken;
+    int refreshes;
 };
+
+/* The waker: runs on the scraping thread, only signals the worker. */
+static void wake(void *arg)
+{
+    struct worker *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->woken = true;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
 
 static void worker_wait(struct worker *w, int step)
 {
@@ -89,8 +101,23 @@ static void *worker_main(void *arg)
     /* another shape under a shared name is refused */
     if (w->failed == 0 && spool_metrics_gauge(&w->view, "reqs_total", "", NULL, 0, &err) != NULL) w->failed = 2;
     spool_metrics_refresh(&w->view);
+    if (w->use_waker) spool_metrics_set_waker(&w->view, wake, w);
     worker_set(w, 1);
-    worker_wait(w, 2);
+    /* the worker's "loop": refresh when woken, until asked to close */
+    pthread_mutex_lock(&w->lock);
+    while (w->step < 2) {
+        if (w->woken) {
+            w->woken = false;
+            pthread_mutex_unlock(&w->lock);
+            spool_metrics_refresh(&w->view);
+            pthread_mutex_lock(&w->lock);
+            w->refreshes++;
+            continue;
+        }
+        pthread_cond_wait(&w->cond, &w->lock);
+    }
+    pthread_mutex_unlock(&w->lock);
+    spool_metrics_set_waker(&w->view, NULL, NULL);
     spool_metrics_close(&w->view);
     worker_set(w, 3);
     return NULL;
@@ -144,4 +171,29 @@ Test(workers_metrics, a_single_registry_renders_as_before)
     free(out);
     cr_expect_null(spool_metrics_counter(&root, "reqs_total", "", (const char *[]){"loop"}, 1, &err),
                    "registering twice in a root is still refused");
+}
+
+Test(workers_metrics, a_scrape_asks_other_threads_for_fresh_samples)
+{
+    struct spool_err err;
+    struct loop_figs main_figs = {.ws = 1};
+    cr_assert_eq(register_loop(&root, &main_figs, &err), 0, "%s", err.msg);
+    struct worker w = {.figs = {.ws = 2}, .use_waker = true};
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, worker_main, &w), 0);
+    worker_wait(&w, 1);
+    pthread_mutex_lock(&w.lock);
+    w.figs.ws = 40; /* changed on the worker's side after its last refresh */
+    pthread_mutex_unlock(&w.lock);
+    char *out = render();
+    cr_expect(strstr(out, "conns{transport=\"ws\"} 41\n") != NULL, "the scrape waited for a fresh refresh: %s", out);
+    free(out);
+    worker_set(&w, 2);
+    worker_wait(&w, 3);
+    pthread_join(t, NULL);
+    cr_expect_geq(w.refreshes, 1);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
 }
