@@ -122,6 +122,7 @@ async function main() {
     await until(async () => { const x = await u2.S(); return x.msgs[M3].final; }, 10000, 'the interrupted response to end on the page');
     const appended3 = agentEvents().filter((e) => e.event === 'append' && e.message === M3).length;
     await sleep(4 * 25 + 200); // several token intervals: an agent still streaming would have appended
+    await until(async () => { const x = await u2.S(); return x.turn && x.turn.op === 'release'; }, 10000, 'the turn released after the interrupt');
     s = await u2.S();
     check(appended3 < TOKENS && agentEvents().filter((e) => e.event === 'append' && e.message === M3).length === appended3,
           `the agent appended after the interrupt (${appended3} before)`);
