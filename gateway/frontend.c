@@ -12,8 +12,12 @@
  */
 #include "gateway/frontend.h"
 
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "gateway/json_body.h"
@@ -27,10 +31,164 @@ static bool all_ready(const struct spool_loop_set *set)
     return true;
 }
 
+/* ---- connections handed over to loop 0 ---- */
+
+struct spool_handoff {
+    struct spool_handoff *next;
+    uv_os_sock_t fd;
+    size_t len;
+    char data[]; /* the request as received (rebuilt) and whatever followed it */
+};
+
+void spool_loop_set_init(struct spool_loop_set *set, unsigned n)
+{
+    memset(set, 0, sizeof *set);
+    set->n = n;
+    pthread_mutex_init(&set->lock, NULL);
+}
+
+static void handoffs_drop(struct spool_handoff *h)
+{
+    while (h != NULL) {
+        struct spool_handoff *next = h->next;
+        close(h->fd);
+        free(h);
+        h = next;
+    }
+}
+
+void spool_loop_set_close(struct spool_loop_set *set)
+{
+    handoffs_drop(set->handoffs);
+    set->handoffs = NULL;
+    pthread_mutex_destroy(&set->lock);
+}
+
+static bool for_loop0(const struct spool_frontend *fe, const char *path)
+{
+    return fe->set != NULL && fe->index > 0 &&
+           (strncmp(path, "/v1/stream", 10) == 0 || strncmp(path, "/v1/admin/", 10) == 0);
+}
+
+static bool append(char **p, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 1024;
+        while (c < *len + n + 1) c *= 2;
+        char *q = realloc(*p, c);
+        if (q == NULL) return false;
+        *p = q, *cap = c;
+    }
+    memcpy(*p + *len, s, n);
+    *len += n;
+    return true;
+}
+
+/* The request's bytes again: request line, headers (framing ones replaced by a Content-Length;
+ * Expect dropped, it has been answered), body. */
+static char *rebuild(const struct spool_http_req *req, size_t *out_len)
+{
+    char *p = NULL, line[64];
+    size_t len = 0, cap = 0;
+    bool ok = append(&p, &len, &cap, req->method, strlen(req->method)) && append(&p, &len, &cap, " ", 1) &&
+              append(&p, &len, &cap, req->target, strlen(req->target));
+    int n = snprintf(line, sizeof line, " HTTP/%u.%u\r\n", req->http_major, req->http_minor);
+    ok = ok && append(&p, &len, &cap, line, (size_t)n);
+    for (size_t i = 0; ok && i < req->header_count; i++) {
+        const struct spool_http_header *h = &req->headers[i];
+        if (strcasecmp(h->name, "content-length") == 0 || strcasecmp(h->name, "transfer-encoding") == 0 ||
+            strcasecmp(h->name, "expect") == 0)
+            continue;
+        ok = append(&p, &len, &cap, h->name, strlen(h->name)) && append(&p, &len, &cap, ": ", 2) &&
+             append(&p, &len, &cap, h->value, strlen(h->value)) && append(&p, &len, &cap, "\r\n", 2);
+    }
+    n = snprintf(line, sizeof line, "Content-Length: %zu\r\n\r\n", req->body_len);
+    ok = ok && append(&p, &len, &cap, line, (size_t)n) && append(&p, &len, &cap, req->body, req->body_len);
+    if (!ok) {
+        free(p);
+        return NULL;
+    }
+    *out_len = len;
+    return p;
+}
+
+static void on_handed_closed(uv_handle_t *h) { free(h); }
+
+/* On a worker: sends the connection (with `req`) to loop 0. */
+static void hand_over(struct spool_frontend *fe, struct spool_http_req *req)
+{
+    size_t len = 0;
+    char *bytes = rebuild(req, &len);
+    if (bytes == NULL) {
+        spool_http_respond_error(req, 503, SPOOL_HTTP_EUNAVAILABLE, "out of memory");
+        return;
+    }
+    uv_tcp_t *tcp;
+    char *leftover;
+    size_t leftover_len;
+    struct spool_err err;
+    if (spool_http_upgrade(req, &tcp, &leftover, &leftover_len, &err) != 0) { /* client gone */
+        free(bytes);
+        return;
+    }
+    uv_os_fd_t fd = -1;
+    uv_fileno((uv_handle_t *)tcp, &fd);
+    int dup_fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    uv_close((uv_handle_t *)tcp, on_handed_closed);
+    struct spool_handoff *h = dup_fd >= 0 ? malloc(sizeof *h + len + leftover_len) : NULL;
+    if (h != NULL) {
+        h->fd = dup_fd;
+        h->len = len + leftover_len;
+        memcpy(h->data, bytes, len);
+        if (leftover_len > 0) memcpy(h->data + len, leftover, leftover_len);
+    } else if (dup_fd >= 0) {
+        close(dup_fd);
+    }
+    free(bytes);
+    free(leftover);
+    if (h == NULL) return; /* the client sees the connection close and retries */
+    pthread_mutex_lock(&fe->set->lock);
+    if (fe->set->to_loop0 != NULL) {
+        h->next = fe->set->handoffs;
+        fe->set->handoffs = h;
+        uv_async_send(fe->set->to_loop0);
+        h = NULL;
+    }
+    pthread_mutex_unlock(&fe->set->lock);
+    handoffs_drop(h); /* loop 0 is draining */
+}
+
+/* On loop 0: adopts what the workers handed over, in the order they did. */
+static void on_handoff(uv_async_t *a)
+{
+    struct spool_frontend *fe = a->data;
+    pthread_mutex_lock(&fe->set->lock);
+    struct spool_handoff *h = fe->set->handoffs, *rev = NULL;
+    fe->set->handoffs = NULL;
+    pthread_mutex_unlock(&fe->set->lock);
+    while (h != NULL) {
+        struct spool_handoff *next = h->next;
+        h->next = rev, rev = h, h = next;
+    }
+    while (rev != NULL) {
+        struct spool_handoff *next = rev->next;
+        struct spool_err err;
+        if (fe->http == NULL || fe->draining) close(rev->fd);
+        else if (spool_http_server_adopt_bytes(fe->http, rev->fd, rev->data, rev->len, &err) != 0)
+            SPOOL_WARN("worker.handoff_failed", "msg=\"%s\"", err.msg);
+        free(rev);
+        rev = next;
+    }
+}
+
 static void on_request(void *arg, struct spool_http_req *req)
 {
     struct spool_frontend *fe = arg;
     if (req->seq == 1 && fe->served != NULL) spool_counter_inc(fe->served);
+    if (for_loop0(fe, req->path)) {
+        hand_over(fe, req);
+        return;
+    }
     if (fe->set != NULL && strcmp(req->path, "/readyz") == 0 &&
         (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0) && !all_ready(fe->set)) {
         spool_http_respond_error(req, 503, SPOOL_HTTP_EUNAVAILABLE, "not ready (a worker loop cannot route yet)");
@@ -123,6 +281,14 @@ int spool_frontend_start(struct spool_frontend *fe, uv_loop_t *loop, const struc
         fe->fresh.data = fe;
         uv_unref((uv_handle_t *)&fe->fresh);
         spool_metrics_set_waker(metrics, wake_fresh, &fe->fresh);
+        if (index == 0) {
+            uv_async_init(loop, &fe->handoff, on_handoff);
+            fe->handoff.data = fe;
+            uv_unref((uv_handle_t *)&fe->handoff);
+            pthread_mutex_lock(&fe->set->lock);
+            fe->set->to_loop0 = &fe->handoff;
+            pthread_mutex_unlock(&fe->set->lock);
+        }
     }
     /* Test harnesses and scripts read the port from loop 0's line: one http.listening per process. */
     if (index == 0) SPOOL_INFO("http.listening", "address=%s port=%d", listen, spool_http_server_port(fe->http));
@@ -166,6 +332,15 @@ void spool_frontend_drain(struct spool_frontend *fe, void (*cb)(void *arg), void
         uv_close((uv_handle_t *)&fe->tick, on_tick_closed);
         spool_metrics_set_waker(fe->metrics, NULL, NULL); /* no more sends to fresh */
         uv_close((uv_handle_t *)&fe->fresh, on_tick_closed);
+        if (fe->index == 0) { /* no more handoffs; those queued are closed (loop 0 is draining) */
+            pthread_mutex_lock(&fe->set->lock);
+            struct spool_handoff *h = fe->set->handoffs;
+            fe->set->handoffs = NULL;
+            fe->set->to_loop0 = NULL;
+            pthread_mutex_unlock(&fe->set->lock);
+            handoffs_drop(h);
+            uv_close((uv_handle_t *)&fe->handoff, on_tick_closed);
+        }
     }
     if (fe->http != NULL) spool_http_server_close(fe->http, on_http_closed, fe);
     else on_http_closed(fe);

@@ -21,6 +21,14 @@
  *   - spool_loop_connections_total{loop} counts the connections each loop served (the first
  *     request of a connection counts it), which shows how the kernel spreads them.
  *
+ * Requests that need one place to hold their state go to loop 0: Durable Streams (/v1/stream/...,
+ * whose frontend keeps per-stream state in memory: TTL windows, subscription leases) and the
+ * admin API (/v1/admin/..., which describes and acts on the process's node). A worker that
+ * receives one hands the connection over: it rebuilds the request's bytes (method, target,
+ * headers, the body with a Content-Length), takes the socket back from its HTTP server
+ * (spool_http_upgrade), and queues descriptor and bytes for loop 0 (uv_async), which adopts them
+ * (spool_http_server_adopt_bytes) and serves that connection from then on.
+ *
  * With one loop there is no set, no tick and no gate: the frontend is exactly the single-loop
  * gateway spoold always had.
  *
@@ -31,6 +39,7 @@
 #ifndef SPOOL_GATEWAY_FRONTEND_H
 #define SPOOL_GATEWAY_FRONTEND_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <uv.h>
@@ -49,13 +58,20 @@
 
 #define SPOOL_MAX_LOOPS 256
 
+struct spool_handoff; /* a connection on its way to loop 0 */
+
 /* What the loops of one process share across threads. */
 struct spool_loop_set {
     unsigned n;                           /* loops, 1..SPOOL_MAX_LOOPS */
     _Atomic bool ready[SPOOL_MAX_LOOPS];  /* each loop's node could route at its last tick */
     _Atomic uint64_t connections;         /* open HTTP connections of all loops, against
                                            * --max-connections (one budget per process) */
+    pthread_mutex_t lock;                 /* guards the two below */
+    struct spool_handoff *handoffs;       /* queued for loop 0 */
+    uv_async_t *to_loop0;                 /* loop 0's handle while it takes them, else NULL */
 };
+void spool_loop_set_init(struct spool_loop_set *set, unsigned n);
+void spool_loop_set_close(struct spool_loop_set *set);
 
 struct spool_frontend {
     uv_loop_t *loop;
@@ -75,6 +91,7 @@ struct spool_frontend {
     struct spool_counter *served; /* spool_loop_connections_total{loop} */
     uv_timer_t tick;
     uv_async_t fresh; /* a scrape on another loop asks for fresh collector samples */
+    uv_async_t handoff; /* loop 0: connections handed over by the workers */
     bool ticking, draining;
     void (*drained_cb)(void *arg);
     void *drained_arg;

@@ -113,6 +113,12 @@ static void on_connection(uv_stream_t *listener, int status)
 
 int spool_http_server_adopt(struct spool_http_server *s, uv_os_sock_t fd, struct spool_err *err)
 {
+    return spool_http_server_adopt_bytes(s, fd, NULL, 0, err);
+}
+
+int spool_http_server_adopt_bytes(struct spool_http_server *s, uv_os_sock_t fd, const char *data,
+                                  size_t len, struct spool_err *err)
+{
     if (s->closing) return spool_err_set(err, SPOOL_ECLOSED, "http server: closing");
     struct spool_http_conn *c = calloc(1, sizeof *c);
     uv_tcp_t *tcp = malloc(sizeof *tcp);
@@ -129,6 +135,15 @@ int spool_http_server_adopt(struct spool_http_server *s, uv_os_sock_t fd, struct
         return spool_err_set(err, SPOOL_EIO, "http server: adopt socket: %s", uv_strerror(rv));
     }
     conn_start(s, c, tcp);
+    if (len > 0 && !c->closing) {
+        if (buf_reserve(&c->pending, &c->pending_cap, len + 1) != 0) {
+            spool_http_conn_close(c);
+            return spool_err_set(err, SPOOL_ENOMEM, "http server: out of memory");
+        }
+        memcpy(c->pending, data, len);
+        c->pending_len = len;
+        spool_http_conn_parse_pending(c);
+    }
     return 0;
 }
 

@@ -161,6 +161,10 @@ int spool_http_server_port(const struct spool_http_server *s);
 /* Serves an already connected stream socket as if it had been accepted (socket activation,
  * tests, fuzzing). The server owns `fd` from now on (it is closed on failure too). */
 int spool_http_server_adopt(struct spool_http_server *s, uv_os_sock_t fd, struct spool_err *err);
+/* Same, with `len` bytes already read from it (copied), parsed before anything it sends next:
+ * how another event loop hands over a connection together with the request it received. */
+int spool_http_server_adopt_bytes(struct spool_http_server *s, uv_os_sock_t fd, const char *data,
+                                  size_t len, struct spool_err *err);
 /* Open connections (upgraded ones no longer count: their new owner accounts for them). */
 uint64_t spool_http_server_connections(const struct spool_http_server *s);
 /* Graceful close as described at the top; `cb` runs once, on the loop, after which the server is

@@ -167,8 +167,8 @@ static int loops_start(struct spool_daemon *d, struct spool_err *err)
     const struct spool_options *o = d->opts;
     unsigned n = spool_workers_count(o);
     if (n > 1) {
-        if ((d->set = calloc(1, sizeof *d->set)) == NULL) return spool_err_set(err, SPOOL_ENOMEM, "loops");
-        d->set->n = n;
+        if ((d->set = malloc(sizeof *d->set)) == NULL) return spool_err_set(err, SPOOL_ENOMEM, "loops");
+        spool_loop_set_init(d->set, n);
     }
     int rv = spool_frontend_start(&d->fe, &d->loop, o, 0, d->node, &d->keyring, &d->metrics, d->set,
                                   o->listen, false, err);
@@ -244,6 +244,7 @@ int spool_run(const struct spool_options *o)
     code = d->exit_code;
     spool_workers_free(d->workers);
     spool_frontend_free(&d->fe);
+    if (d->set != NULL) spool_loop_set_close(d->set);
     free(d->set);
     if (uv_loop_close(&d->loop) != 0) {
         SPOOL_ERROR("spoold.loop_busy", "msg=\"handles still open at exit\"");
