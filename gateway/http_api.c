@@ -114,6 +114,7 @@ int spool_http_api_routes(struct spool_http_api *api, struct spool_http_router *
     if ((rv = spool_http_router_add(r, "POST", "/v1/channels/{channel}/messages", spool_http_api_publish, api, err)) ||
         (rv = spool_http_router_add(r, "GET", "/v1/channels/{channel}/messages", spool_http_api_history, api, err)) ||
         (rv = spool_http_router_add(r, "GET", "/v1/channels/{channel}", spool_http_api_channel, api, err)) ||
+        (rv = spool_http_router_add(r, "GET", "/v1/channels/{channel}/presence", spool_http_api_presence, api, err)) ||
         (rv = spool_http_router_add(r, "POST", "/v1/channels/{channel}/turn", spool_ai_turn_handle, api, err)) ||
         (rv = spool_http_router_add(r, "GET", "/healthz", handle_healthz, api, err)) ||
         (rv = spool_http_router_add(r, "GET", "/readyz", handle_readyz, api, err)) ||

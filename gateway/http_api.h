@@ -5,6 +5,7 @@
  *   POST /v1/channels/{channel}/messages   publish one message or an array (capability publish)
  *   GET  /v1/channels/{channel}/messages   history, paginated with a `next` URL (history)
  *   GET  /v1/channels/{channel}            first/last serial, shard, leader (history)
+ *   GET  /v1/channels/{channel}/presence   presence members at a serial (subscribe)
  *   GET  /healthz                          200 while the process runs
  *   GET  /readyz                           200 once the node can route every channel, else 503
  *   GET  /metrics                          Prometheus text

@@ -3,6 +3,7 @@
  *   http_api.c          helpers, authentication/admission, probes, routes, setup
  *   http_publish.c      POST /v1/channels/{channel}/messages
  *   http_history.c      GET  /v1/channels/{channel}/messages and GET /v1/channels/{channel}
+ *   http_presence.c     GET  /v1/channels/{channel}/presence
  *   http_api_metrics.c  GET /metrics, request metrics and the per-shard collectors
  *   http_admin.c        /v1/admin/... (docs/admin.md)
  *
@@ -45,6 +46,7 @@ bool spool_http_api_admit(const struct spool_http_api *api, struct spool_http_re
 void spool_http_api_publish(void *arg, struct spool_http_req *req);
 void spool_http_api_history(void *arg, struct spool_http_req *req);
 void spool_http_api_channel(void *arg, struct spool_http_req *req);
+void spool_http_api_presence(void *arg, struct spool_http_req *req);
 void spool_http_api_metrics(void *arg, struct spool_http_req *req);
 /* Registers the /v1/admin routes (http_admin.c). */
 int spool_http_admin_routes(struct spool_http_api *api, struct spool_http_router *r,

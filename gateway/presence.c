@@ -102,9 +102,16 @@ int spool_presence_set_apply(struct spool_presence_set *s, const Spool__Record *
 
 json_t *spool_presence_set_json(const struct spool_presence_set *s)
 {
+    return spool_presence_set_json_of(s, NULL);
+}
+
+json_t *spool_presence_set_json_of(const struct spool_presence_set *s, const char *client_id)
+{
     json_t *a = json_array();
     for (size_t i = 0; a != NULL && i < s->n; i++) {
         const struct spool_presence_member *m = &s->members[i];
+        if (client_id != NULL && strcmp(m->client_id, client_id) != 0)
+            continue;
         json_t *o = json_pack("{s:s,s:s,s:O,s:I,s:I}", "clientId", m->client_id,
                               "connectionId", m->connection_id, "data", m->data, "serial",
                               (json_int_t)m->serial, "timestamp", (json_int_t)m->timestamp_ms);

@@ -54,11 +54,18 @@ void spool_presence_set_init(struct spool_presence_set *s);
 void spool_presence_set_close(struct spool_presence_set *s);
 /* Folds one record (non-presence records only advance `serial`). Returns 0 or SPOOL_ENOMEM. */
 int spool_presence_set_apply(struct spool_presence_set *s, const Spool__Record *rec);
-/* [{"clientId","connectionId","data","serial","timestamp"}...] (new reference). */
+/* [{"clientId","connectionId","data","serial","timestamp","role"?}...] (new reference): the one
+ * encoding of members, for the realtime presence.members and GET /v1/channels/{c}/presence. */
 json_t *spool_presence_set_json(const struct spool_presence_set *s);
+/* Same, only the members whose clientId is `client_id` (NULL: every member). */
+json_t *spool_presence_set_json_of(const struct spool_presence_set *s, const char *client_id);
 
 /* True for "enter", "update", "leave". */
 int spool_presence_action_valid(const char *action);
+
+/* Records a member-set sync reads at most (realtime presence.get and the HTTP presence list alike);
+ * a longer channel answers SPOOL_ELIMIT. */
+#define SPOOL_PRESENCE_SCAN_MAX 100000
 
 struct spool_presence_sync;
 /* Called once; `set` is valid during the call (status 0). */

@@ -22,7 +22,7 @@
 #define RT_CHANNEL_MAX 256
 #define RT_FRAME_CACHE 8
 #define RT_QUERY_MAX 8192
-#define RT_PRESENCE_SCAN_MAX 100000 /* records read to compute members or check a leave */
+#define RT_PRESENCE_SCAN_MAX SPOOL_PRESENCE_SCAN_MAX /* records read to compute members or check a leave */
 
 struct rt_conn;
 
