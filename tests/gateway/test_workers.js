@@ -156,6 +156,35 @@ main(async () => {
         `SSE resumed on loop ${resumed.loop} after 20 (first part on loop ${first.loop}): ${resumed.result.map((e) => e.id)}`);
   check(resumed.result.every((e) => JSON.parse(e.data).data === `d${e.id}`), 'SSE data matches');
 
+  // Admin and Durable Streams requests are served by loop 0 (a worker hands the connection
+  // over): every answer is the storage node's own view, and a stream's life is seen whole.
+  const before = perLoop(await scrape());
+  for (let i = 0; i < 9; i++) {
+    const r = await request('GET', '/v1/admin/cluster');
+    check(r.status === 200, `admin ${r.status} ${r.body}`);
+    const c = JSON.parse(r.body);
+    check(c.nodes[0].self === true && c.shards.every((x) => x.localState === 'leader'),
+          `admin answered by loop 0's node: ${r.body.slice(0, 300)}`);
+  }
+  const moved = perLoop(await scrape()).map((v, i) => v - before[i]);
+  check(moved[1] + moved[2] > 0, `some admin requests arrived on a worker loop: ${moved}`);
+  const S = `/v1/stream/${CHANNEL}-ds`;
+  let r = await request('PUT', S, {headers: {'content-type': 'text/plain'}});
+  check(r.status === 201, `DS create ${r.status} ${r.body}`);
+  for (let i = 0; i < 6; i++) {
+    r = await request('POST', S, {body: `p${i};`, headers: {'content-type': 'text/plain'}});
+    check(r.status === 204 || r.status === 200, `DS append ${i}: ${r.status} ${r.body}`);
+    r = await request('GET', `${S}?offset=-1`);
+    check(r.status === 200 && r.body === Array.from({length: i + 1}, (_, k) => `p${k};`).join(''),
+          `DS read after append ${i}: ${r.status} ${r.body}`);
+  }
+  r = await request('DELETE', S);
+  check(r.status === 204 || r.status === 200, `DS delete ${r.status}`);
+  for (let i = 0; i < 6; i++) {
+    r = await request('GET', `${S}?offset=-1`);
+    check(r.status === 404, `DS read after delete: ${r.status} ${r.body}`);
+  }
+
   // Hand over to the shell for SIGTERM: every WebSocket must be closed with 1001 (going away).
   fs.writeFileSync(process.env.READY_FILE, `${[...subLoops].join(',')}\n`);
   for (const c of subs) {
