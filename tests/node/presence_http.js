@@ -3,7 +3,8 @@
 // land on different event loops). Two members enter over WebSocket (through different nodes),
 // the HTTP list on every port shows both with their data, exactly as presence.get's members;
 // ?clientId= filters; one leaves and every port lists one. Errors: a key without `subscribe`
-// (like presence.get) gets 403 with code 40301, a bad channel 400 40002, a bad clientId 400 40003.
+// (like presence.get) gets 403 with code 40301, a bad channel 400 40002, a bad clientId 400 40003;
+// a channel longer than the fold's bound (100000 records) answers 413 with presence.get's 41300.
 // Every HTTP request uses a new connection (agent: false).
 'use strict';
 const http = require('http');
@@ -15,9 +16,10 @@ const P = `presh-${process.pid}-${Date.now()}`;
 const enc = encodeURIComponent;
 const TRIES = 4; // requests per port per check (spread over the port's loops)
 
-function get(port, path) {
+function get(port, path, method = 'GET', body = null) {
   return new Promise((resolve, reject) => {
-    const req = http.get({host: '127.0.0.1', port, path, agent: false, timeout: 15000}, (res) => {
+    const headers = body === null ? {} : {'content-type': 'application/json'};
+    const req = http.request({host: '127.0.0.1', port, path, method, headers, agent: false, timeout: 15000}, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => { body += d; });
@@ -27,8 +29,9 @@ function get(port, path) {
         resolve({status: res.statusCode, type: res.headers['content-type'], json, body});
       });
     });
-    req.on('timeout', () => req.destroy(new Error(`GET :${port}${path} timed out`)));
+    req.on('timeout', () => req.destroy(new Error(`${method} :${port}${path} timed out`)));
     req.on('error', reject);
+    req.end(body);
   });
 }
 
@@ -117,6 +120,19 @@ main(async () => {
     await expectError(port, `${path}?clientId=`, 400, 40003);
     await expectError(port, `${path}?clientId=${'c'.repeat(200)}`, 400, 40003);
   }
+
+  // Too long to fold: 101 batches of 1000 records, then the same error as presence.get.
+  const L = `${P}-long`;
+  const batch = JSON.stringify(Array.from({length: 1000}, (_, i) => ({data: i})));
+  for (let k = 0; k < 101; k++) {
+    const r = await get(PORTS[0], `/v1/channels/${enc(L)}/messages`, 'POST', batch);
+    check(r.status === 201, `publish batch ${k}: ${r.status} ${r.body}`);
+  }
+  a.send({type: 'presence.get', channel: L});
+  const werr = await a.type('error', 30000, (m) => m.channel === L);
+  check(werr.error.code === 41300, `presence.get of a long channel: ${JSON.stringify(werr)}`);
+  for (const port of PORTS)
+    await expectError(port, `/v1/channels/${enc(L)}/presence`, 413, 41300);
   a.close();
   b.close();
 });
