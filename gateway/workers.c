@@ -155,6 +155,7 @@ static int worker_init(struct spool_worker *w, struct spool_err *err)
     spool_options_node_config(o, &cfg);
     cfg.id = WORKER_ID_BASE + o->id * 1024 + w->index;
     cfg.gateway_only = true;
+    cfg.join = false; /* --join is the storage node's (loop 0's) business */
     cfg.peers = ws->peers;
     cfg.cluster_listen = "127.0.0.1:0"; /* a gateway-only node only dials out */
     if ((rv = spool_node_init(&w->node, &w->loop, &cfg, err)) != 0) return rv;
