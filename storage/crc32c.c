@@ -1,9 +1,11 @@
 #include "storage/crc32c.h"
 
+#include <pthread.h>
 #include <string.h>
 
 static uint32_t table[256];
-static int have_sse42 = -1;
+static int have_sse42;
+static pthread_once_t once = PTHREAD_ONCE_INIT; /* several threads (spoold --workers) may be first */
 
 static void init(void)
 {
@@ -39,7 +41,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsig
 
 uint32_t spool_crc32c(uint32_t crc, const void *data, size_t len)
 {
-    if (have_sse42 < 0) init();
+    pthread_once(&once, init);
     const unsigned char *p = data;
     uint32_t c = ~crc;
 #if defined(__x86_64__)
