@@ -15,11 +15,13 @@
  *   shards   For the first shard whose replicas differ from its target, one step per tick:
  *              1. propose a map whose replica set is current + incoming (the incoming node
  *                 opens an empty replica, cluster/replicas.c);
- *              2. SPOOL_METHOD_RECONFIGURE to the shard's leader until it reports done: it
- *                 raft_adds the incoming node, raft_assigns it RAFT_VOTER (libraft catches it up
- *                 first), then raft_removes the outgoing one (handing leadership over first if
- *                 it is the outgoing one) -- one voter at a time, so libraft's rules keep every
- *                 acknowledged publish on a majority of whichever configuration;
+ *              2. SPOOL_METHOD_RECONFIGURE to the shard's leader, every tick, until it reports
+ *                 done: each call that finds no change pending starts the next one -- raft_add
+ *                 the incoming node, raft_assign it RAFT_VOTER (libraft catches it up first),
+ *                 then raft_remove the outgoing one (handing leadership over first if it is
+ *                 the outgoing one) -- and answers at once (EBUSY while a change is pending),
+ *                 so no call waits for a catch-up. One voter at a time: libraft's rules keep
+ *                 every acknowledged publish on a majority of whichever configuration;
  *              3. propose a map with the target set and that shard's target cleared (the
  *                 outgoing node closes and deletes its replica). A shard is pending while it
  *                 has a target: an add-only move has current + incoming == target after step 1
@@ -41,7 +43,8 @@
 
 #define TICK_MS 200
 #define PROBE_TIMEOUT_MS 2000
-#define RECONFIGURE_TIMEOUT_MS 60000 /* a promotion waits for the new replica to catch up */
+#define RECONFIGURE_TIMEOUT_MS 3000 /* answered at once: a started change is polled, not awaited */
+#define STALL_LOG_MS 5000            /* a step not progressing is logged this often */
 #define FORWARD_TIMEOUT_MS 10000
 
 struct spool_membership {
@@ -51,6 +54,9 @@ struct spool_membership {
     bool closing;
     unsigned inflight;  /* callbacks still to come (steps, accepts, requests) */
     unsigned attempt;   /* rotates the replicas asked when a shard's leader is unknown */
+    uint64_t progress_epoch, progress_ms; /* the map epoch last seen and since when (stalls) */
+    int last_status;    /* of the last RECONFIGURE step (logged on a stall) */
+    uint32_t last_shard;
 };
 
 static void maybe_free(struct spool_membership *m);
@@ -132,6 +138,8 @@ static void reconf_result(struct reconf_call *c, int status, bool done, uint64_t
     m->inflight--;
     if (hint != 0 && !n->closing && c->shard < n->placement.shards)
         n->leader_hint[c->shard] = hint;
+    m->last_status = status;
+    m->last_shard = c->shard;
     if (status != 0 && status != SPOOL_EBUSY && status != SPOOL_ENOTLEADER)
         SPOOL_DEBUG("membership.reconfigure_failed", "shard=%u code=%s", c->shard,
                     spool_err_name(status));
@@ -152,11 +160,6 @@ static void reconf_result(struct reconf_call *c, int status, bool done, uint64_t
     maybe_free(m);
 }
 
-static void reconf_local_cb(void *arg, int status)
-{
-    /* A change started by the local leader was committed (or failed): the next call decides. */
-    reconf_result(arg, status == 0 ? SPOOL_EBUSY : status, false, 0);
-}
 
 static void reconf_reply_cb(void *arg, int status, const struct spool_err *err, const void *body,
                             size_t len)
@@ -204,9 +207,8 @@ static void reconfigure_step(struct spool_membership *m, const struct spool_slot
         struct spool_peer voters[SPOOL_MAX_REPLICAS];
         fill_voters(map, s, voters);
         bool done = false;
-        int rc = spool_shard_reconfigure(sh, voters, map->n_target[s], &done, reconf_local_cb, c);
-        if (rc != 0 || done)
-            reconf_result(c, rc, done, 0);
+        int rc = spool_shard_reconfigure(sh, voters, map->n_target[s], &done, NULL, NULL);
+        reconf_result(c, rc, done, 0); /* a started change is polled by the next ticks */
         return;
     }
     uint64_t target = spool_node_route_target(n, s, m->attempt++);
@@ -243,6 +245,18 @@ static void tick_cb(uv_timer_t *t)
     const struct spool_slot_map *map = spool_meta_map(n->meta);
     if (map->epoch == 0 || map->change == SPOOL_CHANGE_NONE)
         return;
+    uint64_t now = uv_now(n->loop);
+    if (map->epoch != m->progress_epoch) {
+        m->progress_epoch = map->epoch;
+        m->progress_ms = now;
+    } else if (now - m->progress_ms >= STALL_LOG_MS) {
+        m->progress_ms = now; /* once per STALL_LOG_MS */
+        bool voter = spool_meta_is_voter(n->meta, map->change_node);
+        SPOOL_WARN("membership.waiting", "epoch=%llu change_node=%llu meta_voter=%d "
+                   "shards_left=%u shard=%u last=%s",
+                   (unsigned long long)map->epoch, (unsigned long long)map->change_node,
+                   voter, shards_left(map), m->last_shard, spool_err_name(m->last_status));
+    }
     if (map->change == SPOOL_CHANGE_ADD && !spool_meta_is_voter(n->meta, map->change_node))
         return; /* meta.c adds it to the metadata group first */
     for (uint32_t s = 0; s < map->p.shards; s++) {
@@ -333,8 +347,9 @@ static int accept_check(struct spool_node *n, uint32_t kind, uint64_t id, const 
         return SPOOL_EBUSY;
     }
     if (map->change != SPOOL_CHANGE_NONE) {
-        *msg = map->change == SPOOL_CHANGE_ADD ? "another membership change (an add) is in progress"
-                                               : "another membership change (a remove) is in progress";
+        *msg = map->change == SPOOL_CHANGE_ADD
+                   ? "another membership change (an add) is in progress"
+                   : "another membership change (a remove) is in progress";
         return SPOOL_ECONFLICT;
     }
     bool member = spool_placement_node_index(&map->p, id) >= 0;
@@ -545,12 +560,6 @@ static void respond_reconf(struct spool_rpc_reply *reply, int code, const char *
     spool_rpc_respond(reply, 0, NULL, buf, len);
 }
 
-static void served_reconf_cb(void *arg, int status)
-{
-    respond_reconf(arg, status == 0 ? SPOOL_EBUSY : status, "step committed: call again", 0,
-                   false);
-}
-
 static void serve_reconfigure(struct spool_node *n, const void *body, size_t len,
                               struct spool_rpc_reply *reply)
 {
@@ -578,10 +587,12 @@ static void serve_reconfigure(struct spool_node *n, const void *body, size_t len
     size_t nv = q->n_voters;
     spool__reconfigure_request__free_unpacked(q, NULL);
     bool done = false;
-    int rc = spool_shard_reconfigure(sh, voters, nv, &done, served_reconf_cb, reply);
-    if (rc == 0 && !done)
-        return; /* answered by served_reconf_cb */
-    respond_reconf(reply, rc, rc == 0 ? "" : spool_err_name(rc), spool_shard_leader(sh), done);
+    /* Answered at once: a change it started is committed later, and the driver, calling again
+     * every tick, sees EBUSY until then and the next step (or done) after. */
+    int rc = spool_shard_reconfigure(sh, voters, nv, &done, NULL, NULL);
+    respond_reconf(reply, rc == 0 && !done ? SPOOL_EBUSY : rc,
+                   rc == 0 ? (done ? "" : "change started: call again") : spool_err_name(rc),
+                   spool_shard_leader(sh), done);
 }
 
 void spool_membership_serve(struct spool_node *n, uint32_t method, const void *body, size_t len,

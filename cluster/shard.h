@@ -7,8 +7,9 @@
  * Lifecycle: spool_shard_init() opens the store, starts Raft and bootstraps the group with the
  * configured voters if the Raft directory is pristine (libraft refuses to bootstrap anything
  * else, so restarting on an existing directory simply resumes); with no voters (a replica a
- * membership change adds, cluster/replicas.c) it starts empty and waits for the leader. spool_shard_close() first hands
- * leadership to another voter (bounded by one election timeout, libraft's own bound), then
+ * membership change adds, cluster/replicas.c) it starts empty and waits for the leader.
+ * spool_shard_close() first hands leadership to another voter (bounded by one election
+ * timeout, libraft's own bound), then
  * closes Raft, the transport, the state machine and the store (synced), and calls cb. (The
  * transfer is bounded by our own timer too: a leader that lost its quorum steps down and
  * libraft then keeps the transfer pending until a new leader appears, possibly never.)
@@ -88,8 +89,8 @@ int spool_shard_transfer(struct spool_shard *s, uint64_t to);
  * server caught up) come before removals (raft_remove), one configuration change at a time, so
  * every publish acknowledged meanwhile is on a majority of either configuration. Returns:
  *   0 with *done = true: the configuration already matches;
- *   0 with *done = false: a change started, cb(arg, status) runs once when it is committed
- *     (status 0) or failed; call again afterwards for the next step;
+ *   0 with *done = false: a change started; cb(arg, status), unless NULL, runs once when it
+ *     is committed (status 0) or failed; call again afterwards for the next step;
  *   SPOOL_ENOTLEADER: not the leader (when this replica is the one to remove, it has started
  *     handing its leadership to a remaining voter: ask the new leader);
  *   SPOOL_EBUSY: a change or transfer is pending (libraft allows one at a time). */

@@ -318,7 +318,8 @@ int spool_http_admin_routes(struct spool_http_api *api, struct spool_http_router
         (rv = spool_http_router_add(r, "POST", "/v1/admin/rebalance", handle_rebalance, api, err)) ||
         (rv = spool_http_router_add(r, "GET", "/v1/admin/channels/{channel}", handle_channel, api, err)) ||
         (rv = spool_http_router_add(r, "POST", "/v1/admin/nodes", handle_node_add, api, err)) ||
-        (rv = spool_http_router_add(r, "DELETE", "/v1/admin/nodes/{id}", handle_node_remove, api, err)))
+        (rv = spool_http_router_add(r, "DELETE", "/v1/admin/nodes/{id}", handle_node_remove, api,
+                                    err)))
         return rv;
     return 0;
 }

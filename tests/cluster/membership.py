@@ -14,8 +14,8 @@ test_membership.sh. Reuses faults.py's Cluster / Node / Load / verify.
      channel is on exactly `replicas` nodes -- the ones the final map names.
 
 Third scenario (run_grow): a single node (--peers ""), a second one added (every shard goes
-from 1 to 2 replicas: add-only moves), then the first removed (2 to 1): all data moved to a
-new machine under load, checked the same way.
+from 1 to 2 replicas: add-only moves; a second change while it runs is refused with 409), then
+the first removed (2 to 1): all data moved to a new machine under load, checked the same way.
 
 Second scenario (run_dead): 3 nodes x 3 replicas, node 3 killed with -9 under load, then
 `spoolctl node remove 3` (a dead node: its shards keep a majority, so they shrink to the two
@@ -194,8 +194,17 @@ def run_grow(cluster):
     load.start()
     try:
         assert load.wait_acks(100, 30), "grow: no load"
-        r = spoolctl(first, "--timeout", "60", "node", "add", "2@%s:%d" % (second.host, second.cport))
+        # Accepted without waiting; a second change meanwhile is refused (one at a time).
+        r = spoolctl(first, "--timeout", "0", "node", "add", "2@%s:%d" % (second.host, second.cport))
         assert r.returncode == 0, "grow: node add failed"
+        r = spoolctl(second, "node", "remove", "1")
+        assert r.returncode == 1 and "in progress" in r.stderr, "grow: a second change was not refused"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            body = cluster_status(first)
+            if body["membership"]["state"] == "idle" and 2 in [n["id"] for n in body["nodes"]]:
+                break
+            time.sleep(0.1)
         placement = replicas_of(cluster_status(first))
         assert all(sorted(ids) == [1, 2] for ids in placement.values()), placement
         assert load.wait_acks(load.acked_count() + 100, 20), "grow: no progress after the add"
