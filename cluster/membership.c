@@ -7,12 +7,13 @@
  *
  *   accept   A request (spool_node_membership_change, forwarded over SPOOL_METHOD_MEMBERSHIP to
  *            the leader) is checked against the map: one change at a time; for an add the new
- *            node must answer a cluster RPC first (it runs with --join). The leader then
+ *            node must answer a cluster RPC first, as a --join node without a map and with the
+ *            cluster's shard count (LeaderReply.joining / shards). The leader then
  *            proposes the next map: for an add the node joins the node list; the change (kind,
  *            node) and every shard's target replica set (spool_placement_balance) are recorded.
  *   meta     The metadata group's voters follow the map's node list (meta.c, one Raft change
  *            at a time); an add waits until the new node is a voter, so it receives the maps.
- *   shards   For the first shard whose replicas differ from its target, one step per tick:
+ *   shards   For the first shard that still has a target, one step per tick:
  *              1. propose a map whose replica set is current + incoming (the incoming node
  *                 opens an empty replica, cluster/replicas.c);
  *              2. SPOOL_METHOD_RECONFIGURE to the shard's leader, every tick, until it reports
