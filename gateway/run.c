@@ -113,6 +113,9 @@ static int options_check(const struct spool_options *o, struct spool_err *err)
         {"--history-page-max", offsetof(struct spool_options, history_page_max), 1},
         {"--history-page-bytes", offsetof(struct spool_options, history_page_bytes), 1},
     };
+    if (spool_workers_count(o) > 1 && o->id >= (1ULL << 50))
+        return spool_err_set(err, SPOOL_EINVAL, "--workers above 1 needs an --id below 2^50 "
+                             "(worker loops' node ids are derived from it)");
     for (size_t i = 0; i < sizeof mins / sizeof mins[0]; i++) {
         uint64_t v = *(const uint64_t *)((const char *)o + mins[i].offset);
         if (v < mins[i].min)
