@@ -74,8 +74,8 @@ size_t spool_options_table(struct spool_options *o, struct spool_opt *t)
     OPT("shards", SPOOL_OPT_UINT, shards, "number of channel shards (Raft groups) at bootstrap");
     OPT("replicas", SPOOL_OPT_UINT, replicas, "replicas per shard (capped at the node count)");
     OPT("log-level", SPOOL_OPT_STRING, log_level, "debug, info, warn or error");
-    OPT("snapshot-threshold", SPOOL_OPT_UINT, snapshot_threshold, "Raft entries between snapshots (>= 64)");
     OPT("workers", SPOOL_OPT_UINT, workers, "event loops (threads) serving clients on --listen, sharing its port; 0 = one per CPU");
+    OPT("snapshot-threshold", SPOOL_OPT_UINT, snapshot_threshold, "Raft entries between snapshots (>= 64)");
     OPT("snapshot-trailing", SPOOL_OPT_UINT, snapshot_trailing, "Raft entries kept after a snapshot");
     OPT("election-timeout", SPOOL_OPT_MS, election_timeout_ms, "Raft election timeout");
     OPT("heartbeat", SPOOL_OPT_MS, heartbeat_ms, "Raft heartbeat interval");
