@@ -13,20 +13,23 @@
  * polls carry the ephemerals too:
  *   - every storage node keeps the ephemerals it receives or originates in a ring (the last
  *     EPH_RING_MAX, at most EPH_RING_BYTES), numbered by a node-local position that starts at
- *     the wall clock in microseconds (so it grows across restarts), once a gateway-only node has
- *     asked for them (before that the ring stays empty);
+ *     the wall clock in microseconds (so it grows across restarts);
  *   - a gateway-only node's poll asks for them (ReadRequest.ephemerals) from the position its
  *     last answer gave (eph_node, eph_after); the replica answers at once when it holds newer
  *     ephemerals of the channel, otherwise parks the poll as usual and wakes it when one arrives
  *     (spool_serve_ephemeral_arrived); the answer carries them and the new position;
- *   - the first poll to a replica (a new topic, a replica switch: eph_node is not the replier)
- *     starts from its arrival there (a parked one from when it was parked), so the position
- *     is never misread across nodes and nothing is delivered twice.
+ *   - a position is only read by the node that gave it. The first poll of a new topic starts at
+ *     its arrival (a parked one from when it was parked). A poll that moved from another
+ *     replica (a new leader, a lost replica) replays the channel's ephemerals that arrived
+ *     there since the follower's last answer (eph_since_ms, wall clock, less EPH_SKEW_MS, at
+ *     most EPH_REPLAY_MAX_MS back): every storage node received them too, so the switch loses
+ *     nothing; the gateway-only node drops the ones it already delivered (a hash of each of the
+ *     last 64 it delivered per topic).
  * So a gateway-only node gets each ephemeral of the channels it follows once (its chain parks
  * at one replica at a time), as fast as a record, including its own clients' (sent to the
  * storage nodes like any other, they come back; the gateway drops those whose connection is
- * its own). What can be missed: ephemerals sent while a chain moves to another replica, or more
- * than the ring holds between two polls. Fan-out goes to every storage node and every follower
+ * its own). What can be missed: ephemerals of a switch that took longer than
+ * EPH_REPLAY_MAX_MS, or more than the ring holds between two polls. Fan-out goes to every storage node and every follower
  * of the channel, not only to nodes with subscribers: fine for small clusters.
  */
 #include <stdlib.h>
@@ -39,9 +42,12 @@
 
 #define EPH_RING_MAX 1024
 #define EPH_RING_BYTES (8u << 20)
+#define EPH_SKEW_MS 1000          /* clock difference between nodes tolerated by a replay */
+#define EPH_REPLAY_MAX_MS 30000   /* how far back a replay goes at most */
 
 struct eph_slot {
     uint64_t pos;
+    int64_t at_ms; /* wall clock when it arrived */
     char *channel;
     uint8_t *packed; /* the Record */
     size_t len;
@@ -62,7 +68,14 @@ static void slot_clear(struct spool_eph_ring *r, struct eph_slot *s)
     memset(s, 0, sizeof *s);
 }
 
-/* The ring, created when a gateway-only node first asks (NULL: nobody asked, or out of memory). */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The ring (storage nodes; NULL on gateway-only nodes, or out of memory). */
 static struct spool_eph_ring *ring_get(struct spool_node *n, bool create)
 {
     if (n->eph == NULL && create && !n->closing) {
@@ -79,7 +92,7 @@ static struct spool_eph_ring *ring_get(struct spool_node *n, bool create)
 /* Keeps a copy of an ephemeral record for the gateway-only followers and wakes their polls. */
 static void ring_put(struct spool_node *n, const Spool__Record *rec, const void *packed, size_t len)
 {
-    struct spool_eph_ring *r = ring_get(n, false);
+    struct spool_eph_ring *r = ring_get(n, !n->cfg.gateway_only);
     if (r == NULL || len > EPH_RING_BYTES)
         return;
     while (r->n > 0 && (r->n == EPH_RING_MAX || r->bytes + len > EPH_RING_BYTES)) {
@@ -99,6 +112,7 @@ static void ring_put(struct spool_node *n, const Spool__Record *rec, const void 
     memcpy(s->packed, packed, len);
     s->len = len;
     s->pos = r->next++;
+    s->at_ms = wall_ms();
     r->bytes += len;
     r->n++;
     spool_serve_ephemeral_arrived(n, rec->channel);
@@ -109,17 +123,34 @@ static bool from_here(const struct spool_node *n, const Spool__ReadRequest *req)
     return req->eph_node == n->cfg.id && req->eph_after != 0;
 }
 
+/* A poll carrying another node's position (or none) gets one of this node's: a new follower's
+ * starts now, a moved one at its last answer elsewhere. */
+static void take_over_position(struct spool_node *n, struct spool_eph_ring *r, Spool__ReadRequest *req)
+{
+    if (from_here(n, req))
+        return;
+    uint64_t after = r->next - 1;
+    if (req->eph_node != 0) {
+        int64_t now = wall_ms(), since = (int64_t)req->eph_since_ms - EPH_SKEW_MS;
+        if (since < now - EPH_REPLAY_MAX_MS)
+            since = now - EPH_REPLAY_MAX_MS;
+        for (size_t i = r->n; i-- > 0;) {
+            const struct eph_slot *s = &r->v[(r->head + i) % EPH_RING_MAX];
+            if (s->at_ms < since)
+                break;
+            after = s->pos - 1;
+        }
+    }
+    req->eph_node = n->cfg.id;
+    req->eph_after = after;
+}
+
 bool spool_eph_pending(struct spool_node *n, Spool__ReadRequest *req)
 {
     struct spool_eph_ring *r = ring_get(n, req->ephemerals);
     if (r == NULL || !req->ephemerals)
         return false;
-    if (!from_here(n, req)) { /* the first poll here: from its arrival on, so an ephemeral that
-                               * arrives while it is parked is in its answer */
-        req->eph_node = n->cfg.id;
-        req->eph_after = r->next - 1;
-        return false;
-    }
+    take_over_position(n, r, req);
     for (size_t i = r->n; i-- > 0;) {
         const struct eph_slot *s = &r->v[(r->head + i) % EPH_RING_MAX];
         if (s->pos <= req->eph_after)
@@ -130,7 +161,7 @@ bool spool_eph_pending(struct spool_node *n, Spool__ReadRequest *req)
     return false;
 }
 
-void spool_eph_fill(struct spool_node *n, const Spool__ReadRequest *req, Spool__ReadReply *out)
+void spool_eph_fill(struct spool_node *n, Spool__ReadRequest *req, Spool__ReadReply *out)
 {
     struct spool_eph_ring *r = ring_get(n, true);
     out->n_ephemerals = 0;
@@ -139,8 +170,7 @@ void spool_eph_fill(struct spool_node *n, const Spool__ReadRequest *req, Spool__
         return;
     out->eph_node = n->cfg.id;
     out->eph_seq = r->next - 1;
-    if (!from_here(n, req))
-        return; /* from now on */
+    take_over_position(n, r, req);
     size_t first = r->n;
     while (first > 0 && r->v[(r->head + first - 1) % EPH_RING_MAX].pos > req->eph_after)
         first--;
@@ -170,11 +200,32 @@ void spool_eph_fill_done(Spool__ReadReply *r)
 
 void spool_eph_follow_ask(struct spool_node *n, struct spool_op *op, const struct spool_eph_pos *pos)
 {
-    if (op == NULL || !n->cfg.gateway_only)
-        return; /* storage nodes get every ephemeral directly */
+    if (op == NULL || !n->cfg.gateway_only || op->read->backward)
+        return; /* storage nodes get every ephemeral directly; an anchor read needs none */
     op->read->ephemerals = true;
     op->read->eph_node = pos->node;
     op->read->eph_after = pos->seq;
+    op->read->eph_since_ms = (uint64_t)pos->at_ms;
+}
+
+/* Identity of an ephemeral record: every node holds the same copy of what its sender packed. */
+static uint64_t fnv(uint64_t h, const void *p, size_t len)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t record_hash(const Spool__Record *rec)
+{
+    uint64_t h = 1469598103934665603ull;
+    const char *strs[] = {rec->channel, rec->connection_id, rec->client_id, rec->id, rec->name};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        h = fnv(h, strs[i] ? strs[i] : "", strs[i] ? strlen(strs[i]) + 1 : 1);
+    h = fnv(h, &rec->timestamp_ms, sizeof rec->timestamp_ms);
+    h = fnv(h, rec->data.data, rec->data.len);
+    return fnv(h, rec->extras.data, rec->extras.len);
 }
 
 void spool_eph_followed(struct spool_node *n, struct spool_eph_pos *pos, const Spool__ReadReply *reply)
@@ -183,8 +234,16 @@ void spool_eph_followed(struct spool_node *n, struct spool_eph_pos *pos, const S
         return;
     pos->node = reply->eph_node;
     pos->seq = reply->eph_seq;
+    pos->at_ms = wall_ms();
     for (size_t i = 0; i < reply->n_ephemerals && !n->closing; i++) {
         const Spool__Record *rec = reply->ephemerals[i];
+        uint64_t h = record_hash(rec);
+        bool seen = false;
+        for (unsigned k = 0; k < pos->n_seen && k < 64 && !seen; k++)
+            seen = pos->seen[k] == h;
+        if (seen)
+            continue; /* replayed after a replica switch */
+        pos->seen[pos->n_seen++ % 64] = h;
         if (n->ephemeral_cb != NULL && rec->channel != NULL && rec->channel[0] != '\0')
             n->ephemeral_cb(n->ephemeral_arg, rec);
     }

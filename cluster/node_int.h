@@ -95,15 +95,19 @@ struct spool_node {
 void spool_node_ephemeral_arrived(struct spool_node *n, uint64_t from, const void *body, size_t len);
 /* Serving a follow poll of a gateway-only node (ReadRequest.ephemerals): true when the ring
  * holds ephemerals of the channel after the poll's position (answer now, do not park; a poll
- * whose position is another node's is moved to this node's present, its arrival); fill
+ * whose position is another node's is moved to this node's: since its last answer there, or
+ * its arrival for a new follower); fill
  * puts them (and the new position) into the reply, done frees them after it is sent. */
 bool spool_eph_pending(struct spool_node *n, Spool__ReadRequest *req);
-void spool_eph_fill(struct spool_node *n, const Spool__ReadRequest *req, Spool__ReadReply *r);
+void spool_eph_fill(struct spool_node *n, Spool__ReadRequest *req, Spool__ReadReply *r);
 void spool_eph_fill_done(Spool__ReadReply *r);
 /* Following from a gateway-only node: ask for ephemerals from where `pos` says (on the poll op
  * about to be sent), and deliver those of a reply to the gateway, moving `pos` on. */
 struct spool_eph_pos {
     uint64_t node, seq;
+    int64_t at_ms;     /* wall clock of the last answer */
+    uint64_t seen[64]; /* hashes of the last ephemerals delivered (a replica switch replays) */
+    unsigned n_seen;
 };
 void spool_eph_follow_ask(struct spool_node *n, struct spool_op *op, const struct spool_eph_pos *pos);
 void spool_eph_followed(struct spool_node *n, struct spool_eph_pos *pos, const Spool__ReadReply *reply);

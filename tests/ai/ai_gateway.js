@@ -8,8 +8,9 @@
 //      once each (the sender's own node does not deliver it twice);
 //   2. an interrupt reaches only the turn holder's connections (by client id), wherever they
 //      are connected, and is acknowledged with the holder;
-//   3. a lease that ends writes one "expire" ai.turn event, seen live and in history, also when
-//      the shard's leader is killed before the lease ends (the next leader writes it).
+//   3. a lease that ends writes one "expire" ai.turn event, seen live, on SSE and in history, also
+//      when the shard's leader is killed before the lease ends (the next leader writes it); an
+//      ephemeral sent right after the kill still reaches the gateway-only nodes.
 'use strict';
 const http = require('http');
 const path = require('path');
@@ -136,6 +137,12 @@ main(async () => {
   check(c2.status === 200, `claim before the leader dies: ${JSON.stringify(c2)}`);
   process.kill(PIDS[leader - 1], 'SIGKILL');
   console.log(`killed the shard's leader, node ${leader}`);
+  // An ephemeral sent while the gateway-only nodes' polls are stuck at the dead leader still
+  // reaches them: the next leader replays the last seconds to a poll that moved there.
+  const survivor = [s1, s2][alive[0]];
+  survivor.send({type: 'ephemeral', channel: CH, name: 'typing', data: {n: 6}});
+  for (const [c, where] of [[g1, 'gateway 1'], [g2, 'gateway 2']])
+    await want(c, 'ephemeral', `n=6 on ${where} across the leader change`, (m) => m.data && m.data.n === 6, 20000);
   const ev2 = await g1.type('message', 20000, (m) => m.name === 'ai.turn' && m.data.op === 'expire' && m.turnEpoch === c2.body.epoch);
   check(ev2.data.previousHolder === 'agent2', `expire after the leader change: ${JSON.stringify(ev2)}`);
   await sleep(2500); // more than a retry interval: a second proposal would be written by now
