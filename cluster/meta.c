@@ -338,6 +338,7 @@ static void sync_voters(struct spool_meta *m)
     const struct raft_configuration *c = &m->raft.configuration;
     int rv = 0;
     const char *what = NULL;
+    bool transferring = false; /* a transfer is not a configuration change */
     uint64_t who = 0;
     m->change.data = m;
     for (size_t i = 0; i < p->n_nodes && what == NULL; i++) {
@@ -368,6 +369,7 @@ static void sync_voters(struct spool_meta *m)
             if (to == 0)
                 return;
             what = "transfer";
+            transferring = true;
             m->transfer.data = m;
             rv = raft_transfer(&m->raft, &m->transfer, to, transfer_done_cb);
             if (rv == 0)
@@ -385,7 +387,7 @@ static void sync_voters(struct spool_meta *m)
                     (unsigned long long)who, raft_strerror(rv));
         return;
     }
-    if (strcmp(what, "transfer") != 0)
+    if (!transferring)
         m->changing = true;
     SPOOL_INFO("meta.voters", "op=%s node=%llu", what, (unsigned long long)who);
 }
