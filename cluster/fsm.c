@@ -19,17 +19,9 @@
 
 #define DEDUP_MAX_ENTRIES 65536
 
-void spool_fsm_result_free(struct spool_fsm_result *r)
-{
-    if (r == NULL)
-        return;
-    for (size_t i = 0; i < r->n; i++) {
-        free(r->publishes[i].seqs);
-        free(r->publishes[i].duplicate);
-    }
-    free(r->publishes);
-    free(r);
-}
+/* A result is one allocation: the struct, its publishes, then every publish's seqs and
+ * duplicate flags (result_alloc). */
+void spool_fsm_result_free(struct spool_fsm_result *r) { free(r); }
 
 /* --- dedup rebuild ------------------------------------------------------------------------ */
 
@@ -49,14 +41,6 @@ struct rebuild {
     size_t visited;
     int rc;
 };
-
-static int newest_visit_cb(void *arg, const Spool__Record *rec)
-{
-    struct rebuild *b = arg;
-    if (rec->timestamp_ms > b->newest)
-        b->newest = rec->timestamp_ms;
-    return 1;
-}
 
 static int tail_visit_cb(void *arg, const Spool__Record *rec)
 {
@@ -94,8 +78,9 @@ static int tail_visit_cb(void *arg, const Spool__Record *rec)
 static int newest_channel_cb(void *arg, const char *channel)
 {
     struct rebuild *b = arg;
-    struct spool_err err;
-    spool_store_read_backward(b->f->store, channel, 0, 1, newest_visit_cb, b, &err);
+    int64_t ts = spool_store_newest_ts(b->f->store, channel, NULL);
+    if (ts > b->newest)
+        b->newest = ts;
     return 0;
 }
 
@@ -150,16 +135,10 @@ struct next_seq {
     int64_t ts; /* the timestamp this entry's records of the channel get */
 };
 
-static int newest_ts_visit_cb(void *arg, const Spool__Record *rec)
-{
-    *(int64_t *)arg = rec->timestamp_ms;
-    return 1;
-}
-
-/* The channel's row of this entry's table, made on first use from the store: next seq, and a
- * timestamp that never goes below the channel's newest record (a new leader's clock may be
- * behind the old one's; readers binary-search timestamps). The store's content is the same on
- * every replica, so the result is too. */
+/* The channel's row of this entry's table, made on first use from the store's channel index
+ * (one lookup, no read): next seq, and a timestamp that never goes below the channel's newest
+ * retained record (a new leader's clock may be behind the old one's; readers binary-search
+ * timestamps). The store's content is the same on every replica, so the result is too. */
 static struct next_seq *next_seq_of(struct spool_fsm *f, struct next_seq *t, size_t *n,
                                     const char *channel, int64_t entry_ts)
 {
@@ -168,39 +147,48 @@ static struct next_seq *next_seq_of(struct spool_fsm *f, struct next_seq *t, siz
             return &t[i];
     struct next_seq *row = &t[(*n)++];
     row->channel = channel;
-    row->next = spool_store_last_seq(f->store, channel) + 1;
-    int64_t newest = INT64_MIN;
-    struct spool_err err;
-    if (row->next > 1)
-        spool_store_read_backward(f->store, channel, 0, 1, newest_ts_visit_cb, &newest, &err);
+    uint64_t last;
+    int64_t newest = spool_store_newest_ts(f->store, channel, &last);
+    row->next = last + 1;
     row->ts = newest > entry_ts ? newest : entry_ts;
     return row;
 }
 
-static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry *e)
+/* One zeroed block: [result][publishes x n][seqs x total][duplicate x total]. The struct sizes
+ * are multiples of 8, so the seqs are aligned. */
+static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry *e, size_t total)
 {
-    struct spool_fsm_result *r = calloc(1, sizeof *r);
+    size_t n = e->n_publishes;
+    size_t size = sizeof(struct spool_fsm_result) + n * sizeof(struct spool_fsm_publish_result) +
+                  total * (sizeof(uint64_t) + sizeof(bool));
+    struct spool_fsm_result *r = calloc(1, size);
     if (r == NULL)
         return NULL;
     r->index = index;
     r->proposal = e->proposal;
-    r->n = e->n_publishes;
-    r->publishes = calloc(r->n ? r->n : 1, sizeof *r->publishes);
-    if (r->publishes == NULL) {
-        free(r);
-        return NULL;
-    }
-    for (size_t i = 0; i < r->n; i++) {
+    r->n = n;
+    r->publishes = (struct spool_fsm_publish_result *)(r + 1);
+    uint64_t *seqs = (uint64_t *)(r->publishes + n);
+    bool *dup = (bool *)(seqs + total);
+    for (size_t i = 0; i < n; i++) {
         size_t m = e->publishes[i]->n_messages;
         r->publishes[i].n = m;
-        r->publishes[i].seqs = calloc(m ? m : 1, sizeof(uint64_t));
-        r->publishes[i].duplicate = calloc(m ? m : 1, sizeof(bool));
-        if (r->publishes[i].seqs == NULL || r->publishes[i].duplicate == NULL) {
-            spool_fsm_result_free(r);
-            return NULL;
-        }
+        r->publishes[i].seqs = seqs;
+        r->publishes[i].duplicate = dup;
+        seqs += m;
+        dup += m;
     }
     return r;
+}
+
+/* Zeroed scratch for one apply, from the FSM's arena (forgotten at the next apply). */
+static void *scratch(struct spool_fsm *f, size_t n, size_t size)
+{
+    size_t bytes = (n ? n : 1) * size;
+    void *p = f->arena.pb.alloc(&f->arena, bytes);
+    if (p != NULL)
+        memset(p, 0, bytes);
+    return p;
 }
 
 int spool_fsm_encode_entry(const Spool__Entry *e, void **buf, size_t *len)
@@ -208,13 +196,15 @@ int spool_fsm_encode_entry(const Spool__Entry *e, void **buf, size_t *len)
     return spool_entry_frame(&e->base, buf, len);
 }
 
-static Spool__Entry *decode_entry(const void *buf, size_t len)
+/* Decoded into the FSM's arena: an entry's many small objects (requests, records, strings)
+ * cost no malloc/free each; nothing of it outlives the apply. */
+static Spool__Entry *decode_entry(struct spool_fsm *f, const void *buf, size_t len)
 {
     const uint8_t *payload;
     size_t n;
     if (spool_entry_unframe(buf, len, &payload, &n) != 0)
         return NULL;
-    return spool__entry__unpack(NULL, n, payload);
+    return spool__entry__unpack(&f->arena.pb, n, payload);
 }
 
 static bool conv_wanted(const Spool__PublishRequest *p)
@@ -231,7 +221,8 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
     *result = NULL;
     if (index <= spool_store_applied_index(f->store))
         return 0;
-    Spool__Entry *e = decode_entry(buf, len);
+    spool_arena_reset(&f->arena); /* the previous apply's entry and scratch */
+    Spool__Entry *e = decode_entry(f, buf, len);
     if (e == NULL) {
         /* Every replica sees the same bytes, so every replica skips it the same way. */
         SPOOL_ERROR("fsm.bad_entry", "index=%llu len=%zu", (unsigned long long)index, len);
@@ -242,12 +233,12 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
     size_t total = 0;
     for (size_t i = 0; i < e->n_publishes; i++)
         total += e->publishes[i]->n_messages;
-    struct spool_fsm_result *r = result_alloc(index, e);
-    Spool__Record *recs = calloc(total ? total : 1, sizeof *recs);
-    const Spool__Record **ptrs = calloc(total ? total : 1, sizeof *ptrs);
-    struct next_seq *seqs = calloc(e->n_publishes ? e->n_publishes : 1, sizeof *seqs);
-    struct spool_streams_tx *ds = spool_streams_tx_new(f->store); /* Durable Streams overlay */
-    if (r == NULL || recs == NULL || ptrs == NULL || seqs == NULL || ds == NULL) {
+    struct spool_fsm_result *r = result_alloc(index, e, total);
+    Spool__Record *recs = scratch(f, total, sizeof *recs);
+    const Spool__Record **ptrs = scratch(f, total, sizeof *ptrs);
+    struct next_seq *seqs = scratch(f, e->n_publishes, sizeof *seqs);
+    struct spool_streams_tx *ds = NULL; /* Durable Streams overlay, made on first use */
+    if (r == NULL || recs == NULL || ptrs == NULL || seqs == NULL) {
         spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);
         goto out;
     }
@@ -260,6 +251,10 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         }
         struct next_seq *row = next_seq_of(f, seqs, &n_seqs, p->channel, e->timestamp_ms);
         if (spool_streams_is_command(p)) { /* Durable Streams: checked and applied there */
+            if (ds == NULL && (ds = spool_streams_tx_new(f->store)) == NULL) {
+                spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);
+                goto out;
+            }
             rc = spool_streams_apply(ds, p, &row->next, row->ts, r->publishes[i].seqs, recs, ptrs,
                                      &n, err);
             if (rc != 0)
@@ -354,10 +349,7 @@ out:
     free(gone);
     spool_fsm_result_free(r);
     spool_streams_tx_free(ds);
-    free(seqs);
-    free(ptrs);
-    free(recs);
-    spool__entry__free_unpacked(e, NULL);
+    spool__entry__free_unpacked(e, &f->arena.pb); /* a no-op on the arena; kept for clarity */
     return rc;
 }
 
@@ -462,6 +454,7 @@ int spool_fsm_init(struct spool_fsm *f, struct spool_store *store, uint64_t dedu
 {
     memset(f, 0, sizeof *f);
     f->store = store;
+    spool_arena_init(&f->arena);
     spool_dedup_init(&f->dedup, dedup_window_ms, DEDUP_MAX_ENTRIES);
     f->raft_fsm.version = 3;
     f->raft_fsm.data = f;
@@ -503,6 +496,7 @@ int spool_fsm_set_conv_limits(struct spool_fsm *f, const struct spool_conv_confi
 
 void spool_fsm_close(struct spool_fsm *f)
 {
+    spool_arena_close(&f->arena);
     spool_dedup_close(&f->dedup);
     spool_conv_free(f->conv);
     f->conv = NULL;

@@ -35,6 +35,7 @@
 #include "common/err.h"
 #include "proto/entry.pb-c.h"
 #include "proto/record.pb-c.h"
+#include "storage/arena.h"
 #include "storage/store.h"
 
 struct spool_fsm_publish_result {
@@ -65,6 +66,7 @@ struct spool_fsm {
     struct spool_dedup dedup;
     struct spool_conv *conv; /* AI conversation rules (cluster/conversation.h) */
     struct spool_pindex *presence; /* present members by host (cluster/presence_index.h) */
+    struct spool_arena arena;  /* the entry being applied, decoded, and its scratch tables */
     spool_fsm_records_cb on_records;
     spool_fsm_restored_cb on_restored;
     void *cb_arg;

@@ -450,6 +450,14 @@ uint64_t spool_store_last_seq(const struct spool_store *s, const char *channel)
     return c != NULL ? c->last_seq : 0;
 }
 
+int64_t spool_store_newest_ts(const struct spool_store *s, const char *channel, uint64_t *last_seq)
+{
+    const struct spool_chan *c = spool_chanmap_get(&s->chans, channel);
+    if (last_seq != NULL) *last_seq = c != NULL ? c->last_seq : 0;
+    if (c == NULL || c->count == 0) return INT64_MIN;
+    return c->ent[c->head + c->count - 1].ts;
+}
+
 uint64_t spool_store_first_seq(const struct spool_store *s, const char *channel)
 {
     const struct spool_chan *c = spool_chanmap_get(&s->chans, channel);

@@ -75,6 +75,11 @@ uint64_t spool_store_applied_index(const struct spool_store *s);
 uint64_t spool_store_last_seq(const struct spool_store *s, const char *channel);
 /* Lowest seq still readable (last_seq + 1 when nothing is retained). */
 uint64_t spool_store_first_seq(const struct spool_store *s, const char *channel);
+/* The channel's newest retained record's timestamp, from the index (no read, no decode), and its
+ * last_seq in *last_seq (may be NULL) from the same lookup. INT64_MIN when nothing is retained
+ * (unknown, deleted or fully trimmed channel). The value is a function of the store's content,
+ * so it is the same on every replica. */
+int64_t spool_store_newest_ts(const struct spool_store *s, const char *channel, uint64_t *last_seq);
 
 /* Visitor for reads. The record and its strings are valid only during the call. Return 0 to go
  * on, non-zero to stop (the read then returns 0). */

@@ -352,3 +352,63 @@ Test(store, garbage_files_neither_crash_nor_serve)
     cr_expect_eq(spool_store_open(&s, &cfg, &err), SPOOL_ECORRUPT);
     cr_expect_null(s);
 }
+
+static int newest_read_cb(void *arg, const Spool__Record *rec)
+{
+    *(int64_t *)arg = rec->timestamp_ms;
+    return 1;
+}
+
+/* What spool_store_newest_ts must equal: the newest retained record read back (the state
+ * machine's old way of finding it). */
+static int64_t newest_read(const char *ch)
+{
+    int64_t ts = INT64_MIN;
+    cr_assert_eq(spool_store_read_backward(s, ch, 0, 1, newest_read_cb, &ts, &err), 0, "%s", err.msg);
+    return ts;
+}
+
+Test(store, newest_ts_is_the_newest_retained_record)
+{
+    uint64_t last = 99;
+    cr_expect_eq(spool_store_newest_ts(s, "a", &last), INT64_MIN, "unknown channel");
+    cr_expect_eq(last, 0);
+    cr_assert_eq(append_range(s, 1, "a", 1, 3, 100, 10, &err), 0, "%s", err.msg);
+    cr_assert_eq(append_range(s, 2, "b", 1, 1, 500, 10, &err), 0, "%s", err.msg);
+    cr_assert_eq(append_range(s, 3, "a", 4, 4, 250, 10, &err), 0, "%s", err.msg);
+    cr_expect_eq(spool_store_newest_ts(s, "a", &last), 250);
+    cr_expect_eq(last, 4);
+    cr_expect_eq(spool_store_newest_ts(s, "a", NULL), newest_read("a"));
+    cr_expect_eq(spool_store_newest_ts(s, "b", NULL), 500);
+
+    /* Rebuilt by a reopen (from the segment files). */
+    cr_assert_eq(spool_store_sync(s, &err), 0);
+    spool_store_close(s);
+    s = open_store(dir, 0, 0);
+    cr_expect_eq(spool_store_newest_ts(s, "a", &last), 250);
+    cr_expect_eq(last, 4);
+    cr_expect_eq(spool_store_newest_ts(s, "a", NULL), newest_read("a"));
+
+    /* Retention that trims some records keeps the newest; one that trims all forgets it (the
+     * channel keeps its last_seq). */
+    struct spool_retention keep2 = {.max_count = 2};
+    cr_assert_eq(spool_store_set_retention(s, "a", &keep2, &err), 0);
+    cr_assert_eq(spool_store_enforce_retention(s, 1000, &err), 0, "%s", err.msg);
+    cr_expect_eq(spool_store_first_seq(s, "a"), 3);
+    cr_expect_eq(spool_store_newest_ts(s, "a", NULL), 250);
+    struct spool_retention young = {.max_age_ms = 10};
+    cr_assert_eq(spool_store_set_retention(s, "b", &young, &err), 0);
+    cr_assert_eq(spool_store_enforce_retention(s, 1000, &err), 0, "%s", err.msg);
+    cr_expect_eq(spool_store_first_seq(s, "b"), 2);
+    cr_expect_eq(spool_store_newest_ts(s, "b", &last), INT64_MIN);
+    cr_expect_eq(last, 1);
+    cr_expect_eq(newest_read("b"), INT64_MIN);
+
+    /* Delete forgets it; the next record brings it back. */
+    cr_assert_eq(spool_store_delete_channel(s, "a", &err), 0, "%s", err.msg);
+    cr_expect_eq(spool_store_newest_ts(s, "a", &last), INT64_MIN);
+    cr_expect_eq(last, 4);
+    cr_assert_eq(append_range(s, 10, "a", 5, 5, 90, 10, &err), 0, "%s", err.msg);
+    cr_expect_eq(spool_store_newest_ts(s, "a", NULL), 90);
+    cr_expect_eq(spool_store_newest_ts(s, "a", NULL), newest_read("a"));
+}
