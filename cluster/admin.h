@@ -87,6 +87,10 @@ struct spool_membership_status {
     uint32_t shards_left;  /* shards whose replica set has not reached its target yet */
 };
 void spool_node_membership_status(const struct spool_node *n, struct spool_membership_status *out);
+/* While a membership change runs: the replica set `shard` is moving to (up to `cap` ids); 0
+ * when the shard has nothing (more) to do or this node does not know (gateway-only). */
+size_t spool_node_shard_target(const struct spool_node *n, uint32_t shard, uint64_t *out,
+                               size_t cap);
 /* Replicas `shard` has now (admin: one more than replicasPerShard while a replica moves). */
 uint32_t spool_node_replica_count(const struct spool_node *n, uint32_t shard);
 /* The storage nodes in the map this node follows (id and cluster address). */

@@ -808,6 +808,20 @@ void spool_node_membership_status(const struct spool_node *n, struct spool_membe
     out->shards_left = shards_left(map);
 }
 
+size_t spool_node_shard_target(const struct spool_node *n, uint32_t shard, uint64_t *out,
+                               size_t cap)
+{
+    if (n->meta == NULL || shard >= n->placement.shards)
+        return 0;
+    const struct spool_slot_map *map = spool_meta_map(n->meta);
+    if (map->change == SPOOL_CHANGE_NONE || shard >= map->p.shards)
+        return 0;
+    size_t k = 0;
+    for (uint8_t i = 0; i < map->n_target[shard] && k < cap; i++)
+        out[k++] = map->target[shard][i];
+    return k;
+}
+
 uint32_t spool_node_replica_count(const struct spool_node *n, uint32_t shard)
 {
     return spool_placement_replica_count(&n->placement, shard);

@@ -106,6 +106,14 @@ static void on_members(void *arg, const struct spool_members *m)
                               "home", (json_int_t)spool_node_replica(node, s, 0), "leader",
                               st.leader_id ? json_integer((json_int_t)st.leader_id) : json_null(),
                               "progress", progress);
+        uint64_t target[SPOOL_MAX_REPLICAS];
+        size_t nt = spool_node_shard_target(node, s, target, SPOOL_MAX_REPLICAS);
+        if (nt > 0) { /* a membership change is moving this shard's replicas */
+            json_t *t = json_array();
+            for (size_t i = 0; i < nt; i++)
+                json_array_append_new(t, json_integer((json_int_t)target[i]));
+            json_object_set_new(o, "movingTo", t);
+        }
         if (st.local_replica) {
             json_object_set_new(o, "term", json_integer((json_int_t)st.term));
             json_object_set_new(o, "commitIndex", json_integer((json_int_t)st.commit_index));

@@ -223,6 +223,12 @@ static void print_status(json_t *v)
             else
                 printf(" %" JSON_INTEGER_FORMAT ":?", int_of(r, "id"));
         }
+        json_t *to = json_object_get(s, "movingTo");
+        if (json_array_size(to) > 0) {
+            printf("  -> ");
+            json_array_foreach(to, j, r)
+                printf("%s%" JSON_INTEGER_FORMAT, j ? "," : "", json_integer_value(r));
+        }
         printf("\n");
     }
 }

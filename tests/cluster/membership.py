@@ -199,12 +199,14 @@ def run_grow(cluster):
         assert r.returncode == 0, "grow: node add failed"
         r = spoolctl(second, "node", "remove", "1")
         assert r.returncode == 1 and "in progress" in r.stderr, "grow: a second change was not refused"
-        deadline = time.time() + 60
+        deadline, moving = time.time() + 60, set()
         while time.time() < deadline:
             body = cluster_status(first)
+            moving |= {tuple(s["movingTo"]) for s in body["shards"] if "movingTo" in s}
             if body["membership"]["state"] == "idle" and 2 in [n["id"] for n in body["nodes"]]:
                 break
             time.sleep(0.1)
+        assert moving == {(1, 2)}, "grow: status showed targets %r while adding" % moving
         placement = replicas_of(cluster_status(first))
         assert all(sorted(ids) == [1, 2] for ids in placement.values()), placement
         assert load.wait_acks(load.acked_count() + 100, 20), "grow: no progress after the add"
