@@ -218,6 +218,14 @@ void spool_node_shard_closed(struct spool_node *n)
     close_stage(n);
 }
 
+/* Where to dial a peer: its map address, unless it is the configured home node (cfg.home_id). */
+static const char *node_peer_address(const struct spool_node *n, const struct spool_peer *p)
+{
+    if (n->cfg.home_id != 0 && p->id == n->cfg.home_id && n->cfg.home_address[0] != '\0')
+        return n->cfg.home_address;
+    return p->address;
+}
+
 bool spool_node_adopt_slot_map(struct spool_node *n, const struct spool_slot_map *map)
 {
     if (map->p.shards != n->placement.shards) {
@@ -234,7 +242,7 @@ bool spool_node_adopt_slot_map(struct spool_node *n, const struct spool_slot_map
     n->view_change_node = map->change_node;
     for (size_t i = 0; i < map->p.n_nodes && n->rpc != NULL; i++)
         if (map->p.nodes[i].id != n->cfg.id)
-            spool_rpc_set_peer(n->rpc, map->p.nodes[i].id, map->p.nodes[i].address);
+            spool_rpc_set_peer(n->rpc, map->p.nodes[i].id, node_peer_address(n, &map->p.nodes[i]));
     return true;
 }
 
@@ -348,7 +356,8 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
         goto err_mux;
     for (size_t i = 0; i < n->placement.n_nodes; i++)
         if (n->placement.nodes[i].id != cfg->id)
-            spool_rpc_set_peer(n->rpc, n->placement.nodes[i].id, n->placement.nodes[i].address);
+            spool_rpc_set_peer(n->rpc, n->placement.nodes[i].id,
+                               node_peer_address(n, &n->placement.nodes[i]));
     n->epoch_mark = n->cfg.gateway_only ? 0 : spool_replicas_load_mark(n->data_dir);
     rc = start_meta(n, err);
     if (rc == 0)

@@ -61,6 +61,10 @@ struct spool_node_config {
     uint64_t rebalance_interval_ms; /* leader-spreading passes (cluster/admin.h); 0 = off */
     uint64_t presence_node_timeout_ms; /* a silent node's presence members leave after
                                         * (cluster/presence_reaper.h); 0 = never */
+    uint64_t home_id;           /* with home_address: a peer whose address is fixed, whatever
+                                 * the slot map says (a worker loop's own process's storage node,
+                                 * gateway/workers.c: the map may hold a previous run's port) */
+    char home_address[256];
     struct spool_store_config store; /* dir is set per shard by the node; tail_cache_bytes is
                                       * for the whole node, divided among its local shards */
 };

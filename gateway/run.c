@@ -145,15 +145,10 @@ static void with_port(char *out, size_t size, const char *address, int port)
     snprintf(out, size, "%.*s:%d", host_len, address, port);
 }
 
-/* The workers' storage peers: the configured ones, or in single-node mode this node at its
- * cluster port, on loopback when it listens on every address. */
-static void storage_peers(const struct spool_daemon *d, char *out, size_t size)
+/* Loop 0's node as the workers dial it: its bound cluster address, on loopback when it listens
+ * on every address. */
+static void home_address(const struct spool_daemon *d, char *out, size_t size)
 {
-    const struct spool_options *o = d->opts;
-    if (o->peers[0] != '\0') {
-        snprintf(out, size, "%s", o->peers);
-        return;
-    }
     const char *address = spool_node_cluster_address(d->node);
     const char *colon = strrchr(address, ':');
     int port = colon != NULL ? atoi(colon + 1) : 0;
@@ -162,7 +157,15 @@ static void storage_peers(const struct spool_daemon *d, char *out, size_t size)
     if ((host_len == 7 && strncmp(address, "0.0.0.0", 7) == 0) || host_len == 0) host = "127.0.0.1", host_len = 9;
     else if (host_len == 4 && strncmp(address, "[::]", 4) == 0) host = "[::1]", host_len = 5;
     else if (host_len == 2 && strncmp(address, "::", 2) == 0) host = "[::1]", host_len = 5;
-    snprintf(out, size, "%llu@%.*s:%d", (unsigned long long)o->id, host_len, host, port);
+    snprintf(out, size, "%.*s:%d", host_len, host, port);
+}
+
+/* The workers' storage peers: the configured ones, or in single-node mode loop 0's node. */
+static void storage_peers(const struct spool_daemon *d, const char *home, char *out, size_t size)
+{
+    const struct spool_options *o = d->opts;
+    if (o->peers[0] != '\0') snprintf(out, size, "%s", o->peers);
+    else snprintf(out, size, "%llu@%s", (unsigned long long)o->id, home);
 }
 
 static int loops_start(struct spool_daemon *d, struct spool_err *err)
@@ -184,10 +187,12 @@ static int loops_start(struct spool_daemon *d, struct spool_err *err)
                    "production.\"",
                    port, o->listen, port);
     if (n <= 1) return 0;
-    char listen[320], peers[4096];
+    char listen[320], peers[4096], home[256];
     with_port(listen, sizeof listen, o->listen, port);
-    storage_peers(d, peers, sizeof peers);
-    if ((rv = spool_workers_start(&d->workers, &d->loop, o, listen, peers, &d->metrics, d->set, err)) != 0)
+    home_address(d, home, sizeof home);
+    storage_peers(d, home, peers, sizeof peers);
+    if ((rv = spool_workers_start(&d->workers, &d->loop, o, listen, peers, home, &d->metrics, d->set,
+                                  err)) != 0)
         return rv;
     SPOOL_INFO("spoold.loops", "workers=%u port=%d", n, port);
     return 0;

@@ -53,6 +53,7 @@ struct spool_workers {
     uv_loop_t *loop;
     const struct spool_options *opts;
     char listen[320];
+    char home[256];
     char *peers;
     struct spool_metrics *root;
     struct spool_loop_set *set;
@@ -158,6 +159,8 @@ static int worker_init(struct spool_worker *w, struct spool_err *err)
     cfg.join = false; /* --join is the storage node's (loop 0's) business */
     cfg.peers = ws->peers;
     cfg.cluster_listen = "127.0.0.1:0"; /* a gateway-only node only dials out */
+    cfg.home_id = o->id; /* loop 0's node: at its bound address, not the map's (maybe stale) */
+    snprintf(cfg.home_address, sizeof cfg.home_address, "%s", ws->home);
     if ((rv = spool_node_init(&w->node, &w->loop, &cfg, err)) != 0) return rv;
     if ((rv = spool_frontend_start(&w->fe, &w->loop, o, w->index, w->node, &w->keyring, &w->metrics,
                                    ws->set, ws->listen, true, err)) != 0)
@@ -221,8 +224,9 @@ static void check_done(struct spool_workers *ws)
 static void on_done_async(uv_async_t *a) { check_done(a->data); }
 
 int spool_workers_start(struct spool_workers **out, uv_loop_t *loop, const struct spool_options *o,
-                        const char *listen, const char *storage_peers, struct spool_metrics *root,
-                        struct spool_loop_set *set, struct spool_err *err)
+                        const char *listen, const char *storage_peers, const char *home,
+                        struct spool_metrics *root, struct spool_loop_set *set,
+                        struct spool_err *err)
 {
     *out = NULL;
     if (set->n <= 1) return 0;
@@ -240,6 +244,7 @@ int spool_workers_start(struct spool_workers **out, uv_loop_t *loop, const struc
     ws->loop = loop;
     ws->opts = o;
     snprintf(ws->listen, sizeof ws->listen, "%s", listen);
+    snprintf(ws->home, sizeof ws->home, "%s", home);
     ws->root = root;
     ws->set = set;
     pthread_mutex_init(&ws->lock, NULL);

@@ -46,9 +46,13 @@
 struct spool_workers;
 
 /* Starts loops 1..set->n-1. `listen` is "host:port" with loop 0's bound port; `storage_peers`
- * the peer list for the workers' nodes. On failure *out may still be set (stop and free it). */
+ * the peer list for the workers' nodes; `home` loop 0's node's cluster address as the workers
+ * dial it: always used for that node id, whatever the slot map holds (a single node persists its
+ * address in its metadata, and a previous run may have had another port). On failure *out may
+ * still be set (stop and free it). */
 int spool_workers_start(struct spool_workers **out, uv_loop_t *loop, const struct spool_options *o,
-                        const char *listen, const char *storage_peers, struct spool_metrics *root,
+                        const char *listen, const char *storage_peers, const char *home,
+                        struct spool_metrics *root,
                         struct spool_loop_set *set, struct spool_err *err);
 /* Drains and ends every worker loop; cb runs once, on `loop`, when all have ended. */
 void spool_workers_stop(struct spool_workers *ws, void (*cb)(void *arg), void *arg);
