@@ -7,6 +7,12 @@
 spool_start_nodes 3 --replicas 3
 GW_PORTS=""
 GW_PIDS=()
+gw_cleanup() { # the gateway-only nodes too (lib.sh's cleanup knows only the storage nodes)
+  local p
+  for p in "${GW_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
+  cleanup
+}
+trap gw_cleanup EXIT
 PEERS=$(grep -o 'peers=[^ ]*' "$WORK/spoold1.log" | head -1 | cut -d= -f2)
 [ -n "$PEERS" ] || { echo "FAIL: no peers= in node 1's start line"; exit 1; }
 for g in 1 2; do
