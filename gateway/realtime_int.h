@@ -134,6 +134,7 @@ struct rt_entered **spool_rt_entered_find(struct rt_entered **list, const char *
                                           const char *client_id);
 void spool_rt_schedule_leave(struct rt_conn *c);
 void spool_rt_adopt_leave(struct rt_conn *c);
+void spool_rt_claim_end(struct rt_conn *c);
 void spool_rt_leave_all(struct spool_realtime *rt, const char *conn_id, struct rt_entered *entered,
                         int64_t died_at_ms);
 void spool_rt_leave_unlink(struct spool_realtime *rt, struct rt_leave *l);

@@ -5,7 +5,28 @@
  * resume on this node adopts them first. Enters and updates are stamped with this node and its
  * incarnation, so that if this node dies its members leave all the same: the shard leaders do
  * that (cluster/presence_reaper.h).
+ *
+ * Parked members. A dropped connection's members wait for a resume in a registry of the
+ * process, not of its loop: with --workers (gateway/workers.h) the resume of a connection cut on
+ * loop A may land on any loop, since all share the client port. The registry (`parked`, under
+ * one mutex) holds, per dropped connection, its member list and the rt_leave that owns the
+ * timer; the timer stays on loop A. Whoever takes the list first owns it: the resume (on any
+ * loop; the resumed connection keeps the id, so the members' key (clientId, connectionId) is
+ * unchanged and nothing is republished), or loop A's timeout or close, which publish the leaves.
+ * A timer that finds its list taken just frees its rt_leave. The members keep the host stamp of
+ * loop A's node, which lives as long as the process (every loop closes together), so the
+ * dead-node reaper has no reason to remove them.
+ *
+ * Claims. A resume often arrives before loop A has noticed the old connection's end (the client
+ * saw the cut first): nothing is parked yet. So a resumed connection also registers a claim
+ * (`claims`, same mutex): when a connection with the same id but another rt_conn ends later, on
+ * any loop, it deposits its members in the claim instead of parking them. Only the claimer's
+ * loop moves a deposit into its connection's list (claim_collect: before a presence message is
+ * noted, and when the connection ends, which also removes the claim); a member already in the
+ * list (the client entered again) keeps the newer entry. A resume on another *process* reaches
+ * neither registry: there the client sends `enter` again (docs/protocol.md).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,11 +93,141 @@ void spool_rt_leave_all(struct spool_realtime *rt, const char *conn_id, struct r
     spool_rt_entered_free(entered);
 }
 
+/* ---- the process's parked members (see the top of the file) ---- */
+
+struct parked {
+    struct parked *next;
+    const struct rt_leave *owner; /* compared, never dereferenced by another loop */
+    char id[SPOOL_CONNECTION_ID_MAX + 1];
+    struct rt_entered *entered;
+};
+
+static pthread_mutex_t parked_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct parked *parked_list;
+
+/* Takes the members parked for connection `id` (by `owner` only, when not NULL); NULL if none. */
+static struct rt_entered *parked_take(const char *id, const struct rt_leave *owner)
+{
+    struct rt_entered *entered = NULL;
+    struct parked *found = NULL;
+    pthread_mutex_lock(&parked_lock);
+    for (struct parked **p = &parked_list; *p != NULL; p = &(*p)->next) {
+        if ((owner == NULL || (*p)->owner == owner) && strcmp((*p)->id, id) == 0) {
+            found = *p;
+            *p = found->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&parked_lock);
+    if (found != NULL) {
+        entered = found->entered;
+        free(found);
+    }
+    return entered;
+}
+
+/* ---- claims of resumed connections (see the top of the file) ---- */
+
+struct claim {
+    struct claim *next;
+    const struct rt_conn *conn; /* the claimer; removed before it is freed */
+    char id[SPOOL_CONNECTION_ID_MAX + 1];
+    struct rt_entered *deposit; /* members left by earlier incarnations, for conn's loop */
+};
+
+static struct claim *claim_list; /* under parked_lock */
+
+/* Moves `from` into *to; a member (channel, clientId) already in *to keeps that entry. */
+static void entered_merge(struct rt_entered **to, struct rt_entered *from)
+{
+    while (from != NULL) {
+        struct rt_entered *next = from->next;
+        from->next = NULL;
+        struct rt_entered **p = spool_rt_entered_find(to, from->channel, from->client_id);
+        if (*p == NULL)
+            *p = from;
+        else
+            spool_rt_entered_free(from);
+        from = next;
+    }
+}
+
+/* On c's loop: what was deposited for c joins c->entered; `end` also removes c's claim. */
+static void claim_collect(struct rt_conn *c, bool end)
+{
+    struct rt_entered *deposit = NULL;
+    struct claim *gone = NULL;
+    pthread_mutex_lock(&parked_lock);
+    for (struct claim **p = &claim_list; *p != NULL; p = &(*p)->next) {
+        if ((*p)->conn == c) {
+            deposit = (*p)->deposit;
+            (*p)->deposit = NULL;
+            if (end) {
+                gone = *p;
+                *p = gone->next;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&parked_lock);
+    free(gone);
+    entered_merge(&c->entered, deposit);
+}
+
+void spool_rt_claim_end(struct rt_conn *c)
+{
+    claim_collect(c, true);
+}
+
+/* A resumed connection claims the members its earlier incarnation leaves behind later. Without
+ * memory there is no claim: those members leave after the timeout, as without a resume. */
+static void claim_start(struct rt_conn *c)
+{
+    struct claim *k = calloc(1, sizeof *k);
+    if (k == NULL)
+        return;
+    k->conn = c;
+    memcpy(k->id, c->id, sizeof k->id);
+    pthread_mutex_lock(&parked_lock);
+    for (struct claim *o = claim_list; o != NULL && k != NULL; o = o->next)
+        if (o->conn == c) {
+            memcpy(o->id, c->id, sizeof o->id);
+            free(k);
+            k = NULL;
+        }
+    if (k != NULL) {
+        k->next = claim_list;
+        claim_list = k;
+    }
+    pthread_mutex_unlock(&parked_lock);
+}
+
+/* Hands `entered` (of c, ending) to a claim on c's id by another connection; false if none. */
+static bool claim_deposit(const struct rt_conn *c, struct rt_entered *entered)
+{
+    bool taken = false;
+    pthread_mutex_lock(&parked_lock);
+    for (struct claim *k = claim_list; k != NULL; k = k->next) {
+        if (k->conn != c && strcmp(k->id, c->id) == 0) {
+            struct rt_entered *tail = entered;
+            while (tail->next != NULL)
+                tail = tail->next;
+            tail->next = k->deposit;
+            k->deposit = entered;
+            taken = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&parked_lock);
+    return taken;
+}
+
 static void on_leave_timer_closed(uv_handle_t *h)
 {
     free(h->data);
 }
 
+/* Ends `l` (its timer stopped or fired): members still parked under it leave now. */
 void spool_rt_leave_unlink(struct spool_realtime *rt, struct rt_leave *l)
 {
     for (struct rt_leave **p = &rt->leaves; *p != NULL; p = &(*p)->next) {
@@ -85,6 +236,9 @@ void spool_rt_leave_unlink(struct spool_realtime *rt, struct rt_leave *l)
             break;
         }
     }
+    struct rt_entered *entered = parked_take(l->id, l);
+    if (entered != NULL)
+        spool_rt_leave_all(rt, l->id, entered, l->died_at_ms);
     uv_close((uv_handle_t *)&l->timer, on_leave_timer_closed);
 }
 
@@ -92,8 +246,7 @@ static void on_leave_timeout(uv_timer_t *t)
 {
     struct rt_leave *l = t->data;
     struct spool_realtime *rt = l->rt;
-    spool_rt_leave_all(rt, l->id, l->entered, l->died_at_ms);
-    l->entered = NULL;
+    spool_rt_leave_all(rt, l->id, parked_take(l->id, l), l->died_at_ms);
     spool_rt_leave_unlink(rt, l);
 }
 
@@ -102,22 +255,39 @@ static void on_leave_timeout(uv_timer_t *t)
 void spool_rt_schedule_leave(struct rt_conn *c)
 {
     struct spool_realtime *rt = c->rt;
+    claim_collect(c, true);
     struct rt_entered *entered = c->entered;
     c->entered = NULL;
     if (entered == NULL)
         return;
+    if (claim_deposit(c, entered)) { /* resumed elsewhere already: the members carry over */
+        SPOOL_DEBUG("presence.handed_over", "conn=%s", c->id);
+        return;
+    }
     int64_t now = spool_auth_now_ms();
     struct rt_leave *l = NULL;
-    if (!spool_ws_peer_closed(&c->ws) && !rt->closing && rt->cfg.presence_timeout_ms > 0)
+    struct parked *pk = NULL;
+    if (!spool_ws_peer_closed(&c->ws) && !rt->closing && rt->cfg.presence_timeout_ms > 0) {
         l = calloc(1, sizeof *l);
-    if (l == NULL) {
+        pk = calloc(1, sizeof *pk);
+    }
+    if (l == NULL || pk == NULL) {
+        free(l);
+        free(pk);
         spool_rt_leave_all(rt, c->id, entered, now);
         return;
     }
     l->rt = rt;
     memcpy(l->id, c->id, sizeof l->id);
     l->died_at_ms = now;
-    l->entered = entered;
+    l->entered = NULL; /* parked: whoever takes them first owns them */
+    pk->owner = l;
+    memcpy(pk->id, c->id, sizeof pk->id);
+    pk->entered = entered;
+    pthread_mutex_lock(&parked_lock);
+    pk->next = parked_list;
+    parked_list = pk;
+    pthread_mutex_unlock(&parked_lock);
     uv_timer_init(rt->loop, &l->timer);
     l->timer.data = l;
     uv_timer_start(&l->timer, on_leave_timeout, rt->cfg.presence_timeout_ms, 0);
@@ -125,14 +295,15 @@ void spool_rt_schedule_leave(struct rt_conn *c)
     rt->leaves = l;
 }
 
-/* A resume on this node takes the dropped connection's members back (no leave, no re-enter). */
+/* A resume on any loop of this process takes the dropped connection's members back (no leave,
+ * no re-enter), now if they are parked, else by a claim when the old connection ends. A timer
+ * of this loop for it ends here; one on another loop finds nothing. */
 void spool_rt_adopt_leave(struct rt_conn *c)
 {
+    entered_merge(&c->entered, parked_take(c->id, NULL));
+    claim_start(c);
     for (struct rt_leave *l = c->rt->leaves; l != NULL; l = l->next) {
         if (strcmp(l->id, c->id) == 0) {
-            spool_rt_entered_free(c->entered);
-            c->entered = l->entered;
-            l->entered = NULL;
             uv_timer_stop(&l->timer);
             spool_rt_leave_unlink(c->rt, l);
             return;
@@ -195,6 +366,7 @@ void spool_rt_presence(struct rt_conn *c, json_t *msg)
         p->c = c;
         p->msg_serial = msg_serial;
         p->bytes = rec.data.len;
+        claim_collect(c, false);
         entered_note(c, channel, rec.client_id, strcmp(action, "leave") == 0);
         const Spool__Record *recs[1] = {&rec};
         c->refs++;

@@ -69,19 +69,19 @@ void spool_rt_resume(struct rt_conn *c, const char *key, json_t *serials)
     /* The old connection may still be open here (a half-open TCP): it is replaced, and its
      * presence members carry over; or it already dropped and its members wait for us. */
     memcpy(c->id, s.connection_id, sizeof c->id);
-    bool replaced = false;
     for (struct rt_conn *o = rt->conns; o != NULL; o = o->next) {
         if (o != c && o->open && strcmp(o->id, s.connection_id) == 0) {
+            spool_rt_claim_end(o); /* what o's own claim collected is o's to hand over */
             spool_rt_entered_free(c->entered);
             c->entered = o->entered;
             o->entered = NULL;
             spool_ws_close(&o->ws, 4000, "resumed by another connection");
-            replaced = true;
             break;
         }
     }
-    if (!replaced)
-        spool_rt_adopt_leave(c);
+    /* Members parked by any loop of this process, or left later by the old connection if it is
+     * still open on another loop (its end not noticed yet): gateway/realtime_presence.c. */
+    spool_rt_adopt_leave(c);
     json_t *from = json_object();
     for (size_t i = 0; i < s.n; i++) {
         json_t *js = serials != NULL ? json_object_get(serials, s.atts[i].channel) : NULL;
