@@ -176,6 +176,10 @@ int spool_replicas_start(struct spool_node *n, struct spool_err *err)
     return 0;
 }
 
+/* subscription.c: the topics of a shard whose local replica goes away switch to a long-poll
+ * chain (declared here until node_int.h is free to edit). */
+void spool_subs_replica_gone(struct spool_node *n, uint32_t shard);
+
 static void retired_cb(struct spool_shard *s)
 {
     struct spool_node *n = s->data;
@@ -186,6 +190,7 @@ static void retired_cb(struct spool_shard *s)
         spool_node_shard_closed(n);
         return;
     }
+    spool_subs_replica_gone(n, id);
     spool_replicas_reconcile(n); /* it may be placed here again meanwhile */
 }
 
@@ -227,6 +232,7 @@ void spool_replicas_reconcile(struct spool_node *n)
             SPOOL_INFO("replica.retiring", "shard=%u epoch=%llu", s,
                        (unsigned long long)map->epoch);
             spool_shard_close(sh, retired_cb);
+            spool_subs_replica_gone(n, s); /* no longer a local replica from now on */
         }
     }
 }

@@ -27,6 +27,16 @@
  *     loses the leadership gets its first record at the old (heartbeat) pace, the rest at once.
  *     Idle cost: one poll per such topic per SPOOL_FOLLOW_WAIT_MS.
  *
+ * A node's replica of a shard can go away (a membership change moves it, cluster/replicas.c)
+ * or be added. Going away: as soon as the replica starts retiring (spool_node_local_shard then
+ * no longer returns it) and again once it is closed, spool_subs_replica_gone starts the chain
+ * of every topic of that shard that has none (a former leader's topic: its chain stopped while
+ * it led, and an idle channel gave it no record to restart it), from the last delivered seq,
+ * so the topic neither stalls nor skips. A record the retiring replica still applies past a gap
+ * it can no longer fill from its store is left to that chain. Added: the chain keeps running
+ * (the new replica does not lead) and the new replica's state machine, replaying the channel
+ * from its start or a snapshot, only brings seqs already delivered until it has caught up.
+ *
  * Unsubscribing inside a delivery callback is allowed: the sub is only marked while the topic
  * is delivering and freed when the delivery loop ends.
  */
@@ -216,11 +226,25 @@ void spool_subs_records_cb(void *arg, const Spool__Record *const *recs, size_t n
         struct spool_shard *sh = spool_node_local_shard(node, t->shard);
         if (rec->seq > t->last + 1 && sh != NULL)
             catch_up_local(t, sh->store, rec->seq);
-        deliver(t, rec);
+        /* A gap left (a retiring replica, whose store is no longer ours to read): the chain,
+         * which runs whenever there is no local replica, fills it from t->last. */
+        bool gap = rec->seq > t->last + 1;
+        if (!gap || !chain_wanted(t))
+            deliver(t, rec);
         if (t->follow == NULL && chain_wanted(t))
             follow_start(t);
         topic_gc(t);
     }
+}
+
+void spool_subs_replica_gone(struct spool_node *node, uint32_t shard)
+{
+    for (struct spool_topic *t = node->topics; t; t = t->next)
+        if (t->shard == shard && t->follow == NULL && chain_wanted(t)) {
+            SPOOL_INFO("subs.chain_after_replica", "shard=%u last=%llu", shard,
+                       (unsigned long long)t->last);
+            follow_start(t); /* never calls back before it returns (router.c) */
+        }
 }
 
 void spool_subs_restored_cb(void *arg)

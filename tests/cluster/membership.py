@@ -12,6 +12,13 @@ test_membership.sh. Reuses faults.py's Cluster / Node / Load / verify.
   5. stop everything, read every store with spool-dump: every acknowledged message is present
      exactly once, in the same order, on every replica of its shard (faults.verify), and each
      channel is on exactly `replicas` nodes -- the ones the final map names.
+  Meanwhile (steps 2-3) SSE subscribers on nodes 1-3, one stream each per channel, never
+  reconnected, to a loaded and to a quiet channel of every shard (the quiet ones get a few
+  messages only between the steps, so a replica -- maybe the leader's -- leaves while idle):
+  after each step every stream (on the remaining members) reaches the last acknowledged serial
+  within a bounded wait (a topic left without a feeder stalls: cluster/subscription.c), each
+  holds exactly a prefix of its channel's log, and no attach.live_gap was logged (the SSE layer
+  would hide a skipped record by filling it from history).
 
 Third scenario (run_grow): a single node (--peers ""), a second one added (every shard goes
 from 1 to 2 replicas: add-only moves; a second change while it runs is refused with 409), then
@@ -21,10 +28,13 @@ Second scenario (run_dead): 3 nodes x 3 replicas, node 3 killed with -9 under lo
 `spoolctl node remove 3` (a dead node: its shards keep a majority, so they shrink to the two
 live replicas), publishes accepted, the same final checks on the two remaining nodes.
 """
+import http.client as httpclient
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +65,11 @@ def channels_on_every_shard(per_shard=2):
 
 # Load and verify read faults.CHANNELS: publish to every shard, so every move is under load.
 faults.CHANNELS = channels_on_every_shard()
+# Live subscribers across the moves (run): one loaded channel per shard, and one quiet channel
+# per shard (published to only between the steps, so a replica leaves while it is idle).
+QUIET = sorted({shard_of("quiet-%d" % i): "quiet-%d" % i for i in range(64)}.values())
+LOADED = [next(c for c in faults.CHANNELS if shard_of(c) == s) for s in range(SHARDS)]
+assert len(QUIET) == SHARDS
 
 
 class MNode(Node):
@@ -78,6 +93,118 @@ class MNode(Node):
             args.append("--join")
         self.stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.stderr)
+
+
+class Stream(threading.Thread):
+    """One SSE stream of a channel on one node, from the start, never reconnected (as in
+    follower_delivery.py): records (serial, id) and any serial that is not last + 1."""
+
+    def __init__(self, node, channel):
+        super().__init__(daemon=True)
+        self.node, self.channel = node, channel
+        self.got, self.errors, self.ended = [], [], None
+        self.conn = None
+        self.opened = threading.Event()
+        self.stop_flag = threading.Event()
+
+    @property
+    def last(self):
+        return self.got[-1][0] if self.got else 0
+
+    def run(self):
+        try:
+            self.conn = httpclient.HTTPConnection(self.node.host, self.node.port, timeout=60)
+            self.conn.request("GET", "/v1/channels/%s/events?from=start" % self.channel,
+                              headers={"Accept": "text/event-stream"})
+            resp = self.conn.getresponse()
+            if resp.status != 200:
+                self.ended = "HTTP %d" % resp.status
+                return
+            self.opened.set()
+            data = None
+            while not self.stop_flag.is_set():
+                line = resp.fp.readline()
+                if not line:
+                    self.ended = "stream closed by the server"
+                    break
+                line = line.decode().rstrip("\r\n")
+                if line.startswith("data:"):
+                    data = json.loads(line[5:].strip())
+                elif line == "" and data is not None:
+                    if data.get("type") == "message":
+                        if data["serial"] != self.last + 1:
+                            self.errors.append("expected serial %d, got %d" % (self.last + 1,
+                                                                               data["serial"]))
+                        self.got.append((data["serial"], data.get("id")))
+                    data = None
+        except (OSError, httpclient.HTTPException, ValueError) as e:
+            if not self.stop_flag.is_set():
+                self.ended = "stream error: %r" % e
+        finally:
+            self.opened.set()
+
+    def stop(self):
+        self.stop_flag.set()
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+        self.join(10)
+
+
+def publish_quiet(cluster, tag, via=(2, 3), count=3):
+    """`count` messages to each quiet channel through the nodes `via`; {channel: last serial}."""
+    out = {}
+    for channel in QUIET:
+        for i in range(count):
+            for attempt in range(100):
+                node = cluster.nodes[via[attempt % len(via)]]
+                try:
+                    st, body = http("POST", "%s/v1/channels/%s/messages" % (node.url, channel),
+                                    {"id": "%s-%s-%d" % (channel, tag, i), "data": i}, timeout=2.0)
+                except OSError:
+                    st, body = None, None
+                if st in (200, 201) and isinstance(body, dict):
+                    out[channel] = int(body["serials"][0])
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError("publish to %s not acknowledged (%s)" % (channel, tag))
+    return out
+
+
+def wait_streams(streams, want, what, bound=15.0):
+    """Each stream reaches want[channel] within the bound: a topic left without a feeder stalls
+    (the SSE layer fills gaps from history only when a later record arrives)."""
+    deadline = time.time() + bound
+    while time.time() < deadline and any(s.last < want[s.channel] for s in streams if s.ended is None):
+        time.sleep(0.05)
+    for s in streams:
+        assert s.ended is None, "%s: node %d stream of %s: %s" % (what, s.node.id, s.channel, s.ended)
+        assert s.last >= want[s.channel], "%s: node %d stream of %s stalled at %d (want %d)" % (
+            what, s.node.id, s.channel, s.last, want[s.channel])
+
+
+def acked_serials(load):
+    with load.lock:
+        vals = list(load.acked.values())
+    out = {}
+    for channel, serial in vals:
+        out[channel] = max(out.get(channel, 0), serial)
+    return out
+
+
+def check_streams(streams, dump, nodes):
+    """Every stream holds a prefix of its channel's log exactly (each record once, in order),
+    and no topic below the SSE layer skipped a record (no attach.live_gap)."""
+    for s in streams:
+        ref = next((recs[s.channel] for recs in dump.values() if s.channel in recs), [])
+        assert not s.errors, "node %d stream of %s: %s" % (s.node.id, s.channel, s.errors[:3])
+        assert s.got == ref[:len(s.got)], "node %d stream of %s differs from the log" % (
+            s.node.id, s.channel)
+    for n in nodes:
+        text = open(n.stderr_path, errors="replace").read()
+        assert "attach.live_gap" not in text, "node %d: a live topic skipped records" % n.id
 
 
 def spoolctl(node, *args, timeout=90):
@@ -236,11 +363,21 @@ def run(cluster):
     cluster.nodes[4] = new  # clean-up covers it; publishers may go through it (it forwards)
     wait_healthy(new)
     assert not new.ready(), "a joining node must not be ready before it is added"
+    # Live SSE subscribers on the original nodes, kept through the add and the remove: each of
+    # nodes 1-3 loses a replica to node 4 or gains one from the removed node meanwhile.
+    streams = [Stream(cluster.nodes[i], c) for i in (1, 2, 3) for c in LOADED + QUIET]
+    for st in streams:
+        st.start()
+        assert st.opened.wait(10) and st.ended is None, "subscribe: %s" % st.ended
+    quiet = publish_quiet(cluster, "before")
+    before = replicas_of(cluster_status(cluster.nodes[2]))
+    leaders = {s: cluster.leader_of(QUIET[s])[0] for s in range(SHARDS)}
 
     load = Load(cluster, publishers=4, per_publisher=100000, max_seconds=70.0)
     load.start()
     try:
         assert load.wait_acks(200, 30), "no load before the change"
+        wait_streams(streams, dict(quiet, **acked_serials(load)), "before the add")
         admin = cluster.nodes[2]
 
         # --- add node 4 under load ---
@@ -260,6 +397,11 @@ def run(cluster):
         while not new.ready() and time.time() < deadline:
             time.sleep(0.05)
         assert new.ready(), "node 4 not ready after being added"
+        lost = [(i, sh) for sh, ids in before.items() for i in ids if i not in placement[sh]]
+        log("add: replicas moved off %r (quiet channels' leaders before: %r)" % (lost, leaders))
+        assert lost and all(i in (1, 2, 3) for i, _ in lost), lost
+        quiet = publish_quiet(cluster, "added")
+        wait_streams(streams, dict(quiet, **acked_serials(load)), "after the add")
 
         # --- remove an original node under load: the metadata group's leader, so its
         # leadership (and the rest of the change) moves on while it leaves ---
@@ -284,6 +426,13 @@ def run(cluster):
         ok, took = recovered_within(load, 10.0)
         assert ok, "publishes not accepted after the remove"
         log("publishes accepted %.2fs after the remove" % took)
+        # Including the streams on the removed node, which still runs (as a gateway): all its
+        # replicas left, one of them while it led the shard.
+        quiet = publish_quiet(cluster, "removed", [i for i in (1, 2, 3) if i != gone])
+        wait_streams(streams, dict(quiet, **acked_serials(load)), "after the remove")
+        for st in streams:
+            st.stop()
+        log("streams: %r" % sorted((st.node.id, st.channel, st.last) for st in streams))
 
         # --- restart the added node: it rejoins with its data ---
         assert new.stop() == 0, "node 4 did not stop cleanly"
@@ -319,6 +468,7 @@ def run(cluster):
     left = [d for d in os.listdir(removed.data) if d.startswith("shard-")]
     assert not left, "the removed node kept replica data: %r" % left
     dump = check_final(cluster, load, "membership", placement, REPLICAS)
+    check_streams(streams, dump, [cluster.nodes[i] for i in (1, 2, 3)])
     new_held = sum(len(recs) for recs in dump.get(4, {}).values())
     assert new_held > 0, "node 4 holds no record"
     log("ok: node 4 holds %d records; %.1fs in all" % (new_held, time.time() - t0))
