@@ -156,6 +156,62 @@ main(async () => {
         `SSE resumed on loop ${resumed.loop} after 20 (first part on loop ${first.loop}): ${resumed.result.map((e) => e.id)}`);
   check(resumed.result.every((e) => JSON.parse(e.data).data === `d${e.id}`), 'SSE data matches');
 
+  // Presence across loops (test_workers.sh runs --presence-timeout 2s): a WebSocket that entered
+  // a member, cut, and resumed on ANOTHER loop keeps the member past the timeout (no leave); its
+  // clean close on the new loop then leaves at once (the new loop owns it). Two rounds: resumed
+  // at once (mostly before the old loop notices the cut: a claim) and 300 ms later (parked).
+  const P = `${CHANNEL}-pres`;
+  const watcher = await lib.connect();
+  watcher.send({type: 'attach', channel: P, from: 'start'});
+  await watcher.type('attached', 5000);
+  const presEvent = (action, clientId, ms) =>
+    watcher.next((m) => m.type === 'presence' && m.channel === P && m.action === action && m.clientId === clientId,
+                 ms, `presence ${action} ${clientId}`);
+  const presMoves = [];
+  for (const delay of [0, 300]) {
+    const clientId = `pw-${delay}`;
+    let key = null;
+    const track = (c) => { c.onMessage = (x) => { if (x.type === 'resumeKey') key = x.resumeKey; }; };
+    let {loop: curLoop, result: cur} = await loopOf(() => lib.connect());
+    track(cur);
+    const k0 = await cur.type('resumeKey', 5000); // may have come before track()
+    if (key === null) key = k0.resumeKey;
+    cur.send({type: 'presence', channel: P, action: 'enter', clientId, data: {d: delay}, msgSerial: 1});
+    const ack = await cur.next((m) => (m.type === 'ack' || m.type === 'nack') && m.msgSerial === 1, 5000);
+    check(ack.type === 'ack', `presence enter: ${JSON.stringify(ack)}`);
+    await presEvent('enter', clientId, 5000);
+    let moved = null;
+    for (let i = 0; i < 20 && moved === null; i++) { // 20 resumes all on one loop of 3: ~1e-9
+      cur.cut();
+      if (delay) await new Promise((res) => setTimeout(res, delay));
+      const r = await loopOf(async () => {
+        const c = new Client(`?resume=${encodeURIComponent(key)}`);
+        track(c);
+        const got = await c.next((x) => x.type === 'resumed' || x.type === 'error', 5000, 'resumed');
+        check(got.type === 'resumed', `resume (${clientId}): ${JSON.stringify(got)}`);
+        await c.type('resumeKey', 5000);
+        return c;
+      });
+      if (r.loop !== curLoop) moved = `${curLoop}->${r.loop}`;
+      curLoop = r.loop;
+      cur = r.result;
+    }
+    check(moved !== null, `no presence resume landed on another loop (${clientId})`);
+    presMoves.push(moved);
+    await new Promise((res) => setTimeout(res, 2600)); // past the timeout: no leave is the check
+    watcher.send({type: 'presence.get', channel: P});
+    const m = await watcher.type('presence.members', 5000, (x) => x.channel === P);
+    check(m.members.some((x) => x.clientId === clientId),
+          `member kept after a resume on loop ${moved}: ${JSON.stringify(m)}`);
+    check(!watcher.queue.some((x) => x.type === 'presence' && x.action === 'leave' && x.clientId === clientId),
+          `no leave after a resume on loop ${moved} (${clientId})`);
+    const closedAt = Date.now();
+    cur.close();
+    await presEvent('leave', clientId, 5000);
+    check(Date.now() - closedAt < 1500, `a clean close on loop ${curLoop} leaves at once (${clientId})`);
+  }
+  watcher.close();
+
   // Admin and Durable Streams requests are served by loop 0 (a worker hands the connection
   // over): every answer is the storage node's own view, and a stream's life is seen whole.
   const before = perLoop(await scrape());
@@ -192,5 +248,5 @@ main(async () => {
     check(closed.code === 1001, `${c.seq.name} closed with ${closed.code}, not 1001`);
   }
   console.log(`subscribers on loops ${[...subLoops].sort()}, publishes through loops ${[...pubLoops].sort()}, ` +
-              `SSE ${first.loop} -> ${resumed.loop}`);
+              `SSE ${first.loop} -> ${resumed.loop}, presence resumed ${presMoves.join(' ')}`);
 });

@@ -2,7 +2,8 @@
 # spoold --workers 3 (gateway/workers.h): three event loops on one client port. Checks: every loop
 # listens and /readyz waits for all of them; test_workers.js (connections spread over loops,
 # WebSocket fan-out across loops with exact serials, SSE resume on another loop, /metrics
-# counting every loop's connections, 1001 on SIGTERM); --max-connections is one budget for the
+# counting every loop's connections, presence kept by a resume on another loop, 1001 on
+# SIGTERM); --max-connections is one budget for the
 # process; a second process cannot share the port; SIGTERM drains every loop and exits 0 with no
 # sanitizer or leak report.
 . "$SPOOL_SOURCE/tests/realtime/lib.sh"
@@ -10,7 +11,7 @@ checks=0
 ok() { checks=$((checks + 1)); echo "ok $checks - $*"; }
 fail() { echo "FAIL: $*"; tail -40 "$WORK/spoold.log"; exit 1; }
 
-spool_start --workers 3 --max-connections 40
+spool_start --workers 3 --max-connections 40 --presence-timeout 2s
 for w in 1 2; do
   grep -q "event=worker.listening worker=$w .*port=$PORT\$" "$WORK/spoold.log" || fail "worker $w does not listen on $PORT"
 done
