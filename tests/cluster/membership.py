@@ -371,7 +371,7 @@ def run(cluster):
         assert st.opened.wait(10) and st.ended is None, "subscribe: %s" % st.ended
     quiet = publish_quiet(cluster, "before")
     before = replicas_of(cluster_status(cluster.nodes[2]))
-    leaders = {s: cluster.leader_of(QUIET[s])[0] for s in range(SHARDS)}
+    leaders = {shard_of(c): cluster.leader_of(c)[0] for c in QUIET}
 
     load = Load(cluster, publishers=4, per_publisher=100000, max_seconds=70.0)
     load.start()
@@ -398,7 +398,7 @@ def run(cluster):
             time.sleep(0.05)
         assert new.ready(), "node 4 not ready after being added"
         lost = [(i, sh) for sh, ids in before.items() for i in ids if i not in placement[sh]]
-        log("add: replicas moved off %r (quiet channels' leaders before: %r)" % (lost, leaders))
+        log("add: replicas moved off %r (shard leaders before: %r)" % (lost, leaders))
         assert lost and all(i in (1, 2, 3) for i, _ in lost), lost
         quiet = publish_quiet(cluster, "added")
         wait_streams(streams, dict(quiet, **acked_serials(load)), "after the add")
@@ -410,6 +410,7 @@ def run(cluster):
             gone = 1
         admin = cluster.nodes[2 if gone != 2 else 3]
         log("removing node %d (metadata leader: %r)" % (gone, cluster_status(admin)["membership"]["metaLeader"]))
+        log("shard leaders before the remove: %r" % {shard_of(c): cluster.leader_of(c)[0] for c in QUIET})
         r = spoolctl(admin, "--timeout", "60", "node", "remove", str(gone))
         assert r.returncode == 0, "node remove failed"
         body = cluster_status(admin)
