@@ -15,6 +15,10 @@
  * attached to the channel whose client id is the holder. Observers are not sent it: they see its
  * effect in the log (the responder ends its message, e.g. extras {"final":true,
  * "reason":"interrupted"}). The sender's ack says whom it went to.
+ *
+ * SSE streams (gateway/sse.h) attached to the channel on this loop get the same events, with the
+ * same rules: every ephemeral, and an interrupt when the stream's client id (credentials, else
+ * ?clientId=, spool_ai_query_client_id) is the holder. They are counted in the ack's "delivered".
  */
 #include "gateway/ai_ephemeral.h"
 
@@ -23,8 +27,10 @@
 
 #include "gateway/auth.h"
 #include "gateway/channel_name.h"
+#include "gateway/http_path.h"
 #include "gateway/json_body.h"
 #include "gateway/realtime_int.h"
+#include "gateway/sse.h"
 
 static bool attached(const struct rt_conn *c, const char *channel)
 {
@@ -75,7 +81,9 @@ static char *target_of(const Spool__Record *rec)
 }
 
 /* Sends the event to every connection of this node attached to the channel but `except` (an
- * interrupt: only to the holder's connections). */
+ * interrupt: only to the holder's connections), and to this loop's SSE streams on the channel
+ * (the same JSON object as `event: ephemeral|interrupt`, no id: line; see gateway/sse.h).
+ * Returns how many connections and streams it was queued on. */
 static size_t fanout(struct spool_realtime *rt, const Spool__Record *rec, const struct rt_conn *except)
 {
     json_t *ev = event_of(rec);
@@ -89,9 +97,30 @@ static size_t fanout(struct spool_realtime *rt, const Spool__Record *rec, const 
         spool_rt_send_json(o, json_incref(ev));
         n++;
     }
+    if (ev != NULL && rt->sse != NULL && spool_sse_has_streams(rt->sse, rec->channel)) {
+        size_t len = 0;
+        char *json = spool_json_dump(ev, &len);
+        if (json != NULL)
+            n += spool_sse_ephemeral(rt->sse, rec->channel, target != NULL ? "interrupt" : "ephemeral",
+                                     target, json, len);
+        free(json);
+    }
     free(target);
     json_decref(ev);
     return n;
+}
+
+int spool_ai_query_client_id(const struct spool_http_req *req, struct spool_principal *p)
+{
+    if (p->client_id[0] != '\0')
+        return 0;
+    char qcid[SPOOL_CLIENT_ID_MAX + 1];
+    long qn = spool_http_query_get(req->query, "clientId", qcid, sizeof qcid);
+    if (qn == -2 || qn == 0)
+        return -1;
+    if (qn > 0)
+        memcpy(p->client_id, qcid, (size_t)qn + 1);
+    return 0;
 }
 
 void spool_ai_ephemeral_arrived(void *arg, const Spool__Record *rec)

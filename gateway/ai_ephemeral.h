@@ -32,10 +32,17 @@
 #include "proto/record.pb-c.h"
 
 struct rt_conn;
+struct spool_http_req;
+struct spool_principal;
 
 /* nack code of an interrupt when nobody holds the channel's turn (nothing is sent) */
 #define SPOOL_RT_ENO_TURN 40901
 
+/* The client id interrupts are addressed to, for a WebSocket connection or an SSE stream: the
+ * credentials' own (JWT clientId/sub), else the request's ?clientId= when the credentials carry
+ * none (anonymous, API keys), written into p->client_id. 0, or -1 when ?clientId= is empty or
+ * longer than SPOOL_CLIENT_ID_MAX (answer 400). */
+int spool_ai_query_client_id(const struct spool_http_req *req, struct spool_principal *p);
 /* Handles a realtime message of type "ephemeral" or "interrupt" (`interrupt` says which). */
 void spool_ai_ephemeral(struct rt_conn *c, json_t *msg, bool interrupt);
 /* spool_record_cb for spool_node_set_ephemeral_cb (arg = the struct spool_realtime): an

@@ -548,19 +548,13 @@ void spool_realtime_handle(void *arg, struct spool_http_req *req)
     /* Credentials without a client id (anonymous, API keys) may name one for the connection
      * (as they may on each message): it is then the connection's identity, e.g. for the
      * interrupts addressed to a turn holder (gateway/ai_ephemeral.h). */
-    char qcid[SPOOL_CLIENT_ID_MAX + 1];
-    long qn = c->principal.client_id[0] == '\0'
-                  ? spool_http_query_get(req->query, "clientId", qcid, sizeof qcid)
-                  : -1;
-    if (qn == -2 || qn == 0) {
+    if (spool_ai_query_client_id(req, &c->principal) != 0) {
         spool_principal_close(&c->principal);
         free(c);
         spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_PARAM,
                                  "clientId must be 1..%d bytes", SPOOL_CLIENT_ID_MAX);
         return;
     }
-    if (qn > 0)
-        memcpy(c->principal.client_id, qcid, (size_t)qn + 1);
     char resume_key[RT_QUERY_MAX], serials_text[RT_QUERY_MAX];
     long rk = spool_http_query_get(req->query, "resume", resume_key, sizeof resume_key);
     long sl = spool_http_query_get(req->query, "serials", serials_text, sizeof serials_text);
@@ -680,6 +674,7 @@ int spool_realtime_mount(struct spool_realtime_mount *m, uv_loop_t *loop,
     };
     spool_sse_init(&m->sse, loop, node, keys, &scfg);
     m->sse.rt = m->rt; /* SSE streams share the encode-once cache */
+    m->rt->sse = &m->sse; /* and get the ephemerals of this loop (ai_ephemeral.c) */
     if ((rv = spool_http_router_add(router, "GET", "/v1/realtime", spool_realtime_handle, m->rt,
                                     err)) != 0 ||
         (rv = spool_http_router_add(router, "GET", "/v1/channels/{channel}/events",

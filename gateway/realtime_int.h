@@ -46,6 +46,7 @@ struct spool_realtime {
     unsigned cache_next;
     bool closing;
     struct spool_realtime_counters counters;
+    struct spool_sse *sse; /* this loop's SSE streams, which get ephemerals too (ai_ephemeral.c) */
     void (*close_cb)(void *arg);
     void *close_arg;
 };

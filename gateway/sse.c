@@ -11,6 +11,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "gateway/ai_ephemeral.h"
 #include "gateway/attach.h"
 #include "gateway/channel_name.h"
 #include "gateway/http_path.h"
@@ -23,11 +24,33 @@
 
 struct sse_stream {
     struct spool_sse *sse;
+    struct sse_stream *prev, *next; /* in sse->streams while open */
     struct spool_http_req *req;
     struct spool_attach *att;
     uv_timer_t timer;
     bool finishing;
+    char channel[SSE_CHANNEL_MAX + 1];
+    char client_id[SPOOL_CLIENT_ID_MAX + 1]; /* "" = none: gets no interrupt */
 };
+
+static void sse_link(struct sse_stream *st)
+{
+    st->next = st->sse->streams;
+    if (st->next != NULL)
+        st->next->prev = st;
+    st->sse->streams = st;
+}
+
+static void sse_unlink(struct sse_stream *st)
+{
+    if (st->prev != NULL)
+        st->prev->next = st->next;
+    else if (st->sse->streams == st)
+        st->sse->streams = st->next;
+    if (st->next != NULL)
+        st->next->prev = st->prev;
+    st->prev = st->next = NULL;
+}
 
 static void on_timer_closed(uv_handle_t *h)
 {
@@ -41,6 +64,7 @@ static void sse_finish(struct sse_stream *st)
     if (st->finishing)
         return;
     st->finishing = true;
+    sse_unlink(st);
     if (st->att != NULL) {
         spool_attach_close(st->att);
         st->att = NULL;
@@ -107,6 +131,43 @@ static void on_record(void *arg, const Spool__Record *rec)
     }
     spool_wsframe_unref(f);
     free(json);
+}
+
+bool spool_sse_has_streams(const struct spool_sse *s, const char *channel)
+{
+    for (const struct sse_stream *st = s->streams; st != NULL; st = st->next)
+        if (strcmp(st->channel, channel) == 0)
+            return true;
+    return false;
+}
+
+size_t spool_sse_ephemeral(struct spool_sse *s, const char *channel, const char *type,
+                           const char *to, const char *json, size_t len)
+{
+    char head[48];
+    int h = snprintf(head, sizeof head, "event: %s\ndata: ", type);
+    size_t n = 0;
+    struct sse_stream *next;
+    for (struct sse_stream *st = s->streams; st != NULL; st = next) {
+        next = st->next; /* a failed write finishes (unlinks) st */
+        if (st->finishing || strcmp(st->channel, channel) != 0)
+            continue;
+        if (to != NULL && (to[0] == '\0' || strcmp(st->client_id, to) != 0))
+            continue;
+        if (spool_http_req_queued(st->req) > s->cfg.send_buffer_bytes) {
+            SPOOL_DEBUG("sse.ephemeral_dropped", "channel=%s queued=%zu", channel,
+                        spool_http_req_queued(st->req));
+            continue; /* best effort: a slow stream skips it rather than growing */
+        }
+        uv_buf_t bufs[3] = {uv_buf_init(head, (unsigned)h), uv_buf_init((char *)json, (unsigned)len),
+                            uv_buf_init("\n\n", 2)};
+        if (spool_http_stream_writev(st->req, bufs, 3) != 0) {
+            sse_finish(st);
+            continue;
+        }
+        n++;
+    }
+    return n;
 }
 
 static void on_error(void *arg, const struct spool_err *err)
@@ -200,6 +261,7 @@ void spool_sse_init(struct spool_sse *s, uv_loop_t *loop, struct spool_node *nod
     s->messages_out = NULL;
     s->bytes_out = NULL;
     s->rt = NULL;
+    s->streams = NULL;
 }
 
 void spool_sse_handle(void *arg, struct spool_http_req *req)
@@ -225,17 +287,28 @@ void spool_sse_handle(void *arg, struct spool_http_req *req)
     int auth = spool_rt_authenticate(sse->keys, req, &p, &err);
     if (auth == SPOOL_AUTH_OK)
         auth = spool_principal_check(&p, channel, SPOOL_CAP_SUBSCRIBE, &err);
-    spool_principal_close(&p);
     if (auth != SPOOL_AUTH_OK) {
+        spool_principal_close(&p);
         spool_http_respond_error(req, spool_auth_status(auth), auth, "%s",
                                  auth == SPOOL_AUTH_FORBIDDEN ? err.msg : spool_auth_message(auth));
         return;
     }
+    /* The stream's client id, for interrupts addressed to a turn holder. */
+    if (spool_ai_query_client_id(req, &p) != 0) {
+        spool_principal_close(&p);
+        spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_PARAM, "clientId must be 1..%d bytes",
+                                 SPOOL_CLIENT_ID_MAX);
+        return;
+    }
     struct sse_stream *st = calloc(1, sizeof *st);
     if (st == NULL) {
+        spool_principal_close(&p);
         spool_http_respond_error(req, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
         return;
     }
+    memcpy(st->client_id, p.client_id, sizeof st->client_id);
+    spool_principal_close(&p);
+    snprintf(st->channel, sizeof st->channel, "%s", channel);
     st->sse = sse;
     st->req = req;
     struct spool_attach_config acfg = {.max_buffer_bytes = sse->cfg.send_buffer_bytes};
@@ -259,6 +332,7 @@ void spool_sse_handle(void *arg, struct spool_http_req *req)
         sse_finish(st);
         return;
     }
+    sse_link(st);
     char retry[48];
     int n = snprintf(retry, sizeof retry, "retry: %" PRIu64 "\n\n", sse->cfg.retry_ms);
     sse_write(st, retry, (size_t)n);

@@ -15,6 +15,19 @@
  * live). The join itself is gateway/attach.h, so reconnecting with Last-Event-ID yields every
  * record once, in order.
  *
+ * Ephemeral messages and interrupts (gateway/ai_ephemeral.h, docs/ai-semantics.md) are never
+ * stored, so they come without an id: line (the browser's Last-Event-ID stays the last stored
+ * serial and a reconnect resumes exactly; they are not replayed):
+ *
+ *   event: ephemeral                 every ephemeral message on the channel
+ *   data: {"type":"ephemeral","channel":..,"name":"typing","data":..,"clientId":..,"timestamp":..}
+ *
+ *   event: interrupt                 only when the stream's client id is the turn holder's
+ *   data: {"type":"interrupt","to":"turn","holder":..,"epoch":..,"data":..,...}
+ *
+ * The stream's client id is its credentials' one (JWT), else ?clientId= (as on /v1/realtime).
+ * They are best effort: a stream whose queue is over send_buffer_bytes skips them.
+ *
  * Backpressure: history pages are read only while the response's queued bytes are at most half
  * of send_buffer_bytes; if live traffic pushes the queue past send_buffer_bytes the stream ends
  * (the client reconnects with Last-Event-ID and loses nothing). A failed attachment sends
@@ -28,6 +41,8 @@
 #ifndef SPOOL_GATEWAY_SSE_H
 #define SPOOL_GATEWAY_SSE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -43,6 +58,7 @@ struct spool_sse_config {
 
 struct spool_counter;
 struct spool_realtime;
+struct sse_stream;
 
 struct spool_sse {
     uv_loop_t *loop;
@@ -52,6 +68,7 @@ struct spool_sse {
     struct spool_counter *messages_out; /* optional (gateway/metrics.h) */
     struct spool_counter *bytes_out;    /* optional: their data bytes */
     struct spool_realtime *rt;          /* optional: its encode-once cache (else per stream) */
+    struct sse_stream *streams;         /* open streams, doubly linked (for ephemerals) */
 };
 
 void spool_sse_init(struct spool_sse *s, uv_loop_t *loop, struct spool_node *node,
@@ -59,5 +76,12 @@ void spool_sse_init(struct spool_sse *s, uv_loop_t *loop, struct spool_node *nod
 /* spool_http_handler for GET /v1/channels/{channel}/events; `arg` is the struct spool_sse and
  * req->params[0] the channel. Streams end on their own when the server drains. */
 void spool_sse_handle(void *arg, struct spool_http_req *req);
+/* Whether a stream of `s` follows `channel` (so the caller can skip encoding). */
+bool spool_sse_has_streams(const struct spool_sse *s, const char *channel);
+/* Writes `event: <type>` / `data: <json>` (no id:) to every stream following `channel`; when `to`
+ * is not NULL, only to streams whose client id is `to` (never when it is ""). Streams whose queue
+ * is over send_buffer_bytes skip it. Returns how many streams it was written to. */
+size_t spool_sse_ephemeral(struct spool_sse *s, const char *channel, const char *type,
+                           const char *to, const char *json, size_t len);
 
 #endif
