@@ -1,0 +1,126 @@
+// Ephemeral messages and interrupts on SSE streams (gateway/sse.h, gateway/ai_ephemeral.h): an
+// EventSource following the channel gets a typing ephemeral published over WebSocket as
+// `event: ephemeral` with the same JSON a WebSocket client gets and no id: line (lastEventId stays
+// the last stored serial); an interrupt reaches only the stream whose ?clientId= is the turn
+// holder, as `event: interrupt`; reconnecting with Last-Event-ID continues exactly after the last
+// stored serial and replays no ephemeral. A bad ?clientId= is a 400. Run by
+// tests/ai/test_ai_semantics.sh.
+'use strict';
+const http = require('http');
+const path = require('path');
+const EventSource = require(path.join(process.cwd(), 'node_modules', 'eventsource'));
+const {BASE, connect, check, main} = require(path.join(process.cwd(), 'lib'));
+
+const CH = `ai-eph-sse-${process.pid}-${Date.now()}`;
+const URL_ = `http://${BASE}/v1/channels/${encodeURIComponent(CH)}/events`;
+
+function post(p, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`http://${BASE}${p}`, {method: 'POST', headers: {'Content-Type': 'application/json'}}, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve({status: res.statusCode, body: JSON.parse(b)}));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+function getStatus(url) {
+  return new Promise((resolve, reject) => {
+    http.get(url, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve({status: res.statusCode, body: b}));
+    }).on('error', reject);
+  });
+}
+
+// An EventSource recording every event of the three types (with its lastEventId) in `got`.
+function follow(query, headers) {
+  const es = new EventSource(`${URL_}${query}`, headers ? {headers} : undefined);
+  const s = {es, got: [], waiters: []};
+  const on = (type) => es.addEventListener(type, (ev) => {
+    s.got.push({type, lastEventId: ev.lastEventId, data: JSON.parse(ev.data)});
+    s.waiters = s.waiters.filter((w) => !w());
+  });
+  on('message'); on('ephemeral'); on('interrupt');
+  s.wait = (pred, what, ms = 10000) => new Promise((resolve, reject) => {
+    const found = () => { const e = s.got.find(pred); if (e) { clearTimeout(t); resolve(e); return true; } return false; };
+    const t = setTimeout(() => reject(new Error(`sse: timeout waiting for ${what}; got ${JSON.stringify(s.got)}`)), ms);
+    if (!found()) s.waiters.push(found);
+  });
+  return s;
+}
+
+async function publish(ws, n, i) {
+  ws.send({type: 'publish', channel: CH, msgSerial: n, messages: [{name: 'token', data: {i}}]});
+  const a = await ws.type('ack', 10000, (m) => m.msgSerial === n);
+  check(a.serials && a.serials.length === 1, `publish ack: ${JSON.stringify(a)}`);
+  return a.serials[0];
+}
+
+main(async () => {
+  const user = await connect();
+  const s1 = await publish(user, 1, 1);
+  const s2 = await publish(user, 2, 2);
+  const agent = follow('?from=start&clientId=agent');
+  const bob = follow('?from=start&clientId=bob');
+  for (const s of [agent, bob])
+    await s.wait((e) => e.type === 'message' && e.data.serial === s2, 'the stored messages');
+  check(agent.got.filter((e) => e.type === 'message').map((e) => e.data.serial).join() === `${s1},${s2}`,
+        `stored messages: ${JSON.stringify(agent.got)}`);
+
+  // A typing ephemeral over WebSocket: both streams, event type ephemeral, no id (lastEventId kept).
+  user.send({type: 'ephemeral', channel: CH, name: 'typing', data: {on: true}, clientId: 'alice', msgSerial: 3});
+  const ack = await user.type('ack', 10000, (m) => m.msgSerial === 3);
+  check(ack.delivered === 2 && ack.serials.length === 0, `ephemeral ack counts the SSE streams: ${JSON.stringify(ack)}`);
+  for (const s of [agent, bob]) {
+    const e = await s.wait((x) => x.type === 'ephemeral', 'the typing ephemeral');
+    check(e.data.type === 'ephemeral' && e.data.channel === CH && e.data.name === 'typing' && e.data.data.on === true &&
+          e.data.clientId === 'alice' && e.data.serial === undefined && typeof e.data.timestamp === 'number',
+          `ephemeral data: ${JSON.stringify(e)}`);
+    check(e.lastEventId === String(s2), `an ephemeral must not move lastEventId: ${JSON.stringify(e)}`);
+  }
+
+  // Interrupt: only the stream whose clientId is the turn holder.
+  const claim = await post(`/v1/channels/${CH}/turn`, {action: 'claim', clientId: 'agent', ttlMs: 60000});
+  check(claim.status === 200, `claim: ${JSON.stringify(claim)}`);
+  user.send({type: 'interrupt', channel: CH, data: {reason: 'stop'}, msgSerial: 4});
+  const iack = await user.type('ack', 10000, (m) => m.msgSerial === 4);
+  check(iack.delivered === 1 && iack.holder === 'agent', `interrupt ack: ${JSON.stringify(iack)}`);
+  const intr = await agent.wait((x) => x.type === 'interrupt', 'the interrupt');
+  check(intr.data.type === 'interrupt' && intr.data.to === 'turn' && intr.data.holder === 'agent' &&
+        intr.data.epoch === claim.body.epoch && intr.data.data.reason === 'stop' && intr.data.channel === CH,
+        `interrupt data: ${JSON.stringify(intr)}`);
+  user.send({type: 'ephemeral', channel: CH, name: 'marker', msgSerial: 5});
+  await user.type('ack', 10000, (m) => m.msgSerial === 5);
+  await bob.wait((x) => x.type === 'ephemeral' && x.data.name === 'marker', 'the marker');
+  await agent.wait((x) => x.type === 'ephemeral' && x.data.name === 'marker', 'the marker');
+  check(!bob.got.some((x) => x.type === 'interrupt'), `a stream that is not the holder got the interrupt: ${JSON.stringify(bob.got)}`);
+  const stored = agent.got.filter((e) => e.type === 'message').map((e) => e.data.serial);
+  const last = stored[stored.length - 1];
+  check(last === claim.body.serial, `the turn record is the last stored event: ${stored} vs ${claim.body.serial}`);
+  check(agent.got.filter((e) => e.type !== 'message').every((e) => Number(e.lastEventId) <= last),
+        'ephemeral events carry the last stored serial');
+  agent.es.close();
+  bob.es.close();
+
+  // Reconnect with Last-Event-ID: exactly the stored messages after it, no ephemeral replayed.
+  const s6 = await publish(user, 6, 6);
+  const again = follow('?clientId=agent', {'Last-Event-ID': String(last)});
+  await again.wait((e) => e.type === 'message' && e.data.serial === s6, 'the message after the reconnect');
+  const s7 = await publish(user, 7, 7);
+  await again.wait((e) => e.type === 'message' && e.data.serial === s7, 'a live message after the reconnect');
+  check(again.got.map((e) => `${e.type}:${e.data.serial}:${e.lastEventId}`).join() === `message:${s6}:${s6},message:${s7}:${s7}`,
+        `resume after Last-Event-ID ${last}: ${JSON.stringify(again.got)}`);
+  user.send({type: 'ephemeral', channel: CH, name: 'typing', data: {on: false}, msgSerial: 8});
+  const e2 = await again.wait((x) => x.type === 'ephemeral', 'an ephemeral after the reconnect');
+  check(e2.data.data.on === false && e2.lastEventId === String(s7), `ephemeral after the reconnect: ${JSON.stringify(e2)}`);
+  again.es.close();
+
+  // ?clientId= must be 1..N bytes.
+  const bad = await getStatus(`${URL_}?clientId=`);
+  check(bad.status === 400 && JSON.parse(bad.body).error.code === 40003, `empty clientId: ${bad.status} ${bad.body}`);
+  user.close();
+});
