@@ -158,8 +158,10 @@ main(async () => {
 
   // Presence across loops (test_workers.sh runs --presence-timeout 2s): a WebSocket that entered
   // a member, cut, and resumed on ANOTHER loop keeps the member past the timeout (no leave); its
-  // clean close on the new loop then leaves at once (the new loop owns it). Two rounds: resumed
-  // at once (mostly before the old loop notices the cut: a claim) and 300 ms later (parked).
+  // clean close on the new loop then leaves at once (the new loop owns it). Three rounds: the
+  // resume made while the old connection is still open and cut only then (the old loop hands
+  // the members over when it sees the end: a claim), cut then resumed at once, and 300 ms later
+  // (the old loop parked them first).
   const P = `${CHANNEL}-pres`;
   const watcher = await lib.connect();
   watcher.send({type: 'attach', channel: P, from: 'start'});
@@ -168,7 +170,7 @@ main(async () => {
     watcher.next((m) => m.type === 'presence' && m.channel === P && m.action === action && m.clientId === clientId,
                  ms, `presence ${action} ${clientId}`);
   const presMoves = [];
-  for (const delay of [0, 300]) {
+  for (const delay of [-1, 0, 300]) {
     const clientId = `pw-${delay}`;
     let key = null;
     const track = (c) => { c.onMessage = (x) => { if (x.type === 'resumeKey') key = x.resumeKey; }; };
@@ -182,8 +184,9 @@ main(async () => {
     await presEvent('enter', clientId, 5000);
     let moved = null;
     for (let i = 0; i < 20 && moved === null; i++) { // 20 resumes all on one loop of 3: ~1e-9
-      cur.cut();
-      if (delay) await new Promise((res) => setTimeout(res, delay));
+      const old = cur;
+      if (delay >= 0) old.cut();
+      if (delay > 0) await new Promise((res) => setTimeout(res, delay));
       const r = await loopOf(async () => {
         const c = new Client(`?resume=${encodeURIComponent(key)}`);
         track(c);
@@ -192,6 +195,7 @@ main(async () => {
         await c.type('resumeKey', 5000);
         return c;
       });
+      if (delay < 0) old.cut(); // resumed first: on its own loop it was replaced (4000) already
       if (r.loop !== curLoop) moved = `${curLoop}->${r.loop}`;
       curLoop = r.loop;
       cur = r.result;
