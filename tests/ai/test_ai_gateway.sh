@@ -2,7 +2,8 @@
 # Ephemeral messages, interrupts and turn expiry across storage and gateway-only nodes
 # (tests/ai/ai_gateway.js): three storage nodes holding one shard with three replicas, and two
 # `--role gateway` nodes that hold nothing and follow channels with long polls (the second runs
-# two event loops, --workers 2: each loop is a gateway-only node of its own).
+# two event loops, --workers 2: each loop is a gateway-only node of its own). The same on SSE
+# streams: tests/ai/ai_gateway_sse.js.
 . "$SPOOL_SOURCE/tests/realtime/lib.sh"
 spool_start_nodes 3 --replicas 3
 GW_PORTS=""
@@ -26,6 +27,7 @@ for g in 1 2; do
 done
 export GW_PORTS
 PIDS=$(printf '%s,' "${NODE_PID[@]:1}"); export PIDS=${PIDS%,}
+spool_node "$SPOOL_SOURCE/tests/ai/ai_gateway_sse.js" # SSE streams; before ai_gateway.js kills a node
 spool_node "$SPOOL_SOURCE/tests/ai/ai_gateway.js"
 for g in 2 1; do SPOOL_PID=${GW_PIDS[g]} spool_stop_one "$WORK/spoold-gw$g.log"; done
 # The script kills the leader of the shard (the expiry must come from the next one): stop the rest.
