@@ -3,10 +3,12 @@
 // `event: ephemeral` with the same JSON a WebSocket client gets and no id: line (lastEventId stays
 // the last stored serial); an interrupt reaches only the stream whose ?clientId= is the turn
 // holder, as `event: interrupt`; reconnecting with Last-Event-ID continues exactly after the last
-// stored serial and replays no ephemeral. A bad ?clientId= is a 400. Run by
+// stored serial and replays no ephemeral; a stream that does not read skips ephemerals past its
+// send buffer instead of growing, and is not ended for them. A bad ?clientId= is a 400. Run by
 // tests/ai/test_ai_semantics.sh.
 'use strict';
 const http = require('http');
+const net = require('net');
 const path = require('path');
 const EventSource = require(path.join(process.cwd(), 'node_modules', 'eventsource'));
 const {BASE, connect, check, main} = require(path.join(process.cwd(), 'lib'));
@@ -23,6 +25,17 @@ function post(p, body) {
     });
     req.on('error', reject);
     req.end(JSON.stringify(body));
+  });
+}
+
+// Raw stream data: `until` resolves when pred() holds, checked on every chunk that arrives.
+let rawWaiters = [];
+const rawArrived = () => { rawWaiters = rawWaiters.filter((w) => !w()); };
+function until(pred, what, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timeout waiting for ${what}`)), ms);
+    const w = () => { if (!pred()) return false; clearTimeout(t); resolve(); return true; };
+    if (!w()) rawWaiters.push(w);
   });
 }
 
@@ -118,6 +131,38 @@ main(async () => {
   const e2 = await again.wait((x) => x.type === 'ephemeral', 'an ephemeral after the reconnect');
   check(e2.data.data.on === false && e2.lastEventId === String(s7), `ephemeral after the reconnect: ${JSON.stringify(e2)}`);
   again.es.close();
+
+  // Slow stream: one that does not read gets ephemerals until its queue passes --send-buffer-bytes,
+  // then skips them (delivered 0) instead of growing, and is not ended: once it reads again it
+  // gets the next ephemeral and the next stored message.
+  const sock = net.connect(Number(BASE.split(':')[1]), '127.0.0.1');
+  let body = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (d) => { body += d; rawArrived(); });
+  sock.write(`GET /v1/channels/${encodeURIComponent(CH)}/events HTTP/1.1\r\nHost: ${BASE}\r\n\r\n`);
+  await until(() => /: attached \d+/.test(body), 'the raw stream attached');
+  sock.pause();
+  const PAD = 'e'.repeat(200000);
+  const delivered = [];
+  for (let i = 0; i < 150; i++) {
+    user.send({type: 'ephemeral', channel: CH, name: 'bulk', data: {i, pad: PAD}, msgSerial: 100 + i});
+    const a = await user.type('ack', 10000, (m) => m.msgSerial === 100 + i);
+    delivered.push(a.delivered);
+  }
+  const lastSent = delivered.lastIndexOf(1);
+  check(delivered[0] === 1 && delivered.filter((d) => d === 0).length > 0 && lastSent < 149,
+        `a stream over its send buffer skips ephemerals: delivered ${delivered.join('')}`);
+  sock.resume();
+  await until(() => body.includes(`"i":${lastSent},`), 'the ephemerals queued before the bound', 30000);
+  user.send({type: 'ephemeral', channel: CH, name: 'after', data: {n: 1}, msgSerial: 300});
+  const after = await user.type('ack', 10000, (m) => m.msgSerial === 300);
+  check(after.delivered === 1, `the stream gets ephemerals again once it reads: ${JSON.stringify(after)}`);
+  const s9 = await publish(user, 301, 9);
+  await until(() => body.includes(`id: ${s9}\n`) && body.includes('"name":"after"'), 'the stream still open after the skips');
+  const got = (body.match(/^event: ephemeral$/gm) || []).length;
+  check(got === delivered.filter((d) => d === 1).length + 1, `every ephemeral queued before the bound and the one after it, once: ${got}`);
+  check(!/^id: /m.test(body.slice(0, body.indexOf(`id: ${s9}\n`))), 'an ephemeral came with an id: line');
+  sock.destroy();
 
   // ?clientId= must be 1..N bytes.
   const bad = await getStatus(`${URL_}?clientId=`);
