@@ -32,6 +32,7 @@ enum {
     SPOOL_METHOD_MEMBERSHIP = 20,  /* MembershipRequest -> MembershipReply (membership.c) */
     SPOOL_METHOD_RECONFIGURE = 21, /* ReconfigureRequest -> ReconfigureReply (membership.c) */
     SPOOL_METHOD_PRESENCE_HEARTBEAT = 7, /* one-way: PresenceHeartbeat (presence_reaper.c) */
+    SPOOL_METHOD_PUBLISH_BATCH = 8, /* ForwardPublishBatch -> PublishBatchReply (router.c) */
 };
 
 #define SPOOL_READ_DEFAULT_LIMIT 100
@@ -65,6 +66,10 @@ struct spool_node {
     struct spool_shard **shards; /* [placement.shards]; NULL where no local replica */
     uint64_t *leader_hint;       /* [placement.shards]; last leader learned from peers */
     struct spool_op *ops;        /* in flight (router.c) */
+    struct spool_fwd_batch *fwd_pending; /* publishes to forward at the end of this turn (router.c) */
+    uv_idle_t fwd_idle;          /* sends fwd_pending (router.c; initialised on first use) */
+    bool fwd_idle_init;
+    uint64_t fwd_calls, fwd_publishes; /* SPOOL_METHOD_PUBLISH_BATCH calls sent, publishes in them */
     struct spool_topic *topics;  /* channels with local subscribers (subscription.c) */
     spool_record_cb fanout_cb;   /* spool_node_set_fanout_observer (subscription.c) */
     void *fanout_arg;

@@ -39,7 +39,7 @@ static void op_freed_cb(uv_handle_t *h)
 {
     struct spool_op *op = h->data;
     struct spool_node *n = op->node;
-    if (op->req && op->fwd == NULL)
+    if (op->req && op->fwd == NULL && op->group == NULL)
         spool__publish_request__free_unpacked(op->req, NULL);
     if (op->fwd)
         spool__forward_publish__free_unpacked(op->fwd, NULL);
@@ -114,10 +114,95 @@ static void respond_packed(struct spool_rpc_reply *reply, const ProtobufCMessage
     free(buf);
 }
 
+struct spool_fwd_group *spool_fwd_group_new(struct spool_node *n, struct spool_rpc_reply *reply,
+                                            Spool__ForwardPublishBatch *fwd)
+{
+    size_t k = fwd->n_requests ? fwd->n_requests : 1;
+    struct spool_fwd_group *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return NULL;
+    g->replies = calloc(k, sizeof *g->replies);
+    g->ptrs = calloc(k, sizeof *g->ptrs);
+    g->status = calloc(k, sizeof *g->status);
+    if (g->replies == NULL || g->ptrs == NULL || g->status == NULL) {
+        free(g->replies);
+        free(g->ptrs);
+        free(g->status);
+        free(g);
+        return NULL;
+    }
+    g->node = n;
+    g->reply = reply;
+    g->fwd = fwd;
+    g->n = g->left = fwd->n_requests;
+    for (size_t i = 0; i < g->n; i++) {
+        spool__publish_reply__init(&g->replies[i]);
+        spool__reply_status__init(&g->status[i]);
+        g->replies[i].status = &g->status[i];
+        g->ptrs[i] = &g->replies[i];
+    }
+    return g;
+}
+
+static void fwd_group_free(struct spool_fwd_group *g)
+{
+    for (size_t i = 0; i < g->n; i++) {
+        free(g->replies[i].seqs);
+        free(g->replies[i].duplicate);
+        if (g->status[i].msg != protobuf_c_empty_string)
+            free(g->status[i].msg);
+    }
+    free(g->replies);
+    free(g->ptrs);
+    free(g->status);
+    spool__forward_publish_batch__free_unpacked(g->fwd, NULL);
+    free(g);
+}
+
+void spool_fwd_group_answer(struct spool_fwd_group *g, size_t i, int status, const char *msg,
+                            uint64_t hint, const uint64_t *seqs, const bool *dups, size_t count)
+{
+    Spool__PublishReply *r = &g->replies[i];
+    Spool__ReplyStatus *st = &g->status[i];
+    st->code = status;
+    st->leader_hint = hint;
+    if (status != 0 && msg != NULL && msg[0] != '\0') {
+        char *m = strdup(msg);
+        if (m != NULL)
+            st->msg = m;
+    }
+    if (status == 0 && count > 0) {
+        r->seqs = malloc(count * sizeof *r->seqs);
+        r->duplicate = malloc(count * sizeof *r->duplicate);
+        if (r->seqs == NULL || r->duplicate == NULL) {
+            free(r->seqs);
+            free(r->duplicate);
+            r->seqs = NULL;
+            r->duplicate = NULL;
+            st->code = SPOOL_EBUSY; /* the origin retries (as after a lost reply); ids dedup */
+        } else {
+            memcpy(r->seqs, seqs, count * sizeof *r->seqs);
+            for (size_t j = 0; j < count; j++)
+                r->duplicate[j] = dups[j];
+            r->n_seqs = r->n_duplicate = count;
+        }
+    }
+    if (--g->left > 0)
+        return;
+    Spool__PublishBatchReply b = SPOOL__PUBLISH_BATCH_REPLY__INIT;
+    b.n_replies = g->n;
+    b.replies = g->ptrs;
+    respond_packed(g->reply, &b.base);
+    fwd_group_free(g);
+}
+
 void spool_op_finish_publish(struct spool_op *op, int status, const struct spool_err *err,
                            const uint64_t *seqs, const bool *dups, size_t count)
 {
-    if (op->reply) {
+    if (op->group) {
+        spool_fwd_group_answer(op->group, op->group_i, status, status ? err->msg : "",
+                               spool_op_local_leader(op->node, op->shard), seqs, dups, count);
+    } else if (op->reply) {
         Spool__PublishReply r = SPOOL__PUBLISH_REPLY__INIT;
         Spool__ReplyStatus st = SPOOL__REPLY_STATUS__INIT;
         spool_op_pack_status(&st, status, status ? err->msg : "",

@@ -6,8 +6,8 @@
  * until spool_op_release(), which closes its timer; the memory goes in the timer's close callback,
  * which also lets a closing node finish once the last op is gone. `busy` marks an op whose batch
  * item or RPC call is outstanding: that callback is then the op's one way forward. `reply` set
- * means the op serves a peer and completes by answering it; otherwise it completes through the
- * caller's callback (never when `canceled`).
+ * (or `group`) means the op serves a peer and completes by answering it; otherwise it completes
+ * through the caller's callback (never when `canceled`).
  */
 #ifndef SPOOL_CLUSTER_OP_H
 #define SPOOL_CLUSTER_OP_H
@@ -15,6 +15,24 @@
 #include "cluster/node_int.h"
 
 enum op_kind { OP_PUBLISH, OP_READ, OP_FOLLOW };
+
+/* A served SPOOL_METHOD_PUBLISH_BATCH (serve.c): the peer's requests, each served by an op of
+ * its own (or answered at once), and their answers collected here until the last one is in;
+ * then one PublishBatchReply goes back and the group is freed. */
+struct spool_fwd_group {
+    struct spool_node *node;
+    struct spool_rpc_reply *reply;
+    Spool__ForwardPublishBatch *fwd; /* owns the requests the ops serve */
+    size_t n, left;
+    Spool__PublishReply *replies;    /* [n] */
+    Spool__PublishReply **ptrs;      /* [n] */
+    Spool__ReplyStatus *status;      /* [n]; msg strdup'd */
+};
+struct spool_fwd_group *spool_fwd_group_new(struct spool_node *n, struct spool_rpc_reply *reply,
+                                            Spool__ForwardPublishBatch *fwd);
+/* Records request i's answer (seqs / dups copied); the last one sends the reply and frees. */
+void spool_fwd_group_answer(struct spool_fwd_group *g, size_t i, int status, const char *msg,
+                            uint64_t hint, const uint64_t *seqs, const bool *dups, size_t count);
 
 #define SPOOL_FOLLOW_WAIT_MS 2000 /* how long a replica holds a follow poll with nothing new */
 
@@ -32,6 +50,8 @@ struct spool_op {
     int last_code;
     char last_msg[128];
     struct spool_rpc_reply *reply; /* served for a peer: answer here */
+    struct spool_fwd_group *group; /* or served for a peer's batch: answer as its request group_i */
+    size_t group_i;
 
     /* publish */
     Spool__PublishRequest *req;      /* owned (local: unpacked copy) */

@@ -6,9 +6,14 @@
  * (spool_router_follow) runs `attempt()` on a timer, never inside the call that created it:
  *
  *   publish: the shard led by a local replica -> that replica's group-commit queue (batch.h);
- *            otherwise -> SPOOL_METHOD_PUBLISH to the node believed to lead it
- *            (spool_node_route_target: the local replica's view, else the last leader hint a peer
- *            gave, else the shard's replicas in turn).
+ *            otherwise -> to the node believed to lead it (spool_node_route_target: the local
+ *            replica's view, else the last leader hint a peer gave, else the shard's replicas in
+ *            turn), together with the other publishes for that shard and node made during the
+ *            same loop turn: one SPOOL_METHOD_PUBLISH_BATCH call (sent from a uv_idle callback,
+ *            so before the RPC layer's end-of-turn write) and one reply with a PublishReply per
+ *            publish. Each op keeps its own outcome, retries and deadline; a batch's call timeout
+ *            is the shortest attempt timeout among its ops. (Peers still serve the one-publish
+ *            SPOOL_METHOD_PUBLISH of older nodes.)
  *   read:    a local replica that has applied at least min_seq (store last_seq) serves it;
  *            otherwise -> SPOOL_METHOD_READ to the leader (or a replica) the same way.
  *   follow:  a long-poll read, at the shard's leader, for a channel whose shard has no local
@@ -116,16 +121,10 @@ static bool redirected(struct spool_op *op, const Spool__ReplyStatus *s)
     return true;
 }
 
-static void publish_reply_cb(void *arg, int status, const struct spool_err *err,
-                             const void *body, size_t len)
+/* One publish's answer from the leader (its part of a PublishBatchReply). */
+static void publish_replied(struct spool_op *op, const Spool__PublishReply *r)
 {
-    struct spool_op *op = arg;
-    if (!reply_arrived(op, status, err))
-        return;
-    Spool__PublishReply *r = spool__publish_reply__unpack(NULL, len, body);
     if (r == NULL || r->status == NULL) {
-        if (r)
-            spool__publish_reply__free_unpacked(r, NULL);
         bad_reply(op, "bad publish reply");
         return;
     }
@@ -149,7 +148,189 @@ static void publish_reply_cb(void *arg, int status, const struct spool_err *err,
         spool_err_set(&e, code, "%s", r->status->msg);
         spool_op_finish_publish(op, code, &e, NULL, NULL, 0);
     }
-    spool__publish_reply__free_unpacked(r, NULL);
+}
+
+/* --- forwarded publishes: one call per shard and target per loop turn -------------------- */
+
+/* The publishes for one shard and one target node that attempts made during this loop turn,
+ * then the one SPOOL_METHOD_PUBLISH_BATCH call carrying them: the struct lives until its reply
+ * (or the call's failure) has given every op its own outcome. Each op stays `busy` throughout:
+ * the reply is its one way forward, exactly as with a call of its own. */
+struct spool_fwd_batch {
+    struct spool_fwd_batch *next;
+    struct spool_node *node;
+    uint32_t shard;
+    uint64_t target;
+    uint64_t timeout; /* the shortest attempt timeout of its ops */
+    size_t bytes;     /* packed requests, to split at SPOOL_FWD_BATCH_MAX_BYTES */
+    size_t n, cap;
+    struct spool_op **ops;
+};
+
+#define SPOOL_FWD_BATCH_MAX_BYTES (1u << 20) /* like a group-commit entry (batch.h) */
+
+static void fwd_batch_free(struct spool_fwd_batch *b)
+{
+    free(b->ops);
+    free(b);
+}
+
+static void fwd_batch_reply_cb(void *arg, int status, const struct spool_err *err,
+                               const void *body, size_t len)
+{
+    struct spool_fwd_batch *b = arg;
+    Spool__PublishBatchReply *r = NULL;
+    if (status == 0) {
+        r = spool__publish_batch_reply__unpack(NULL, len, body);
+        if (r != NULL && r->n_replies != b->n) {
+            spool__publish_batch_reply__free_unpacked(r, NULL);
+            r = NULL;
+        }
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        struct spool_op *op = b->ops[i];
+        if (!reply_arrived(op, status, err))
+            continue;
+        if (r == NULL)
+            bad_reply(op, "bad publish batch reply");
+        else
+            publish_replied(op, r->replies[i]);
+    }
+    if (r != NULL)
+        spool__publish_batch_reply__free_unpacked(r, NULL);
+    fwd_batch_free(b);
+}
+
+/* Sends one collected batch; on failure every op goes back to its backoff. */
+static void fwd_batch_send(struct spool_fwd_batch *b)
+{
+    struct spool_node *n = b->node;
+    Spool__PublishRequest **reqs = malloc(b->n * sizeof *reqs);
+    Spool__ForwardPublishBatch f = SPOOL__FORWARD_PUBLISH_BATCH__INIT;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (reqs != NULL) {
+        for (size_t i = 0; i < b->n; i++)
+            reqs[i] = b->ops[i]->req;
+        f.n_requests = b->n;
+        f.requests = reqs;
+        len = spool__forward_publish_batch__get_packed_size(&f);
+        if ((buf = malloc(len ? len : 1)) != NULL)
+            spool__forward_publish_batch__pack(&f, buf);
+    }
+    int rc = buf == NULL ? SPOOL_ENOMEM
+                         : spool_rpc_call(n->rpc, b->target, SPOOL_METHOD_PUBLISH_BATCH, buf, len,
+                                          b->timeout, fwd_batch_reply_cb, b);
+    free(buf);
+    free(reqs);
+    if (rc == 0) {
+        n->fwd_calls++;
+        n->fwd_publishes += b->n;
+        return;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        struct spool_op *op = b->ops[i];
+        op->busy = false;
+        spool_op_set_last(op, rc == SPOOL_ENOMEM ? rc : SPOOL_EIO,
+                          rc == SPOOL_ENOMEM ? "out of memory forwarding publishes"
+                                             : "rpc call refused");
+        if (op->canceled || n->closing)
+            spool_op_finish_error(op, SPOOL_ECLOSED, "node closing");
+        else
+            retry(op, false);
+    }
+    fwd_batch_free(b);
+}
+
+/* End of the loop turn's callbacks (idle runs before the RPC layer's prepare flush, so the calls
+ * leave in this turn's writev): every collected batch goes out. */
+static void fwd_idle_cb(uv_idle_t *idle)
+{
+    struct spool_node *n = idle->data;
+    uv_idle_stop(idle);
+    struct spool_fwd_batch *b = n->fwd_pending;
+    n->fwd_pending = NULL;
+    while (b != NULL) {
+        struct spool_fwd_batch *next = b->next;
+        fwd_batch_send(b);
+        b = next;
+    }
+}
+
+/* Adds a publish to this turn's batch for (shard, target); false when out of memory. */
+static bool fwd_enqueue(struct spool_op *op)
+{
+    struct spool_node *n = op->node;
+    size_t sz = spool__publish_request__get_packed_size(op->req) + 8;
+    struct spool_fwd_batch *b = n->fwd_pending;
+    while (b != NULL && (b->shard != op->shard || b->target != op->target ||
+                         b->bytes + sz > SPOOL_FWD_BATCH_MAX_BYTES))
+        b = b->next;
+    if (b == NULL) {
+        if (!n->fwd_idle_init) {
+            if (uv_idle_init(n->loop, &n->fwd_idle) != 0)
+                return false;
+            n->fwd_idle.data = n;
+            n->fwd_idle_init = true;
+        }
+        if ((b = calloc(1, sizeof *b)) == NULL)
+            return false;
+        b->node = n;
+        b->shard = op->shard;
+        b->target = op->target;
+        b->timeout = UINT64_MAX;
+        b->next = n->fwd_pending;
+        n->fwd_pending = b;
+    }
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        struct spool_op **ops = realloc(b->ops, cap * sizeof *ops);
+        if (ops == NULL) {
+            if (b->n == 0) { /* just made: unlink it again */
+                n->fwd_pending = b->next;
+                fwd_batch_free(b);
+            }
+            return false;
+        }
+        b->ops = ops;
+        b->cap = cap;
+    }
+    b->ops[b->n++] = op;
+    b->bytes += sz;
+    uint64_t t = attempt_timeout_ms(op);
+    if (t < b->timeout)
+        b->timeout = t;
+    uv_idle_start(&n->fwd_idle, fwd_idle_cb);
+    return true;
+}
+
+/* Closing: publishes still waiting for the end of the turn go back to their timers (attempt()
+ * then finishes them as closing); the idle handle counts in pending_close until closed. */
+static void fwd_idle_closed_cb(uv_handle_t *h)
+{
+    struct spool_node *n = h->data;
+    n->pending_close--;
+    spool_node_finish_close(n);
+}
+
+static void fwd_close(struct spool_node *n)
+{
+    struct spool_fwd_batch *b = n->fwd_pending;
+    n->fwd_pending = NULL;
+    while (b != NULL) {
+        struct spool_fwd_batch *next = b->next;
+        for (size_t i = 0; i < b->n; i++) {
+            b->ops[i]->busy = false;
+            uv_timer_start(&b->ops[i]->timer, attempt_timer_cb, 0, 0);
+        }
+        fwd_batch_free(b);
+        b = next;
+    }
+    if (n->fwd_idle_init) {
+        n->fwd_idle_init = false;
+        n->pending_close++;
+        uv_close((uv_handle_t *)&n->fwd_idle, fwd_idle_closed_cb);
+    }
 }
 
 static void read_reply_cb(void *arg, int status, const struct spool_err *err,
@@ -190,7 +371,7 @@ void spool_router_batch_done_cb(struct spool_batch_item *item, int status,
         return;
     }
     /* A peer's request goes back to the peer (it retries); our own is retried here, later. */
-    if (op->reply || op->canceled || op->node->closing || status != SPOOL_ENOTLEADER) {
+    if (op->reply || op->group || op->canceled || op->node->closing || status != SPOOL_ENOTLEADER) {
         spool_op_finish_publish(op, op->node->closing ? SPOOL_ECLOSED : status, err, NULL, NULL, 0);
         return;
     }
@@ -224,20 +405,17 @@ static void attempt_publish(struct spool_op *op)
         spool_batch_submit(&sh->batch, &op->item);
         return;
     }
-    Spool__ForwardPublish f = SPOOL__FORWARD_PUBLISH__INIT;
-    f.request = op->req;
-    size_t len = spool__forward_publish__get_packed_size(&f);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL) {
-        spool_op_finish_error(op, SPOOL_ENOMEM, "out of memory forwarding a publish");
+    /* To the leader with the other publishes of this shard made during this loop turn. */
+    op->target = spool_node_route_target(n, op->shard, op->attempt);
+    if (op->target == 0) {
+        retry(op, false);
         return;
     }
-    spool__forward_publish__pack(&f, buf);
-    bool sent =
-        forward(op, SPOOL_METHOD_PUBLISH, buf, len, attempt_timeout_ms(op), publish_reply_cb);
-    free(buf);
-    if (!sent)
-        retry(op, false);
+    op->busy = true;
+    if (!fwd_enqueue(op)) {
+        op->busy = false;
+        spool_op_finish_error(op, SPOOL_ENOMEM, "out of memory forwarding a publish");
+    }
 }
 
 static void attempt_read(struct spool_op *op)
@@ -424,6 +602,7 @@ void spool_router_cancel(struct spool_op *op)
 
 void spool_router_close(struct spool_node *n)
 {
+    fwd_close(n);
     for (struct spool_op *op = n->ops; op != NULL; op = op->next) {
         if (op->busy)
             continue; /* its batch item or RPC call fails as the shard / RPC layer closes */

@@ -3,7 +3,10 @@
  *
  * A served request never forwards again: the node serves it if it can (leads the shard for a
  * publish; has applied min_seq for a read) or answers at once with SPOOL_ENOTLEADER / SPOOL_EBUSY
- * and its leader hint, and the origin retries. A read with wait_ms > 0 and nothing after
+ * and its leader hint, and the origin retries. A SPOOL_METHOD_PUBLISH_BATCH (router.c sends one
+ * per shard and loop turn) is served request by request the same way, each its own op and
+ * group-commit item, and answered once, when the last of them completes (op.c's fwd group).
+ * A read with wait_ms > 0 and nothing after
  * after_seq yet (a follow poll, see subscription.c) is parked on node->waiters until the local
  * state machine applies a record of its channel or wait_ms passes, then answered from the store.
  * A gateway-only node's poll (ReadRequest.ephemerals) is also answered when an ephemeral record
@@ -75,6 +78,50 @@ static void serve_publish(struct spool_node *n, const void *body, size_t len,
     op->item.req = op->req;
     op->item.done = spool_router_batch_done_cb;
     spool_batch_submit(&sh->batch, &op->item);
+}
+
+/* SPOOL_METHOD_PUBLISH_BATCH: each request is served as serve_publish() serves one (its own op
+ * and group-commit item, or an answer at once), and the answers go back together. */
+static void serve_publish_batch(struct spool_node *n, const void *body, size_t len,
+                                struct spool_rpc_reply *reply)
+{
+    Spool__ForwardPublishBatch *f = spool__forward_publish_batch__unpack(NULL, len, body);
+    struct spool_fwd_group *g = NULL;
+    if (f == NULL || f->n_requests == 0 || (g = spool_fwd_group_new(n, reply, f)) == NULL) {
+        if (f)
+            spool__forward_publish_batch__free_unpacked(f, NULL);
+        spool_rpc_respond(reply, f ? SPOOL_ENOMEM : SPOOL_EINVAL,
+                          f ? "out of memory" : "bad forwarded publish batch", NULL, 0);
+        return;
+    }
+    size_t k = f->n_requests; /* the group may answer (and be freed) during the loop */
+    for (size_t i = 0; i < k; i++) {
+        Spool__PublishRequest *req = f->requests[i];
+        if (req == NULL || req->channel == NULL || req->channel[0] == '\0' ||
+            req->n_messages == 0) {
+            spool_fwd_group_answer(g, i, SPOOL_EINVAL, "bad forwarded publish", 0, NULL, NULL, 0);
+            continue;
+        }
+        uint32_t shard = spool_node_shard_of(n, req->channel);
+        struct spool_shard *sh = spool_node_local_shard(n, shard);
+        if (n->closing || sh == NULL || !spool_shard_is_leader(sh)) {
+            spool_fwd_group_answer(g, i, SPOOL_ENOTLEADER, "not the leader",
+                                   spool_op_local_leader(n, shard), NULL, NULL, 0);
+            continue;
+        }
+        struct spool_op *op = spool_op_new(n, OP_PUBLISH, shard);
+        if (op == NULL) {
+            spool_fwd_group_answer(g, i, SPOOL_EBUSY, "out of memory", 0, NULL, NULL, 0);
+            continue;
+        }
+        op->req = req;
+        op->group = g;
+        op->group_i = i;
+        op->busy = true;
+        op->item.req = op->req;
+        op->item.done = spool_router_batch_done_cb;
+        spool_batch_submit(&sh->batch, &op->item);
+    }
 }
 
 static void waiter_timeout_cb(uv_timer_t *t)
@@ -188,6 +235,9 @@ void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, cons
     switch (method) {
     case SPOOL_METHOD_PUBLISH:
         serve_publish(n, body, len, reply);
+        break;
+    case SPOOL_METHOD_PUBLISH_BATCH:
+        serve_publish_batch(n, body, len, reply);
         break;
     case SPOOL_METHOD_READ:
         serve_read_request(n, body, len, reply);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cluster/node.h"
+#include "cluster/node_int.h" /* forward-batch counters */
 
 static char root[64];
 static uv_loop_t loop;
@@ -585,6 +586,63 @@ Test(node, three_nodes_forward_read_your_writes_subscribe_failover)
     for (int i = 0; i < 4; i++)
         if (t[i].node != NULL)
             node_stop(&t[i]);
+}
+
+/* Publishes a follower node makes for one shard during one loop turn reach the leader in one
+ * SPOOL_METHOD_PUBLISH_BATCH call, and each gets its own result; the same ids again, in one
+ * turn, come back as duplicates with their original seqs. */
+Test(node, forwarded_publishes_of_one_turn_share_one_call)
+{
+    struct tnode t[3];
+    char peers[256];
+    three_nodes_start(t, 3, 1, peers, sizeof peers);
+    struct tnode *all[] = {&t[0], &t[1], &t[2], NULL};
+    cr_assert(run_until(ready_cond, all, 20000), "cluster never became ready");
+    struct spool_shard_status st;
+    spool_node_shard_status(t[0].node, 0, &st);
+    cr_assert(st.leader_id >= 1 && st.leader_id <= 3);
+    struct spool_node *follower = t[st.leader_id % 3].node;
+    const char *chans[2] = {"fb-a", "fb-b"}; /* one shard: one batch */
+    enum { N = 24 };
+    char idbuf[N][16];
+    const char *ids[N][1];
+    for (int i = 0; i < N; i++) {
+        snprintf(idbuf[i], sizeof idbuf[i], "m%d", i);
+        ids[i][0] = idbuf[i];
+    }
+    uint64_t first[N];
+    for (int round = 0; round < 2; round++) {
+        uint64_t calls0 = follower->fwd_calls, pubs0 = follower->fwd_publishes;
+        struct pub p[N];
+        struct pubs ps = {p, N};
+        for (int i = 0; i < N; i++)
+            publish_start(follower, chans[i % 2], ids[i], 1, &p[i]);
+        cr_assert(run_until(pubs_done, &ps, 20000), "publishes did not complete");
+        bool seen[2][N / 2 + 1];
+        memset(seen, 0, sizeof seen);
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(p[i].status, 0, "publish %d: %s", i, p[i].msg);
+            cr_assert_eq(p[i].n, 1);
+            if (round == 0) {
+                uint64_t seq = p[i].seqs[0];
+                cr_assert_not(p[i].dup[0]);
+                cr_assert(seq >= 1 && seq <= N / 2, "seq %llu", (unsigned long long)seq);
+                cr_assert_not(seen[i % 2][seq], "seq %llu given twice", (unsigned long long)seq);
+                seen[i % 2][seq] = true;
+                first[i] = seq;
+            } else {
+                cr_assert(p[i].dup[0], "publish %d not reported as a duplicate", i);
+                cr_assert_eq(p[i].seqs[0], first[i]);
+            }
+        }
+        uint64_t calls = follower->fwd_calls - calls0;
+        uint64_t pubs = follower->fwd_publishes - pubs0;
+        cr_assert(calls >= 1 && calls <= 2, "round %d: %llu forward calls for %d publishes", round,
+                  (unsigned long long)calls, N);
+        cr_assert_geq(pubs, N);
+    }
+    for (int i = 0; i < 3; i++)
+        node_stop(&t[i]);
 }
 
 struct applied_want {
