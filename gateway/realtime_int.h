@@ -99,6 +99,7 @@ struct rt_conn {
     uint64_t tokens_at; /* uv_now of the last refill */
     bool resumable;    /* no message yet: a "resume" message is still allowed */
     struct rt_entered *entered;
+    struct rt_claim *claim;   /* while it claims members left on another loop (realtime_presence.c) */
     struct rt_sync *syncs;
 };
 

@@ -128,14 +128,14 @@ static struct rt_entered *parked_take(const char *id, const struct rt_leave *own
 
 /* ---- claims of resumed connections (see the top of the file) ---- */
 
-struct claim {
-    struct claim *next;
-    const struct rt_conn *conn; /* the claimer; removed before it is freed */
+struct rt_claim {
+    struct rt_claim *prev, *next;
+    const struct rt_conn *conn; /* the claimer (conn->claim is this); removed before it is freed */
     char id[SPOOL_CONNECTION_ID_MAX + 1];
     struct rt_entered *deposit; /* members left by earlier incarnations, for conn's loop */
 };
 
-static struct claim *claim_list; /* under parked_lock */
+static struct rt_claim *claim_list; /* under parked_lock */
 
 /* Moves `from` into *to; a member (channel, clientId) already in *to keeps that entry. */
 static void entered_merge(struct rt_entered **to, struct rt_entered *from)
@@ -152,25 +152,29 @@ static void entered_merge(struct rt_entered **to, struct rt_entered *from)
     }
 }
 
-/* On c's loop: what was deposited for c joins c->entered; `end` also removes c's claim. */
+/* On c's loop: what was deposited for c joins c->entered; `end` also removes c's claim. Only
+ * c's loop sets or clears c->claim, so a connection without one costs no lock. */
 static void claim_collect(struct rt_conn *c, bool end)
 {
-    struct rt_entered *deposit = NULL;
-    struct claim *gone = NULL;
+    struct rt_claim *k = c->claim;
+    if (k == NULL)
+        return;
     pthread_mutex_lock(&parked_lock);
-    for (struct claim **p = &claim_list; *p != NULL; p = &(*p)->next) {
-        if ((*p)->conn == c) {
-            deposit = (*p)->deposit;
-            (*p)->deposit = NULL;
-            if (end) {
-                gone = *p;
-                *p = gone->next;
-            }
-            break;
-        }
+    struct rt_entered *deposit = k->deposit;
+    k->deposit = NULL;
+    if (end) {
+        if (k->prev != NULL)
+            k->prev->next = k->next;
+        else
+            claim_list = k->next;
+        if (k->next != NULL)
+            k->next->prev = k->prev;
     }
     pthread_mutex_unlock(&parked_lock);
-    free(gone);
+    if (end) {
+        c->claim = NULL;
+        free(k);
+    }
     entered_merge(&c->entered, deposit);
 }
 
@@ -183,23 +187,24 @@ void spool_rt_claim_end(struct rt_conn *c)
  * memory there is no claim: those members leave after the timeout, as without a resume. */
 static void claim_start(struct rt_conn *c)
 {
-    struct claim *k = calloc(1, sizeof *k);
+    if (c->claim != NULL) { /* a second resume on this connection */
+        pthread_mutex_lock(&parked_lock);
+        memcpy(c->claim->id, c->id, sizeof c->claim->id);
+        pthread_mutex_unlock(&parked_lock);
+        return;
+    }
+    struct rt_claim *k = calloc(1, sizeof *k);
     if (k == NULL)
         return;
     k->conn = c;
     memcpy(k->id, c->id, sizeof k->id);
     pthread_mutex_lock(&parked_lock);
-    for (struct claim *o = claim_list; o != NULL && k != NULL; o = o->next)
-        if (o->conn == c) {
-            memcpy(o->id, c->id, sizeof o->id);
-            free(k);
-            k = NULL;
-        }
-    if (k != NULL) {
-        k->next = claim_list;
-        claim_list = k;
-    }
+    k->next = claim_list;
+    if (claim_list != NULL)
+        claim_list->prev = k;
+    claim_list = k;
     pthread_mutex_unlock(&parked_lock);
+    c->claim = k;
 }
 
 /* Hands `entered` (of c, ending) to a claim on c's id by another connection; false if none. */
@@ -207,7 +212,7 @@ static bool claim_deposit(const struct rt_conn *c, struct rt_entered *entered)
 {
     bool taken = false;
     pthread_mutex_lock(&parked_lock);
-    for (struct claim *k = claim_list; k != NULL; k = k->next) {
+    for (struct rt_claim *k = claim_list; k != NULL; k = k->next) {
         if (k->conn != c && strcmp(k->id, c->id) == 0) {
             struct rt_entered *tail = entered;
             while (tail->next != NULL)
