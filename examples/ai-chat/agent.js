@@ -3,15 +3,14 @@
 //   claim the turn (lease) -> create the response with the turn's epoch -> one append per token
 //   with that epoch -> the last append carries extras {"final": true} -> release the turn.
 // When an operator takes the turn over, the next append is refused (stale turn epoch) and the
-// agent stops that response. Interrupts (barge-in, docs/ai-semantics.md) arrive over a WebSocket
-// the agent opens as client id "agent" (a tiny RFC 6455 client below, so still no dependencies):
-// an interrupt for the turn it holds makes it end the response at once with a last append
-// carrying extras {"final": true, "reason": "interrupted"} and release the turn.
+// agent stops that response. Interrupts (barge-in, docs/ai-semantics.md) arrive on the same SSE
+// stream, opened as client id "agent" (?clientId=): the server sends "event: interrupt" only to
+// the turn holder's streams. One for the turn it holds makes it end the response at once with a
+// last append carrying extras {"final": true, "reason": "interrupted"} and release the turn.
 // One JSON line per event on stdout (the end-to-end test reads them).
 //
 //   node agent.js --api http://127.0.0.1:8080 --channel chat-1 [--tokens 150] [--interval 20]
 'use strict';
-const crypto = require('crypto');
 const http = require('http');
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) =>
@@ -81,9 +80,11 @@ async function stream(M, epoch) {
   say({event: 'done', message: M});
 }
 
-// SSE: one "data:" line per event; reconnects from the last id it saw.
+// SSE: one "data:" line per event; reconnects from the last id it saw (interrupts and other
+// ephemeral events carry no id: they are live only). Interrupts are acted on when they name the
+// epoch of the response being streamed.
 function follow(lastId) {
-  const path = `${base}/events?from=${lastId === null ? 'live' : lastId}`;
+  const path = `${base}/events?from=${lastId === null ? 'live' : lastId}&clientId=${encodeURIComponent(CLIENT)}`;
   const req = http.get({host: API.hostname, port: API.port, path, headers: {Accept: 'text/event-stream'}}, (res) => {
     let buf = '';
     res.setEncoding('utf8');
@@ -94,12 +95,17 @@ function follow(lastId) {
       while ((i = buf.indexOf('\n\n')) >= 0) {
         const block = buf.slice(0, i);
         buf = buf.slice(i + 2);
+        if (/^: attached /m.test(block)) say({event: 'listening', channel: CHANNEL});
         const id = /^id: ?(\d+)/m.exec(block);
         if (id) lastId = Number(id[1]);
         const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
         if (!data) continue;
         let e;
         try { e = JSON.parse(data); } catch (_) { continue; }
+        if (e.type === 'interrupt' && current && e.epoch === current.epoch && !current.interrupted) {
+          current.interrupted = e;
+          say({event: 'interrupt', epoch: e.epoch, from: e.clientId, data: e.data});
+        }
         if (e.action === 'message.create' && e.name === 'user' && !e.refSerial)
           busy = busy.then(() => answer(e.data)).catch((err) => say({event: 'error', error: String(err)}));
       }
@@ -109,59 +115,5 @@ function follow(lastId) {
   req.on('error', () => setTimeout(() => follow(lastId), 500));
 }
 
-// Interrupts: a WebSocket to /v1/realtime as CLIENT, attached to the channel from now on. The
-// server delivers an interrupt only to the connections of the turn's holder; this one acts on it
-// when it names the epoch of the response being streamed. Reconnects after a drop.
-function frame(opcode, payload) { // client frames are masked (RFC 6455 5.3); payloads < 64 KiB
-  const n = payload.length, mask = crypto.randomBytes(4);
-  const head = n < 126 ? Buffer.from([0x80 | opcode, 0x80 | n])
-    : Buffer.from([0x80 | opcode, 0x80 | 126, n >> 8, n & 255]);
-  const body = Buffer.from(payload);
-  for (let i = 0; i < n; i++) body[i] ^= mask[i & 3];
-  return Buffer.concat([head, mask, body]);
-}
-
-function interrupts() {
-  const again = () => setTimeout(interrupts, 500);
-  const req = http.request({host: API.hostname, port: API.port, path: `/v1/realtime?clientId=${encodeURIComponent(CLIENT)}`,
-                            headers: {Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13',
-                                      'Sec-WebSocket-Key': crypto.randomBytes(16).toString('base64')}});
-  req.on('error', again);
-  req.on('response', (res) => { res.resume(); again(); });
-  req.on('upgrade', (res, sock, head) => {
-    let buf = head, text = [];
-    sock.on('error', () => {});
-    sock.on('close', again);
-    const send = (o) => sock.write(frame(1, Buffer.from(JSON.stringify(o))));
-    sock.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      for (;;) { // server frames: unmasked
-        if (buf.length < 2) return;
-        let len = buf[1] & 127, off = 2;
-        if (len === 126) { if (buf.length < 4) return; len = buf.readUInt16BE(2); off = 4; }
-        else if (len === 127) { if (buf.length < 10) return; len = Number(buf.readBigUInt64BE(2)); off = 10; }
-        if (buf.length < off + len) return;
-        const fin = buf[0] & 0x80, op = buf[0] & 15, payload = buf.subarray(off, off + len);
-        buf = buf.subarray(off + len);
-        if (op === 9) { sock.write(frame(10, payload)); continue; } // ping -> pong
-        if (op === 8) { sock.end(); return; }
-        if (op === 1 || op === 0) text.push(Buffer.from(payload));
-        if (!fin || (op !== 1 && op !== 0)) continue;
-        let e;
-        try { e = JSON.parse(Buffer.concat(text).toString('utf8')); } catch (_) { e = null; }
-        text = [];
-        if (e && e.type === 'connected') send({type: 'attach', channel: CHANNEL, from: 'live'});
-        if (e && e.type === 'attached') say({event: 'listening', channel: CHANNEL});
-        if (e && e.type === 'interrupt' && current && e.epoch === current.epoch && !current.interrupted) {
-          current.interrupted = e;
-          say({event: 'interrupt', epoch: e.epoch, from: e.clientId, data: e.data});
-        }
-      }
-    });
-  });
-  req.end();
-}
-
 follow(null);
-interrupts();
 process.on('SIGTERM', () => process.exit(0));
