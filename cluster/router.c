@@ -422,10 +422,17 @@ static void attempt_read(struct spool_op *op)
 {
     struct spool_node *n = op->node;
     struct spool_shard *sh = spool_node_local_shard(n, op->shard);
-    if (op->kind == OP_READ && sh && (op->read->leader ? spool_shard_is_leader(sh)
+    if (op->kind == OP_READ && sh && (op->read->leader ? spool_shard_leader_reads_ready(sh)
                                       : spool_store_last_seq(sh->store, op->read->channel) >=
                                             op->read->min_seq)) {
         spool_op_serve_read(op, sh);
+        return;
+    }
+    /* Leading, but a publish acknowledged by the previous leader may not be applied here yet:
+     * wait for this term's barrier (spool_shard_leader_reads_ready started it). */
+    if (op->kind == OP_READ && sh && op->read->leader && spool_shard_is_leader(sh)) {
+        spool_op_set_last(op, SPOOL_EBUSY, "new leader still applying its predecessors' entries");
+        retry(op, false);
         return;
     }
     /* A follow for a shard this node now leads never waits on itself: the local store answers

@@ -153,6 +153,13 @@ static void serve_read_request(struct spool_node *n, const void *body, size_t le
         spool__read_request__free_unpacked(r, NULL);
         return;
     }
+    if (!n->closing && sh != NULL && r->leader && !spool_shard_leader_reads_ready(sh)) {
+        respond_status(reply, SPOOL_METHOD_READ, SPOOL_EBUSY,
+                       "new leader still applying its predecessors' entries",
+                       spool_op_local_leader(n, shard));
+        spool__read_request__free_unpacked(r, NULL);
+        return;
+    }
     if (n->closing || sh == NULL ||
         (!r->leader && spool_store_last_seq(sh->store, r->channel) < r->min_seq)) {
         respond_status(reply, SPOOL_METHOD_READ, SPOOL_EBUSY,

@@ -267,6 +267,34 @@ bool spool_shard_is_leader(struct spool_shard *s)
     return !s->closing && raft_state(&s->raft) == RAFT_LEADER;
 }
 
+static void read_barrier_cb(struct raft_barrier *req, int status)
+{
+    struct spool_shard *s = req->data;
+    s->read_barrier_pending = false;
+    if (status == 0)
+        s->reads_ready_term = s->read_barrier_term;
+}
+
+bool spool_shard_leader_reads_ready(struct spool_shard *s)
+{
+    if (!spool_shard_is_leader(s))
+        return false;
+    raft_term term = raft_current_term(&s->raft);
+    if (s->reads_ready_term == term)
+        return true;
+    if (!s->read_barrier_pending) {
+        s->read_barrier.data = s;
+        s->read_barrier_term = term;
+        int rv = raft_barrier(&s->raft, &s->read_barrier, read_barrier_cb);
+        if (rv == 0)
+            s->read_barrier_pending = true;
+        else
+            SPOOL_DEBUG("shard.read_barrier_refused", "shard=%u msg=\"%s\"", s->id,
+                        raft_strerror(rv));
+    }
+    return false;
+}
+
 uint64_t spool_shard_leader(struct spool_shard *s)
 {
     raft_id id = 0;

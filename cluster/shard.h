@@ -65,6 +65,10 @@ struct spool_shard {
     void (*change_cb)(void *arg, int status);
     void *change_arg;
     uv_timer_t retention_timer; /* while leading: a retention tick every SPOOL_RETENTION_TICK_MS */
+    struct raft_barrier read_barrier; /* spool_shard_leader_reads_ready: this term's first */
+    bool read_barrier_pending;
+    raft_term read_barrier_term;
+    raft_term reads_ready_term; /* leader reads are served in this term (0: none yet) */
     uint64_t election_timeout_ms;
     bool closing, raft_closing;
     int pending_close; /* raft + batch + 2 timers */
@@ -80,6 +84,11 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
 void spool_shard_close(struct spool_shard *s, void (*cb)(struct spool_shard *s));
 
 bool spool_shard_is_leader(struct spool_shard *s);
+/* True when this replica leads and has applied everything committed before its term, so a read
+ * here sees every acknowledged publish. A new leader is not there until the barrier libraft
+ * appends at election is applied: the first call of a term issues a raft_barrier and answers
+ * false until it completes (callers answer "busy" and their router retries). */
+bool spool_shard_leader_reads_ready(struct spool_shard *s);
 /* Hands this replica's leadership to voter `to` (leader spreading): 0 once libraft accepted
  * it, SPOOL_EBUSY while another transfer of this shard is pending, SPOOL_ENOTLEADER when this
  * replica does not lead (or is closing), SPOOL_EINVAL if libraft refused it. */
