@@ -9,7 +9,7 @@
 # A scenario SUBS:RATE is SUBS subscribers and RATE published msg/s (offered deliveries/s =
 # SUBS x RATE); default "1000:100 1000:1000 10000:10 10000:100" (100k and 1M deliveries/s each).
 # Each repeat starts both servers fresh, measures idle memory first, then runs every scenario on
-# Spool then NATS. --workers is spoold's (event loops serving clients, 1; 0 = one per CPU).
+# Spool then NATS. --workers is spoold's (event loops serving clients; default 0 = one per CPU, as spoold).
 # Environment: SPOOLD (build/spoold), FANOUT (build/bench/fanout), BENCH_DIR.
 # Ports 18095/17095 (spoold), 14295/14296 (nats TCP/WebSocket), all 127.0.0.1; stopped on exit.
 set -euo pipefail
@@ -23,7 +23,7 @@ WARMUP=1
 SCENARIOS="1000:100 1000:1000 10000:10 10000:100"
 IDLE_SUBS=10000
 RAW=""
-WORKERS=1
+WORKERS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --repeats) REPEATS=$2; shift 2 ;;

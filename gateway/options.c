@@ -14,7 +14,7 @@ void spool_options_defaults(struct spool_options *o)
     o->shards = 4;
     o->replicas = 3;
     o->log_level = "info";
-    o->workers = 1;
+    o->workers = 0; /* one loop per CPU: docs/gateway.md */
     o->snapshot_threshold = 65536;
     o->snapshot_trailing = 8192;
     o->election_timeout_ms = 1000;

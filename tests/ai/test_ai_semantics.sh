@@ -4,7 +4,9 @@
 # commit; ephemeral messages and interrupts (tests/ai/ai_ephemeral.js), also on SSE streams
 # (tests/ai/ai_ephemeral_sse.js).
 . "$SPOOL_SOURCE/tests/realtime/lib.sh"
-spool_start
+# One event loop: the ephemeral ack's `delivered` counts the receivers on the loop that took the
+# message, and these scripts assert exact counts (every loop's delivery: ai/test_ai_gateway).
+spool_start --workers 1
 spool_node "$SPOOL_SOURCE/tests/ai/ai_semantics.js"
 spool_node "$SPOOL_SOURCE/tests/ai/ai_ephemeral.js"
 spool_node "$SPOOL_SOURCE/tests/ai/ai_ephemeral_sse.js"
