@@ -43,6 +43,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ws_client.h"
+
 static struct {
     const char *target, *host, *channel;
     int port, pub_port;
@@ -123,21 +125,7 @@ static struct sockaddr_in addr_of(int port)
 /* A masked client frame (mask 0: XOR with zero keeps the payload, still a valid masked frame). */
 static size_t ws_frame(uint8_t opcode, const char *p, size_t n, char *out)
 {
-    size_t h = 0;
-    out[h++] = (char)(0x80 | opcode);
-    if (n < 126) {
-        out[h++] = (char)(0x80 | n);
-    } else if (n <= 0xFFFF) {
-        out[h++] = (char)(0x80 | 126);
-        out[h++] = (char)(n >> 8);
-        out[h++] = (char)n;
-    } else {
-        out[h++] = (char)(0x80 | 127);
-        for (int i = 0; i < 8; i++)
-            out[h++] = (char)((uint64_t)n >> (56 - 8 * i));
-    }
-    memset(out + h, 0, 4);
-    h += 4;
+    size_t h = ws_client_head(opcode, n, out);
     memcpy(out + h, p, n);
     return h + n;
 }
@@ -336,31 +324,17 @@ static char rbuf[1 << 20];
 static size_t ws_parse(struct sub *s, char *b, size_t n, uint64_t now)
 {
     size_t off = 0;
-    while (n - off >= 2) {
-        uint8_t b0 = (uint8_t)b[off], b1 = (uint8_t)b[off + 1];
-        uint64_t len = b1 & 0x7F;
-        size_t h = 2;
-        if (len == 126) {
-            if (n - off < 4)
-                break;
-            len = ((uint64_t)(uint8_t)b[off + 2] << 8) | (uint8_t)b[off + 3];
-            h = 4;
-        } else if (len == 127) {
-            if (n - off < 10)
-                break;
-            len = 0;
-            for (int i = 0; i < 8; i++)
-                len = (len << 8) | (uint8_t)b[off + 2 + i];
-            h = 10;
-        }
-        if (b1 & 0x80)
-            h += 4; /* servers must not mask; tolerate it by skipping (payload would be garbled) */
-        if (n - off < h + len)
+    struct ws_frame fr;
+    /* Servers must not mask; a masked frame is tolerated by skipping its key (fr.head counts it;
+     * the payload would be garbled). */
+    while (ws_frame_parse(b + off, n - off, &fr)) {
+        if (n - off < fr.head + fr.len)
             break;
-        char *p = b + off + h;
-        uint8_t op = b0 & 0x0F;
-        bool fin = b0 & 0x80;
-        off += h + len;
+        char *p = b + off + fr.head;
+        uint64_t len = fr.len;
+        uint8_t op = fr.op;
+        bool fin = fr.fin;
+        off += fr.head + fr.len;
         if (op == 0x9) { /* ping -> pong */
             char f[256];
             if (len <= 125) {

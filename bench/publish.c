@@ -41,6 +41,7 @@
 #include <poll.h>
 
 #include "http_client.h"
+#include "ws_client.h"
 
 #ifdef SPOOL_BENCH_NATS
 #include <nats/nats.h>
@@ -506,23 +507,10 @@ static const char ws_upgrade[] = "GET /v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r
  * frame) whose payload the caller writes at the returned pointer. */
 static char *ws_frame_start(struct outbuf *o, uint8_t opcode, size_t n)
 {
-    char *out = out_reserve(o, n + 14), *p = out;
-    *p++ = (char)(0x80 | opcode);
-    if (n < 126) {
-        *p++ = (char)(0x80 | n);
-    } else if (n <= 0xFFFF) {
-        *p++ = (char)(0x80 | 126);
-        *p++ = (char)(n >> 8);
-        *p++ = (char)n;
-    } else {
-        *p++ = (char)(0x80 | 127);
-        for (int i = 0; i < 8; i++)
-            *p++ = (char)((uint64_t)n >> (56 - 8 * i));
-    }
-    memset(p, 0, 4);
-    p += 4;
-    o->out_len += (size_t)(p - out) + n;
-    return p;
+    char *out = out_reserve(o, n + WS_CLIENT_HEAD_MAX);
+    size_t h = ws_client_head(opcode, n, out);
+    o->out_len += h + n;
+    return out + h;
 }
 
 /* Blocking: connect, upgrade, wait for the "connected" message (10 s at most). Bytes after it
@@ -628,30 +616,16 @@ static int ws_read(struct wsconn *c, uint64_t t)
     size_t off = 0;
     const char *b = c->h.in;
     size_t n = c->h.in_len;
-    while (n - off >= 2) {
-        uint8_t b0 = (uint8_t)b[off], b1 = (uint8_t)b[off + 1];
-        uint64_t len = b1 & 0x7F;
-        size_t h = 2;
-        if (len == 126) {
-            if (n - off < 4)
-                break;
-            len = ((uint64_t)(uint8_t)b[off + 2] << 8) | (uint8_t)b[off + 3];
-            h = 4;
-        } else if (len == 127) {
-            if (n - off < 10)
-                break;
-            len = 0;
-            for (int i = 0; i < 8; i++)
-                len = (len << 8) | (uint8_t)b[off + 2 + i];
-            h = 10;
-        }
-        if (b1 & 0x80)
+    struct ws_frame fr;
+    while (ws_frame_parse(b + off, n - off, &fr)) {
+        if (fr.masked)
             return -1; /* servers do not mask */
-        if (n - off < h + len)
+        if (n - off < fr.head + fr.len)
             break;
-        const char *p = b + off + h;
-        uint8_t op = b0 & 0x0F;
-        off += h + len;
+        const char *p = b + off + fr.head;
+        uint64_t len = fr.len;
+        uint8_t op = fr.op;
+        off += fr.head + fr.len;
         if (op == 0x9) { /* ping -> pong */
             memcpy(ws_frame_start(&c->o, 0xA, (size_t)len), p, (size_t)len);
         } else if (op == 0x8) {
