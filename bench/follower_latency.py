@@ -19,86 +19,44 @@ measure; tests never time anything (tests/cluster/test_follower_delivery.sh chec
 delivery on followers without timing it).
 """
 import argparse
-import http.client as httpclient
-import json
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
+from types import SimpleNamespace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port(used):
-    for _ in range(1000):
-        p = random.randint(20000, 32000)
-        if p in used:
-            continue
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        used.add(p)
-        return p
-    raise RuntimeError("no free port")
+sys.path.insert(0, os.path.join(ROOT, "tests", "cluster"))
+import faults  # noqa: E402  (free_port, http)
+import sse  # noqa: E402  (the SSE stream reader)
+free_port = faults.free_port
 
 
 def http(method, url, body=None, timeout=5.0):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    """faults.http, with a connection error or a non-JSON reply as status 0."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            raw = r.read()
-            return r.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        return e.code, None
+        return faults.http(method, url, body, timeout)
     except (OSError, ValueError):
         return 0, None
 
 
-class Subscriber(threading.Thread):
-    """One SSE stream of `channel` on `port`; records the arrival time of every event by id."""
+class Subscriber(sse.Stream):
+    """One live SSE stream of `channel` on `port`; records the arrival time of every event by id."""
 
     def __init__(self, name, port, channel):
-        super().__init__(daemon=True)
-        self.name, self.port, self.channel = name, port, channel
+        super().__init__(SimpleNamespace(host="127.0.0.1", port=port), channel, timeout=30,
+                         from_start=False)
+        self.name = name
         self.arrived = {}
         self.order = []
-        self.connected = threading.Event()
-        self.stop = False
 
-    def run(self):
-        conn = httpclient.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        conn.request("GET", "/v1/channels/%s/events" % self.channel,
-                     headers={"Accept": "text/event-stream"})
-        resp = conn.getresponse()
-        self.connected.set()
-        data = None
-        while not self.stop:
-            line = resp.fp.readline()
-            if not line:
-                break
-            line = line.decode().rstrip("\r\n")
-            if line.startswith("data:"):
-                data = json.loads(line[5:].strip())
-            elif line == "" and data is not None:
-                if data.get("type") == "message":
-                    self.arrived[data.get("id")] = time.monotonic()
-                    self.order.append(data["serial"])
-                data = None
-        conn.close()
+    def on_message(self, data):
+        self.arrived[data.get("id")] = time.monotonic()
+        self.order.append(data["serial"])
 
 
 def pct(xs, p):
@@ -159,7 +117,7 @@ def main():
                 Subscriber("gateway-only node", gport, channel)]
         for s in subs:
             s.start()
-            s.connected.wait(10)
+            s.opened.wait(10)
         time.sleep(0.5)  # the subscriptions are set up server-side
         url = "http://127.0.0.1:%d/v1/channels/%s/messages" % (ports[leader][0], channel)
         sent, acks = {}, []
@@ -194,7 +152,7 @@ def main():
             print("%-22s %8d %8.1f %8.1f %8.1f %8.1f %s" % (
                 s.name, len(lat), pct(lat, 50), pct(lat, 90), pct(lat, 99), max(lat),
                 "yes" if ok else "NO"))
-            s.stop = True
+            s.stop()
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -36,6 +36,9 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sse  # noqa: E402
+
 SPOOLD = os.environ.get("SPOOLD", "build-asan/spoold")
 BUILD = os.environ.get("SPOOL_BUILD", "build-asan")
 DUMP = os.path.join(BUILD, "storage", "spool-dump")
@@ -354,25 +357,14 @@ class Subscriber(threading.Thread):
             if resp.status != 200:
                 conn.close()
                 return
-            event_id, data = None, None
-            while not self.stop_flag.is_set():
-                line = resp.fp.readline()
-                if not line:
-                    break
-                line = line.decode().rstrip("\r\n")
-                if line.startswith("id:"):
-                    event_id = int(line[3:].strip())
-                elif line.startswith("data:"):
-                    data = json.loads(line[5:].strip())
-                elif line == "" and data is not None:
-                    if data.get("type") == "message":
-                        serial = data["serial"]
-                        if serial != self.last + 1:
-                            self.errors.append("expected serial %d, got %d" % (self.last + 1, serial))
-                        if event_id != serial:
-                            self.errors.append("id: %r for serial %d" % (event_id, serial))
-                        self.got.append((serial, data.get("id")))
-                    event_id, data = None, None
+            for event_id, data in sse.events(resp, self.stop_flag):
+                if data.get("type") == "message":
+                    serial = data["serial"]
+                    if serial != self.last + 1:
+                        self.errors.append("expected serial %d, got %d" % (self.last + 1, serial))
+                    if event_id != serial:
+                        self.errors.append("id: %r for serial %d" % (event_id, serial))
+                    self.got.append((serial, data.get("id")))
             conn.close()
         except (OSError, httpclient.HTTPException, ValueError):
             pass

@@ -23,8 +23,6 @@ holds every acknowledged publish. Since the SSE layer itself drops a repeated se
 gap from history, the topic below it is checked too: on each subscriber node it fanned out
 exactly as many records as the log holds, and no attach.live_gap was logged.
 """
-import http.client as httpclient
-import json
 import os
 import random
 import signal
@@ -34,59 +32,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faults  # noqa: E402
+import sse  # noqa: E402
 
 CHANNEL = faults.CHANNELS[0]
 STEP_ACKS = 120
 
 
-class PinnedSubscriber(threading.Thread):
+class PinnedSubscriber(sse.Stream):
     """One SSE stream of CHANNEL on one node, from the start, never reconnected."""
 
     def __init__(self, node):
-        super().__init__(daemon=True)
-        self.node = node
-        self.got = []
-        self.errors = []
-        self.ended = None
-        self.opened = threading.Event()
-        self.stop_flag = threading.Event()
-
-    @property
-    def last(self):
-        return self.got[-1][0] if self.got else 0
-
-    def run(self):
-        try:
-            conn = httpclient.HTTPConnection(self.node.host, self.node.port, timeout=10)
-            conn.request("GET", "/v1/channels/%s/events?from=start" % CHANNEL,
-                         headers={"Accept": "text/event-stream"})
-            resp = conn.getresponse()
-            if resp.status != 200:
-                self.ended = "HTTP %d" % resp.status
-                return
-            self.opened.set()
-            data = None
-            while not self.stop_flag.is_set():
-                line = resp.fp.readline()
-                if not line:
-                    self.ended = "stream closed by the server"
-                    break
-                line = line.decode().rstrip("\r\n")
-                if line.startswith("data:"):
-                    data = json.loads(line[5:].strip())
-                elif line == "" and data is not None:
-                    if data.get("type") == "message":
-                        if data["serial"] != self.last + 1:
-                            self.errors.append("expected serial %d, got %d" % (self.last + 1,
-                                                                               data["serial"]))
-                        self.got.append((data["serial"], data.get("id")))
-                    data = None
-            conn.close()
-        except (OSError, httpclient.HTTPException, ValueError) as e:
-            if not self.stop_flag.is_set():
-                self.ended = "stream error: %r" % e
-        finally:
-            self.opened.set()
+        super().__init__(node, CHANNEL, timeout=10)
 
 
 class Publisher(threading.Thread):

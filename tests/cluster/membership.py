@@ -28,18 +28,15 @@ Second scenario (run_dead): 3 nodes x 3 replicas, node 3 killed with -9 under lo
 `spoolctl node remove 3` (a dead node: its shards keep a majority, so they shrink to the two
 live replicas), publishes accepted, the same final checks on the two remaining nodes.
 """
-import http.client as httpclient
-import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faults  # noqa: E402
 from faults import Cluster, Load, Node, http, log, recovered_within, verify, with_cluster  # noqa: E402
+from sse import Stream  # noqa: E402  (one stream per channel per node, never reconnected)
 
 SHARDS, REPLICAS = 3, 2
 SPOOLCTL = os.path.join(faults.BUILD, "spoolctl")
@@ -93,63 +90,6 @@ class MNode(Node):
             args.append("--join")
         self.stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.stderr)
-
-
-class Stream(threading.Thread):
-    """One SSE stream of a channel on one node, from the start, never reconnected (as in
-    follower_delivery.py): records (serial, id) and any serial that is not last + 1."""
-
-    def __init__(self, node, channel):
-        super().__init__(daemon=True)
-        self.node, self.channel = node, channel
-        self.got, self.errors, self.ended = [], [], None
-        self.conn = None
-        self.opened = threading.Event()
-        self.stop_flag = threading.Event()
-
-    @property
-    def last(self):
-        return self.got[-1][0] if self.got else 0
-
-    def run(self):
-        try:
-            self.conn = httpclient.HTTPConnection(self.node.host, self.node.port, timeout=60)
-            self.conn.request("GET", "/v1/channels/%s/events?from=start" % self.channel,
-                              headers={"Accept": "text/event-stream"})
-            resp = self.conn.getresponse()
-            if resp.status != 200:
-                self.ended = "HTTP %d" % resp.status
-                return
-            self.opened.set()
-            data = None
-            while not self.stop_flag.is_set():
-                line = resp.fp.readline()
-                if not line:
-                    self.ended = "stream closed by the server"
-                    break
-                line = line.decode().rstrip("\r\n")
-                if line.startswith("data:"):
-                    data = json.loads(line[5:].strip())
-                elif line == "" and data is not None:
-                    if data.get("type") == "message":
-                        if data["serial"] != self.last + 1:
-                            self.errors.append("expected serial %d, got %d" % (self.last + 1,
-                                                                               data["serial"]))
-                        self.got.append((data["serial"], data.get("id")))
-                    data = None
-        except (OSError, httpclient.HTTPException, ValueError) as e:
-            if not self.stop_flag.is_set():
-                self.ended = "stream error: %r" % e
-        finally:
-            self.opened.set()
-
-    def stop(self):
-        self.stop_flag.set()
-        try:
-            self.conn.sock.shutdown(socket.SHUT_RDWR)
-        except (OSError, AttributeError):
-            pass
-        self.join(10)
 
 
 def publish_quiet(cluster, tag, via=(2, 3), count=3):
