@@ -3,28 +3,14 @@
 // status and reason through forwarding; a late reader on another node gets the rolled-up
 // response; a turn claimed through one node fences publishes through another.
 'use strict';
-const http = require('http');
 const path = require('path');
-const {connect, check, main} = require(path.join(process.cwd(), 'lib'));
+const lib = require(path.join(process.cwd(), 'lib'));
+const {connect, check, main} = lib;
 
 const PORTS = process.env.PORTS.split(',').map(Number);
 const CH = `ai-cluster-${process.pid}-${Date.now()}`;
 
-function request(port, method, p, body) {
-  return new Promise((resolve, reject) => {
-    const data = body === undefined ? null : JSON.stringify(body);
-    const req = http.request({host: '127.0.0.1', port, method, path: p, timeout: 15000,
-                              headers: data ? {'Content-Type': 'application/json'} : {}}, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({status: res.statusCode, body: b ? JSON.parse(b) : null}));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    if (data) req.write(data);
-    req.end();
-  });
-}
+const request = (port, method, p, body) => lib.request(method, p, body, {base: `127.0.0.1:${port}`});
 const post = (i, body) => request(PORTS[i], 'POST', `/v1/channels/${CH}/messages`, body);
 
 main(async () => {

@@ -4,33 +4,14 @@
 // holder's connection (by client id), within one round trip, and is refused (40901) when nobody
 // holds the turn. Run by tests/ai/test_ai_semantics.sh.
 'use strict';
-const http = require('http');
 const path = require('path');
-const {BASE, connect, check, main} = require(path.join(process.cwd(), 'lib'));
+const {connect, request, check, main} = require(path.join(process.cwd(), 'lib'));
 
 const CH = `ai-eph-${process.pid}-${Date.now()}`;
 
-function post(p, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`http://${BASE}${p}`, {method: 'POST', headers: {'Content-Type': 'application/json'}}, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({status: res.statusCode, body: JSON.parse(b)}));
-    });
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
+const post = (p, body) => request('POST', p, body);
 
-function get(p) {
-  return new Promise((resolve, reject) => {
-    http.get(`http://${BASE}${p}`, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({status: res.statusCode, body: JSON.parse(b)}));
-    }).on('error', reject);
-  });
-}
+const get = (p) => request('GET', p);
 
 main(async () => {
   const user = await connect(), agent = await connect('?clientId=agent'), other = await connect();

@@ -10,23 +10,12 @@
 const http = require('http');
 const net = require('net');
 const path = require('path');
-const EventSource = require(path.join(process.cwd(), 'node_modules', 'eventsource'));
-const {BASE, connect, check, main} = require(path.join(process.cwd(), 'lib'));
+const {BASE, connect, request, followSse, check, main} = require(path.join(process.cwd(), 'lib'));
 
 const CH = `ai-eph-sse-${process.pid}-${Date.now()}`;
 const URL_ = `http://${BASE}/v1/channels/${encodeURIComponent(CH)}/events`;
 
-function post(p, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`http://${BASE}${p}`, {method: 'POST', headers: {'Content-Type': 'application/json'}}, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({status: res.statusCode, body: JSON.parse(b)}));
-    });
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
+const post = (p, body) => request('POST', p, body);
 
 // Raw stream data: `until` resolves when pred() holds, checked on every chunk that arrives.
 let rawWaiters = [];
@@ -50,21 +39,7 @@ function getStatus(url) {
 }
 
 // An EventSource recording every event of the three types (with its lastEventId) in `got`.
-function follow(query, headers) {
-  const es = new EventSource(`${URL_}${query}`, headers ? {headers} : undefined);
-  const s = {es, got: [], waiters: []};
-  const on = (type) => es.addEventListener(type, (ev) => {
-    s.got.push({type, lastEventId: ev.lastEventId, data: JSON.parse(ev.data)});
-    s.waiters = s.waiters.filter((w) => !w());
-  });
-  on('message'); on('ephemeral'); on('interrupt');
-  s.wait = (pred, what, ms = 10000) => new Promise((resolve, reject) => {
-    const found = () => { const e = s.got.find(pred); if (e) { clearTimeout(t); resolve(e); return true; } return false; };
-    const t = setTimeout(() => reject(new Error(`sse: timeout waiting for ${what}; got ${JSON.stringify(s.got)}`)), ms);
-    if (!found()) s.waiters.push(found);
-  });
-  return s;
-}
+const follow = (query, headers) => followSse(`${URL_}${query}`, {headers});
 
 async function publish(ws, n, i) {
   ws.send({type: 'publish', channel: CH, msgSerial: n, messages: [{name: 'token', data: {i}}]});

@@ -14,7 +14,8 @@
 'use strict';
 const http = require('http');
 const path = require('path');
-const {connect, check, main} = require(path.join(process.cwd(), 'lib'));
+const lib = require(path.join(process.cwd(), 'lib'));
+const {connect, check, main} = lib;
 
 const PORTS = process.env.PORTS.split(',').map(Number);
 const GW = process.env.GW_PORTS.split(',').map(Number);
@@ -22,21 +23,7 @@ const PIDS = process.env.PIDS.split(',').map(Number);
 const CH = `ai-gw-${process.pid}-${Date.now()}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function request(port, method, p, body) {
-  return new Promise((resolve, reject) => {
-    const data = body === undefined ? null : JSON.stringify(body);
-    const req = http.request({host: '127.0.0.1', port, method, path: p, timeout: 15000,
-                              headers: data ? {'Content-Type': 'application/json'} : {}}, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({status: res.statusCode, body: b ? JSON.parse(b) : null}));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    if (data) req.write(data);
-    req.end();
-  });
-}
+const request = (port, method, p, body) => lib.request(method, p, body, {base: `127.0.0.1:${port}`});
 const at = (port, q = '') => connect(q, `127.0.0.1:${port}`);
 // c.type with the step named in a timeout.
 const want = (c, type, what, pred = () => true, ms = 10000) =>

@@ -8,42 +8,18 @@
 'use strict';
 const http = require('http');
 const path = require('path');
-const EventSource = require(path.join(process.cwd(), 'node_modules', 'eventsource'));
-const {connect, check, main} = require(path.join(process.cwd(), 'lib'));
+const {connect, request, followSse, check, main} = require(path.join(process.cwd(), 'lib'));
 
 const PORTS = process.env.PORTS.split(',').map(Number);
 const GW = process.env.GW_PORTS.split(',').map(Number);
 const CH = `ai-gw-sse-${process.pid}-${Date.now()}`;
 
-function post(port, p, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({host: '127.0.0.1', port, method: 'POST', path: p, timeout: 15000,
-                              headers: {'Content-Type': 'application/json'}}, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({status: res.statusCode, body: b ? JSON.parse(b) : null}));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
+const post = (port, p, body) => request('POST', p, body, {base: `127.0.0.1:${port}`});
 
 // An EventSource on `port` recording its message / ephemeral / interrupt events.
 function follow(port, clientId, where) {
-  const es = new EventSource(`http://127.0.0.1:${port}/v1/channels/${encodeURIComponent(CH)}/events?clientId=${clientId}`);
-  const s = {es, where, clientId, got: [], waiters: []};
-  const on = (type) => es.addEventListener(type, (ev) => {
-    s.got.push({type, lastEventId: ev.lastEventId, data: JSON.parse(ev.data)});
-    s.waiters = s.waiters.filter((w) => !w());
-  });
-  on('message'); on('ephemeral'); on('interrupt');
-  s.wait = (pred, what, ms = 15000) => new Promise((resolve, reject) => {
-    const found = () => { const e = s.got.find(pred); if (e) { clearTimeout(t); resolve(e); return true; } return false; };
-    const t = setTimeout(() => reject(new Error(`${where}: timeout waiting for ${what}; got ${JSON.stringify(s.got)}`)), ms);
-    if (!found()) s.waiters.push(found);
-  });
-  return s;
+  const url = `http://127.0.0.1:${port}/v1/channels/${encodeURIComponent(CH)}/events?clientId=${clientId}`;
+  return Object.assign(followSse(url, {label: where, ms: 15000}), {where, clientId});
 }
 
 // Publishes a stored message and waits until every stream has it (their nodes follow the channel).

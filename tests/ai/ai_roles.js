@@ -4,9 +4,9 @@
 // Run by tests/ai/test_ai_roles.sh (spoold with --api-keys 'k:s3cr3t').
 'use strict';
 const crypto = require('crypto');
-const http = require('http');
 const path = require('path');
-const {BASE, connect, check, main} = require(path.join(process.cwd(), 'lib'));
+const lib = require(path.join(process.cwd(), 'lib'));
+const {connect, check, main} = lib;
 
 const b64 = (x) => Buffer.from(JSON.stringify(x)).toString('base64url');
 function jwt(claims) {
@@ -23,22 +23,8 @@ const tokens = {
   op: jwt({exp: exp(), clientId: 'op', role: 'operator', capability: {'*': [...basic, 'edit-any', 'delete-any']}}),
 };
 
-function request(who, method, p, body) {
-  return new Promise((resolve, reject) => {
-    const data = body === undefined ? null : JSON.stringify(body);
-    const headers = {Authorization: `Bearer ${tokens[who]}`};
-    if (data) headers['Content-Type'] = 'application/json';
-    const req = http.request(`http://${BASE}${p}`, {method, headers}, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({status: res.statusCode, body: b ? JSON.parse(b) : null}));
-    });
-    req.setTimeout(10000, () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    if (data) req.write(data);
-    req.end();
-  });
-}
+const request = (who, method, p, body) =>
+  lib.request(method, p, body, {headers: {Authorization: `Bearer ${tokens[who]}`}, timeout: 10000});
 const post = (who, body) => request(who, 'POST', `/v1/channels/${CH}/messages`, body);
 const turn = (who, body) => request(who, 'POST', `/v1/channels/${CH}/turn`, body);
 

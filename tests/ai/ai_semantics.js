@@ -8,27 +8,14 @@
 'use strict';
 const http = require('http');
 const path = require('path');
-const {BASE, connect, check, main} = require(path.join(process.cwd(), 'lib'));
+const lib = require(path.join(process.cwd(), 'lib'));
+const {BASE, connect, check, main} = lib;
 const EventSource = require(path.join(process.cwd(), 'node_modules', 'eventsource'));
 
 const CH = `ai-${process.pid}-${Date.now()}`;
 let msgSerial = 1;
 
-function request(method, p, body) {
-  return new Promise((resolve, reject) => {
-    const data = body === undefined ? null : JSON.stringify(body);
-    const req = http.request(`http://${BASE}${p}`, {method, headers: data ? {'Content-Type': 'application/json'} : {}},
-      (res) => {
-        let b = '';
-        res.on('data', (d) => { b += d; });
-        res.on('end', () => resolve({status: res.statusCode, body: b ? JSON.parse(b) : null}));
-      });
-    req.setTimeout(10000, () => req.destroy(new Error(`${method} ${p}: timeout`)));
-    req.on('error', reject);
-    if (data) req.write(data);
-    req.end();
-  });
-}
+const request = (method, p, body) => lib.request(method, p, body, {timeout: 10000});
 const post = (body, ch = CH) => request('POST', `/v1/channels/${encodeURIComponent(ch)}/messages`, body);
 const turn = (body, ch = CH) => request('POST', `/v1/channels/${encodeURIComponent(ch)}/turn`, body);
 

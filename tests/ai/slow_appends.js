@@ -3,29 +3,14 @@
 // is closed at --send-buffer-bytes); once it reads again it gets the text exactly, in fewer
 // events than appends, with growing serials and no close. Run by tests/ai/test_ai_slow.sh.
 'use strict';
-const http = require('http');
 const path = require('path');
-const {BASE, connect, check, main} = require(path.join(process.cwd(), 'lib'));
+const {connect, request, check, main} = require(path.join(process.cwd(), 'lib'));
 
 const CH = `ai-slow-${process.pid}-${Date.now()}`;
 const BATCHES = Number(process.env.AI_SLOW_BATCHES || 1000);
 const PER = 100;
 
-function post(body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request(`http://${BASE}/v1/channels/${encodeURIComponent(CH)}/messages`,
-      {method: 'POST', headers: {'Content-Type': 'application/json'}}, (res) => {
-        let b = '';
-        res.on('data', (d) => { b += d; });
-        res.on('end', () => resolve({status: res.statusCode, body: JSON.parse(b)}));
-      });
-    req.setTimeout(10000, () => req.destroy(new Error('publish timeout')));
-    req.on('error', reject);
-    req.write(data);
-    req.end();
-  });
-}
+const post = (body) => request('POST', `/v1/channels/${encodeURIComponent(CH)}/messages`, body, {timeout: 10000});
 
 main(async () => {
   const slow = await connect();

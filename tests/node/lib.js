@@ -1,7 +1,9 @@
 // Helpers for the realtime tests: a WebSocket client that queues the server's JSON messages and
-// lets a test await the next one matching a predicate (every wait bounded by a timeout), and
-// a checker that a channel's messages arrive exactly once, in order, with no gap.
+// lets a test await the next one matching a predicate (every wait bounded by a timeout), a
+// checker that a channel's messages arrive exactly once, in order, with no gap, a JSON-over-HTTP
+// request, and an EventSource that records a channel's SSE events and lets a test await one.
 'use strict';
+const http = require('http');
 const WebSocket = require('ws');
 
 const PORT = process.env.PORT;
@@ -135,10 +137,55 @@ class Sequence {
   }
 }
 
+// One HTTP request to `base` (host:port, default this test's node) with an optional JSON body;
+// resolves {status, body}, body parsed as JSON (null when empty); rejects on a connection error,
+// a reply that is not JSON, or after `timeout` ms. `headers` are added to the request.
+function request(method, p, body, {base = BASE, headers = {}, timeout = 15000} = {}) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? null : JSON.stringify(body);
+    const h = data ? {...headers, 'Content-Type': 'application/json'} : headers;
+    const req = http.request(`http://${base}${p}`, {method, headers: h}, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => {
+        try {
+          resolve({status: res.statusCode, body: b ? JSON.parse(b) : null});
+        } catch (e) {
+          reject(new Error(`${method} ${p}: HTTP ${res.statusCode}, not JSON: ${b.slice(0, 200)}`));
+        }
+      });
+    });
+    req.setTimeout(timeout, () => req.destroy(new Error(`${method} ${p}: timeout`)));
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+// An EventSource on `url` recording every message / ephemeral / interrupt event (with its
+// lastEventId) in s.got; s.wait(pred, what) resolves with the first recorded event matching
+// pred, within `ms` (the timeout names `label` and what was recorded). s.es.close() ends it.
+function followSse(url, {headers, label = 'sse', ms = 10000} = {}) {
+  const EventSource = require('eventsource');
+  const es = new EventSource(url, headers ? {headers} : undefined);
+  const s = {es, got: [], waiters: []};
+  const on = (type) => es.addEventListener(type, (ev) => {
+    s.got.push({type, lastEventId: ev.lastEventId, data: JSON.parse(ev.data)});
+    s.waiters = s.waiters.filter((w) => !w());
+  });
+  on('message'); on('ephemeral'); on('interrupt');
+  s.wait = (pred, what, wms = ms) => new Promise((resolve, reject) => {
+    const found = () => { const e = s.got.find(pred); if (e) { clearTimeout(t); resolve(e); return true; } return false; };
+    const t = setTimeout(() => reject(new Error(`${label}: timeout waiting for ${what}; got ${JSON.stringify(s.got)}`)), wms);
+    if (!found()) s.waiters.push(found);
+  });
+  return s;
+}
+
 function main(fn) {
   const guard = setTimeout(() => fail('test took longer than 100 s'), 100000);
   fn().then(() => { clearTimeout(guard); console.log('ok'); process.exit(0); },
             (e) => fail(e && e.stack ? e.stack : String(e)));
 }
 
-module.exports = {BASE, PORT, Client, connect, publishMany, Sequence, check, fail, main};
+module.exports = {BASE, PORT, Client, connect, publishMany, Sequence, request, followSse, check, fail, main};
