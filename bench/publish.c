@@ -384,6 +384,98 @@ static void conn_fail(struct conn *c, uint64_t t)
     conn_close(c);
 }
 
+/* ------------------------------------------------------------------ the load loop of both spool modes */
+
+/*
+ * One epoll loop drives the connections of either spool mode (HTTP, WebSocket) through their
+ * ops: every connection is filled and flushed at t_start; then, until t_end and the drain of what
+ * is still outstanding (at most 10 s after t_end), each ready connection reads what arrived, is
+ * refilled and flushed; a failing one is failed (its outstanding publishes count as errors);
+ * before t_end, dropped connections are reopened, at most max_reconnects times in all.
+ */
+struct load_ops {
+    size_t size; /* one connection struct: conns is an array of them */
+    unsigned max_events, max_reconnects;
+    int (*fd)(void *c);
+    unsigned (*outstanding)(void *c);
+    int (*read)(void *c, uint64_t t);                /* EPOLLIN; -1: fail it */
+    int (*pump)(void *c, uint64_t t, bool writable); /* fill and flush; -1: fail it */
+    void (*fail)(void *c, uint64_t t);
+    int (*open)(void *c); /* reopen a dropped connection; -1 leaves it closed */
+};
+
+static void load_run(char *conns, unsigned nconn, const struct load_ops *ops)
+{
+#define LOAD_CONN(i) ((void *)(conns + (size_t)(i) * ops->size))
+    t_start = now_ns();
+    t_measure = t_start + (uint64_t)(opt.warmup * 1e9);
+    t_end = t_measure + (uint64_t)(opt.duration * 1e9);
+    uint64_t hard_stop = t_end + 10ull * 1000000000ull; /* drain at most 10 s */
+    for (unsigned i = 0; i < nconn; i++)
+        if (ops->pump(LOAD_CONN(i), t_start, false) < 0)
+            ops->fail(LOAD_CONN(i), t_start);
+    struct epoll_event evs[256];
+    int max_events = ops->max_events < 256 ? (int)ops->max_events : 256;
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t > hard_stop)
+            break;
+        unsigned outstanding = 0;
+        for (unsigned i = 0; i < nconn; i++)
+            outstanding += ops->outstanding(LOAD_CONN(i));
+        if (t >= t_end && outstanding == 0)
+            break;
+        int n = epoll_wait(ep, evs, max_events, 10);
+        t = now_ns();
+        for (int k = 0; k < n; k++) {
+            void *c = evs[k].data.ptr;
+            if (ops->fd(c) < 0)
+                continue;
+            int bad = 0;
+            if (evs[k].events & (EPOLLERR | EPOLLHUP))
+                bad = -1;
+            if (!bad && (evs[k].events & EPOLLIN))
+                bad = ops->read(c, t);
+            if (!bad)
+                bad = ops->pump(c, t, (evs[k].events & EPOLLOUT) != 0);
+            if (bad)
+                ops->fail(c, t);
+        }
+        /* Reopen dropped connections (bounded). */
+        for (unsigned i = 0; i < nconn && t < t_end; i++) {
+            void *c = LOAD_CONN(i);
+            if (ops->fd(c) >= 0 || reconnects >= ops->max_reconnects)
+                continue;
+            reconnects++;
+            if (ops->open(c) == 0 && ops->pump(c, t, false) < 0)
+                ops->fail(c, t);
+        }
+    }
+#undef LOAD_CONN
+}
+
+/* The HTTP mode's ops. */
+static int conn_fd(void *c) { return ((struct conn *)c)->h.fd; }
+static unsigned conn_outstanding(void *c) { return ((struct conn *)c)->q_n; }
+static int conn_read_op(void *c, uint64_t t) { return conn_read(c, t); }
+static void conn_fail_op(void *c, uint64_t t) { conn_fail(c, t); }
+static int conn_open_op(void *c) { return conn_open(c); }
+
+static int conn_pump(void *vc, uint64_t t, bool writable)
+{
+    struct conn *c = vc;
+    if (writable && conn_flush(c) < 0)
+        return -1;
+    conn_fill(c, t);
+    return conn_flush(c);
+}
+
+static const struct load_ops conn_ops = {
+    .size = sizeof(struct conn), .max_events = 256, .max_reconnects = 1000,
+    .fd = conn_fd, .outstanding = conn_outstanding, .read = conn_read_op, .pump = conn_pump,
+    .fail = conn_fail_op, .open = conn_open_op,
+};
+
 static int run_spool(void)
 {
     if (spool_setup() < 0)
@@ -406,58 +498,7 @@ static int run_spool(void)
             return 1;
         }
     }
-    t_start = now_ns();
-    t_measure = t_start + (uint64_t)(opt.warmup * 1e9);
-    t_end = t_measure + (uint64_t)(opt.duration * 1e9);
-    uint64_t hard_stop = t_end + 10ull * 1000000000ull; /* drain at most 10 s */
-    for (unsigned i = 0; i < nconn; i++) {
-        conn_fill(&cs[i], t_start);
-        if (conn_flush(&cs[i]) < 0)
-            conn_fail(&cs[i], t_start);
-    }
-    struct epoll_event evs[256];
-    for (;;) {
-        uint64_t t = now_ns();
-        if (t > hard_stop)
-            break;
-        unsigned outstanding = 0;
-        for (unsigned i = 0; i < nconn; i++)
-            outstanding += cs[i].q_n;
-        if (t >= t_end && outstanding == 0)
-            break;
-        int n = epoll_wait(ep, evs, 256, 10);
-        t = now_ns();
-        for (int k = 0; k < n; k++) {
-            struct conn *c = evs[k].data.ptr;
-            if (c->h.fd < 0)
-                continue;
-            int bad = 0;
-            if (evs[k].events & (EPOLLERR | EPOLLHUP))
-                bad = -1;
-            if (!bad && (evs[k].events & EPOLLIN))
-                bad = conn_read(c, t);
-            if (!bad && (evs[k].events & EPOLLOUT))
-                bad = conn_flush(c);
-            if (!bad) {
-                conn_fill(c, t);
-                bad = conn_flush(c);
-            }
-            if (bad)
-                conn_fail(c, t);
-        }
-        /* Reopen dropped connections (bounded). */
-        for (unsigned i = 0; i < nconn && t < t_end; i++) {
-            struct conn *c = &cs[i];
-            if (c->h.fd >= 0 || reconnects >= 1000)
-                continue;
-            reconnects++;
-            if (conn_open(c) == 0) {
-                conn_fill(c, t);
-                if (conn_flush(c) < 0)
-                    conn_fail(c, t);
-            }
-        }
-    }
+    load_run((char *)cs, nconn, &conn_ops);
     uint64_t t = now_ns();
     for (unsigned i = 0; i < nconn; i++) {
         if (cs[i].h.fd >= 0)
@@ -664,6 +705,38 @@ static void ws_fail(struct wsconn *c, uint64_t t)
     c->h.fd = -1;
 }
 
+/* The WebSocket mode's ops (writes wait in the output buffer: no EPOLLOUT of their own). */
+static int ws_fd(void *c) { return ((struct wsconn *)c)->h.fd; }
+static unsigned ws_outstanding_op(void *c) { return ws_outstanding(c); }
+static int ws_read_op(void *c, uint64_t t) { return ws_read(c, t); }
+static void ws_fail_op(void *c, uint64_t t) { ws_fail(c, t); }
+
+static int ws_pump(void *vc, uint64_t t, bool writable)
+{
+    struct wsconn *c = vc;
+    (void)writable;
+    ws_fill(c, t);
+    return out_flush(c->h.fd, &c->o, c);
+}
+
+static int ws_open_op(void *vc)
+{
+    struct wsconn *c = vc;
+    if (ws_open(c) == 0)
+        return 0;
+    if (c->h.fd >= 0) {
+        close(c->h.fd);
+        c->h.fd = -1;
+    }
+    return -1;
+}
+
+static const struct load_ops ws_ops = {
+    .size = sizeof(struct wsconn), .max_events = 64, .max_reconnects = 100,
+    .fd = ws_fd, .outstanding = ws_outstanding_op, .read = ws_read_op, .pump = ws_pump,
+    .fail = ws_fail_op, .open = ws_open_op,
+};
+
 static int run_spool_ws(void)
 {
     if (spool_setup() < 0)
@@ -688,58 +761,7 @@ static int run_spool_ws(void)
             return 1;
         }
     }
-    t_start = now_ns();
-    t_measure = t_start + (uint64_t)(opt.warmup * 1e9);
-    t_end = t_measure + (uint64_t)(opt.duration * 1e9);
-    uint64_t hard_stop = t_end + 10ull * 1000000000ull; /* drain at most 10 s */
-    for (unsigned i = 0; i < nconn; i++) {
-        ws_fill(&cs[i], t_start);
-        if (out_flush(cs[i].h.fd, &cs[i].o, &cs[i]) < 0)
-            ws_fail(&cs[i], t_start);
-    }
-    struct epoll_event evs[64];
-    for (;;) {
-        uint64_t t = now_ns();
-        if (t > hard_stop)
-            break;
-        unsigned outstanding = 0;
-        for (unsigned i = 0; i < nconn; i++)
-            outstanding += ws_outstanding(&cs[i]);
-        if (t >= t_end && outstanding == 0)
-            break;
-        int n = epoll_wait(ep, evs, 64, 10);
-        t = now_ns();
-        for (int k = 0; k < n; k++) {
-            struct wsconn *c = evs[k].data.ptr;
-            if (c->h.fd < 0)
-                continue;
-            int bad = 0;
-            if (evs[k].events & (EPOLLERR | EPOLLHUP))
-                bad = -1;
-            if (!bad && (evs[k].events & EPOLLIN))
-                bad = ws_read(c, t);
-            if (!bad) {
-                ws_fill(c, t);
-                bad = out_flush(c->h.fd, &c->o, c);
-            }
-            if (bad)
-                ws_fail(c, t);
-        }
-        for (unsigned i = 0; i < nconn && t < t_end; i++) {
-            struct wsconn *c = &cs[i];
-            if (c->h.fd >= 0 || reconnects >= 100)
-                continue;
-            reconnects++;
-            if (ws_open(c) == 0) {
-                ws_fill(c, t);
-                if (out_flush(c->h.fd, &c->o, c) < 0)
-                    ws_fail(c, t);
-            } else if (c->h.fd >= 0) {
-                close(c->h.fd);
-                c->h.fd = -1;
-            }
-        }
-    }
+    load_run((char *)cs, nconn, &ws_ops);
     uint64_t t = now_ns();
     for (unsigned i = 0; i < nconn; i++) {
         if (cs[i].h.fd >= 0)
