@@ -2,24 +2,18 @@
  * with encoded entries over a real store: appends, finals, edits, deletes, authorship, atomic
  * refusal, state rebuilt from the store, and turn fencing by epoch. */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cluster/fsm.h"
 #include "proto/entry.pb-c.h"
+#include "scratch_dir.h"
 
 static char dir[64];
 static struct spool_store *store;
 static struct spool_fsm fsm;
 static uint64_t next_index = 1;
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
 
 static void setup(void)
 {
@@ -37,7 +31,7 @@ static void teardown(void)
 {
     spool_fsm_close(&fsm);
     spool_store_close(store);
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    scratch_dir_remove(dir);
 }
 
 TestSuite(conversation, .init = setup, .fini = teardown);

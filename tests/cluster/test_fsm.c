@@ -1,6 +1,5 @@
 /* The shard state machine, driven directly with encoded entries over a real store. */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <raft.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,13 +7,9 @@
 
 #include "cluster/fsm.h"
 #include "proto/entry.pb-c.h"
+#include "scratch_dir.h"
 
 static char dir[64];
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
 
 static void setup(void)
 {
@@ -24,7 +19,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    scratch_dir_remove(dir);
 }
 
 static struct spool_store *open_store(const char *sub)

@@ -27,7 +27,6 @@
  * being reworked for membership changes, so a fixture test of it would pin an API in flux.
  */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <raft.h>
 #include <raft/fixture.h>
 #include <stdio.h>
@@ -36,6 +35,7 @@
 
 #include "cluster/fsm.h"
 #include "proto/entry.pb-c.h"
+#include "scratch_dir.h"
 
 #define N 3
 #define MAX_PROPS 256
@@ -64,11 +64,6 @@ static struct raft_fixture fx;
 static struct server srv[N];
 static struct prop props[MAX_PROPS];
 static size_t n_props;
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
 
 /* What each server's FSM answered for each proposal (by the entry's proposal nonce = index in
  * props + 1): the seqs and duplicate flags of its one publish request. */
@@ -146,7 +141,7 @@ static void teardown(void)
         spool_fsm_close(&srv[i].fsm);
         spool_store_close(srv[i].store);
     }
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    scratch_dir_remove(dir);
 }
 
 TestSuite(fsm_fixture, .init = setup, .fini = teardown, .timeout = 120);

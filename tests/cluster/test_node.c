@@ -6,7 +6,6 @@
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,16 +15,12 @@
 #include <unistd.h>
 
 #include "cluster/node.h"
+#include "scratch_dir.h"
 #include "cluster/node_int.h" /* forward-batch counters */
 
 static char root[64];
 static uv_loop_t loop;
 static uv_timer_t tick; /* keeps run_until's loop turns short */
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
 
 static void tick_cb(uv_timer_t *t) {}
 
@@ -54,7 +49,7 @@ static void teardown(void)
     uv_walk(&loop, closed_walk_cb, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0, "handles left open");
-    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    scratch_dir_remove(root);
 }
 
 /* Runs the loop until cond(arg) holds or `ms` pass; returns whether it held. */

@@ -1,7 +1,6 @@
 /* The presence member index (cluster/presence_index.h), conditional leaves in the state machine,
  * and the reaper's liveness rules (cluster/presence_reaper.h). */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,13 +9,9 @@
 #include "cluster/presence_index.h"
 #include "cluster/presence_reaper.h"
 #include "proto/entry.pb-c.h"
+#include "scratch_dir.h"
 
 static char dir[64];
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
 
 static void setup(void)
 {
@@ -26,7 +21,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    scratch_dir_remove(dir);
 }
 
 static struct spool_store *open_store(void)

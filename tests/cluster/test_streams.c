@@ -2,7 +2,6 @@
  * happen at apply time against the state stored in the channel, so fencing, dedup and closure
  * commit atomically with the data, hold across commands of one entry, and survive a restart. */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <raft.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,13 +11,9 @@
 #include "cluster/streams.h"
 #include "proto/entry.pb-c.h"
 #include "proto/streams.pb-c.h"
+#include "scratch_dir.h"
 
 static char dir[64];
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
 
 static void setup(void)
 {
@@ -28,7 +23,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    scratch_dir_remove(dir);
 }
 
 static struct spool_store *open_store(void)

@@ -4,7 +4,6 @@
  * names). Requests go through the raw client of http_test_client.h.
  */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -20,6 +19,7 @@
 #include "gateway/jwt.h"
 #include "gateway/metrics.h"
 #include "http_test_client.h"
+#include "scratch_dir.h"
 
 static char root[64];
 static struct spool_options opts;
@@ -30,8 +30,6 @@ static struct spool_http_router router;
 static struct spool_http_api api;
 static struct spool_http_server *srv;
 static bool srv_closed, node_closed;
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) { return remove(path); }
 
 static uint16_t free_port(void)
 {
@@ -113,7 +111,7 @@ static void stop(void)
     for (int i = 0; i < 100 && uv_run(&loop, UV_RUN_NOWAIT) != 0; i++)
         ;
     cr_assert_eq(uv_loop_close(&loop), 0, "handles left open");
-    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    scratch_dir_remove(root);
 }
 
 static const char *json_hdr = "Content-Type: application/json\r\n";

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "scratch_dir.h"
 #include "storage/store.h"
 
 /* An assertion that reports only when it fails: loops that check thousands of things must not
@@ -22,20 +23,7 @@
 
 __attribute__((unused)) static void rm_rf(const char *path)
 {
-    DIR *d = opendir(path);
-    if (d == NULL) {
-        unlink(path);
-        return;
-    }
-    struct dirent *de;
-    char sub[4096];
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-        snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-        rm_rf(sub);
-    }
-    closedir(d);
-    rmdir(path);
+    scratch_dir_remove(path);
 }
 
 __attribute__((unused)) static char *scratch_dir(void)
