@@ -42,7 +42,11 @@ class PinnedSubscriber(sse.Stream):
     """One SSE stream of CHANNEL on one node, from the start, never reconnected."""
 
     def __init__(self, node):
-        super().__init__(node, CHANNEL, timeout=10)
+        # A hang guard, not part of the check: the stream of a SIGSTOPped node is silent for the
+        # whole pause, which lasts until 30 more publishes are acknowledged (bounded at 30 s;
+        # over 10 s seen when publishes routed through gateway loops wait out the stopped
+        # leader).
+        super().__init__(node, CHANNEL, timeout=45)
 
 
 class Publisher(threading.Thread):
