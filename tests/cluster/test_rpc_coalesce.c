@@ -134,95 +134,89 @@ static void send_value(struct spool_rpc *r, unsigned v)
     cr_assert_eq(spool_rpc_send(r, 2, METHOD, &v, sizeof v), 0);
 }
 
-Test(rpc_coalesce, frames_of_one_turn_leave_together_at_its_end_in_order)
-{
+/* A node's rpc + mux on `loop`, connected to a fake peer (node 2): the first frame (value 0) waits
+ * in the peer's queue for the dial, then goes out. */
+struct harness {
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct spool_err err;
     struct spool_mux *mux;
     struct spool_rpc *rpc;
-    cr_assert_eq(spool_mux_init(&mux, &loop, 1, "127.0.0.1:0", &err), 0, "%s", err.msg);
-    cr_assert_eq(spool_rpc_init(&rpc, &loop, mux, 1, 1 << 20, on_request, on_message, NULL, &err),
-                 0, "%s", err.msg);
     struct fake f;
-    char address[64];
-    fake_listen(&f, address, sizeof address);
-    cr_assert_eq(spool_rpc_set_peer(rpc, 2, address), 0);
+};
 
-    /* Connect: the first frame waits in the peer's queue for the dial, then goes out. */
-    send_value(rpc, 0);
-    for (int i = 0; i < 2000 && f.frames < 1; i++) {
-        uv_run(&loop, UV_RUN_NOWAIT);
-        fake_pump(&f);
+static void harness_connect(struct harness *h)
+{
+    struct spool_err err;
+    char address[64];
+    uv_loop_init(&h->loop);
+    cr_assert_eq(spool_mux_init(&h->mux, &h->loop, 1, "127.0.0.1:0", &err), 0, "%s", err.msg);
+    cr_assert_eq(spool_rpc_init(&h->rpc, &h->loop, h->mux, 1, 1 << 20, on_request, on_message, NULL,
+                                &err),
+                 0, "%s", err.msg);
+    fake_listen(&h->f, address, sizeof address);
+    cr_assert_eq(spool_rpc_set_peer(h->rpc, 2, address), 0);
+    send_value(h->rpc, 0);
+    for (int i = 0; i < 2000 && h->f.frames < 1; i++) {
+        uv_run(&h->loop, UV_RUN_NOWAIT);
+        fake_pump(&h->f);
         usleep(1000);
     }
-    cr_assert_eq(f.frames, 1, "the first frame never arrived");
+    cr_assert_eq(h->f.frames, 1, "the first frame never arrived");
+}
 
-    for (int round = 0; round < 3; round++) {
-        unsigned before = f.frames;
-        for (unsigned i = 0; i < N_FRAMES; i++)
-            send_value(rpc, before + i);
-        /* Still inside the turn: nothing on the wire yet. */
-        cr_assert_eq(fake_pump(&f), 0, "frames were written before the loop turn ended");
-        cr_assert_eq(f.frames, before);
-        /* One loop turn writes them all (the peer may need a moment to receive them). */
-        uv_run(&loop, UV_RUN_NOWAIT);
-        for (int i = 0; i < 1000 && f.frames < before + N_FRAMES; i++) {
-            struct pollfd pf = {.fd = f.fd, .events = POLLIN};
-            poll(&pf, 1, 5);
-            fake_pump(&f);
-        }
-        cr_assert_eq(f.frames, before + N_FRAMES, "round %d: %u of %u frames after one turn", round,
-                     f.frames - before, N_FRAMES);
-        cr_assert(!f.out_of_order, "frames arrived out of order");
+/* Reads what the peer receives until it holds `want` frames (bounded). */
+static void harness_receive(struct harness *h, unsigned want)
+{
+    for (int i = 0; i < 1000 && h->f.frames < want; i++) {
+        struct pollfd pf = {.fd = h->f.fd, .events = POLLIN};
+        poll(&pf, 1, 5);
+        fake_pump(&h->f);
     }
+}
 
+static void harness_close(struct harness *h)
+{
     bool closed = false, mux_closed = false;
-    spool_rpc_close(rpc, set_flag, &closed);
-    cr_assert(run_until(&loop, flag_set, &closed, 5000), "rpc did not close");
-    spool_mux_close(mux, set_flag, &mux_closed);
-    cr_assert(run_until(&loop, flag_set, &mux_closed, 5000), "mux did not close");
-    fake_close(&f);
-    loop_finish(&loop);
+    spool_rpc_close(h->rpc, set_flag, &closed);
+    cr_assert(run_until(&h->loop, flag_set, &closed, 5000), "rpc did not close");
+    spool_mux_close(h->mux, set_flag, &mux_closed);
+    cr_assert(run_until(&h->loop, flag_set, &mux_closed, 5000), "mux did not close");
+}
+
+Test(rpc_coalesce, frames_of_one_turn_leave_together_at_its_end_in_order)
+{
+    struct harness h;
+    harness_connect(&h);
+    for (int round = 0; round < 3; round++) {
+        unsigned before = h.f.frames;
+        for (unsigned i = 0; i < N_FRAMES; i++)
+            send_value(h.rpc, before + i);
+        /* Still inside the turn: nothing on the wire yet. */
+        cr_assert_eq(fake_pump(&h.f), 0, "frames were written before the loop turn ended");
+        cr_assert_eq(h.f.frames, before);
+        /* One loop turn writes them all (the peer may need a moment to receive them). */
+        uv_run(&h.loop, UV_RUN_NOWAIT);
+        harness_receive(&h, before + N_FRAMES);
+        cr_assert_eq(h.f.frames, before + N_FRAMES, "round %d: %u of %u frames after one turn",
+                     round, h.f.frames - before, N_FRAMES);
+        cr_assert(!h.f.out_of_order, "frames arrived out of order");
+    }
+    harness_close(&h);
+    fake_close(&h.f);
+    loop_finish(&h.loop);
 }
 
 /* Frames still queued when the rpc object closes go out first (what a closing node answers its
  * peers in its last turn must not be lost), and nothing leaks (LeakSanitizer). */
 Test(rpc_coalesce, close_writes_what_is_queued)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct spool_err err;
-    struct spool_mux *mux;
-    struct spool_rpc *rpc;
-    cr_assert_eq(spool_mux_init(&mux, &loop, 1, "127.0.0.1:0", &err), 0, "%s", err.msg);
-    cr_assert_eq(spool_rpc_init(&rpc, &loop, mux, 1, 1 << 20, on_request, on_message, NULL, &err),
-                 0, "%s", err.msg);
-    struct fake f;
-    char address[64];
-    fake_listen(&f, address, sizeof address);
-    cr_assert_eq(spool_rpc_set_peer(rpc, 2, address), 0);
-    send_value(rpc, 0);
-    for (int i = 0; i < 2000 && f.frames < 1; i++) {
-        uv_run(&loop, UV_RUN_NOWAIT);
-        fake_pump(&f);
-        usleep(1000);
-    }
-    cr_assert_eq(f.frames, 1);
+    struct harness h;
+    harness_connect(&h);
     for (unsigned i = 1; i <= 100; i++)
-        send_value(rpc, i);
-    bool closed = false, mux_closed = false;
-    spool_rpc_close(rpc, set_flag, &closed);
-    cr_assert(run_until(&loop, flag_set, &closed, 5000), "rpc did not close");
-    spool_mux_close(mux, set_flag, &mux_closed);
-    cr_assert(run_until(&loop, flag_set, &mux_closed, 5000), "mux did not close");
-    for (int i = 0; i < 1000 && f.frames < 101; i++) {
-        struct pollfd pf = {.fd = f.fd, .events = POLLIN};
-        poll(&pf, 1, 5);
-        fake_pump(&f);
-    }
-    cr_assert_eq(f.frames, 101, "frames queued at close were lost: %u of 101", f.frames);
-    cr_assert(!f.out_of_order);
-    fake_close(&f);
-    loop_finish(&loop);
+        send_value(h.rpc, i);
+    harness_close(&h);
+    harness_receive(&h, 101);
+    cr_assert_eq(h.f.frames, 101, "frames queued at close were lost: %u of 101", h.f.frames);
+    cr_assert(!h.f.out_of_order);
+    fake_close(&h.f);
+    loop_finish(&h.loop);
 }
