@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ "$REPEATS" -ge 1 ] && [ "$REPEATS" -le 20 ] || { echo "--repeats must be 1..20" >&2; exit 2; }
+bench_check_repeats "$REPEATS"
 
 SPOOLD=${SPOOLD:-$ROOT/build/spoold}
 PUBLISH=${PUBLISH:-$ROOT/build/bench/publish}
@@ -169,11 +169,7 @@ for size in $SIZES; do
     done
   done
 done
-[ -n "$RAW" ] && cp "$RESULTS" "$RAW"
-
-echo >&2
-cat "$BENCH_DIR/header"
-echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+bench_report_head "$RESULTS" "$RAW"
 python3 - "$RESULTS" <<'EOF'
 import sys, statistics as st
 rows = {}

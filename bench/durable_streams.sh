@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ "$REPEATS" -ge 1 ] && [ "$REPEATS" -le 20 ] || { echo "--repeats must be 1..20" >&2; exit 2; }
+bench_check_repeats "$REPEATS"
 
 SPOOLD=${SPOOLD:-$ROOT/build/spoold}
 DSBENCH=${DSBENCH:-$ROOT/build/bench/durable_streams}
@@ -150,11 +150,7 @@ for rep in $(seq 1 "$REPEATS"); do
   run_one spool tput "$rep"
   run_one ref tput "$rep"
 done
-[ -n "$RAW" ] && cp "$RESULTS" "$RAW"
-
-echo >&2
-cat "$BENCH_DIR/header"
-echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+bench_report_head "$RESULTS" "$RAW"
 python3 - "$RESULTS" <<'EOF'
 import sys, statistics as st
 rows = {}

@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ "$REPEATS" -ge 1 ] && [ "$REPEATS" -le 20 ] || { echo "--repeats must be 1..20" >&2; exit 2; }
+bench_check_repeats "$REPEATS"
 
 SPOOLD=${SPOOLD:-$ROOT/build/spoold}
 FANOUT=${FANOUT:-$ROOT/build/bench/fanout}
@@ -138,11 +138,7 @@ for rep in $(seq 1 "$REPEATS"); do
   done
   stop_servers
 done
-[ -n "$RAW" ] && cp "$RESULTS" "$RAW"
-
-echo >&2
-cat "$BENCH_DIR/header"
-echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+bench_report_head "$RESULTS" "$RAW"
 python3 - "$RESULTS" << 'EOF'
 import sys, statistics as st
 runs, idle = {}, {}

@@ -111,3 +111,17 @@ srv_cores() { # c0 c1 w0 w1
 bench_date_line() {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo '?')"
 }
+
+# --repeats is 1..20 in every script.
+bench_check_repeats() { # repeats
+  [ "$1" -ge 1 ] && [ "$1" -le 20 ] || { echo "--repeats must be 1..20" >&2; exit 2; }
+}
+
+# After the last run: keep the RESULT lines if --raw asked for them, then print the run's header
+# and the load average at the end, before each script's summary table.
+bench_report_head() { # results raw
+  [ -n "$2" ] && cp "$1" "$2"
+  echo >&2
+  cat "$BENCH_DIR/header"
+  echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
