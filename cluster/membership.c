@@ -511,6 +511,21 @@ static int accept_start(struct spool_node *n, uint32_t kind, uint64_t id, const 
 
 /* ---- the RPC side ---- */
 
+/* Answers with the packed reply `m`; one too large for the buffer (a very long status message)
+ * answers the status as an RPC error instead. */
+static void respond_packed(struct spool_rpc_reply *reply, int code, const char *msg,
+                           const ProtobufCMessage *m)
+{
+    uint8_t buf[1024];
+    size_t len = protobuf_c_message_get_packed_size(m);
+    if (len > sizeof buf) {
+        spool_rpc_respond(reply, code, msg, NULL, 0);
+        return;
+    }
+    protobuf_c_message_pack(m, buf);
+    spool_rpc_respond(reply, 0, NULL, buf, len);
+}
+
 static void respond_membership(struct spool_rpc_reply *reply, int code, const char *msg,
                                uint64_t hint, uint64_t epoch)
 {
@@ -519,14 +534,7 @@ static void respond_membership(struct spool_rpc_reply *reply, int code, const ch
     Spool__MembershipReply r = SPOOL__MEMBERSHIP_REPLY__INIT;
     r.status = &st;
     r.epoch = epoch;
-    uint8_t buf[1024];
-    size_t len = spool__membership_reply__get_packed_size(&r);
-    if (len > sizeof buf) {
-        spool_rpc_respond(reply, code, msg, NULL, 0);
-        return;
-    }
-    spool__membership_reply__pack(&r, buf);
-    spool_rpc_respond(reply, 0, NULL, buf, len);
+    respond_packed(reply, code, msg, &r.base);
 }
 
 static void served_accept_cb(void *arg, int status, const char *msg, uint64_t hint, uint64_t epoch)
@@ -556,9 +564,7 @@ static void respond_reconf(struct spool_rpc_reply *reply, int code, const char *
     Spool__ReconfigureReply r = SPOOL__RECONFIGURE_REPLY__INIT;
     r.status = &st;
     r.done = done;
-    uint8_t buf[512];
-    size_t len = spool__reconfigure_reply__pack(&r, buf);
-    spool_rpc_respond(reply, 0, NULL, buf, len);
+    respond_packed(reply, code, msg, &r.base);
 }
 
 static void serve_reconfigure(struct spool_node *n, const void *body, size_t len,
