@@ -6,6 +6,7 @@
  *                        handler and the spoold wiring
  *   realtime_json.c      records as clients see them; parsing "from"
  *   realtime_publish.c   publish: message objects into records, rate limit, ack/nack
+ *   rt_frame.c           the publish frame scanned without jansson (the hot path; rt_frame.h)
  *   realtime_presence.c  presence messages, members a connection entered, leaves on death
  *   realtime_resume.c    resume keys issued to connections and resuming from one
  *
@@ -121,6 +122,9 @@ int spool_rt_attach(struct rt_conn *c, const char *channel, struct spool_from fr
 
 /* realtime_publish.c */
 void spool_rt_publish(struct rt_conn *c, json_t *msg);
+struct spool_rt_frame;
+/* The same for a frame gateway/rt_frame.h scanned (no jansson). */
+void spool_rt_publish_frame(struct rt_conn *c, const struct spool_rt_frame *f);
 void spool_rt_on_published(void *arg, int status, const struct spool_err *err,
                            const uint64_t *seqs, const bool *duplicate, size_t n);
 void spool_rt_nack(struct rt_conn *c, json_int_t msg_serial, int code, const char *message);

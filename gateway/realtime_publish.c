@@ -14,6 +14,7 @@
 #include "gateway/message_json.h"
 #include "gateway/metrics.h"
 #include "gateway/realtime_int.h"
+#include "gateway/rt_frame.h"
 
 void spool_rt_on_published(void *arg, int status, const struct spool_err *err, const uint64_t *seqs,
                          const bool *duplicate, size_t n)
@@ -121,28 +122,49 @@ const char *spool_rt_message_from_json(struct rt_conn *c, json_t *m, Spool__Reco
     return why;
 }
 
-void spool_rt_publish(struct rt_conn *c, json_t *msg)
+/* Where a publish's message objects come from: jansson's array, or the scanned frame. */
+typedef const char *(*rt_fill_fn)(struct rt_conn *c, const void *src, size_t i,
+                                  const char *channel, Spool__Record *rec, char **owned, int *code);
+
+static const char *fill_from_json(struct rt_conn *c, const void *src, size_t i,
+                                  const char *channel, Spool__Record *rec, char **owned, int *code)
 {
-    json_t *jserial = json_object_get(msg, "msgSerial");
-    json_int_t msg_serial = json_is_integer(jserial) ? json_integer_value(jserial) : -1;
-    const char *channel = json_string_value(json_object_get(msg, "channel"));
-    json_t *messages = json_object_get(msg, "messages");
-    if (msg_serial < 0) {
-        spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "publish needs an integer msgSerial >= 0",
-                            NULL);
-        return;
+    json_t *m = json_array_get((const json_t *)src, i);
+    const char *message = spool_rt_message_from_json(c, m, rec, owned, code);
+    if (message == NULL)
+        message = spool_ai_message_fields(m, rec, &c->principal, channel);
+    return message;
+}
+
+static const char *fill_from_frame(struct rt_conn *c, const void *src, size_t i,
+                                   const char *channel, Spool__Record *rec, char **owned, int *code)
+{
+    (void)owned; /* a scanned message's data is a string: nothing is serialised */
+    const struct spool_rt_frame *f = src;
+    const struct spool_message_limits lim = {c->rt->cfg.max_field_bytes,
+                                             c->rt->cfg.max_message_bytes};
+    const char *why = NULL;
+    switch (spool_rt_frame_record(&f->msgs[i], c->principal.client_id, &lim, rec, &why)) {
+    case SPOOL_MESSAGE_OK:
+        rec->connection_id = c->id;
+        /* No AI field in a scanned message: this only sets the principal's edit/delete flags. */
+        return spool_ai_message_fields(NULL, rec, &c->principal, channel);
+    case SPOOL_MESSAGE_FORBIDDEN: *code = SPOOL_RT_EFORBIDDEN; break;
+    case SPOOL_MESSAGE_TOO_LARGE: *code = SPOOL_RT_ETOO_LARGE; break;
+    case SPOOL_MESSAGE_NOMEM: *code = SPOOL_RT_EINTERNAL; break;
+    default: *code = SPOOL_RT_EBAD_MESSAGE; break;
     }
-    const char *why = "channel missing";
-    if (channel == NULL ||
-        !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
-        spool_rt_nack(c, msg_serial, SPOOL_RT_EBAD_CHANNEL, why);
-        return;
-    }
-    if (!json_is_array(messages) || json_array_size(messages) == 0) {
-        spool_rt_nack(c, msg_serial, SPOOL_RT_EBAD_MESSAGE, "messages must be a non-empty array");
-        return;
-    }
-    size_t n = json_array_size(messages);
+    return why;
+}
+
+/* Records on the stack up to this many messages (the usual publish has one). */
+#define RT_PUB_STACK 16
+
+/* The publish once its serial, channel and non-empty message list are known: the batch limit,
+ * the principal, the rate bucket, the records, then the node. */
+static void publish_messages(struct rt_conn *c, json_int_t msg_serial, const char *channel,
+                             size_t n, rt_fill_fn fill, const void *src)
+{
     if (n > c->rt->cfg.max_batch) {
         spool_rt_nack(c, msg_serial, SPOOL_RT_ETOO_LARGE + 2, "too many messages in one publish");
         return;
@@ -156,9 +178,16 @@ void spool_rt_publish(struct rt_conn *c, json_t *msg)
         spool_rt_nack(c, msg_serial, SPOOL_RT_ERATE, "publish rate limit exceeded");
         return;
     }
-    Spool__Record *recs = calloc(n, sizeof *recs);
-    const Spool__Record **ptrs = calloc(n, sizeof *ptrs);
-    char **owned = calloc(2 * n, sizeof *owned);
+    /* spool_node_publish copies what it keeps, so the records and what they borrow need only
+     * outlive the call: small publishes keep them on the stack (a calloc per publish showed in
+     * profiles). */
+    Spool__Record recs_s[RT_PUB_STACK];
+    const Spool__Record *ptrs_s[RT_PUB_STACK];
+    char *owned_s[2 * RT_PUB_STACK];
+    bool heap = n > RT_PUB_STACK;
+    Spool__Record *recs = heap ? calloc(n, sizeof *recs) : recs_s;
+    const Spool__Record **ptrs = heap ? calloc(n, sizeof *ptrs) : ptrs_s;
+    char **owned = heap ? calloc(2 * n, sizeof *owned) : owned_s;
     struct rt_pub *p = malloc(sizeof *p);
     int code = 0;
     const char *message = NULL;
@@ -166,12 +195,11 @@ void spool_rt_publish(struct rt_conn *c, json_t *msg)
         code = SPOOL_RT_EINTERNAL;
         message = "out of memory";
     }
+    size_t filled = 0;
     for (size_t i = 0; i < n && code == 0; i++) {
-        message = spool_rt_message_from_json(c, json_array_get(messages, i), &recs[i],
-                                             &owned[2 * i], &code);
-        if (message == NULL)
-            message = spool_ai_message_fields(json_array_get(messages, i), &recs[i],
-                                              &c->principal, channel);
+        owned[2 * i] = owned[2 * i + 1] = NULL;
+        filled = i + 1;
+        message = fill(c, src, i, channel, &recs[i], &owned[2 * i], &code);
         if (message == NULL)
             code = 0;
         else if (code == 0)
@@ -198,10 +226,47 @@ void spool_rt_publish(struct rt_conn *c, json_t *msg)
     }
     if (code != 0)
         spool_rt_nack(c, msg_serial, code, message);
-    for (size_t i = 0; owned != NULL && i < 2 * n; i++)
+    for (size_t i = 0; owned != NULL && i < 2 * filled; i++)
         free(owned[i]);
-    free(owned);
-    free(ptrs);
-    free(recs);
+    if (heap) {
+        free(owned);
+        free(ptrs);
+        free(recs);
+    }
     free(p);
+}
+
+void spool_rt_publish(struct rt_conn *c, json_t *msg)
+{
+    json_t *jserial = json_object_get(msg, "msgSerial");
+    json_int_t msg_serial = json_is_integer(jserial) ? json_integer_value(jserial) : -1;
+    const char *channel = json_string_value(json_object_get(msg, "channel"));
+    json_t *messages = json_object_get(msg, "messages");
+    if (msg_serial < 0) {
+        spool_rt_send_error(c, SPOOL_RT_EBAD_MESSAGE, "publish needs an integer msgSerial >= 0",
+                            NULL);
+        return;
+    }
+    const char *why = "channel missing";
+    if (channel == NULL ||
+        !spool_channel_name_valid(channel, strlen(channel), RT_CHANNEL_MAX, &why)) {
+        spool_rt_nack(c, msg_serial, SPOOL_RT_EBAD_CHANNEL, why);
+        return;
+    }
+    if (!json_is_array(messages) || json_array_size(messages) == 0) {
+        spool_rt_nack(c, msg_serial, SPOOL_RT_EBAD_MESSAGE, "messages must be a non-empty array");
+        return;
+    }
+    publish_messages(c, msg_serial, channel, json_array_size(messages), fill_from_json, messages);
+}
+
+void spool_rt_publish_frame(struct rt_conn *c, const struct spool_rt_frame *f)
+{
+    /* The scanner guarantees a serial >= 0 and at least one message; the rest as above. */
+    const char *why = "channel missing";
+    if (!spool_channel_name_valid(f->channel.s, f->channel.len, RT_CHANNEL_MAX, &why)) {
+        spool_rt_nack(c, f->msg_serial, SPOOL_RT_EBAD_CHANNEL, why);
+        return;
+    }
+    publish_messages(c, f->msg_serial, f->channel.s, f->n, fill_from_frame, f);
 }
