@@ -41,6 +41,8 @@ static uint64_t next_nonce(void)
     return next++;
 }
 
+static void flush_timer_cb(uv_timer_t *t);
+
 static void fail_items(struct spool_batch_item **items, size_t n, int code, const char *msg)
 {
     struct spool_err err;
@@ -65,6 +67,12 @@ static void proposal_applied_cb(struct raft_apply *req, int status, void *result
         b->in_flight = p->next;
     if (p->next)
         p->next->prev = p->prev;
+    b->n_in_flight--;
+    /* Room for the next entry: what queued meanwhile goes on the next loop turn (not from
+     * inside libraft's apply callback). The items below may queue more before then. */
+    if ((b->head != NULL || b->retention_due) && !b->closing &&
+        !uv_is_active((uv_handle_t *)&b->flush_timer))
+        uv_timer_start(&b->flush_timer, flush_timer_cb, 0, 0);
     if (status == 0 && res != NULL && res->n == p->n) {
         for (size_t i = 0; i < p->n; i++) {
             const struct spool_fsm_publish_result *r = &res->publishes[i];
@@ -165,6 +173,7 @@ static void propose_some(struct spool_batch *b)
     if (b->in_flight)
         b->in_flight->prev = p;
     b->in_flight = p;
+    b->n_in_flight++;
     b->entries++;
     b->items += n;
 }
@@ -186,8 +195,10 @@ bool spool_batch_take_result(void *arg, uint64_t index, struct spool_fsm_result 
 static void flush_timer_cb(uv_timer_t *t)
 {
     struct spool_batch *b = t->data;
-    /* Bounded: each round detaches at least one item or the retention tick. */
-    while ((b->head != NULL || b->retention_due) && !b->closing)
+    /* Bounded: each round detaches at least one item or the retention tick, or fills the last
+     * in-flight slot (proposal_applied_cb arms this timer again when one frees). */
+    while ((b->head != NULL || b->retention_due) && !b->closing &&
+           b->n_in_flight < SPOOL_BATCH_MAX_IN_FLIGHT)
         propose_some(b);
 }
 
@@ -209,7 +220,8 @@ void spool_batch_submit(struct spool_batch *b, struct spool_batch_item *item)
     else
         b->head = item;
     b->tail = item;
-    if (!uv_is_active((uv_handle_t *)&b->flush_timer) && !b->closing)
+    if (!uv_is_active((uv_handle_t *)&b->flush_timer) && !b->closing &&
+        b->n_in_flight < SPOOL_BATCH_MAX_IN_FLIGHT)
         uv_timer_start(&b->flush_timer, flush_timer_cb, 0, 0);
 }
 
@@ -218,7 +230,7 @@ void spool_batch_retention(struct spool_batch *b)
     if (b->closing)
         return;
     b->retention_due = true;
-    if (!uv_is_active((uv_handle_t *)&b->flush_timer))
+    if (!uv_is_active((uv_handle_t *)&b->flush_timer) && b->n_in_flight < SPOOL_BATCH_MAX_IN_FLIGHT)
         uv_timer_start(&b->flush_timer, flush_timer_cb, 0, 0);
 }
 
