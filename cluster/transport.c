@@ -24,6 +24,11 @@
  *   the close callback is always deferred to the mux's idle handle so it never runs inside
  *   libraft's own close call.
  *
+ * Accepted streams are allocated as `struct spool_raft_stream` (cluster/raft_stream.h): once a
+ * Raft group's accept callback has started libraft's reader on one, the mux puts a read buffer
+ * in front of it, so libraft's exact-size reads (preamble, header, payload) cost one read(2) per
+ * wake-up instead of one each.
+ *
  * The mux frees itself when, after spool_mux_close, its handles are closed and no incoming
  * connection or connect remains.
  */
@@ -36,6 +41,7 @@
 
 #include "cluster/link.h"
 #include "cluster/preamble.h"
+#include "cluster/raft_stream.h"
 #include "common/log.h"
 
 /* --- objects ------------------------------------------------------------------------------- */
@@ -192,6 +198,7 @@ static void incoming_dispatch(struct mux_incoming *in, const struct spool_preamb
             uv_close((uv_handle_t *)tcp, stream_closed_free_cb);
         } else {
             t->accept_cb(t->rt, p->id, p->address, (uv_stream_t *)tcp);
+            spool_raft_stream_buffer((struct spool_raft_stream *)tcp);
         }
     } else if (m->rpc_accept == NULL) {
         SPOOL_DEBUG("mux.rejected", "reason=no_rpc from=%llu", (unsigned long long)p->id);
@@ -259,7 +266,9 @@ static void listener_connection_cb(uv_stream_t *server, int status)
         return;
     }
     struct mux_incoming *in = calloc(1, sizeof *in);
-    uv_tcp_t *tcp = raft_malloc(sizeof *tcp);
+    /* Any accepted stream may turn out to be a Raft one: see cluster/raft_stream.h. */
+    struct spool_raft_stream *rs = spool_raft_stream_new();
+    uv_tcp_t *tcp = rs != NULL ? &rs->tcp : NULL;
     if (in == NULL || tcp == NULL) {
         free(in);
         raft_free(tcp);

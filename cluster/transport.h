@@ -18,7 +18,9 @@
  *
  * Streams handed over (accepted or connected) are `uv_tcp_t`s allocated with raft_malloc():
  * the new owner uv_close()s them and raft_free()s them in the close callback (libraft does
- * exactly that for Raft streams).
+ * exactly that for Raft streams). Accepted ones are the first member of a larger block
+ * (`struct spool_raft_stream`, cluster/raft_stream.h: a read buffer for libraft's receiver),
+ * which the same raft_free() releases.
  *
  * Shutdown order: raft_close every Raft instance using a transport and wait for it, then
  * spool_mux_transport_close() each transport, then spool_rpc_close(), then spool_mux_close().
