@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster/entry_pack.h"
 #include "common/log.h"
 
 struct spool_batch_proposal {
@@ -97,30 +98,30 @@ static void proposal_applied_cb(struct raft_apply *req, int status, void *result
 /* Proposes up to SPOOL_BATCH_MAX_ENTRY_BYTES worth of queued items as one entry. */
 static void propose_some(struct spool_batch *b)
 {
-    size_t n = 0, bytes = 16;
+    size_t n = 0, bytes = 32;
     for (struct spool_batch_item *it = b->head; it; it = it->next) {
-        size_t sz = spool__publish_request__get_packed_size(it->req) + 8;
+        size_t sz = spool_pb_len_field_size(it->req_len);
         if (n > 0 && bytes + sz > SPOOL_BATCH_MAX_ENTRY_BYTES)
             break;
         bytes += sz;
         n++;
     }
     struct spool_batch_proposal *p = malloc(sizeof *p + n * sizeof p->items[0]);
-    Spool__PublishRequest **reqs = malloc((n ? n : 1) * sizeof *reqs);
+    struct spool_entry_part *parts = malloc((n ? n : 1) * sizeof *parts);
     struct spool_batch_item **items = p ? p->items : NULL;
     struct spool_batch_item *it = b->head;
     for (size_t i = 0; i < n; i++, it = it->next) {
         if (items)
             items[i] = it;
-        if (reqs)
-            reqs[i] = (Spool__PublishRequest *)it->req;
+        if (parts)
+            parts[i] = (struct spool_entry_part){it->req, it->req_len};
     }
     /* Detach the n items from the queue whatever happens next: they complete below or later. */
     struct spool_batch_item *first = b->head;
     b->head = it;
     if (b->head == NULL)
         b->tail = NULL;
-    if (p == NULL || reqs == NULL) {
+    if (p == NULL || parts == NULL) {
         struct spool_err err;
         spool_err_set(&err, SPOOL_ENOMEM, "out of memory proposing an entry");
         for (size_t i = 0; i < n; i++) {
@@ -129,27 +130,20 @@ static void propose_some(struct spool_batch *b)
             first = next;
         }
         free(p);
-        free(reqs);
+        free(parts);
         return;
     }
     p->n = n;
     p->batch = b;
     p->result = NULL;
     p->nonce = next_nonce();
-    Spool__Entry e = SPOOL__ENTRY__INIT;
-    e.proposal = p->nonce;
-    e.timestamp_ms = wall_ms();
-    e.n_publishes = n;
-    e.publishes = reqs;
-    Spool__RetentionTick tick = SPOOL__RETENTION_TICK__INIT;
-    if (b->retention_due) {
-        tick.now_ms = e.timestamp_ms;
-        e.retention = &tick;
-        b->retention_due = false;
-    }
+    /* The Entry protobuf-c would pack (spool_fsm_encode_entry), built from the packed requests. */
+    int64_t now = wall_ms();
+    bool tick = b->retention_due;
+    b->retention_due = false;
     struct raft_buffer buf;
-    int rc = spool_fsm_encode_entry(&e, &buf.base, &buf.len);
-    free(reqs);
+    int rc = spool_entry_pack(now, parts, n, tick, now, p->nonce, &buf.base, &buf.len);
+    free(parts);
     if (rc != 0) {
         fail_items(p->items, n, SPOOL_ENOMEM, "out of memory encoding an entry");
         free(p);

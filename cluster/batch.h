@@ -5,8 +5,8 @@
  * several entries, each still applied as one atomic store batch).
  *
  * Flow: spool_batch_submit() queues an item and arms a zero-delay timer; the timer callback (the
- * next loop turn) encodes the queued requests into an Entry stamped with the leader's wall clock
- * and proposes it. At most SPOOL_BATCH_MAX_IN_FLIGHT entries of a shard are proposed and not yet
+ * next loop turn) frames the queued requests (already packed: entry_pack.h concatenates them)
+ * into an Entry stamped with the leader's wall clock and proposes it. At most SPOOL_BATCH_MAX_IN_FLIGHT entries of a shard are proposed and not yet
  * applied: while that many are out, publishes queue, and the apply callback of one arms the
  * timer again, so under load each entry carries what arrived during the previous one's commit
  * (fewer, larger entries: less CPU per message in raft, framing, fsync and apply). When nothing
@@ -25,6 +25,7 @@
 #include <raft.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "cluster/fsm.h"
@@ -41,7 +42,8 @@ typedef void (*spool_batch_done_cb)(struct spool_batch_item *item, int status,
                                     const struct spool_fsm_publish_result *res);
 struct spool_batch_item {
     struct spool_batch_item *next;
-    const Spool__PublishRequest *req; /* owned by the submitter, valid until done */
+    const uint8_t *req; /* a packed PublishRequest, owned by the submitter, valid until done */
+    size_t req_len;
     spool_batch_done_cb done;
 };
 

@@ -5,6 +5,7 @@
  */
 #include "cluster/op.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,10 +40,8 @@ static void op_freed_cb(uv_handle_t *h)
 {
     struct spool_op *op = h->data;
     struct spool_node *n = op->node;
-    if (op->req && op->fwd == NULL && op->group == NULL)
-        spool__publish_request__free_unpacked(op->req, NULL);
-    if (op->fwd)
-        spool__forward_publish__free_unpacked(op->fwd, NULL);
+    if (op->packed_owned)
+        free((void *)op->packed);
     if (op->read)
         spool__read_request__free_unpacked(op->read, NULL);
     free(op);
@@ -114,48 +113,45 @@ static void respond_packed(struct spool_rpc_reply *reply, const ProtobufCMessage
     free(buf);
 }
 
+/* The arena's first block comes with the group: the peer's bytes, their decoded requests and
+ * the answers usually fit, so a whole batch costs one malloc (and one free). */
+#define GROUP_BLOCK_MAX (4u << 20)
+
 struct spool_fwd_group *spool_fwd_group_new(struct spool_node *n, struct spool_rpc_reply *reply,
-                                            Spool__ForwardPublishBatch *fwd)
+                                            size_t len)
 {
-    size_t k = fwd->n_requests ? fwd->n_requests : 1;
-    struct spool_fwd_group *g = calloc(1, sizeof *g);
+    size_t block = len < GROUP_BLOCK_MAX / 4 ? 4 * len + 1024 : GROUP_BLOCK_MAX;
+    struct spool_fwd_group *g = malloc(sizeof *g + block);
     if (g == NULL)
         return NULL;
-    g->replies = calloc(k, sizeof *g->replies);
-    g->ptrs = calloc(k, sizeof *g->ptrs);
-    g->status = calloc(k, sizeof *g->status);
-    if (g->replies == NULL || g->ptrs == NULL || g->status == NULL) {
-        free(g->replies);
-        free(g->ptrs);
-        free(g->status);
-        free(g);
-        return NULL;
-    }
-    g->node = n;
-    g->reply = reply;
-    g->fwd = fwd;
-    g->n = g->left = fwd->n_requests;
-    for (size_t i = 0; i < g->n; i++) {
+    *g = (struct spool_fwd_group){.node = n, .reply = reply};
+    spool_pb_arena_init(&g->arena, g + 1, block);
+    return g;
+}
+
+int spool_fwd_group_start(struct spool_fwd_group *g, size_t n)
+{
+    size_t k = n ? n : 1;
+    if (k > SIZE_MAX / sizeof *g->replies)
+        return SPOOL_ENOMEM;
+    g->replies = spool_pb_arena_alloc(&g->arena, k * sizeof *g->replies);
+    g->ptrs = spool_pb_arena_alloc(&g->arena, k * sizeof *g->ptrs);
+    g->status = spool_pb_arena_alloc(&g->arena, k * sizeof *g->status);
+    if (g->replies == NULL || g->ptrs == NULL || g->status == NULL)
+        return SPOOL_ENOMEM;
+    g->n = g->left = n;
+    for (size_t i = 0; i < n; i++) {
         spool__publish_reply__init(&g->replies[i]);
         spool__reply_status__init(&g->status[i]);
         g->replies[i].status = &g->status[i];
         g->ptrs[i] = &g->replies[i];
     }
-    return g;
+    return 0;
 }
 
-static void fwd_group_free(struct spool_fwd_group *g)
+void spool_fwd_group_free(struct spool_fwd_group *g)
 {
-    for (size_t i = 0; i < g->n; i++) {
-        free(g->replies[i].seqs);
-        free(g->replies[i].duplicate);
-        if (g->status[i].msg != protobuf_c_empty_string)
-            free(g->status[i].msg);
-    }
-    free(g->replies);
-    free(g->ptrs);
-    free(g->status);
-    spool__forward_publish_batch__free_unpacked(g->fwd, NULL);
+    spool_pb_arena_close(&g->arena);
     free(g);
 }
 
@@ -167,16 +163,15 @@ void spool_fwd_group_answer(struct spool_fwd_group *g, size_t i, int status, con
     st->code = status;
     st->leader_hint = hint;
     if (status != 0 && msg != NULL && msg[0] != '\0') {
-        char *m = strdup(msg);
+        size_t len = strlen(msg) + 1;
+        char *m = spool_pb_arena_alloc(&g->arena, len);
         if (m != NULL)
-            st->msg = m;
+            st->msg = memcpy(m, msg, len);
     }
     if (status == 0 && count > 0) {
-        r->seqs = malloc(count * sizeof *r->seqs);
-        r->duplicate = malloc(count * sizeof *r->duplicate);
+        r->seqs = spool_pb_arena_alloc(&g->arena, count * sizeof *r->seqs);
+        r->duplicate = spool_pb_arena_alloc(&g->arena, count * sizeof *r->duplicate);
         if (r->seqs == NULL || r->duplicate == NULL) {
-            free(r->seqs);
-            free(r->duplicate);
             r->seqs = NULL;
             r->duplicate = NULL;
             st->code = SPOOL_EBUSY; /* the origin retries (as after a lost reply); ids dedup */
@@ -192,8 +187,15 @@ void spool_fwd_group_answer(struct spool_fwd_group *g, size_t i, int status, con
     Spool__PublishBatchReply b = SPOOL__PUBLISH_BATCH_REPLY__INIT;
     b.n_replies = g->n;
     b.replies = g->ptrs;
-    respond_packed(g->reply, &b.base);
-    fwd_group_free(g);
+    size_t len = spool__publish_batch_reply__get_packed_size(&b);
+    uint8_t *buf = spool_pb_arena_alloc(&g->arena, len);
+    if (buf != NULL) {
+        spool__publish_batch_reply__pack(&b, buf);
+        spool_rpc_respond(g->reply, 0, NULL, buf, len);
+    } else {
+        spool_rpc_respond(g->reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
+    }
+    spool_fwd_group_free(g);
 }
 
 void spool_op_finish_publish(struct spool_op *op, int status, const struct spool_err *err,

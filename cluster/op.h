@@ -13,23 +13,31 @@
 #define SPOOL_CLUSTER_OP_H
 
 #include "cluster/node_int.h"
+#include "cluster/pb_arena.h"
 
 enum op_kind { OP_PUBLISH, OP_READ, OP_FOLLOW };
 
 /* A served SPOOL_METHOD_PUBLISH_BATCH (serve.c): the peer's requests, each served by an op of
  * its own (or answered at once), and their answers collected here until the last one is in;
- * then one PublishBatchReply goes back and the group is freed. */
+ * then one PublishBatchReply goes back and the group is freed. Everything the group holds (the
+ * peer's bytes, which the ops' items point into, the decoded requests, the answers) lives in its
+ * arena and goes with it at once. */
 struct spool_fwd_group {
     struct spool_node *node;
     struct spool_rpc_reply *reply;
-    Spool__ForwardPublishBatch *fwd; /* owns the requests the ops serve */
+    struct spool_pb_arena arena;
     size_t n, left;
     Spool__PublishReply *replies;    /* [n] */
     Spool__PublishReply **ptrs;      /* [n] */
-    Spool__ReplyStatus *status;      /* [n]; msg strdup'd */
+    Spool__ReplyStatus *status;      /* [n]; msg copied into the arena */
 };
+/* A group for a batch of `len` packed bytes (its arena's first block is sized for them); the
+ * caller decodes into g->arena, then spool_fwd_group_start() for its n requests. */
 struct spool_fwd_group *spool_fwd_group_new(struct spool_node *n, struct spool_rpc_reply *reply,
-                                            Spool__ForwardPublishBatch *fwd);
+                                            size_t len);
+/* Makes room for n answers; SPOOL_ENOMEM (then free the group with spool_fwd_group_free). */
+int spool_fwd_group_start(struct spool_fwd_group *g, size_t n);
+void spool_fwd_group_free(struct spool_fwd_group *g);
 /* Records request i's answer (seqs / dups copied); the last one sends the reply and frees. */
 void spool_fwd_group_answer(struct spool_fwd_group *g, size_t i, int status, const char *msg,
                             uint64_t hint, const uint64_t *seqs, const bool *dups, size_t count);
@@ -53,9 +61,12 @@ struct spool_op {
     struct spool_fwd_group *group; /* or served for a peer's batch: answer as its request group_i */
     size_t group_i;
 
-    /* publish */
-    Spool__PublishRequest *req;      /* owned (local: unpacked copy) */
-    Spool__ForwardPublish *fwd;      /* owned when the request came from a peer */
+    /* publish: the PublishRequest as protobuf-c packed it once, at the origin node; forwarded
+     * and proposed as these bytes (never decoded again before the state machine applies it) */
+    const uint8_t *packed;
+    size_t packed_len;
+    bool packed_owned;               /* malloc'd for this op (else in its group's arena) */
+    size_t n_messages;               /* records in it: a reply must give as many seqs */
     struct spool_batch_item item;
     spool_publish_cb publish_cb;
 

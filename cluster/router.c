@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/entry_pack.h"
 #include "cluster/op.h"
 #include "common/log.h"
 
@@ -136,7 +137,7 @@ static void publish_replied(struct spool_op *op, const Spool__PublishReply *r)
             dups[i] = r->duplicate[i];
         struct spool_err ok;
         spool_err_clear(&ok);
-        if (dups == NULL || count != op->req->n_messages) {
+        if (dups == NULL || count != op->n_messages) {
             spool_err_set(&ok, dups ? SPOOL_ECORRUPT : SPOOL_ENOMEM, "bad publish reply");
             spool_op_finish_publish(op, ok.code, &ok, NULL, NULL, 0);
         } else {
@@ -180,12 +181,14 @@ static void fwd_batch_reply_cb(void *arg, int status, const struct spool_err *er
 {
     struct spool_fwd_batch *b = arg;
     Spool__PublishBatchReply *r = NULL;
+    /* Decoded into a stack arena: the reply dies with this call. */
+    _Alignas(16) char stack[4096];
+    struct spool_pb_arena arena;
+    spool_pb_arena_init(&arena, stack, sizeof stack);
     if (status == 0) {
-        r = spool__publish_batch_reply__unpack(NULL, len, body);
-        if (r != NULL && r->n_replies != b->n) {
-            spool__publish_batch_reply__free_unpacked(r, NULL);
+        r = spool__publish_batch_reply__unpack(&arena.pb, len, body);
+        if (r != NULL && r->n_replies != b->n)
             r = NULL;
-        }
     }
     for (size_t i = 0; i < b->n; i++) {
         struct spool_op *op = b->ops[i];
@@ -196,33 +199,33 @@ static void fwd_batch_reply_cb(void *arg, int status, const struct spool_err *er
         else
             publish_replied(op, r->replies[i]);
     }
-    if (r != NULL)
-        spool__publish_batch_reply__free_unpacked(r, NULL);
+    spool_pb_arena_close(&arena);
     fwd_batch_free(b);
 }
 
-/* Sends one collected batch; on failure every op goes back to its backoff. */
+/* Sends one collected batch; on failure every op goes back to its backoff. The body is the
+ * ForwardPublishBatch protobuf-c would pack from the ops' requests, built by concatenating each
+ * op's packed request behind its field header (no decoding, no second pack). */
 static void fwd_batch_send(struct spool_fwd_batch *b)
 {
     struct spool_node *n = b->node;
-    Spool__PublishRequest **reqs = malloc(b->n * sizeof *reqs);
-    Spool__ForwardPublishBatch f = SPOOL__FORWARD_PUBLISH_BATCH__INIT;
-    uint8_t *buf = NULL;
     size_t len = 0;
-    if (reqs != NULL) {
-        for (size_t i = 0; i < b->n; i++)
-            reqs[i] = b->ops[i]->req;
-        f.n_requests = b->n;
-        f.requests = reqs;
-        len = spool__forward_publish_batch__get_packed_size(&f);
-        if ((buf = malloc(len ? len : 1)) != NULL)
-            spool__forward_publish_batch__pack(&f, buf);
+    for (size_t i = 0; i < b->n; i++)
+        len += spool_pb_len_field_size(b->ops[i]->packed_len);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf != NULL) {
+        uint8_t *w = buf;
+        for (size_t i = 0; i < b->n; i++) {
+            const struct spool_op *op = b->ops[i];
+            w += spool_pb_put_len_header(w, 0x0a /* requests = 1 */, op->packed_len);
+            memcpy(w, op->packed, op->packed_len);
+            w += op->packed_len;
+        }
     }
     int rc = buf == NULL ? SPOOL_ENOMEM
                          : spool_rpc_call(n->rpc, b->target, SPOOL_METHOD_PUBLISH_BATCH, buf, len,
                                           b->timeout, fwd_batch_reply_cb, b);
     free(buf);
-    free(reqs);
     if (rc == 0) {
         n->fwd_calls++;
         n->fwd_publishes += b->n;
@@ -261,7 +264,7 @@ static void fwd_idle_cb(uv_idle_t *idle)
 static bool fwd_enqueue(struct spool_op *op)
 {
     struct spool_node *n = op->node;
-    size_t sz = spool__publish_request__get_packed_size(op->req) + 8;
+    size_t sz = spool_pb_len_field_size(op->packed_len);
     struct spool_fwd_batch *b = n->fwd_pending;
     while (b != NULL && (b->shard != op->shard || b->target != op->target ||
                          b->bytes + sz > SPOOL_FWD_BATCH_MAX_BYTES))
@@ -400,7 +403,8 @@ static void attempt_publish(struct spool_op *op)
     struct spool_shard *sh = spool_node_local_shard(n, op->shard);
     if (sh && spool_shard_is_leader(sh)) {
         op->busy = true;
-        op->item.req = op->req;
+        op->item.req = op->packed;
+        op->item.req_len = op->packed_len;
         op->item.done = spool_router_batch_done_cb;
         spool_batch_submit(&sh->batch, &op->item);
         return;
@@ -498,7 +502,7 @@ int spool_node_publish(struct spool_node *n, const char *channel, const Spool__R
         return SPOOL_ECLOSED;
     if (channel == NULL || channel[0] == '\0' || count == 0 || cb == NULL)
         return SPOOL_EINVAL;
-    /* Copy: pack the caller's messages as a PublishRequest and unpack our own. */
+    /* The copy the op keeps is the PublishRequest packed once: forwarded and proposed as is. */
     Spool__PublishRequest p = SPOOL__PUBLISH_REQUEST__INIT;
     p.channel = (char *)channel;
     p.n_messages = count;
@@ -508,16 +512,15 @@ int spool_node_publish(struct spool_node *n, const char *channel, const Spool__R
     if (buf == NULL)
         return SPOOL_ENOMEM;
     spool__publish_request__pack(&p, buf);
-    Spool__PublishRequest *copy = spool__publish_request__unpack(NULL, len, buf);
-    free(buf);
-    if (copy == NULL)
-        return SPOOL_ENOMEM;
     struct spool_op *op = spool_op_new(n, OP_PUBLISH, spool_node_shard_of(n, channel));
     if (op == NULL) {
-        spool__publish_request__free_unpacked(copy, NULL);
+        free(buf);
         return SPOOL_ENOMEM;
     }
-    op->req = copy;
+    op->packed = buf;
+    op->packed_len = len;
+    op->packed_owned = true;
+    op->n_messages = count;
     op->publish_cb = cb;
     op->arg = arg;
     start(op);

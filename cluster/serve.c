@@ -12,9 +12,11 @@
  * A gateway-only node's poll (ReadRequest.ephemerals) is also answered when an ephemeral record
  * of its channel arrives (cluster/conversation_ephemeral.c puts them into the answer).
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/fwd_scan.h"
 #include "cluster/op.h"
 #include "common/log.h"
 
@@ -65,33 +67,85 @@ static void serve_publish(struct spool_node *n, const void *body, size_t len,
                        spool_op_local_leader(n, shard));
         return;
     }
-    struct spool_op *op = spool_op_new(n, OP_PUBLISH, shard);
+    /* The one-publish method of older nodes: packed again (their batch method is the hot path). */
+    size_t plen = spool__publish_request__get_packed_size(f->request);
+    uint8_t *packed = malloc(plen ? plen : 1);
+    struct spool_op *op = packed ? spool_op_new(n, OP_PUBLISH, shard) : NULL;
     if (op == NULL) {
+        free(packed);
         spool__forward_publish__free_unpacked(f, NULL);
         respond_status(reply, SPOOL_METHOD_PUBLISH, SPOOL_ENOMEM, "out of memory", 0);
         return;
     }
-    op->fwd = f;
-    op->req = f->request;
+    spool__publish_request__pack(f->request, packed);
+    op->packed = packed;
+    op->packed_len = plen;
+    op->packed_owned = true;
+    op->n_messages = f->request->n_messages;
+    spool__forward_publish__free_unpacked(f, NULL);
     op->reply = reply;
     op->busy = true;
-    op->item.req = op->req;
+    op->item.req = op->packed;
+    op->item.req_len = op->packed_len;
     op->item.done = spool_router_batch_done_cb;
     spool_batch_submit(&sh->batch, &op->item);
 }
 
+/* Where each request's bytes are in the group's copy of the batch: found by the scanner
+ * (fwd_scan.h) when the batch is exactly what protobuf-c writes (always, from Spool nodes),
+ * else packed again from the decoded requests. NULL when out of memory. */
+static struct spool_fwd_slice *request_bytes(struct spool_fwd_group *g, const uint8_t *body,
+                                             size_t len, const Spool__ForwardPublishBatch *f)
+{
+    size_t k = f->n_requests;
+    if (k > SIZE_MAX / sizeof(struct spool_fwd_slice))
+        return NULL;
+    struct spool_fwd_slice *s = spool_pb_arena_alloc(&g->arena, k * sizeof *s);
+    if (s == NULL)
+        return NULL;
+    if (spool_fwd_scan(body, len, s, k) == (long)k)
+        return s;
+    for (size_t i = 0; i < k; i++) {
+        size_t plen = f->requests[i] ? spool__publish_request__get_packed_size(f->requests[i]) : 0;
+        uint8_t *p = spool_pb_arena_alloc(&g->arena, plen);
+        if (p == NULL)
+            return NULL;
+        if (f->requests[i])
+            spool__publish_request__pack(f->requests[i], p);
+        s[i].buf = p;
+        s[i].len = plen;
+    }
+    return s;
+}
+
 /* SPOOL_METHOD_PUBLISH_BATCH: each request is served as serve_publish() serves one (its own op
- * and group-commit item, or an answer at once), and the answers go back together. */
+ * and group-commit item, or an answer at once), and the answers go back together. The batch is
+ * decoded into the group's arena (validation, channels); each op's item is the request's bytes
+ * as the peer sent them, in the group's copy of the body, which lives until the group answers
+ * (after every op's item has completed). */
 static void serve_publish_batch(struct spool_node *n, const void *body, size_t len,
                                 struct spool_rpc_reply *reply)
 {
-    Spool__ForwardPublishBatch *f = spool__forward_publish_batch__unpack(NULL, len, body);
-    struct spool_fwd_group *g = NULL;
-    if (f == NULL || f->n_requests == 0 || (g = spool_fwd_group_new(n, reply, f)) == NULL) {
-        if (f)
-            spool__forward_publish_batch__free_unpacked(f, NULL);
-        spool_rpc_respond(reply, f ? SPOOL_ENOMEM : SPOOL_EINVAL,
-                          f ? "out of memory" : "bad forwarded publish batch", NULL, 0);
+    struct spool_fwd_group *g = spool_fwd_group_new(n, reply, len);
+    uint8_t *copy = g ? spool_pb_arena_alloc(&g->arena, len) : NULL;
+    if (copy == NULL) {
+        if (g)
+            spool_fwd_group_free(g);
+        spool_rpc_respond(reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
+        return;
+    }
+    if (len > 0)
+        memcpy(copy, body, len);
+    Spool__ForwardPublishBatch *f = spool__forward_publish_batch__unpack(&g->arena.pb, len, copy);
+    if (f == NULL || f->n_requests == 0) {
+        spool_fwd_group_free(g); /* decoding failed or nothing in it (memory: see the arena) */
+        spool_rpc_respond(reply, SPOOL_EINVAL, "bad forwarded publish batch", NULL, 0);
+        return;
+    }
+    struct spool_fwd_slice *bytes = request_bytes(g, copy, len, f);
+    if (bytes == NULL || spool_fwd_group_start(g, f->n_requests) != 0) {
+        spool_fwd_group_free(g);
+        spool_rpc_respond(reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
         return;
     }
     size_t k = f->n_requests; /* the group may answer (and be freed) during the loop */
@@ -114,11 +168,14 @@ static void serve_publish_batch(struct spool_node *n, const void *body, size_t l
             spool_fwd_group_answer(g, i, SPOOL_EBUSY, "out of memory", 0, NULL, NULL, 0);
             continue;
         }
-        op->req = req;
+        op->packed = bytes[i].buf;
+        op->packed_len = bytes[i].len;
+        op->n_messages = req->n_messages;
         op->group = g;
         op->group_i = i;
         op->busy = true;
-        op->item.req = op->req;
+        op->item.req = op->packed;
+        op->item.req_len = op->packed_len;
         op->item.done = spool_router_batch_done_cb;
         spool_batch_submit(&sh->batch, &op->item);
     }

@@ -1,0 +1,95 @@
+/* An Entry from packed publish requests (see entry_pack.h). */
+#include "cluster/entry_pack.h"
+
+#include <raft.h>
+#include <string.h>
+
+#include "common/err.h"
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t put_varint(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+size_t spool_pb_len_field_size(size_t len)
+{
+    return 1 + varint_size(len) + len;
+}
+
+size_t spool_pb_put_len_header(uint8_t *out, uint8_t tag, size_t len)
+{
+    out[0] = tag;
+    return 1 + put_varint(out + 1, len);
+}
+
+/* protobuf int64 is the two's complement as uint64 (10 bytes when negative). */
+#define TAG_TIMESTAMP 0x08 /* field 1, varint */
+#define TAG_PUBLISH 0x12   /* field 2, length-delimited */
+#define TAG_RETENTION 0x1a /* field 3, length-delimited */
+#define TAG_NOW 0x08       /* RetentionTick field 1, varint */
+#define TAG_PROPOSAL 0x20  /* field 4, varint */
+
+int spool_entry_pack(int64_t timestamp_ms, const struct spool_entry_part *parts, size_t n,
+                     bool retention, int64_t retention_now_ms, uint64_t proposal, void **buf,
+                     size_t *len)
+{
+    size_t payload = 0, tick = 0;
+    if (timestamp_ms != 0)
+        payload += 1 + varint_size((uint64_t)timestamp_ms);
+    for (size_t i = 0; i < n; i++)
+        payload += spool_pb_len_field_size(parts[i].len);
+    if (retention) {
+        tick = retention_now_ms != 0 ? 1 + varint_size((uint64_t)retention_now_ms) : 0;
+        payload += spool_pb_len_field_size(tick);
+    }
+    if (proposal != 0)
+        payload += 1 + varint_size(proposal);
+    size_t total = (8 + payload + 7) & ~(size_t)7; /* the entry_frame.h frame */
+    uint8_t *p = raft_malloc(total);
+    if (p == NULL)
+        return SPOOL_ENOMEM;
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)((uint64_t)payload >> (8 * i));
+    uint8_t *w = p + 8;
+    if (timestamp_ms != 0) {
+        *w++ = TAG_TIMESTAMP;
+        w += put_varint(w, (uint64_t)timestamp_ms);
+    }
+    for (size_t i = 0; i < n; i++) {
+        w += spool_pb_put_len_header(w, TAG_PUBLISH, parts[i].len);
+        if (parts[i].len > 0)
+            memcpy(w, parts[i].buf, parts[i].len);
+        w += parts[i].len;
+    }
+    if (retention) {
+        w += spool_pb_put_len_header(w, TAG_RETENTION, tick);
+        if (retention_now_ms != 0) {
+            *w++ = TAG_NOW;
+            w += put_varint(w, (uint64_t)retention_now_ms);
+        }
+    }
+    if (proposal != 0) {
+        *w++ = TAG_PROPOSAL;
+        w += put_varint(w, proposal);
+    }
+    memset(w, 0, total - (size_t)(w - p));
+    *buf = p;
+    *len = total;
+    return 0;
+}
