@@ -155,7 +155,10 @@ struct ws_piece {
     struct spool_wsframe *frame;
     uint8_t *own;
     size_t len;
+    size_t cap; /* of own: small messages queued in one loop iteration share one buffer */
 };
+
+#define WS_OWN_MIN 512 /* an owned piece's smallest buffer (about ten acks) */
 
 #define WS_MAX_PIECES 256 /* per uv_write (well under IOV_MAX) */
 
@@ -295,6 +298,17 @@ static void on_flush(uv_check_t *c)
 static int ws_write(struct spool_ws *ws, struct spool_wsframe *frame, const uint8_t *hdr,
                     size_t hlen, const void *data, size_t len)
 {
+    struct ws_piece *last = ws->n_pending > 0 ? &((struct ws_piece *)ws->pending)[ws->n_pending - 1]
+                                              : NULL;
+    if (frame == NULL && last != NULL && last->own != NULL && last->cap - last->len >= hlen + len) {
+        /* Appended to the owned piece queued before it: one buffer, one iovec, no malloc. */
+        memcpy(last->own + last->len, hdr, hlen);
+        if (len > 0)
+            memcpy(last->own + last->len + hlen, data, len);
+        last->len += hlen + len;
+        ws->buffered += hlen + len;
+        return 0;
+    }
     if (ws->n_pending == ws->cap_pending) {
         size_t cap = ws->cap_pending ? 2 * ws->cap_pending : 16;
         struct ws_piece *p = realloc(ws->pending, cap * sizeof *p);
@@ -303,13 +317,14 @@ static int ws_write(struct spool_ws *ws, struct spool_wsframe *frame, const uint
         ws->pending = p;
         ws->cap_pending = cap;
     }
-    struct ws_piece piece = {NULL, NULL, 0};
+    struct ws_piece piece = {NULL, NULL, 0, 0};
     if (frame != NULL) {
         spool_wsframe_ref(frame);
         piece.frame = frame;
         piece.len = frame->len;
     } else {
-        piece.own = malloc(hlen + len);
+        piece.cap = hlen + len < WS_OWN_MIN ? WS_OWN_MIN : hlen + len;
+        piece.own = malloc(piece.cap);
         if (piece.own == NULL)
             return SPOOL_ENOMEM;
         memcpy(piece.own, hdr, hlen);
