@@ -131,22 +131,46 @@ static int dedup_rebuild(struct spool_fsm *f, struct spool_err *err)
 
 struct next_seq {
     const char *channel;
+    uint64_t hash;
     uint64_t next;
     int64_t ts; /* the timestamp this entry's records of the channel get */
 };
+
+/* The entry's channel -> row table: rows in first-use order, found through an open-addressing
+ * index (power of two, at least twice the publishes, so at most half full) instead of a scan
+ * of every earlier row (an entry can carry hundreds of channels). */
+struct next_seqs {
+    struct next_seq *rows;
+    uint32_t *slots; /* row + 1, 0 = empty */
+    size_t n, mask;
+};
+
+static uint64_t channel_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return h ^ (h >> 29);
+}
 
 /* The channel's row of this entry's table, made on first use from the store's channel index
  * (one lookup, no read): next seq, and a timestamp that never goes below the channel's newest
  * retained record (a new leader's clock may be behind the old one's; readers binary-search
  * timestamps). The store's content is the same on every replica, so the result is too. */
-static struct next_seq *next_seq_of(struct spool_fsm *f, struct next_seq *t, size_t *n,
-                                    const char *channel, int64_t entry_ts)
+static struct next_seq *next_seq_of(struct spool_fsm *f, struct next_seqs *t, const char *channel,
+                                    int64_t entry_ts)
 {
-    for (size_t i = 0; i < *n; i++)
-        if (strcmp(t[i].channel, channel) == 0)
-            return &t[i];
-    struct next_seq *row = &t[(*n)++];
+    uint64_t h = channel_hash(channel);
+    size_t i = h & t->mask;
+    for (; t->slots[i] != 0; i = (i + 1) & t->mask) {
+        struct next_seq *row = &t->rows[t->slots[i] - 1];
+        if (row->hash == h && strcmp(row->channel, channel) == 0)
+            return row;
+    }
+    struct next_seq *row = &t->rows[t->n++];
+    t->slots[i] = (uint32_t)t->n;
     row->channel = channel;
+    row->hash = h;
     uint64_t last;
     int64_t newest = spool_store_newest_ts(f->store, channel, &last);
     row->next = last + 1;
@@ -236,20 +260,24 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
     struct spool_fsm_result *r = result_alloc(index, e, total);
     Spool__Record *recs = scratch(f, total, sizeof *recs);
     const Spool__Record **ptrs = scratch(f, total, sizeof *ptrs);
-    struct next_seq *seqs = scratch(f, e->n_publishes, sizeof *seqs);
+    struct next_seqs seqs = {.rows = scratch(f, e->n_publishes, sizeof *seqs.rows)};
+    for (seqs.mask = 1; seqs.mask < 2 * e->n_publishes; seqs.mask *= 2)
+        ;
+    seqs.slots = scratch(f, seqs.mask, sizeof *seqs.slots);
+    seqs.mask--;
     struct spool_streams_tx *ds = NULL; /* Durable Streams overlay, made on first use */
-    if (r == NULL || recs == NULL || ptrs == NULL || seqs == NULL) {
+    if (r == NULL || recs == NULL || ptrs == NULL || seqs.rows == NULL || seqs.slots == NULL) {
         spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);
         goto out;
     }
-    size_t n = 0, n_seqs = 0;
+    size_t n = 0;
     for (size_t i = 0; i < e->n_publishes; i++) {
         const Spool__PublishRequest *p = e->publishes[i];
         if (p->channel == NULL || p->channel[0] == '\0') {
             r->publishes[i].status = SPOOL_EINVAL;
             continue;
         }
-        struct next_seq *row = next_seq_of(f, seqs, &n_seqs, p->channel, e->timestamp_ms);
+        struct next_seq *row = next_seq_of(f, &seqs, p->channel, e->timestamp_ms);
         if (spool_streams_is_command(p)) { /* Durable Streams: checked and applied there */
             if (ds == NULL && (ds = spool_streams_tx_new(f->store)) == NULL) {
                 spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);
@@ -292,7 +320,9 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         for (size_t j = 0; j < p->n_messages; j++) {
             const Spool__Record *m = p->messages[j];
             uint64_t seq;
-            if (spool_dedup_find(&f->dedup, p->channel, m->id, row->ts, &seq)) {
+            struct spool_dedup_key key; /* hashed once for the find and the insert */
+            bool has_id = spool_dedup_key_init(&key, p->channel, m->id);
+            if (has_id && spool_dedup_find_key(&f->dedup, &key, row->ts, &seq)) {
                 r->publishes[i].seqs[j] = seq;
                 r->publishes[i].duplicate[j] = true;
                 continue;
@@ -314,7 +344,7 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
             }
             n++;
             r->publishes[i].seqs[j] = seq;
-            if (spool_dedup_insert(&f->dedup, p->channel, m->id, seq, row->ts) != 0) {
+            if (has_id && spool_dedup_insert_key(&f->dedup, &key, seq, row->ts) != 0) {
                 spool_err_set(err, rc, "dedup insert: out of memory");
                 goto out;
             }
