@@ -62,6 +62,13 @@ bool spool_dedup_find(const struct spool_dedup *d, const char *channel, const ch
                       int64_t now_ms, uint64_t *seq);
 bool spool_dedup_find_key(const struct spool_dedup *d, const struct spool_dedup_key *k,
                           int64_t now_ms, uint64_t *seq);
+/* Starts loading the table slot `k` will probe: the table is bigger than the caches, so the
+ * state machine issues these for a whole entry before it looks any key up. */
+static inline void spool_dedup_prefetch(const struct spool_dedup *d, const struct spool_dedup_key *k)
+{
+    if (d->table_cap != 0)
+        __builtin_prefetch(&d->table[k->hash & (d->table_cap - 1)]);
+}
 /* Records (channel, id) -> seq at `ts_ms` and expires old entries; returns SPOOL_ENOMEM or 0. */
 int spool_dedup_insert(struct spool_dedup *d, const char *channel, const char *id, uint64_t seq,
                        int64_t ts_ms);

@@ -178,14 +178,16 @@ static struct next_seq *next_seq_of(struct spool_fsm *f, struct next_seqs *t, co
     return row;
 }
 
-/* One zeroed block: [result][publishes x n][seqs x total][duplicate x total]. The struct sizes
- * are multiples of 8, so the seqs are aligned. */
+/* One block: [result][publishes x n][seqs x total][duplicate x total]. The struct sizes are
+ * multiples of 8, so the seqs are aligned. Not calloc'd: every field but the 200-byte reasons
+ * is set here (a reason only needs its first byte cleared), which matters because followers
+ * build and drop a result for every entry. */
 static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry *e, size_t total)
 {
     size_t n = e->n_publishes;
     size_t size = sizeof(struct spool_fsm_result) + n * sizeof(struct spool_fsm_publish_result) +
                   total * (sizeof(uint64_t) + sizeof(bool));
-    struct spool_fsm_result *r = calloc(1, size);
+    struct spool_fsm_result *r = malloc(size);
     if (r == NULL)
         return NULL;
     r->index = index;
@@ -194,11 +196,15 @@ static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry 
     r->publishes = (struct spool_fsm_publish_result *)(r + 1);
     uint64_t *seqs = (uint64_t *)(r->publishes + n);
     bool *dup = (bool *)(seqs + total);
+    memset(seqs, 0, total * (sizeof *seqs + sizeof *dup));
     for (size_t i = 0; i < n; i++) {
         size_t m = e->publishes[i]->n_messages;
-        r->publishes[i].n = m;
-        r->publishes[i].seqs = seqs;
-        r->publishes[i].duplicate = dup;
+        struct spool_fsm_publish_result *p = &r->publishes[i];
+        p->status = 0;
+        p->reason[0] = '\0';
+        p->n = m;
+        p->seqs = seqs;
+        p->duplicate = dup;
         seqs += m;
         dup += m;
     }
@@ -265,10 +271,22 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         ;
     seqs.slots = scratch(f, seqs.mask, sizeof *seqs.slots);
     seqs.mask--;
+    struct spool_dedup_key *keys = scratch(f, total, sizeof *keys); /* .id NULL: no id */
     struct spool_streams_tx *ds = NULL; /* Durable Streams overlay, made on first use */
-    if (r == NULL || recs == NULL || ptrs == NULL || seqs.rows == NULL || seqs.slots == NULL) {
+    if (r == NULL || recs == NULL || ptrs == NULL || seqs.rows == NULL || seqs.slots == NULL ||
+        keys == NULL) {
         spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);
         goto out;
+    }
+    /* Every id hashed up front and its table slot prefetched, so the cache misses of the
+     * whole entry overlap instead of stalling one message at a time. Message g of the entry
+     * is keys[g], as its seq is r->publishes[0].seqs[g]. */
+    for (size_t i = 0, g = 0; i < e->n_publishes; i++) {
+        const Spool__PublishRequest *p = e->publishes[i];
+        for (size_t j = 0; j < p->n_messages; j++, g++)
+            if (p->channel != NULL && p->channel[0] != '\0' &&
+                spool_dedup_key_init(&keys[g], p->channel, p->messages[j]->id))
+                spool_dedup_prefetch(&f->dedup, &keys[g]);
     }
     size_t n = 0;
     for (size_t i = 0; i < e->n_publishes; i++) {
@@ -320,9 +338,9 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         for (size_t j = 0; j < p->n_messages; j++) {
             const Spool__Record *m = p->messages[j];
             uint64_t seq;
-            struct spool_dedup_key key; /* hashed once for the find and the insert */
-            bool has_id = spool_dedup_key_init(&key, p->channel, m->id);
-            if (has_id && spool_dedup_find_key(&f->dedup, &key, row->ts, &seq)) {
+            const struct spool_dedup_key *key = &keys[(r->publishes[i].seqs - r->publishes[0].seqs) + j];
+            bool has_id = key->id != NULL;
+            if (has_id && spool_dedup_find_key(&f->dedup, key, row->ts, &seq)) {
                 r->publishes[i].seqs[j] = seq;
                 r->publishes[i].duplicate[j] = true;
                 continue;
@@ -344,7 +362,7 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
             }
             n++;
             r->publishes[i].seqs[j] = seq;
-            if (has_id && spool_dedup_insert_key(&f->dedup, &key, seq, row->ts) != 0) {
+            if (has_id && spool_dedup_insert_key(&f->dedup, key, seq, row->ts) != 0) {
                 spool_err_set(err, rc, "dedup insert: out of memory");
                 goto out;
             }
