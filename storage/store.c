@@ -221,19 +221,25 @@ int spool_store_grow_wbuf(struct spool_store *s, size_t need, struct spool_err *
 
 /* ---- index bookkeeping ---- */
 
-int spool_store_index(struct spool_store *s, struct spool_chan *c, uint64_t seq,
-                      const struct spool_entry *e)
+/* spool_store_index with the entry's segment already at hand (NULL: none). */
+static int index_in(struct spool_chan *c, uint64_t seq, const struct spool_entry *e,
+                    struct spool_segment *seg)
 {
     if (spool_chan_push(c, seq, e) != 0) return -1;
     uint64_t fb = SPOOL_FRAME_HDR + (uint64_t)e->len;
     c->bytes += fb;
-    struct spool_segment *seg = spool_store_seg(s, e->seg);
     if (seg != NULL) {
         seg->live_records++;
         seg->live_bytes += fb;
         seg->record_bytes += fb;
     }
     return 0;
+}
+
+int spool_store_index(struct spool_store *s, struct spool_chan *c, uint64_t seq,
+                      const struct spool_entry *e)
+{
+    return index_in(c, seq, e, spool_store_seg(s, e->seg));
 }
 
 /* A stored record stops being live: its frame bytes leave the channel's count and its segment's
@@ -355,7 +361,7 @@ static int write_batch(struct spool_store *s, uint64_t raft_index, const Spool__
         struct spool_entry e = {.seg = act->id, .off = (uint32_t)(base + pos), .len = len,
                                 .ts = recs[i]->timestamp_ms};
         struct spool_chan *c = s->batch_chans[i];
-        if (spool_store_index(s, c, recs[i]->seq, &e) != 0)
+        if (index_in(c, recs[i]->seq, &e, act) != 0)
             return spool_err_set(err, SPOOL_ENOMEM, "index of channel %s", c->name);
         spool_tail_put(&s->tail, c, recs[i]->seq, s->wbuf + pos + SPOOL_FRAME_HDR, len);
         pos += SPOOL_FRAME_HDR + len;
