@@ -129,6 +129,16 @@ static int dedup_rebuild(struct spool_fsm *f, struct spool_err *err)
 
 /* --- apply -------------------------------------------------------------------------------- */
 
+/* Zeroed scratch for one apply, from the FSM's arena (forgotten at the next apply). */
+static void *scratch(struct spool_fsm *f, size_t n, size_t size)
+{
+    size_t bytes = (n ? n : 1) * size;
+    void *p = f->arena.pb.alloc(&f->arena, bytes);
+    if (p != NULL)
+        memset(p, 0, bytes);
+    return p;
+}
+
 struct next_seq {
     const char *channel;
     uint64_t hash;
@@ -153,12 +163,9 @@ static uint64_t channel_hash(const char *s)
     return h ^ (h >> 29);
 }
 
-/* The channel's row of this entry's table, made on first use from the store's channel index
- * (one lookup, no read): next seq, and a timestamp that never goes below the channel's newest
- * retained record (a new leader's clock may be behind the old one's; readers binary-search
- * timestamps). The store's content is the same on every replica, so the result is too. */
-static struct next_seq *next_seq_of(struct spool_fsm *f, struct next_seqs *t, const char *channel,
-                                    int64_t entry_ts)
+/* The channel's row of this entry's table (added, without its seq and timestamp, on first
+ * use; fill_rows completes the new rows). */
+static struct next_seq *row_of(struct next_seqs *t, const char *channel)
 {
     uint64_t h = channel_hash(channel);
     size_t i = h & t->mask;
@@ -171,11 +178,29 @@ static struct next_seq *next_seq_of(struct spool_fsm *f, struct next_seqs *t, co
     t->slots[i] = (uint32_t)t->n;
     row->channel = channel;
     row->hash = h;
-    uint64_t last;
-    int64_t newest = spool_store_newest_ts(f->store, channel, &last);
-    row->next = last + 1;
-    row->ts = newest > entry_ts ? newest : entry_ts;
     return row;
+}
+
+/* Every row's next seq, and a timestamp that never goes below the channel's newest retained
+ * record (a new leader's clock may be behind the old one's; readers binary-search timestamps),
+ * from the store's channel index: one batched lookup for the whole entry, no read. The store
+ * does not change until the entry's records are appended, and its content is the same on every
+ * replica, so the rows are too. */
+static int fill_rows(struct spool_fsm *f, struct next_seqs *t, int64_t entry_ts)
+{
+    const char **names = scratch(f, t->n, sizeof *names);
+    int64_t *ts = scratch(f, t->n, sizeof *ts);
+    uint64_t *last = scratch(f, t->n, sizeof *last);
+    if (names == NULL || ts == NULL || last == NULL)
+        return SPOOL_ENOMEM;
+    for (size_t i = 0; i < t->n; i++)
+        names[i] = t->rows[i].channel;
+    spool_store_newest_ts_many(f->store, names, t->n, ts, last);
+    for (size_t i = 0; i < t->n; i++) {
+        t->rows[i].next = last[i] + 1;
+        t->rows[i].ts = ts[i] > entry_ts ? ts[i] : entry_ts;
+    }
+    return 0;
 }
 
 /* One block: [result][publishes x n][seqs x total][duplicate x total]. The struct sizes are
@@ -209,16 +234,6 @@ static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry 
         dup += m;
     }
     return r;
-}
-
-/* Zeroed scratch for one apply, from the FSM's arena (forgotten at the next apply). */
-static void *scratch(struct spool_fsm *f, size_t n, size_t size)
-{
-    size_t bytes = (n ? n : 1) * size;
-    void *p = f->arena.pb.alloc(&f->arena, bytes);
-    if (p != NULL)
-        memset(p, 0, bytes);
-    return p;
 }
 
 int spool_fsm_encode_entry(const Spool__Entry *e, void **buf, size_t *len)
@@ -272,21 +287,29 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
     seqs.slots = scratch(f, seqs.mask, sizeof *seqs.slots);
     seqs.mask--;
     struct spool_dedup_key *keys = scratch(f, total, sizeof *keys); /* .id NULL: no id */
+    struct next_seq **row_at = scratch(f, e->n_publishes, sizeof *row_at); /* per publish */
     struct spool_streams_tx *ds = NULL; /* Durable Streams overlay, made on first use */
     if (r == NULL || recs == NULL || ptrs == NULL || seqs.rows == NULL || seqs.slots == NULL ||
-        keys == NULL) {
+        keys == NULL || row_at == NULL) {
         spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);
         goto out;
     }
-    /* Every id hashed up front and its table slot prefetched, so the cache misses of the
-     * whole entry overlap instead of stalling one message at a time. Message g of the entry
-     * is keys[g], as its seq is r->publishes[0].seqs[g]. */
+    /* Up front, for the whole entry: every channel's row (one batched store lookup), every id
+     * hashed and its dedup slot prefetched, so the cache misses of the entry overlap instead of
+     * stalling one message at a time. Message g of the entry is keys[g], as its seq is
+     * r->publishes[0].seqs[g]. */
     for (size_t i = 0, g = 0; i < e->n_publishes; i++) {
         const Spool__PublishRequest *p = e->publishes[i];
+        bool named = p->channel != NULL && p->channel[0] != '\0';
+        if (named)
+            row_at[i] = row_of(&seqs, p->channel);
         for (size_t j = 0; j < p->n_messages; j++, g++)
-            if (p->channel != NULL && p->channel[0] != '\0' &&
-                spool_dedup_key_init(&keys[g], p->channel, p->messages[j]->id))
+            if (named && spool_dedup_key_init(&keys[g], p->channel, p->messages[j]->id))
                 spool_dedup_prefetch(&f->dedup, &keys[g]);
+    }
+    if (fill_rows(f, &seqs, e->timestamp_ms) != 0) {
+        spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);
+        goto out;
     }
     size_t n = 0;
     for (size_t i = 0; i < e->n_publishes; i++) {
@@ -295,7 +318,7 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
             r->publishes[i].status = SPOOL_EINVAL;
             continue;
         }
-        struct next_seq *row = next_seq_of(f, &seqs, p->channel, e->timestamp_ms);
+        struct next_seq *row = row_at[i];
         if (spool_streams_is_command(p)) { /* Durable Streams: checked and applied there */
             if (ds == NULL && (ds = spool_streams_tx_new(f->store)) == NULL) {
                 spool_err_set(err, rc, "applying entry %llu: out of memory", (unsigned long long)index);

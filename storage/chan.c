@@ -71,10 +71,17 @@ void spool_chanmap_close(struct spool_chanmap *m)
     *m = (struct spool_chanmap){0};
 }
 
+uint64_t spool_chanmap_hash(const char *name) { return fnv1a(name); }
+
 struct spool_chan *spool_chanmap_get(const struct spool_chanmap *m, const char *name)
 {
+    return m->cap == 0 ? NULL : spool_chanmap_get_hashed(m, name, fnv1a(name));
+}
+
+struct spool_chan *spool_chanmap_get_hashed(const struct spool_chanmap *m, const char *name,
+                                            uint64_t h)
+{
     if (m->cap == 0) return NULL;
-    uint64_t h = fnv1a(name);
     for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
         struct spool_chan *c = m->slots[i];
         if (c == NULL) return NULL;

@@ -80,6 +80,15 @@ void spool_chanmap_init(struct spool_chanmap *m);
 /* Frees every channel (the tail cache must have released them first). */
 void spool_chanmap_close(struct spool_chanmap *m);
 struct spool_chan *spool_chanmap_get(const struct spool_chanmap *m, const char *name);
+/* The same lookup split in two, so that many lookups can overlap their cache misses: the hash
+ * (prefetch `spool_chanmap_slot` with it), then the probe. */
+uint64_t spool_chanmap_hash(const char *name);
+static inline const void *spool_chanmap_slot(const struct spool_chanmap *m, uint64_t h)
+{
+    return m->cap != 0 ? (const void *)&m->slots[h & (m->cap - 1)] : NULL;
+}
+struct spool_chan *spool_chanmap_get_hashed(const struct spool_chanmap *m, const char *name,
+                                            uint64_t h);
 /* Returns the existing channel or a new empty one, NULL when out of memory. */
 struct spool_chan *spool_chanmap_put(struct spool_chanmap *m, const char *name);
 

@@ -464,6 +464,38 @@ int64_t spool_store_newest_ts(const struct spool_store *s, const char *channel, 
     return c->ent[c->head + c->count - 1].ts;
 }
 
+void spool_store_newest_ts_many(const struct spool_store *s, const char *const *channels, size_t n,
+                                int64_t *ts, uint64_t *last_seq)
+{
+    enum { CHUNK = 32 };
+    uint64_t h[CHUNK];
+    const struct spool_chan *c[CHUNK];
+    for (size_t at = 0; at < n; at += CHUNK) {
+        size_t k = n - at < CHUNK ? n - at : CHUNK;
+        /* Each stage only starts loads the next one uses, so a chunk's misses overlap. */
+        for (size_t i = 0; i < k; i++) {
+            h[i] = spool_chanmap_hash(channels[at + i]);
+            const void *slot = spool_chanmap_slot(&s->chans, h[i]);
+            if (slot != NULL) __builtin_prefetch(slot);
+        }
+        for (size_t i = 0; i < k; i++) {
+            const void *slot = spool_chanmap_slot(&s->chans, h[i]);
+            if (slot != NULL && *(struct spool_chan *const *)slot != NULL)
+                __builtin_prefetch(*(struct spool_chan *const *)slot);
+        }
+        for (size_t i = 0; i < k; i++) {
+            c[i] = spool_chanmap_get_hashed(&s->chans, channels[at + i], h[i]);
+            if (c[i] != NULL && c[i]->count > 0)
+                __builtin_prefetch(&c[i]->ent[c[i]->head + c[i]->count - 1]);
+        }
+        for (size_t i = 0; i < k; i++) {
+            last_seq[at + i] = c[i] != NULL ? c[i]->last_seq : 0;
+            ts[at + i] = c[i] == NULL || c[i]->count == 0 ? INT64_MIN
+                                                          : c[i]->ent[c[i]->head + c[i]->count - 1].ts;
+        }
+    }
+}
+
 uint64_t spool_store_first_seq(const struct spool_store *s, const char *channel)
 {
     const struct spool_chan *c = spool_chanmap_get(&s->chans, channel);

@@ -80,6 +80,10 @@ uint64_t spool_store_first_seq(const struct spool_store *s, const char *channel)
  * (unknown, deleted or fully trimmed channel). The value is a function of the store's content,
  * so it is the same on every replica. */
 int64_t spool_store_newest_ts(const struct spool_store *s, const char *channel, uint64_t *last_seq);
+/* spool_store_newest_ts of n channels at once (ts[i], last_seq[i]): the same answers, with the
+ * lookups' cache misses overlapped (the state machine asks for every channel of an entry). */
+void spool_store_newest_ts_many(const struct spool_store *s, const char *const *channels, size_t n,
+                                int64_t *ts, uint64_t *last_seq);
 
 /* Visitor for reads. The record and its strings are valid only during the call. Return 0 to go
  * on, non-zero to stop (the read then returns 0). */

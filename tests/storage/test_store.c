@@ -412,3 +412,36 @@ Test(store, newest_ts_is_the_newest_retained_record)
     cr_expect_eq(spool_store_newest_ts(s, "a", NULL), 90);
     cr_expect_eq(spool_store_newest_ts(s, "a", NULL), newest_read("a"));
 }
+
+/* The batched lookup answers exactly as one lookup per channel: known, unknown, emptied by
+ * retention, and more channels than one chunk (32) of the batch. */
+Test(store, newest_ts_many_matches_newest_ts)
+{
+    char names[80][16];
+    const char *ptrs[80];
+    for (int i = 0; i < 80; i++) {
+        snprintf(names[i], sizeof names[i], "ch%d", i);
+        ptrs[i] = names[i];
+        if (i % 3 != 0) /* every third channel stays unknown */
+            cr_assert_eq(append_range(s, (uint64_t)i + 1, names[i], 1, (uint64_t)(i % 4) + 1,
+                                      1000 + i * 7, 10, &err), 0, "%s", err.msg);
+    }
+    struct spool_retention none = {.max_count = 1};
+    cr_assert_eq(spool_store_set_retention(s, "ch5", &none, &err), 0);
+    cr_assert_eq(spool_store_delete_channel(s, "ch7", &err), 0, "%s", err.msg);
+    cr_assert_eq(spool_store_enforce_retention(s, 5000, &err), 0, "%s", err.msg);
+    int64_t ts[80];
+    uint64_t last[80];
+    spool_store_newest_ts_many(s, ptrs, 80, ts, last);
+    for (int i = 0; i < 80; i++) {
+        uint64_t l1 = 12345;
+        cr_expect_eq(ts[i], spool_store_newest_ts(s, names[i], &l1), "%s", names[i]);
+        cr_expect_eq(last[i], l1, "%s", names[i]);
+    }
+    cr_expect_eq(ts[0], INT64_MIN);
+    cr_expect_eq(last[0], 0);
+    cr_expect_eq(ts[7], INT64_MIN, "deleted");
+    cr_expect_eq(last[4], 1);
+    cr_expect_eq(ts[4], 1000 + 4 * 7);
+    spool_store_newest_ts_many(s, ptrs, 0, ts, last); /* nothing asked: nothing touched */
+}
