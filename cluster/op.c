@@ -5,6 +5,7 @@
  */
 #include "cluster/op.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,7 @@ struct spool_fwd_group *spool_fwd_group_new(struct spool_node *n, struct spool_r
         return NULL;
     *g = (struct spool_fwd_group){.node = n, .reply = reply};
     spool_pb_arena_init(&g->arena, g + 1, block);
+    n->pending_close++; /* its items may complete while the node closes: freed before it */
     return g;
 }
 
@@ -151,8 +153,51 @@ int spool_fwd_group_start(struct spool_fwd_group *g, size_t n)
 
 void spool_fwd_group_free(struct spool_fwd_group *g)
 {
+    struct spool_node *n = g->node;
     spool_pb_arena_close(&g->arena);
     free(g);
+    n->pending_close--;
+    maybe_finish_close(n);
+}
+
+/* One request of a served batch on its way through group commit. */
+struct fwd_item {
+    struct spool_batch_item item;
+    struct spool_fwd_group *group;
+    size_t i;
+    uint32_t shard;
+};
+
+static void fwd_item_done_cb(struct spool_batch_item *item, int status,
+                             const struct spool_err *err,
+                             const struct spool_fsm_publish_result *res)
+{
+    struct fwd_item *it = (struct fwd_item *)((char *)item - offsetof(struct fwd_item, item));
+    struct spool_fwd_group *g = it->group;
+    struct spool_node *n = g->node;
+    if (status == 0) {
+        spool_fwd_group_answer(g, it->i, 0, "", spool_op_local_leader(n, it->shard), res->seqs,
+                               res->duplicate, res->n);
+    } else {
+        /* The peer retries (ENOTLEADER with our hint) or gives up; closing says so. */
+        spool_fwd_group_answer(g, it->i, n->closing ? SPOOL_ECLOSED : status, err->msg,
+                               spool_op_local_leader(n, it->shard), NULL, NULL, 0);
+    }
+    /* `it` lived in the group's arena: gone if that was the last answer. */
+}
+
+int spool_fwd_group_submit(struct spool_fwd_group *g, size_t i, struct spool_shard *sh,
+                           uint32_t shard, const uint8_t *packed, size_t len)
+{
+    struct fwd_item *it = spool_pb_arena_alloc(&g->arena, sizeof *it);
+    if (it == NULL)
+        return SPOOL_ENOMEM;
+    *it = (struct fwd_item){.group = g, .i = i, .shard = shard};
+    it->item.req = packed;
+    it->item.req_len = len;
+    it->item.done = fwd_item_done_cb;
+    spool_batch_submit(&sh->batch, &it->item);
+    return 0;
 }
 
 void spool_fwd_group_answer(struct spool_fwd_group *g, size_t i, int status, const char *msg,
@@ -201,10 +246,7 @@ void spool_fwd_group_answer(struct spool_fwd_group *g, size_t i, int status, con
 void spool_op_finish_publish(struct spool_op *op, int status, const struct spool_err *err,
                            const uint64_t *seqs, const bool *dups, size_t count)
 {
-    if (op->group) {
-        spool_fwd_group_answer(op->group, op->group_i, status, status ? err->msg : "",
-                               spool_op_local_leader(op->node, op->shard), seqs, dups, count);
-    } else if (op->reply) {
+    if (op->reply) {
         Spool__PublishReply r = SPOOL__PUBLISH_REPLY__INIT;
         Spool__ReplyStatus st = SPOOL__REPLY_STATUS__INIT;
         spool_op_pack_status(&st, status, status ? err->msg : "",

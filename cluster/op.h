@@ -6,8 +6,9 @@
  * until spool_op_release(), which closes its timer; the memory goes in the timer's close callback,
  * which also lets a closing node finish once the last op is gone. `busy` marks an op whose batch
  * item or RPC call is outstanding: that callback is then the op's one way forward. `reply` set
- * (or `group`) means the op serves a peer and completes by answering it; otherwise it completes
- * through the caller's callback (never when `canceled`).
+ * means the op serves a peer and completes by answering it; otherwise it completes through the
+ * caller's callback (never when `canceled`). The requests of a served publish batch are not ops:
+ * each is a batch item in its group's arena (spool_fwd_group_submit).
  */
 #ifndef SPOOL_CLUSTER_OP_H
 #define SPOOL_CLUSTER_OP_H
@@ -38,6 +39,11 @@ struct spool_fwd_group *spool_fwd_group_new(struct spool_node *n, struct spool_r
 /* Makes room for n answers; SPOOL_ENOMEM (then free the group with spool_fwd_group_free). */
 int spool_fwd_group_start(struct spool_fwd_group *g, size_t n);
 void spool_fwd_group_free(struct spool_fwd_group *g);
+/* Queues request i (its packed bytes, valid while the group lives) on the shard's group commit
+ * as an item allocated in the group's arena: no op, no timer. Its completion answers request i
+ * (a peer's request never retries here). SPOOL_ENOMEM when the arena cannot grow. */
+int spool_fwd_group_submit(struct spool_fwd_group *g, size_t i, struct spool_shard *sh,
+                           uint32_t shard, const uint8_t *packed, size_t len);
 /* Records request i's answer (seqs / dups copied); the last one sends the reply and frees. */
 void spool_fwd_group_answer(struct spool_fwd_group *g, size_t i, int status, const char *msg,
                             uint64_t hint, const uint64_t *seqs, const bool *dups, size_t count);
@@ -58,14 +64,12 @@ struct spool_op {
     int last_code;
     char last_msg[128];
     struct spool_rpc_reply *reply; /* served for a peer: answer here */
-    struct spool_fwd_group *group; /* or served for a peer's batch: answer as its request group_i */
-    size_t group_i;
 
     /* publish: the PublishRequest as protobuf-c packed it once, at the origin node; forwarded
      * and proposed as these bytes (never decoded again before the state machine applies it) */
     const uint8_t *packed;
     size_t packed_len;
-    bool packed_owned;               /* malloc'd for this op (else in its group's arena) */
+    bool packed_owned;               /* malloc'd for this op */
     size_t n_messages;               /* records in it: a reply must give as many seqs */
     struct spool_batch_item item;
     spool_publish_cb publish_cb;

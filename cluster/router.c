@@ -182,7 +182,7 @@ static void fwd_batch_reply_cb(void *arg, int status, const struct spool_err *er
     struct spool_fwd_batch *b = arg;
     Spool__PublishBatchReply *r = NULL;
     /* Decoded into a stack arena: the reply dies with this call. */
-    _Alignas(16) char stack[4096];
+    _Alignas(16) char stack[16384];
     struct spool_pb_arena arena;
     spool_pb_arena_init(&arena, stack, sizeof stack);
     if (status == 0) {
@@ -374,7 +374,7 @@ void spool_router_batch_done_cb(struct spool_batch_item *item, int status,
         return;
     }
     /* A peer's request goes back to the peer (it retries); our own is retried here, later. */
-    if (op->reply || op->group || op->canceled || op->node->closing || status != SPOOL_ENOTLEADER) {
+    if (op->reply || op->canceled || op->node->closing || status != SPOOL_ENOTLEADER) {
         spool_op_finish_publish(op, op->node->closing ? SPOOL_ECLOSED : status, err, NULL, NULL, 0);
         return;
     }

@@ -4,7 +4,7 @@
  * A served request never forwards again: the node serves it if it can (leads the shard for a
  * publish; has applied min_seq for a read) or answers at once with SPOOL_ENOTLEADER / SPOOL_EBUSY
  * and its leader hint, and the origin retries. A SPOOL_METHOD_PUBLISH_BATCH (router.c sends one
- * per shard and loop turn) is served request by request the same way, each its own op and
+ * per shard and loop turn) is served request by request the same way, each its own
  * group-commit item, and answered once, when the last of them completes (op.c's fwd group).
  * A read with wait_ms > 0 and nothing after
  * after_seq yet (a follow poll, see subscription.c) is parked on node->waiters until the local
@@ -120,32 +120,32 @@ static struct spool_fwd_slice *request_bytes(struct spool_fwd_group *g, const ui
 
 /* SPOOL_METHOD_PUBLISH_BATCH: each request is served as serve_publish() serves one (its own op
  * and group-commit item, or an answer at once), and the answers go back together. The batch is
- * decoded into the group's arena (validation, channels); each op's item is the request's bytes
- * as the peer sent them, in the group's copy of the body, which lives until the group answers
- * (after every op's item has completed). */
+ * decoded into the group's arena (validation, channels); each request's group-commit item is
+ * its bytes as the peer sent them, in the group's copy of the body; items and bytes live in the
+ * arena until the group answers (after the last item has completed). */
 static void serve_publish_batch(struct spool_node *n, const void *body, size_t len,
                                 struct spool_rpc_reply *reply)
 {
     struct spool_fwd_group *g = spool_fwd_group_new(n, reply, len);
     uint8_t *copy = g ? spool_pb_arena_alloc(&g->arena, len) : NULL;
     if (copy == NULL) {
+        spool_rpc_respond(reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
         if (g)
             spool_fwd_group_free(g);
-        spool_rpc_respond(reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
         return;
     }
     if (len > 0)
         memcpy(copy, body, len);
     Spool__ForwardPublishBatch *f = spool__forward_publish_batch__unpack(&g->arena.pb, len, copy);
     if (f == NULL || f->n_requests == 0) {
-        spool_fwd_group_free(g); /* decoding failed or nothing in it (memory: see the arena) */
         spool_rpc_respond(reply, SPOOL_EINVAL, "bad forwarded publish batch", NULL, 0);
+        spool_fwd_group_free(g); /* decoding failed or nothing in it (memory: see the arena) */
         return;
     }
     struct spool_fwd_slice *bytes = request_bytes(g, copy, len, f);
     if (bytes == NULL || spool_fwd_group_start(g, f->n_requests) != 0) {
-        spool_fwd_group_free(g);
         spool_rpc_respond(reply, SPOOL_ENOMEM, "out of memory", NULL, 0);
+        spool_fwd_group_free(g);
         return;
     }
     size_t k = f->n_requests; /* the group may answer (and be freed) during the loop */
@@ -163,21 +163,8 @@ static void serve_publish_batch(struct spool_node *n, const void *body, size_t l
                                    spool_op_local_leader(n, shard), NULL, NULL, 0);
             continue;
         }
-        struct spool_op *op = spool_op_new(n, OP_PUBLISH, shard);
-        if (op == NULL) {
+        if (spool_fwd_group_submit(g, i, sh, shard, bytes[i].buf, bytes[i].len) != 0)
             spool_fwd_group_answer(g, i, SPOOL_EBUSY, "out of memory", 0, NULL, NULL, 0);
-            continue;
-        }
-        op->packed = bytes[i].buf;
-        op->packed_len = bytes[i].len;
-        op->n_messages = req->n_messages;
-        op->group = g;
-        op->group_i = i;
-        op->busy = true;
-        op->item.req = op->packed;
-        op->item.req_len = op->packed_len;
-        op->item.done = spool_router_batch_done_cb;
-        spool_batch_submit(&sh->batch, &op->item);
     }
 }
 

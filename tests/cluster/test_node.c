@@ -640,6 +640,106 @@ Test(node, forwarded_publishes_of_one_turn_share_one_call)
         node_stop(&t[i]);
 }
 
+/* A SPOOL_METHOD_PUBLISH_BATCH body built by hand, sent straight to the leader: each request
+ * answered on its own (a bad one refused, the others stored with the bytes they carried), both
+ * when the body is exactly what protobuf-c writes (the leader proposes the requests' bytes as
+ * found by cluster/fwd_scan.c) and when it carries an unknown field (the leader packs the
+ * decoded requests again). */
+struct raw_call {
+    bool done;
+    int status;
+    Spool__PublishBatchReply *reply;
+};
+
+static void raw_call_cb(void *arg, int status, const struct spool_err *err, const void *body,
+                        size_t len)
+{
+    (void)err;
+    struct raw_call *c = arg;
+    c->done = true;
+    c->status = status;
+    if (status == 0)
+        c->reply = spool__publish_batch_reply__unpack(NULL, len, body);
+}
+
+static bool raw_done(void *arg)
+{
+    return ((struct raw_call *)arg)->done;
+}
+
+static size_t raw_request(const char *channel, size_t count, uint8_t *out)
+{
+    Spool__Record recs[4];
+    Spool__Record *ptrs[4];
+    for (size_t i = 0; i < count; i++) {
+        spool__record__init(&recs[i]);
+        recs[i].action = SPOOL__ACTION__ACTION_MESSAGE_CREATE;
+        recs[i].data.data = (uint8_t *)"payload";
+        recs[i].data.len = 7;
+        ptrs[i] = &recs[i];
+    }
+    Spool__PublishRequest r = SPOOL__PUBLISH_REQUEST__INIT;
+    r.channel = (char *)channel;
+    r.n_messages = count;
+    r.messages = ptrs;
+    return spool__publish_request__pack(&r, out);
+}
+
+Test(node, served_publish_batch_answers_each_request)
+{
+    struct tnode t[3];
+    char peers[256];
+    three_nodes_start(t, 3, 1, peers, sizeof peers);
+    struct tnode *all[] = {&t[0], &t[1], &t[2], NULL};
+    cr_assert(run_until(ready_cond, all, 20000), "cluster never became ready");
+    struct spool_shard_status st;
+    spool_node_shard_status(t[0].node, 0, &st);
+    cr_assert(st.leader_id >= 1 && st.leader_id <= 3);
+    struct spool_node *follower = t[st.leader_id % 3].node;
+    for (int unknown = 0; unknown < 2; unknown++) {
+        const char *ch[3] = {unknown ? "raw-c" : "raw-a", "", unknown ? "raw-d" : "raw-b"};
+        size_t counts[3] = {1, 1, 3};
+        uint8_t body[1024], req[256];
+        size_t len = 0;
+        for (int i = 0; i < 3; i++) {
+            size_t n = raw_request(ch[i], counts[i], req);
+            cr_assert_lt(n, 128);
+            body[len++] = 0x0a; /* requests = 1 */
+            body[len++] = (uint8_t)n;
+            memcpy(body + len, req, n);
+            len += n;
+        }
+        if (unknown) {
+            body[len++] = 0x10; /* field 2, a varint: not what protobuf-c writes here */
+            body[len++] = 0x01;
+        }
+        struct raw_call c = {0};
+        cr_assert_eq(spool_rpc_call(follower->rpc, st.leader_id, SPOOL_METHOD_PUBLISH_BATCH, body,
+                                    len, 10000, raw_call_cb, &c), 0);
+        cr_assert(run_until(raw_done, &c, 15000), "batch call did not complete");
+        cr_assert_eq(c.status, 0);
+        cr_assert(c.reply != NULL && c.reply->n_replies == 3);
+        for (int i = 0; i < 3; i++) {
+            const Spool__PublishReply *r = c.reply->replies[i];
+            cr_assert(r->status != NULL);
+            if (i == 1) {
+                cr_assert_eq(r->status->code, SPOOL_EINVAL, "an empty channel is refused");
+                continue;
+            }
+            cr_assert_eq(r->status->code, 0, "request %d: %s", i, r->status->msg);
+            cr_assert_eq(r->n_seqs, counts[i]);
+            cr_assert_eq(r->seqs[0], 1);
+            struct spool_read_req rq = {.channel = ch[i], .leader = true};
+            struct rd rr;
+            read_sync(t[st.leader_id - 1].node, &rq, &rr); /* read_cb checks each payload */
+            cr_assert_eq(rr.n, counts[i]);
+        }
+        spool__publish_batch_reply__free_unpacked(c.reply, NULL);
+    }
+    for (int i = 0; i < 3; i++)
+        node_stop(&t[i]);
+}
+
 struct applied_want {
     struct spool_node *node;
     uint32_t shard;
