@@ -459,15 +459,93 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(slab, sizeof slab);
 }
 
+/* Follows the frame headers in bytes handed to wslay, so we know when it is between messages. */
+static void rd_track(struct spool_ws *ws, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (ws->rd.left > 0) {
+            size_t k = n < ws->rd.left ? n : (size_t)ws->rd.left;
+            p += k;
+            n -= k;
+            ws->rd.left -= k;
+            continue;
+        }
+        ws->rd.hdr[ws->rd.hdr_len++] = *p++;
+        n--;
+        if (ws->rd.hdr_len < 2)
+            continue;
+        const uint8_t *h = ws->rd.hdr;
+        uint8_t len7 = h[1] & 0x7F;
+        size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+        if (ws->rd.hdr_len < 2 + ext + ((h[1] & 0x80) ? 4 : 0))
+            continue;
+        uint64_t plen = len7;
+        if (ext > 0) {
+            plen = 0;
+            for (size_t i = 0; i < ext; i++)
+                plen = (plen << 8) | h[2 + i];
+        }
+        if ((h[0] & 0x0F) < 8) /* a data frame; control frames may come inside a message */
+            ws->rd.frag = (h[0] & 0x80) == 0;
+        ws->rd.left = plen;
+        ws->rd.hdr_len = 0;
+    }
+}
+
+/* Complete single-frame messages wslay would deliver unchanged, delivered without it (see
+ * websocket.h "Reading"); returns the bytes consumed, stopping at the first frame that is not
+ * one or when the connection stops reading. */
+static size_t ws_read_direct(struct spool_ws *ws, const uint8_t *data, size_t len)
+{
+    static _Thread_local uint8_t plain[64 * 1024]; /* one per loop thread, like the read slab */
+    size_t off = 0;
+    if (ws->cfg.wslay_only || ws->rd.hdr_len != 0 || ws->rd.left != 0 || ws->rd.frag)
+        return 0;
+    while (len - off >= 6 && !ws->dead && !ws->closing &&
+           wslay_event_get_read_enabled(ws->wslay)) {
+        const uint8_t *h = data + off;
+        uint8_t op = h[0];
+        if ((op != 0x81 && op != 0x82) || (h[1] & 0x80) == 0)
+            break; /* fragment, RSV bit, control frame, unmasked */
+        uint64_t plen = h[1] & 0x7F;
+        size_t hl = 2;
+        if (plen == 127)
+            break;
+        if (plen == 126) {
+            plen = ((uint64_t)h[2] << 8) | h[3];
+            hl = 4;
+            if (plen < 126)
+                break; /* not the minimal length: wslay's verdict */
+        }
+        if (plen == 0 || plen >= sizeof plain || plen >= ws->cfg.max_frame_bytes ||
+            plen >= ws->cfg.max_message_bytes || len - off < hl + 4 + plen)
+            break;
+        const uint8_t *mask = h + hl, *src = h + hl + 4;
+        for (size_t i = 0; i < plen; i++)
+            plain[i] = src[i] ^ mask[i & 3];
+        if (op == 0x81 && !spool_utf8_valid(plain, (size_t)plen))
+            break; /* wslay's path fails it with 1007 */
+        off += hl + 4 + (size_t)plen;
+        ws->in_recv = true; /* owner calls from on_message only queue; we flush in ws_pump */
+        ws->ev->on_message(ws, op & 0x0F, plain, (size_t)plen);
+        ws->in_recv = false;
+    }
+    return off;
+}
+
 void spool_ws_feed(struct spool_ws *ws, const uint8_t *data, size_t len)
 {
     if (ws->dead)
         return;
     ws->heard = true;
+    size_t direct = ws_read_direct(ws, data, len);
+    data += direct;
+    len -= direct;
     ws->in = data;
     ws->in_len = len;
     int rv = 0;
-    if (wslay_event_get_read_enabled(ws->wslay)) {
+    if (len > 0 && !ws->dead && wslay_event_get_read_enabled(ws->wslay)) {
+        rd_track(ws, data, len);
         ws->in_recv = true; /* owner calls from on_message only queue; we flush below */
         rv = wslay_event_recv(ws->wslay);
         ws->in_recv = false;

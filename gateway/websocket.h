@@ -14,6 +14,13 @@
  *   - text messages and close reasons must be valid UTF-8 (close 1007), checked by
  *     spool_utf8_valid(), a hand-written validator that rejects overlong forms, surrogates and
  *     code points above U+10FFFF (fuzzed in tests/fuzz/fuzz_utf8.c).
+ * The common case skips wslay: while wslay is between messages (this file follows the frame
+ * boundaries of every byte it hands to wslay), complete, unfragmented, masked text or binary
+ * frames with a minimal length, no RSV bit, a non-empty payload under both limits (and valid
+ * UTF-8 for text) are unmasked into a per-thread buffer and delivered directly: wslay would copy
+ * each one three times and malloc twice. Anything else, and everything after it in that read, goes
+ * to wslay, whose behaviour stays the reference (tests/gateway/test_ws_fastread.c feeds the same
+ * byte streams, cut at every point, with and without the direct path and compares).
  *
  * Writing. Server frames are never masked, so a data frame is the same bytes for every peer. A
  * struct spool_wsframe is one encoded frame (header + payload) with a reference count: a record
@@ -89,6 +96,7 @@ struct spool_ws_config {
     uint64_t send_buffer_bytes; /* bytes in flight to the peer before sends are refused */
     uint64_t heartbeat_ms;      /* ping cadence and dead-peer detection; 0 = off */
     uint64_t close_timeout_ms;  /* wait for the peer's close frame; 0 = 5000 */
+    bool wslay_only;            /* every frame through wslay (tests: the direct path's reference) */
 };
 
 struct spool_ws_events {
@@ -114,6 +122,12 @@ struct spool_ws {
     size_t n_pending, cap_pending;
     const uint8_t *in;
     size_t in_len;
+    struct {                /* where wslay is in the peer's frames (only wslay-read bytes count) */
+        uint8_t hdr[14];    /* a frame header being read */
+        uint8_t hdr_len;
+        bool frag;          /* inside a fragmented message */
+        uint64_t left;      /* payload bytes of the current frame still to come */
+    } rd;
     uint64_t buffered;
     bool want_drain;
     bool heard; /* any bytes from the peer since the last heartbeat */

@@ -39,7 +39,7 @@ static void on_close(struct spool_ws *ws, uint16_t code)
 }
 
 static const struct spool_ws_events events = {on_message, NULL, on_close};
-static const struct spool_ws_config cfg = {65536, 65536, 1 << 20, 0, 2000};
+static const struct spool_ws_config cfg = {65536, 65536, 1 << 20, 0, 2000, false};
 
 static void conn_open(uv_loop_t *loop, struct conn *c)
 {
