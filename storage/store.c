@@ -344,6 +344,15 @@ static int write_batch(struct spool_store *s, uint64_t raft_index, const Spool__
     int rv = spool_store_grow_wbuf(s, total, err);
     if (rv == 0) rv = spool_store_ensure_room(s, total, err); /* may roll: before taking offsets */
     if (rv != 0) return rv;
+    /* The index and tail-cache lines each record will write are cold (a batch usually spans
+     * many channels): start loading them now, so the loads overlap the encoding and the
+     * write instead of stalling the bookkeeping loop below one record at a time. */
+    for (size_t i = 0; i < n; i++) {
+        const struct spool_chan *c = s->batch_chans[i];
+        const struct spool_tail *t = &c->tail;
+        if (c->head + c->count < c->cap) __builtin_prefetch(&c->ent[c->head + c->count], 1);
+        if (t->cap > 0) __builtin_prefetch(&t->slots[(t->head + t->count) % t->cap], 1);
+    }
     size_t pos = 0;
     for (size_t i = 0; i < n; i++) {
         size_t sz = spool__record__pack(recs[i], s->wbuf + pos + SPOOL_FRAME_HDR);
@@ -351,6 +360,13 @@ static int write_batch(struct spool_store *s, uint64_t raft_index, const Spool__
         pos += SPOOL_FRAME_HDR + sz;
     }
     pos += (size_t)encode_commit(s, pos, raft_index, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) { /* the slot buffers the tail cache will copy into */
+        const struct spool_tail *t = &s->batch_chans[i]->tail;
+        if (t->cap > 0 && t->count > 0) {
+            const struct spool_tail_slot *sl = &t->slots[(t->head + t->count) % t->cap];
+            if (sl->buf != NULL) __builtin_prefetch(sl->buf, 1);
+        }
+    }
     struct spool_segment *act = spool_store_active(s);
     uint64_t base = act->size;
     rv = spool_seg_append(act, s->wbuf, pos, err);
