@@ -27,13 +27,84 @@ static bool take(struct scan *s, char c)
     return false;
 }
 
-/* A string with no escape and no control character, NUL-terminated where its closing quote was. */
+static bool hex4(const char *p, const char *end, uint32_t *out)
+{
+    if (end - p < 4)
+        return false;
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return false;
+        v = v << 4 | (uint32_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+static char *put_utf8(char *w, uint32_t cp)
+{
+    if (cp < 0x80) {
+        *w++ = (char)cp;
+    } else if (cp < 0x800) {
+        *w++ = (char)(0xC0 | cp >> 6);
+        *w++ = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *w++ = (char)(0xE0 | cp >> 12);
+        *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *w++ = (char)(0x80 | (cp & 0x3F));
+    } else {
+        *w++ = (char)(0xF0 | cp >> 18);
+        *w++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+        *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *w++ = (char)(0x80 | (cp & 0x3F));
+    }
+    return w;
+}
+
+/* One escape at s->p (the backslash), decoded to w (never past s->p: a decoded escape is
+ * shorter than its text). NULL for what jansson refuses (unknown escape, \u0000 without
+ * JSON_ALLOW_NUL, a lone or reversed surrogate) and for truncation. */
+static char *take_escape(struct scan *s, char *w)
+{
+    if (s->end - s->p < 2)
+        return NULL;
+    char e = s->p[1];
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    const char *k = e != '\0' ? strchr(from, e) : NULL;
+    if (k != NULL) {
+        *w++ = to[k - from];
+        s->p += 2;
+        return w;
+    }
+    uint32_t cp, lo;
+    if (e != 'u' || !hex4(s->p + 2, s->end, &cp))
+        return NULL;
+    s->p += 6;
+    if (cp == 0 || (cp >= 0xDC00 && cp <= 0xDFFF))
+        return NULL;
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' ||
+            !hex4(s->p + 2, s->end, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+            return NULL;
+        s->p += 6;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+    }
+    return put_utf8(w, cp);
+}
+
+/* A string without control characters, escapes decoded in place, NUL-terminated in place (the
+ * decoded text never outgrows the quoted one). */
 static bool take_string(struct scan *s, struct spool_rt_str *out)
 {
     skip_ws(s);
     if (s->p >= s->end || *s->p != '"')
         return false;
-    char *start = ++s->p;
+    char *start = ++s->p, *w = start;
     bool high = false;
     for (;;) {
         if (s->p >= s->end)
@@ -41,15 +112,23 @@ static bool take_string(struct scan *s, struct spool_rt_str *out)
         unsigned char c = (unsigned char)*s->p;
         if (c == '"')
             break;
-        if (c == '\\' || c < 0x20)
+        if (c < 0x20)
             return false;
+        if (c == '\\') {
+            if ((w = take_escape(s, w)) == NULL)
+                return false;
+            continue;
+        }
         high |= c >= 0x80;
-        s->p++;
+        *w++ = *s->p++;
     }
-    size_t len = (size_t)(s->p - start);
+    size_t len = (size_t)(w - start);
+    /* Decoded escapes are well-formed UTF-8 and never continue a raw sequence, so checking the
+     * whole decoded text is checking the raw bytes, as jansson does. */
     if (high && !spool_utf8_valid((const uint8_t *)start, len))
         return false;
-    *s->p++ = '\0';
+    *w = '\0';
+    s->p++;
     *out = (struct spool_rt_str){start, len};
     return true;
 }

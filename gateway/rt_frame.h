@@ -6,8 +6,8 @@
  *
  * Why: parsing every frame with json_loadb built a tree of objects, a malloc per key and string,
  * and was a tenth of a node's CPU under publish load (bench/README.md). The scanner allocates
- * nothing: it works on a private copy of the frame, NUL-terminates each string where its closing
- * quote was and points into the copy.
+ * nothing: it works on a private copy of the frame, decodes escapes in place (the decoded text is
+ * never longer), NUL-terminates each string and points into the copy.
  *
  * The contract is "accept only what it fully understands, byte for byte as jansson would read
  * it": it accepts exactly
@@ -17,8 +17,9 @@
  *     fraction, exponent or leading zero; "channel" a string;
  *   - "messages" an array of 1..SPOOL_RT_FRAME_MAX_MESSAGES objects, each holding only the keys
  *     "id", "name", "clientId" and "data" (each at most once), all strings;
- *   - strings without escapes, without control characters, valid UTF-8.
- * Anything else (escapes, other keys or types, duplicate keys, numbers it does not read, more
+ *   - strings without control characters, valid UTF-8, with the escapes JSON has decoded as
+ *     jansson decodes them (surrogate pairs joined; \u0000 and lone surrogates refused).
+ * Anything else (other keys or types, duplicate keys, numbers it does not read, more
  * messages, trailing bytes, truncation) returns false and the caller parses the frame with
  * jansson as before, so what a client sees (acks, nacks, errors and their texts) is the same
  * either way. tests/fuzz/fuzz_rt_frame.c checks that differentially against jansson and

@@ -48,6 +48,15 @@ Test(rt_frame, shapes_it_accepts)
         "{\"type\":\"publish\",\"msgSerial\":7,\"channel\":\"bad channel name\",\"messages\":[{}]}",
         "{\"type\":\"publish\",\"msgSerial\":7,\"channel\":\"\",\"messages\":[{}]}",
         "{\"type\":\"publish\",\"msgSerial\":7,\"channel\":\"c\",\"messages\":[{\"data\":\"{}\"}]}",
+        /* escapes, decoded as jansson decodes them */
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":"
+        "\"a\\nb\\t\\\"q\\\" \\\\ \\/ \\b\\f\\r\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":"
+        "\"\\u00e9\\u20AC\\ud83d\\ude00\\u0041\\u007f\\u0080\\u07ff\\u0800\\uffff\\udbff\\udfff\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\\/d\",\"messages\":[{}]}",
+        "{\"typ\\u0065\":\"publ\\u0069sh\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"\\u0069d\":\"x\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":"
+        "\"{\\\"text\\\":\\\"line one\\\\nline two \\u2014 \xc3\xa9\\\"}\"}]}",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         cr_assert_eq(diff(ok[i]), 1, "frame %zu: %s", i, ok[i]);
@@ -57,12 +66,19 @@ Test(rt_frame, everything_else_goes_to_jansson)
 {
     const char *no[] = {
         "", "{}", "[]", "null", "\"publish\"",
-        /* escapes anywhere */
-        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"a\\nb\"}]}",
-        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\u00e9\"}]}",
-        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\\/d\",\"messages\":[{}]}",
-        "{\"typ\\u0065\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{}]}",
+        /* escapes jansson refuses */
         "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\u0000\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\ud800\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\udc00\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\ud800\\u0041\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\ude00\\ud83d\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\x41\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\u12\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\u12g4\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\'\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"d\\u0000ata\":\"x\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\xc3\\u00a9\"}]}",
+        "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"data\":\"\\",
         /* other keys and types */
         "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{}],\"x\":1}",
         "{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"extras\":{}}]}",
@@ -125,6 +141,20 @@ Test(rt_frame, more_messages_than_it_holds_go_to_jansson)
     cr_assert_eq(diff(frame), 1);
     strcpy(frame + n, ",{}]}");
     cr_assert_eq(diff(frame), -1);
+}
+
+Test(rt_frame, escapes_are_decoded_in_place)
+{
+    char buf[] = "{\"type\":\"publish\",\"msgSerial\":5,\"channel\":\"c\",\"messages\":[{\"data\":"
+                 "\"a\\\"b\\n\\u00e9\\ud83d\\ude00\"}]}";
+    struct spool_rt_frame f;
+    cr_assert(spool_rt_frame_parse(buf, strlen(buf), &f));
+    cr_assert_eq(f.msgs[0].data.len, 10);
+    cr_assert_str_eq(f.msgs[0].data.s, "a\"b\n\xc3\xa9\xf0\x9f\x98\x80");
+    /* a duplicate key spelled differently is still a duplicate */
+    cr_assert_eq(diff("{\"type\":\"publish\",\"msgSerial\":1,\"channel\":\"c\",\"messages\":[{\"id\":\"a\","
+                      "\"\\u0069d\":\"b\"}]}"),
+                 -1);
 }
 
 Test(rt_frame, every_truncation_goes_to_jansson)
