@@ -61,9 +61,20 @@ void spool_op_release(struct spool_op *op)
 
 struct spool_op *spool_op_new(struct spool_node *n, enum op_kind kind, uint32_t shard)
 {
-    struct spool_op *op = calloc(1, sizeof *op);
+    return spool_op_new_with(n, kind, shard, 0, NULL);
+}
+
+struct spool_op *spool_op_new_with(struct spool_node *n, enum op_kind kind, uint32_t shard,
+                                   size_t extra, void **extra_buf)
+{
+    if (extra > SIZE_MAX - sizeof(struct spool_op))
+        return NULL;
+    struct spool_op *op = malloc(sizeof *op + extra);
     if (op == NULL)
         return NULL;
+    memset(op, 0, sizeof *op);
+    if (extra_buf != NULL)
+        *extra_buf = op + 1;
     op->node = n;
     op->kind = kind;
     op->shard = shard;

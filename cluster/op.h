@@ -69,7 +69,7 @@ struct spool_op {
      * and proposed as these bytes (never decoded again before the state machine applies it) */
     const uint8_t *packed;
     size_t packed_len;
-    bool packed_owned;               /* malloc'd for this op */
+    bool packed_owned;               /* malloc'd for this op (else in the op or its group) */
     size_t n_messages;               /* records in it: a reply must give as many seqs */
     struct spool_batch_item item;
     spool_publish_cb publish_cb;
@@ -83,6 +83,10 @@ struct spool_op {
 };
 
 struct spool_op *spool_op_new(struct spool_node *n, enum op_kind kind, uint32_t shard);
+/* The same with `extra` bytes of the caller's in the same allocation (*extra_buf; freed with
+ * the op): a local publish packs its request there. */
+struct spool_op *spool_op_new_with(struct spool_node *n, enum op_kind kind, uint32_t shard,
+                                   size_t extra, void **extra_buf);
 void spool_op_release(struct spool_op *op);
 /* Moves an op from node->ops to `list` (node->waiters). */
 void spool_op_move(struct spool_op *op, struct spool_op **list);

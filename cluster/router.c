@@ -502,24 +502,21 @@ int spool_node_publish(struct spool_node *n, const char *channel, const Spool__R
         return SPOOL_ECLOSED;
     if (channel == NULL || channel[0] == '\0' || count == 0 || cb == NULL)
         return SPOOL_EINVAL;
-    /* The copy the op keeps is the PublishRequest packed once: forwarded and proposed as is. */
+    /* The copy the op keeps is the PublishRequest packed once, in the op's own allocation:
+     * forwarded and proposed as these bytes. */
     Spool__PublishRequest p = SPOOL__PUBLISH_REQUEST__INIT;
     p.channel = (char *)channel;
     p.n_messages = count;
     p.messages = (Spool__Record **)msgs;
     size_t len = spool__publish_request__get_packed_size(&p);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL)
+    void *buf;
+    struct spool_op *op =
+        spool_op_new_with(n, OP_PUBLISH, spool_node_shard_of(n, channel), len, &buf);
+    if (op == NULL)
         return SPOOL_ENOMEM;
     spool__publish_request__pack(&p, buf);
-    struct spool_op *op = spool_op_new(n, OP_PUBLISH, spool_node_shard_of(n, channel));
-    if (op == NULL) {
-        free(buf);
-        return SPOOL_ENOMEM;
-    }
     op->packed = buf;
     op->packed_len = len;
-    op->packed_owned = true;
     op->n_messages = count;
     op->publish_cb = cb;
     op->arg = arg;
