@@ -18,11 +18,13 @@ const post = (port, p, body) => request('POST', p, body, {base: `127.0.0.1:${por
 
 // An EventSource on `port` recording its message / ephemeral / interrupt events.
 function follow(port, clientId, where) {
-  const url = `http://127.0.0.1:${port}/v1/channels/${encodeURIComponent(CH)}/events?clientId=${clientId}`;
+  const url = `http://127.0.0.1:${port}/v1/channels/${encodeURIComponent(CH)}/events?from=start&clientId=${clientId}`;
   return Object.assign(followSse(url, {label: where, ms: 15000}), {where, clientId});
 }
 
 // Publishes a stored message and waits until every stream has it (their nodes follow the channel).
+// The streams read from the start of this fresh channel: a live stream whose request reached its
+// node after the first publish would rightly miss it (an EventSource's open does not mean attached).
 let mark = 0;
 async function synced(streams) {
   const id = `sync-${++mark}`;
