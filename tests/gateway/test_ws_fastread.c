@@ -9,46 +9,12 @@
  * wslay refuses (non-minimal length, RSV bit, unmasked, invalid UTF-8, over the limits).
  */
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-#include <uv.h>
 
-#include "gateway/websocket.h"
-
-struct conn {
-    struct spool_ws ws;
-    uv_pipe_t pipe;
-    int client;
-    bool closed;
-    uint16_t code;
-    char log[1 << 16]; /* every message as "opcode len payload" */
-    size_t log_len;
-};
-
-static void on_message(struct spool_ws *ws, uint8_t opcode, const uint8_t *data, size_t len)
-{
-    struct conn *c = ws->data;
-    int h = snprintf(c->log + c->log_len, sizeof c->log - c->log_len, "%u %zu ", opcode, len);
-    cr_assert(h > 0 && c->log_len + (size_t)h + len < sizeof c->log);
-    c->log_len += (size_t)h;
-    if (len > 0)
-        memcpy(c->log + c->log_len, data, len);
-    c->log_len += len;
-    spool_ws_send_text(ws, (const char *)data, len); /* writes interleave with pongs */
-}
-
-static void on_close(struct spool_ws *ws, uint16_t code)
-{
-    struct conn *c = ws->data;
-    c->closed = true;
-    c->code = code;
-}
-
-static const struct spool_ws_events events = {on_message, NULL, on_close};
+#define WS_PAIR_REQUIRE(cond, msg) cr_assert(cond, "%s", msg)
+#include "gateway/ws_pair.h"
 
 /* ---- client byte streams -------------------------------------------------------------------- */
 
@@ -151,86 +117,22 @@ static void make_stream(struct stream *s, int frames, int end)
     ending(s, end);
 }
 
-/* ---- one run -------------------------------------------------------------------------------- */
+/* ---- one run each way ---------------------------------------------------------------------- */
 
-static void on_deadline(uv_timer_t *t)
-{
-    uv_stop(t->loop);
-}
-
-struct result {
-    char log[1 << 16];
-    size_t log_len;
-    uint8_t out[1 << 17];
-    size_t out_len;
-    uint16_t code;
-};
-
-static void run(const struct stream *s, const size_t *cuts, size_t n_cuts, bool wslay_only,
-                struct result *r)
-{
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct conn *c = calloc(1, sizeof *c);
-    int sv[2];
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    int big = 1 << 20;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-    cr_assert_eq(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
-    c->client = sv[1];
-    cr_assert_eq(uv_pipe_init(&loop, &c->pipe, 0), 0);
-    cr_assert_eq(uv_pipe_open(&c->pipe, sv[0]), 0);
-    c->ws.data = c;
-    const struct spool_ws_config cfg = {.max_frame_bytes = 260, .max_message_bytes = 400,
-                                        .send_buffer_bytes = 1 << 20, .heartbeat_ms = 0,
-                                        .close_timeout_ms = 5000, .wslay_only = wslay_only};
-    struct spool_err err;
-    cr_assert_eq(spool_ws_start(&c->ws, (uv_stream_t *)&c->pipe, NULL, 0, &cfg, &events, &err), 0);
-    size_t at = 0;
-    for (size_t i = 0; i <= n_cuts && !c->closed; i++) {
-        size_t end = i < n_cuts ? cuts[i] : s->n;
-        spool_ws_feed(&c->ws, s->b + at, end - at);
-        at = end;
-        uv_run(&loop, UV_RUN_NOWAIT);
-    }
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    uv_timer_start(&t, on_deadline, 3000, 0);
-    for (int i = 0; i < 1000 && !c->closed && uv_is_active((uv_handle_t *)&t); i++)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    cr_assert(c->closed, "the connection ends");
-    memcpy(r->log, c->log, c->log_len);
-    r->log_len = c->log_len;
-    r->code = c->code;
-    r->out_len = 0;
-    for (;;) {
-        ssize_t k = read(c->client, r->out + r->out_len, sizeof r->out - r->out_len);
-        if (k <= 0)
-            break;
-        r->out_len += (size_t)k;
-    }
-    close(c->client);
-    free(c);
-    cr_assert_eq(uv_loop_close(&loop), 0);
-}
-
-static struct result direct, reference;
+static struct ws_result direct, reference;
 
 static void compare(const struct stream *s, const size_t *cuts, size_t n_cuts, const char *what)
 {
-    run(s, cuts, n_cuts, false, &direct);
-    run(s, cuts, n_cuts, true, &reference);
-    cr_assert_eq(direct.code, reference.code, "%s: close code %u vs wslay %u", what, direct.code,
-                 reference.code);
-    cr_assert(direct.log_len == reference.log_len &&
-                  memcmp(direct.log, reference.log, direct.log_len) == 0,
-              "%s: messages differ (%zu vs %zu bytes)", what, direct.log_len, reference.log_len);
-    cr_assert(direct.out_len == reference.out_len &&
-                  memcmp(direct.out, reference.out, direct.out_len) == 0,
-              "%s: bytes written differ (%zu vs %zu)", what, direct.out_len, reference.out_len);
+    struct spool_ws_config cfg = {.max_frame_bytes = 260, .max_message_bytes = 400,
+                                  .send_buffer_bytes = 1 << 20, .heartbeat_ms = 0,
+                                  .close_timeout_ms = 5000};
+    ws_pair_run(s->b, s->n, cuts, n_cuts, &cfg, 3000, &direct);
+    cfg.wslay_only = true;
+    ws_pair_run(s->b, s->n, cuts, n_cuts, &cfg, 3000, &reference);
+    const char *diff = ws_result_compare(&direct, &reference);
+    cr_assert(diff == NULL, "%s: %s (close code %u vs wslay %u; %zu vs %zu message bytes, %zu vs %zu "
+              "bytes written)", what, diff, direct.code, reference.code, direct.log_len,
+              reference.log_len, direct.out_len, reference.out_len);
 }
 
 Test(ws_fastread, same_as_wslay_however_the_reads_fall, .timeout = 120)
