@@ -18,8 +18,9 @@
  *     last answer gave (eph_node, eph_after); the replica answers at once when it holds newer
  *     ephemerals of the channel, otherwise parks the poll as usual and wakes it when one arrives
  *     (spool_serve_ephemeral_arrived); the answer carries them and the new position;
- *   - a position is only read by the node that gave it. The first poll of a new topic starts at
- *     its arrival (a parked one from when it was parked). A poll that moved from another
+ *   - a position is only read by the node that gave it. The first poll of a new topic replays
+ *     what arrived since the topic started (its first subscriber attached; eph_since_ms), so an
+ *     ephemeral sent right after an attach is not lost to the time the poll takes to arrive. A poll that moved from another
  *     replica (a new leader, a lost replica) replays the channel's ephemerals that arrived
  *     there since the follower's last answer (eph_since_ms, wall clock, less EPH_SKEW_MS, at
  *     most EPH_REPLAY_MAX_MS back): every storage node received them too, so the switch loses
@@ -123,14 +124,16 @@ static bool from_here(const struct spool_node *n, const Spool__ReadRequest *req)
     return req->eph_node == n->cfg.id && req->eph_after != 0;
 }
 
-/* A poll carrying another node's position (or none) gets one of this node's: a new follower's
- * starts now, a moved one at its last answer elsewhere. */
+/* A poll carrying another node's position (or none) gets one of this node's: a moved one starts
+ * at its last answer elsewhere, a new follower's when its topic started (its first subscriber
+ * attached): what arrived here between that attach and this first poll is not lost. Both go back
+ * EPH_SKEW_MS more for clocks that differ between nodes. */
 static void take_over_position(struct spool_node *n, struct spool_eph_ring *r, Spool__ReadRequest *req)
 {
     if (from_here(n, req))
         return;
     uint64_t after = r->next - 1;
-    if (req->eph_node != 0) {
+    if (req->eph_node != 0 || req->eph_since_ms != 0) {
         int64_t now = wall_ms(), since = (int64_t)req->eph_since_ms - EPH_SKEW_MS;
         if (since < now - EPH_REPLAY_MAX_MS)
             since = now - EPH_REPLAY_MAX_MS;
@@ -196,6 +199,11 @@ void spool_eph_fill_done(Spool__ReadReply *r)
     free(r->ephemerals);
     r->ephemerals = NULL;
     r->n_ephemerals = 0;
+}
+
+void spool_eph_pos_start(struct spool_eph_pos *pos)
+{
+    pos->at_ms = wall_ms();
 }
 
 void spool_eph_follow_ask(struct spool_node *n, struct spool_op *op, const struct spool_eph_pos *pos)

@@ -110,10 +110,12 @@ void spool_eph_fill_done(Spool__ReadReply *r);
  * about to be sent), and deliver those of a reply to the gateway, moving `pos` on. */
 struct spool_eph_pos {
     uint64_t node, seq;
-    int64_t at_ms;     /* wall clock of the last answer */
+    int64_t at_ms;     /* wall clock of the last answer (of the topic's start before one) */
     uint64_t seen[64]; /* hashes of the last ephemerals delivered (a replica switch replays) */
     unsigned n_seen;
 };
+/* A new topic's position: no replica's yet, ephemerals wanted from now (the attach). */
+void spool_eph_pos_start(struct spool_eph_pos *pos);
 void spool_eph_follow_ask(struct spool_node *n, struct spool_op *op, const struct spool_eph_pos *pos);
 void spool_eph_followed(struct spool_node *n, struct spool_eph_pos *pos, const Spool__ReadReply *reply);
 /* Frees the ring (closing). */

@@ -327,6 +327,7 @@ int spool_node_subscribe(struct spool_node *n, const char *channel, spool_record
         t->node = n;
         t->channel = c;
         t->shard = spool_node_shard_of(n, channel);
+        spool_eph_pos_start(&t->eph);
         if (topic_link(n, t) != 0) {
             free(c);
             free(t);
