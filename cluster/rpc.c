@@ -25,10 +25,14 @@
  *   dropped.
  *
  * Writes are coalesced: a frame for a connection (request, response or message) joins the
- *   connection's `outq`, and one uv_prepare handle, which runs once per loop turn just before
- *   libuv blocks for I/O, hands each connection's queued frames to ONE uv_write (a writev). A
+ *   connection's `outq`, and one uv_idle handle, started by the first queued frame, hands each
+ *   connection's queued frames to ONE uv_write (a writev) at the start of the next loop turn. A
  *   loop turn that completes 50 forwarded publishes thus answers them with one syscall, not 50;
- *   no frame waits past the turn it was made in, and frames keep their order per connection.
+ *   frames keep their order per connection. An idle handle, not a prepare or check one: libraft
+ *   completes requests (our apply callbacks, hence answers) from its own prepare and check
+ *   callbacks, and a handle started from inside its own phase only runs on the next turn; an
+ *   active idle handle makes that turn's poll return at once, where a prepare handle let the
+ *   loop block until the next timer (seen: acks delayed by up to a heartbeat, ~90 ms).
  *
  * Re-entrancy: user callbacks may call anything, including spool_rpc_close. Lists are drained
  *   by popping their head (never by iterating) and every path re-checks `closing` after a
@@ -69,7 +73,7 @@ struct spool_rpc {
     struct link peers;
     struct link conns;
     uv_idle_t idle; /* never started; closing it makes the close callback asynchronous */
-    uv_prepare_t flush; /* writes every connection's queued frames, once per loop turn */
+    uv_idle_t flush; /* writes every connection's queued frames, once per loop turn */
     struct link dirty;  /* struct rpc_conn with queued frames */
     unsigned pending;
     bool closing;
@@ -314,10 +318,10 @@ static void flush_all(struct spool_rpc *r)
     }
 }
 
-static void flush_cb(uv_prepare_t *prepare)
+static void flush_cb(uv_idle_t *idle)
 {
-    flush_all(prepare->data);
-    uv_prepare_stop(prepare);
+    flush_all(idle->data);
+    uv_idle_stop(idle);
 }
 
 /* Queues `o` (always consumed) for this loop turn's write. UV_ENOBUFS: the peer is not reading
@@ -338,7 +342,7 @@ static int conn_write(struct rpc_conn *c, struct rpc_out *o)
     if (!c->dirty) {
         c->dirty = true;
         link_push(&r->dirty, &c->dirty_link);
-        uv_prepare_start(&r->flush, flush_cb);
+        uv_idle_start(&r->flush, flush_cb);
     }
     return 0;
 }
@@ -742,7 +746,7 @@ int spool_rpc_init(struct spool_rpc **out, uv_loop_t *loop, struct spool_mux *mu
     link_init(&r->dirty);
     uv_idle_init(loop, &r->idle);
     r->idle.data = r;
-    uv_prepare_init(loop, &r->flush);
+    uv_idle_init(loop, &r->flush);
     r->flush.data = r;
     r->pending = 2;
     spool_mux_set_rpc_accept(mux, accept_cb, r);

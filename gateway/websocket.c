@@ -257,7 +257,7 @@ static void on_write_done(uv_write_t *req, int status)
 /* Hands everything queued to libuv: one vectored uv_write per WS_MAX_PIECES pieces. */
 static void ws_flush(struct spool_ws *ws)
 {
-    uv_check_stop(&ws->flush);
+    uv_idle_stop(&ws->flush);
     struct ws_piece *pending = ws->pending;
     size_t done = 0;
     while (done < ws->n_pending && !ws->dead) {
@@ -293,7 +293,7 @@ static void ws_flush(struct spool_ws *ws)
         ws_finish(ws); /* out of memory */
 }
 
-static void on_flush(uv_check_t *c)
+static void on_flush(uv_idle_t *c)
 {
     ws_flush(c->data);
 }
@@ -340,7 +340,7 @@ static int ws_write(struct spool_ws *ws, struct spool_wsframe *frame, const uint
     ((struct ws_piece *)ws->pending)[ws->n_pending++] = piece;
     ws->buffered += piece.len;
     if (ws->n_pending == 1)
-        uv_check_start(&ws->flush, on_flush);
+        uv_idle_start(&ws->flush, on_flush);
     return 0;
 }
 
@@ -632,7 +632,7 @@ int spool_ws_start(struct spool_ws *ws, uv_stream_t *stream, const uint8_t *head
     ws->wslay = ctx;
     uv_timer_init(stream->loop, &ws->timer);
     ws->timer.data = ws;
-    uv_check_init(stream->loop, &ws->flush);
+    uv_idle_init(stream->loop, &ws->flush);
     ws->flush.data = ws;
     stream->data = ws;
     int rv = uv_read_start(stream, on_alloc, on_read);

@@ -28,8 +28,11 @@
  * the same bytes, holding a reference until its write completes. Control frames (pong, ping,
  * close) are produced by wslay; its send callback always takes the whole frame at once (copied),
  * so wslay never holds a partial frame. Everything a connection sends goes into one queue, in
- * order; a uv_check handle flushes the queue after the loop iteration's I/O as ONE vectored
- * uv_write (one writev for a burst of messages instead of one syscall each).
+ * order; a uv_idle handle flushes the queue at the start of the next loop iteration as ONE
+ * vectored uv_write (one writev for a burst of messages instead of one syscall each). Idle, not
+ * check: acks are often made inside libraft's own check/prepare callbacks, and a check handle
+ * started then would wait for the next iteration behind a blocking poll (up to a Raft tick);
+ * an active idle handle keeps the poll from blocking (cluster/rpc.c does the same).
  *
  * Backpressure. Bytes handed to uv_write and not yet completed are counted; a send that would
  * push that count above send_buffer_bytes is refused with SPOOL_ELIMIT and the connection is
@@ -117,7 +120,8 @@ struct spool_ws {
     struct spool_ws_config cfg;
     const struct spool_ws_events *ev;
     uv_timer_t timer; /* heartbeat, then the close timeout */
-    uv_check_t flush; /* after each loop iteration's I/O: write what was queued, vectored */
+    uv_idle_t flush; /* next loop turn: write what was queued, vectored (an idle handle, so
+                      * the loop does not block in poll with writes queued) */
     void *pending;    /* struct ws_piece[]: output queued in this iteration */
     size_t n_pending, cap_pending;
     const uint8_t *in;

@@ -220,3 +220,51 @@ Test(rpc_coalesce, close_writes_what_is_queued)
     fake_close(&h.f);
     loop_finish(&h.loop);
 }
+
+/* A frame made inside another handle's prepare callback (libraft completes requests, so our
+ * answers are made, from its prepare and check callbacks) must not wait for the next event: the
+ * loop turn that made it may not block in poll. The guard timer is the only other event here, so
+ * with a flush handle that cannot run before the poll, the turn would sleep until it fires. */
+struct from_prepare {
+    struct spool_rpc *rpc;
+    unsigned value;
+};
+
+static void send_from_prepare_cb(uv_prepare_t *p)
+{
+    struct from_prepare *fp = p->data;
+    send_value(fp->rpc, fp->value);
+    uv_prepare_stop(p);
+}
+
+static void guard_cb(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+}
+
+Test(rpc_coalesce, a_frame_made_in_a_prepare_callback_does_not_wait_for_the_next_event)
+{
+    struct harness h;
+    harness_connect(&h);
+    struct from_prepare fp = {h.rpc, h.f.frames};
+    uv_prepare_t prep;
+    uv_prepare_init(&h.loop, &prep);
+    prep.data = &fp;
+    uv_prepare_start(&prep, send_from_prepare_cb);
+    bool guard_fired = false;
+    uv_timer_t guard;
+    uv_timer_init(&h.loop, &guard);
+    guard.data = &guard_fired;
+    uv_timer_start(&guard, guard_cb, 3000, 0);
+    uv_run(&h.loop, UV_RUN_ONCE); /* the turn that makes the frame */
+    cr_assert(!guard_fired, "the loop blocked in poll with a frame queued");
+    uv_run(&h.loop, UV_RUN_NOWAIT);
+    harness_receive(&h, fp.value + 1);
+    cr_assert_eq(h.f.frames, fp.value + 1, "the frame made in the prepare callback never left");
+    cr_assert(!guard_fired);
+    uv_close((uv_handle_t *)&prep, NULL);
+    uv_close((uv_handle_t *)&guard, NULL);
+    harness_close(&h);
+    fake_close(&h.f);
+    loop_finish(&h.loop);
+}
