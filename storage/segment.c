@@ -227,7 +227,9 @@ int spool_seg_flush(struct spool_segment *seg, struct spool_err *err)
 
 int spool_seg_append(struct spool_segment *seg, const void *buf, size_t len, struct spool_err *err)
 {
-    if (seg->pend_len + len > SPOOL_SEG_PEND) {
+    /* Pending bytes go first: before a batch that would overflow them, and before one too big
+     * to join them, which is written to the file directly at seg->size. */
+    if (seg->pend_len > 0 && (seg->pend_len + len > SPOOL_SEG_PEND || len > SPOOL_SEG_PEND / 2)) {
         int rv = spool_seg_flush(seg, err);
         if (rv != 0) return rv;
     }
