@@ -380,8 +380,13 @@ def verify(cluster, load, scenario, subscribers=()):
             continue
         ref_id, ref = next(iter(views.items()))
         for nid, recs in views.items():
-            assert recs == ref, "%s: %s differs between node %d and node %d" % (
-                scenario, channel, ref_id, nid)
+            if recs != ref:
+                first = next((k for k in range(min(len(recs), len(ref))) if recs[k] != ref[k]),
+                             min(len(recs), len(ref)))
+                raise AssertionError("%s: %s differs between node %d (%d records) and node %d (%d "
+                                     "records), first at position %d: %r vs %r" % (
+                                         scenario, channel, ref_id, len(ref), nid, len(recs), first,
+                                         ref[first:first + 3], recs[first:first + 3]))
         seqs = [s for s, _ in ref]
         assert seqs == list(range(1, len(seqs) + 1)), "%s: %s serials not dense" % (scenario, channel)
         ids = [i for _, i in ref]
