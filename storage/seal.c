@@ -56,8 +56,6 @@ int spool_store_seal_begin(struct spool_store *s, struct spool_segment *seg, str
         if (z->on) spool_store_seal_abort(s);
     }
     if (seg->sealed) return 0;
-    int frv = spool_seg_flush(seg, err); /* the seal reads the file */
-    if (frv != 0) return frv;
     void *map = mmap(NULL, seg->size, PROT_READ, MAP_PRIVATE, seg->fd, 0);
     if (map == MAP_FAILED)
         return spool_err_set(err, SPOOL_EIO, "mmap segment %u: %s", seg->id, strerror(errno));

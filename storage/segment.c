@@ -196,13 +196,6 @@ fail:
 
 void spool_seg_close(struct spool_segment *seg)
 {
-    struct spool_err err;
-    if (seg->fd >= 0 && seg->pend_len > 0 && spool_seg_flush(seg, &err) != 0) {
-        /* Lost like an unsynced tail after a crash: recovery cuts, Raft replays. */
-    }
-    free(seg->pend);
-    seg->pend = NULL;
-    seg->pend_len = 0;
     if (seg->fd >= 0) close(seg->fd);
     free(seg->blocks);
     seg->fd = -1;
@@ -210,34 +203,9 @@ void spool_seg_close(struct spool_segment *seg)
     seg->nblocks = 0;
 }
 
-int spool_seg_flush(struct spool_segment *seg, struct spool_err *err)
-{
-    if (seg->pend_len == 0) return 0;
-    uint64_t at = seg->size - seg->pend_len;
-    if (pwrite_all(seg->fd, seg->pend, seg->pend_len, at) != 0) {
-        int e = errno;
-        /* Never leave half a batch for later appends to follow. */
-        if (ftruncate(seg->fd, (off_t)at) != 0) { /* recovery will cut it instead */
-        }
-        return spool_err_set(err, SPOOL_EIO, "write segment %u: %s", seg->id, strerror(e));
-    }
-    seg->pend_len = 0;
-    return 0;
-}
-
 int spool_seg_append(struct spool_segment *seg, const void *buf, size_t len, struct spool_err *err)
 {
-    /* Pending bytes go first: before a batch that would overflow them, and before one too big
-     * to join them, which is written to the file directly at seg->size. */
-    if (seg->pend_len > 0 && (seg->pend_len + len > SPOOL_SEG_PEND || len > SPOOL_SEG_PEND / 2)) {
-        int rv = spool_seg_flush(seg, err);
-        if (rv != 0) return rv;
-    }
-    if (len <= SPOOL_SEG_PEND / 2 && seg->pend == NULL) seg->pend = malloc(SPOOL_SEG_PEND);
-    if (len <= SPOOL_SEG_PEND / 2 && seg->pend != NULL) {
-        memcpy(seg->pend + seg->pend_len, buf, len);
-        seg->pend_len += len;
-    } else if (pwrite_all(seg->fd, buf, len, seg->size) != 0) { /* pend_len is 0 here */
+    if (pwrite_all(seg->fd, buf, len, seg->size) != 0) {
         int e = errno;
         /* Never leave half a batch for later appends to follow. */
         if (ftruncate(seg->fd, (off_t)seg->size) != 0) { /* recovery will cut it instead */
@@ -252,8 +220,6 @@ int spool_seg_append(struct spool_segment *seg, const void *buf, size_t len, str
 
 int spool_seg_truncate(struct spool_segment *seg, uint64_t size, struct spool_err *err)
 {
-    int rv = spool_seg_flush(seg, err);
-    if (rv != 0) return rv;
     if (ftruncate(seg->fd, (off_t)size) != 0)
         return spool_err_set(err, SPOOL_EIO, "truncate segment %u: %s", seg->id, strerror(errno));
     seg->size = seg->file_bytes = size;
@@ -265,10 +231,6 @@ int spool_seg_pread(struct spool_segment *seg, uint64_t off, void *buf, size_t l
                     struct spool_iostats *io, struct spool_err *err)
 {
     io->disk_reads++;
-    if (off + len > seg->size - seg->pend_len && off + len <= seg->size) {
-        int rv = spool_seg_flush(seg, err);
-        if (rv != 0) return rv;
-    }
     if (off + len > seg->size || pread_all(seg->fd, buf, len, off) != 0)
         return spool_err_set(err, SPOOL_EIO, "read segment %u at %llu: %s", seg->id,
                              (unsigned long long)off, errno ? strerror(errno) : "short");

@@ -52,15 +52,7 @@ struct spool_segment {
     uint32_t nblocks;
     uint64_t live_records, live_bytes; /* retained records here and their frame bytes */
     uint64_t record_bytes;             /* frame bytes of every record ever written here */
-    /* Appended bytes not written to the file yet: the last pend_len bytes of the size. */
-    uint8_t *pend;
-    size_t pend_len;
 };
-
-/* Appends smaller than this gather in the segment's pending buffer and reach the file in one
- * write when it fills, when the segment is read past what the file holds, synced, sealed or
- * closed. */
-#define SPOOL_SEG_PEND (64u << 10)
 
 void spool_seg_path(char *buf, size_t size, const char *dir, uint32_t id, const char *suffix);
 int spool_fsync_fd(int fd, struct spool_iostats *io);
@@ -74,15 +66,10 @@ int spool_seg_open_log(struct spool_segment *seg, const char *dir, uint32_t id, 
 /* Opens a sealed segment and loads its block index (SPOOL_ECORRUPT if it does not check). */
 int spool_seg_open_sealed(struct spool_segment *seg, const char *dir, uint32_t id,
                           struct spool_err *err);
-/* Flushes (best effort) and closes. */
 void spool_seg_close(struct spool_segment *seg);
 
-/* Appends `len` bytes at seg->size: into the pending buffer, or (a big append, or no buffer)
- * with one write after the pending bytes; on a failed write the file is cut back to what it
- * held before (pending bytes stay pending). */
+/* Appends `len` bytes at seg->size with one write; on failure the file is cut back. */
 int spool_seg_append(struct spool_segment *seg, const void *buf, size_t len, struct spool_err *err);
-/* Writes the pending bytes to the file. */
-int spool_seg_flush(struct spool_segment *seg, struct spool_err *err);
 /* Cuts an active segment to `size` bytes. */
 int spool_seg_truncate(struct spool_segment *seg, uint64_t size, struct spool_err *err);
 /* Reads raw bytes of an active segment. */

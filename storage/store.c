@@ -5,10 +5,8 @@
  * Append path. append_batch validates the whole batch first (every seq must continue its
  * channel, counting earlier records of the same batch), so a rejected batch writes nothing.
  * It then encodes every record straight into one reused buffer as RECORD frames, adds the
- * COMMIT frame carrying the Raft index and the record count, and appends the buffer to the
- * active segment as one piece (spool_seg_append: small batches gather in the segment's pending
- * buffer and reach the file in one pwrite; reads, sync, sealing and close write it out first).
- * Only then does memory change: index entries, tail
+ * COMMIT frame carrying the Raft index and the record count, and hands the buffer to a single
+ * pwrite at the end of the active segment. Only then does memory change: index entries, tail
  * cache, applied index. A batch never spans segments: when it does not fit, a new segment is
  * started first (the full one is sealed a slice per append, storage/seal.c), so "a COMMIT frame
  * closes the records just before it" holds within one file. Nothing is fsynced here;
@@ -161,10 +159,7 @@ int spool_store_ensure_room(struct spool_store *s, size_t len, struct spool_err 
 {
     struct spool_segment *act = spool_store_active(s);
     if (act != NULL && act->size > SPOOL_SEG_HDR && act->size + len > s->cfg.segment_bytes) {
-        /* The full segment keeps serving reads as a .log while it is sealed bit by bit; all
-         * its bytes reach the file before the next segment's START vouches for its size. */
-        int rv = spool_seg_flush(act, err);
-        if (rv != 0) return rv;
+        /* The full segment keeps serving reads as a .log while it is sealed bit by bit. */
         struct spool_err serr = {0};
         if (spool_store_seal_begin(s, act, &serr) != 0)
             SPOOL_WARN("store.seal_failed", "segment=%u msg=\"%s\"", act->id, serr.msg);
@@ -455,8 +450,6 @@ int spool_store_sync(struct spool_store *s, struct spool_err *err)
     for (size_t i = 0; i < s->nsegs; i++) {
         struct spool_segment *seg = &s->segs[i];
         if (seg->sealed || seg->synced) continue;
-        int rv = spool_seg_flush(seg, err);
-        if (rv != 0) return rv;
         if (spool_fsync_fd(seg->fd, &s->io) != 0)
             return spool_err_set(err, SPOOL_EIO, "fdatasync segment %u: %s", seg->id, strerror(errno));
         seg->synced = true;
