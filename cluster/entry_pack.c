@@ -5,37 +5,17 @@
 #include <string.h>
 
 #include "common/err.h"
-
-static size_t varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static size_t put_varint(uint8_t *out, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
-}
+#include "common/varint.h"
 
 size_t spool_pb_len_field_size(size_t len)
 {
-    return 1 + varint_size(len) + len;
+    return 1 + spool_varint_size(len) + len;
 }
 
 size_t spool_pb_put_len_header(uint8_t *out, uint8_t tag, size_t len)
 {
     out[0] = tag;
-    return 1 + put_varint(out + 1, len);
+    return 1 + spool_varint_put(out + 1, len);
 }
 
 /* protobuf int64 is the two's complement as uint64 (10 bytes when negative). */
@@ -51,15 +31,15 @@ int spool_entry_pack(int64_t timestamp_ms, const struct spool_entry_part *parts,
 {
     size_t payload = 0, tick = 0;
     if (timestamp_ms != 0)
-        payload += 1 + varint_size((uint64_t)timestamp_ms);
+        payload += 1 + spool_varint_size((uint64_t)timestamp_ms);
     for (size_t i = 0; i < n; i++)
         payload += spool_pb_len_field_size(parts[i].len);
     if (retention) {
-        tick = retention_now_ms != 0 ? 1 + varint_size((uint64_t)retention_now_ms) : 0;
+        tick = retention_now_ms != 0 ? 1 + spool_varint_size((uint64_t)retention_now_ms) : 0;
         payload += spool_pb_len_field_size(tick);
     }
     if (proposal != 0)
-        payload += 1 + varint_size(proposal);
+        payload += 1 + spool_varint_size(proposal);
     size_t total = (8 + payload + 7) & ~(size_t)7; /* the entry_frame.h frame */
     uint8_t *p = raft_malloc(total);
     if (p == NULL)
@@ -69,7 +49,7 @@ int spool_entry_pack(int64_t timestamp_ms, const struct spool_entry_part *parts,
     uint8_t *w = p + 8;
     if (timestamp_ms != 0) {
         *w++ = TAG_TIMESTAMP;
-        w += put_varint(w, (uint64_t)timestamp_ms);
+        w += spool_varint_put(w, (uint64_t)timestamp_ms);
     }
     for (size_t i = 0; i < n; i++) {
         w += spool_pb_put_len_header(w, TAG_PUBLISH, parts[i].len);
@@ -81,12 +61,12 @@ int spool_entry_pack(int64_t timestamp_ms, const struct spool_entry_part *parts,
         w += spool_pb_put_len_header(w, TAG_RETENTION, tick);
         if (retention_now_ms != 0) {
             *w++ = TAG_NOW;
-            w += put_varint(w, (uint64_t)retention_now_ms);
+            w += spool_varint_put(w, (uint64_t)retention_now_ms);
         }
     }
     if (proposal != 0) {
         *w++ = TAG_PROPOSAL;
-        w += put_varint(w, proposal);
+        w += spool_varint_put(w, proposal);
     }
     memset(w, 0, total - (size_t)(w - p));
     *buf = p;

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/varint.h"
 #include "proto/snapshot.pb-c.h"
 #include "storage/crc32c.h"
 #include "storage/format.h"
@@ -85,17 +86,6 @@ static int out_msg(struct out *o, const Spool__SnapshotFrame *f)
     return rv;
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void *arg,
                          struct spool_err *err)
 {
@@ -152,7 +142,7 @@ int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void
             if (damaged) continue;
             uint8_t pre[11];
             pre[0] = (3 << 3) | 2; /* SnapshotFrame.record, length-delimited */
-            size_t npre = 1 + put_varint(pre + 1, len);
+            size_t npre = 1 + spool_varint_put(pre + 1, len);
             if (out_frame(&o, pre, npre, p, len) != 0) goto aborted;
         }
     }
