@@ -583,12 +583,10 @@ Test(node, three_nodes_forward_read_your_writes_subscribe_failover)
             node_stop(&t[i]);
 }
 
-/* Publishes a follower node makes for one shard during one loop turn reach the leader in one
- * SPOOL_METHOD_PUBLISH_BATCH call, and each gets its own result; the same ids again, in one
- * turn, come back as duplicates with their original seqs. */
-Test(node, forwarded_publishes_of_one_turn_share_one_call)
+/* Three nodes with one shard, ready; returns a node that does not lead it (*leader: the id of
+ * the one that does, when not NULL). */
+static struct spool_node *one_shard_follower(struct tnode t[3], uint64_t *leader)
 {
-    struct tnode t[3];
     char peers[256];
     three_nodes_start(t, 3, 1, peers, sizeof peers);
     struct tnode *all[] = {&t[0], &t[1], &t[2], NULL};
@@ -596,7 +594,18 @@ Test(node, forwarded_publishes_of_one_turn_share_one_call)
     struct spool_shard_status st;
     spool_node_shard_status(t[0].node, 0, &st);
     cr_assert(st.leader_id >= 1 && st.leader_id <= 3);
-    struct spool_node *follower = t[st.leader_id % 3].node;
+    if (leader != NULL)
+        *leader = st.leader_id;
+    return t[st.leader_id % 3].node;
+}
+
+/* Publishes a follower node makes for one shard during one loop turn reach the leader in one
+ * SPOOL_METHOD_PUBLISH_BATCH call, and each gets its own result; the same ids again, in one
+ * turn, come back as duplicates with their original seqs. */
+Test(node, forwarded_publishes_of_one_turn_share_one_call)
+{
+    struct tnode t[3];
+    struct spool_node *follower = one_shard_follower(t, NULL);
     const char *chans[2] = {"fb-a", "fb-b"}; /* one shard: one batch */
     enum { N = 24 };
     char idbuf[N][16];
@@ -688,14 +697,8 @@ static size_t raw_request(const char *channel, size_t count, uint8_t *out)
 Test(node, served_publish_batch_answers_each_request)
 {
     struct tnode t[3];
-    char peers[256];
-    three_nodes_start(t, 3, 1, peers, sizeof peers);
-    struct tnode *all[] = {&t[0], &t[1], &t[2], NULL};
-    cr_assert(run_until(ready_cond, all, 20000), "cluster never became ready");
-    struct spool_shard_status st;
-    spool_node_shard_status(t[0].node, 0, &st);
-    cr_assert(st.leader_id >= 1 && st.leader_id <= 3);
-    struct spool_node *follower = t[st.leader_id % 3].node;
+    uint64_t leader_id;
+    struct spool_node *follower = one_shard_follower(t, &leader_id);
     for (int unknown = 0; unknown < 2; unknown++) {
         const char *ch[3] = {unknown ? "raw-c" : "raw-a", "", unknown ? "raw-d" : "raw-b"};
         size_t counts[3] = {1, 1, 3};
@@ -714,7 +717,7 @@ Test(node, served_publish_batch_answers_each_request)
             body[len++] = 0x01;
         }
         struct raw_call c = {0};
-        cr_assert_eq(spool_rpc_call(follower->rpc, st.leader_id, SPOOL_METHOD_PUBLISH_BATCH, body,
+        cr_assert_eq(spool_rpc_call(follower->rpc, leader_id, SPOOL_METHOD_PUBLISH_BATCH, body,
                                     len, 10000, raw_call_cb, &c), 0);
         cr_assert(run_until(raw_done, &c, 15000), "batch call did not complete");
         cr_assert_eq(c.status, 0);
@@ -731,7 +734,7 @@ Test(node, served_publish_batch_answers_each_request)
             cr_assert_eq(r->seqs[0], 1);
             struct spool_read_req rq = {.channel = ch[i], .leader = true};
             struct rd rr;
-            read_sync(t[st.leader_id - 1].node, &rq, &rr); /* read_cb checks each payload */
+            read_sync(t[leader_id - 1].node, &rq, &rr); /* read_cb checks each payload */
             cr_assert_eq(rr.n, counts[i]);
         }
         spool__publish_batch_reply__free_unpacked(c.reply, NULL);
