@@ -49,7 +49,7 @@ const char *spool_err_name(int code)
         [SPOOL_EIO] = "io",          [SPOOL_ECORRUPT] = "corrupt",    [SPOOL_ENOMEM] = "no_memory",
         [SPOOL_ELIMIT] = "limit",    [SPOOL_ENOTLEADER] = "not_leader", [SPOOL_EBUSY] = "busy",
         [SPOOL_ECLOSED] = "closed",  [SPOOL_ECONFLICT] = "conflict",  [SPOOL_EDENIED] = "denied",
-        [SPOOL_ETIMEOUT] = "timeout",
+        [SPOOL_ETIMEOUT] = "timeout", [SPOOL_EMOVED] = "moved",
     };
     if (code < 0 || (size_t)code >= sizeof names / sizeof names[0] || names[code] == NULL)
         return "unknown";

@@ -20,6 +20,7 @@ enum {
     SPOOL_ECONFLICT = 10, /* the state changed under the request (stale epoch, bad sequence) */
     SPOOL_EDENIED = 11,   /* authentication or capability failure */
     SPOOL_ETIMEOUT = 12,
+    SPOOL_EMOVED = 13,    /* the channel's slot moved (or is moving) to another shard: route again */
 };
 
 struct spool_err {

@@ -30,6 +30,7 @@ void spool_json_status_of(int spool_code, int *status, int *code)
     case SPOOL_ECONFLICT: *status = 409, *code = SPOOL_HTTP_ECONFLICT; break;
     case SPOOL_EDENIED: *status = 403, *code = 40300; break;
     case SPOOL_ENOTLEADER:
+    case SPOOL_EMOVED:
     case SPOOL_EBUSY:
     case SPOOL_ECLOSED: *status = 503, *code = SPOOL_HTTP_EUNAVAILABLE; break;
     case SPOOL_ETIMEOUT: *status = 504, *code = SPOOL_HTTP_EUPSTREAM_TIMEOUT; break;
