@@ -7,7 +7,9 @@
  * Why: parsing every frame with json_loadb built a tree of objects, a malloc per key and string,
  * and was a tenth of a node's CPU under publish load (bench/README.md). The scanner allocates
  * nothing: it works on a private copy of the frame, decodes escapes in place (the decoded text is
- * never longer), NUL-terminates each string and points into the copy.
+ * never longer), NUL-terminates each string and points into the copy. The string and message
+ * object scanning is gateway/msg_scan.h, shared with the REST publish body
+ * (gateway/http_publish_body.h); this file adds the frame around the messages.
  *
  * The contract is "accept only what it fully understands, byte for byte as jansson would read
  * it": it accepts exactly
@@ -36,17 +38,9 @@
 #include <stdint.h>
 
 #include "gateway/message_json.h"
+#include "gateway/msg_scan.h"
 
 #define SPOOL_RT_FRAME_MAX_MESSAGES 16
-
-struct spool_rt_str {
-    const char *s; /* NUL-terminated inside the scanned copy; NULL = key absent */
-    size_t len;    /* bytes, excluding the NUL */
-};
-
-struct spool_rt_frame_msg {
-    struct spool_rt_str id, name, client_id, data;
-};
 
 struct spool_rt_frame {
     int64_t msg_serial;
