@@ -19,6 +19,7 @@ struct spool_batch_proposal {
     struct spool_batch *batch;
     struct spool_fsm_result *result; /* set when the entry was applied here (take_result) */
     uint64_t nonce;                  /* Entry.proposal: tells our entry from another at its index */
+    bool control;                    /* items[0] is a control item, alone */
     size_t n;
     struct spool_batch_item *items[];
 };
@@ -74,7 +75,13 @@ static void proposal_applied_cb(struct raft_apply *req, int status, void *result
     if ((b->head != NULL || b->retention_due) && !b->closing &&
         !uv_is_active((uv_handle_t *)&b->flush_timer))
         uv_timer_start(&b->flush_timer, flush_timer_cb, 0, 0);
-    if (status == 0 && res != NULL && res->n == p->n) {
+    if (p->control && status == 0 && res != NULL) {
+        struct spool_err err;
+        spool_err_clear(&err);
+        p->items[0]->done(p->items[0], 0, &err, NULL);
+    } else if (p->control && status == 0) {
+        fail_items(p->items, p->n, SPOOL_EIO, "entry applied without a result");
+    } else if (status == 0 && res != NULL && res->n == p->n) {
         for (size_t i = 0; i < p->n; i++) {
             const struct spool_fsm_publish_result *r = &res->publishes[i];
             struct spool_err err;
@@ -99,10 +106,11 @@ static void proposal_applied_cb(struct raft_apply *req, int status, void *result
 static void propose_some(struct spool_batch *b)
 {
     size_t n = 0, bytes = 32;
+    bool control = b->head != NULL && b->head->control;
     for (struct spool_batch_item *it = b->head; it; it = it->next) {
         size_t sz = spool_pb_len_field_size(it->req_len);
-        if (n > 0 && bytes + sz > SPOOL_BATCH_MAX_ENTRY_BYTES)
-            break;
+        if (n > 0 && (control || it->control || bytes + sz > SPOOL_BATCH_MAX_ENTRY_BYTES))
+            break; /* a control item goes alone */
         bytes += sz;
         n++;
     }
@@ -137,12 +145,25 @@ static void propose_some(struct spool_batch *b)
     p->batch = b;
     p->result = NULL;
     p->nonce = next_nonce();
+    p->control = control;
     /* The Entry protobuf-c would pack (spool_fsm_encode_entry), built from the packed requests. */
     int64_t now = wall_ms();
-    bool tick = b->retention_due;
-    b->retention_due = false;
     struct raft_buffer buf;
-    int rc = spool_entry_pack(now, parts, n, tick, now, p->nonce, &buf.base, &buf.len);
+    int rc;
+    if (control && first->req_len > SPOOL_BATCH_MAX_CONTROL_BYTES) {
+        free(parts);
+        fail_items(p->items, n, SPOOL_ELIMIT, "control entry over the entry size limit");
+        free(p);
+        return;
+    }
+    if (control) { /* the retention tick waits for the next entry */
+        rc = spool_entry_pack_fields(now, first->req, first->req_len, p->nonce, &buf.base,
+                                     &buf.len);
+    } else {
+        bool tick = b->retention_due;
+        b->retention_due = false;
+        rc = spool_entry_pack(now, parts, n, tick, now, p->nonce, &buf.base, &buf.len);
+    }
     free(parts);
     if (rc != 0) {
         fail_items(p->items, n, SPOOL_ENOMEM, "out of memory encoding an entry");

@@ -18,6 +18,12 @@
  *   - SPOOL_ECLOSED when the batch or the Raft instance is closing.
  * `done` is never called from inside spool_batch_submit(), and a failed item is never re-proposed
  * here: the owner (cluster/router.c) decides, on a later loop turn, where it goes next.
+ *
+ * Control items (item->control, resharding: cluster/shard.h spool_shard_propose_control) go
+ * through the same queue and the same one-entry-in-flight rule, but alone in their entry: `req`
+ * is then already packed Entry fields (slot_fence, imports) that follow the entry's timestamp,
+ * and `done` gets status 0 with a NULL result once the entry applied here. A control item bigger
+ * than SPOOL_BATCH_MAX_CONTROL_BYTES fails with SPOOL_ELIMIT.
  */
 #ifndef SPOOL_CLUSTER_BATCH_H
 #define SPOOL_CLUSTER_BATCH_H
@@ -34,6 +40,9 @@
 
 #define SPOOL_BATCH_MAX_ENTRY_BYTES (1u << 20)
 #define SPOOL_BATCH_MAX_IN_FLIGHT 1 /* proposed entries awaiting their apply, per shard */
+/* A control entry's fields: one record of the store's largest (64 MiB) and room for its
+ * headers; an export part should stay near SPOOL_BATCH_MAX_ENTRY_BYTES. */
+#define SPOOL_BATCH_MAX_CONTROL_BYTES ((64u << 20) + (64u << 10))
 
 struct spool_batch_item;
 struct spool_batch_proposal;
@@ -45,6 +54,7 @@ struct spool_batch_item {
     const uint8_t *req; /* a packed PublishRequest, owned by the submitter, valid until done */
     size_t req_len;
     spool_batch_done_cb done;
+    bool control;       /* req is packed Entry fields, proposed alone (see above) */
 };
 
 struct spool_batch {

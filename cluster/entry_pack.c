@@ -73,3 +73,35 @@ int spool_entry_pack(int64_t timestamp_ms, const struct spool_entry_part *parts,
     *len = total;
     return 0;
 }
+
+int spool_entry_pack_fields(int64_t timestamp_ms, const uint8_t *fields, size_t fields_len,
+                            uint64_t proposal, void **buf, size_t *len)
+{
+    size_t payload = fields_len;
+    if (timestamp_ms != 0)
+        payload += 1 + spool_varint_size((uint64_t)timestamp_ms);
+    if (proposal != 0)
+        payload += 1 + spool_varint_size(proposal);
+    size_t total = (8 + payload + 7) & ~(size_t)7;
+    uint8_t *p = raft_malloc(total);
+    if (p == NULL)
+        return SPOOL_ENOMEM;
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)((uint64_t)payload >> (8 * i));
+    uint8_t *w = p + 8;
+    if (timestamp_ms != 0) {
+        *w++ = TAG_TIMESTAMP;
+        w += spool_varint_put(w, (uint64_t)timestamp_ms);
+    }
+    if (fields_len > 0)
+        memcpy(w, fields, fields_len);
+    w += fields_len;
+    if (proposal != 0) {
+        *w++ = TAG_PROPOSAL;
+        w += spool_varint_put(w, proposal);
+    }
+    memset(w, 0, total - (size_t)(w - p));
+    *buf = p;
+    *len = total;
+    return 0;
+}

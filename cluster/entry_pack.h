@@ -33,4 +33,9 @@ int spool_entry_pack(int64_t timestamp_ms, const struct spool_entry_part *parts,
                      bool retention, int64_t retention_now_ms, uint64_t proposal, void **buf,
                      size_t *len);
 
+/* Frames Entry{timestamp_ms, `fields` (already packed Entry fields, e.g. slot_fence / imports:
+ * cluster/slot_move.h), proposal} the same way (a resharding control entry, batch.c). */
+int spool_entry_pack_fields(int64_t timestamp_ms, const uint8_t *fields, size_t fields_len,
+                            uint64_t proposal, void **buf, size_t *len);
+
 #endif

@@ -9,6 +9,10 @@
  * per-entry table (channel -> next seq, timestamp) sits in front of the store, filled for all
  * the entry's channels by one batched lookup before the requests are applied.
  *
+ * Resharding (fsm.h): fence and drop marks are two slot bitmaps kept in the store's shard state
+ * (version byte, fenced bitmap, dropped bitmap), written by the entry that changes them and
+ * reloaded after open and restore; a publish pays the slot hash only while some slot is fenced.
+ *
  * Cost: this runs on every replica for every message, so the per-message work allocates
  * nothing (the entry and its scratch live in an arena; the dedup table has no per-id malloc)
  * and the cache misses of an entry (channel index, dedup slots) are started up front, together,
@@ -20,6 +24,7 @@
 #include <string.h>
 
 #include "cluster/entry_frame.h"
+#include "cluster/placement.h"
 #include "cluster/streams.h"
 #include "common/log.h"
 
@@ -130,6 +135,230 @@ static int dedup_rebuild(struct spool_fsm *f, struct spool_err *err)
     free(b.v);
     if (b.rc != 0)
         return spool_err_set(err, b.rc, "rebuilding the dedup table: out of memory");
+    return 0;
+}
+
+/* --- resharding marks ---------------------------------------------------------------------- */
+
+static void *scratch(struct spool_fsm *f, size_t n, size_t size);
+static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry *e, size_t total);
+
+#define MARKS_VERSION 1
+#define MARKS_LEN (1 + 2 * SPOOL_SLOT_BITMAP_BYTES)
+
+static uint32_t count_bits(const uint8_t *bm)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < SPOOL_SLOT_BITMAP_BYTES; i++)
+        n += (uint32_t)__builtin_popcount(bm[i]);
+    return n;
+}
+
+/* The marks from the store's shard state (after open and after a snapshot restore). */
+static void marks_load(struct spool_fsm *f)
+{
+    size_t len;
+    const uint8_t *p = spool_store_shard_state(f->store, &len);
+    memset(f->fenced, 0, sizeof f->fenced);
+    memset(f->dropped, 0, sizeof f->dropped);
+    if (len == MARKS_LEN && p[0] == MARKS_VERSION) {
+        memcpy(f->fenced, p + 1, SPOOL_SLOT_BITMAP_BYTES);
+        memcpy(f->dropped, p + 1 + SPOOL_SLOT_BITMAP_BYTES, SPOOL_SLOT_BITMAP_BYTES);
+    } else if (len != 0) {
+        SPOOL_ERROR("fsm.shard_state_unknown", "len=%zu version=%u", len, p[0]);
+    }
+    f->n_fenced = count_bits(f->fenced);
+}
+
+static int marks_save(struct spool_fsm *f, struct spool_err *err)
+{
+    uint8_t buf[MARKS_LEN];
+    buf[0] = MARKS_VERSION;
+    memcpy(buf + 1, f->fenced, SPOOL_SLOT_BITMAP_BYTES);
+    memcpy(buf + 1 + SPOOL_SLOT_BITMAP_BYTES, f->dropped, SPOOL_SLOT_BITMAP_BYTES);
+    f->n_fenced = count_bits(f->fenced);
+    return spool_store_set_shard_state(f->store, buf, sizeof buf, err);
+}
+
+bool spool_fsm_slot_fenced(const struct spool_fsm *f, uint32_t slot)
+{
+    return spool_slot_bit(f->fenced, slot);
+}
+
+bool spool_fsm_slot_dropped(const struct spool_fsm *f, uint32_t slot)
+{
+    return spool_slot_bit(f->dropped, slot);
+}
+
+bool spool_fsm_channel_fenced(const struct spool_fsm *f, const char *channel)
+{
+    return f->n_fenced > 0 && spool_slot_bit(f->fenced, spool_slot_of(channel, strlen(channel)));
+}
+
+bool spool_fsm_channel_dropped(const struct spool_fsm *f, const char *channel)
+{
+    return f->n_fenced > 0 && spool_slot_bit(f->dropped, spool_slot_of(channel, strlen(channel)));
+}
+
+struct drop_list {
+    struct spool_store *store;
+    const uint8_t *slots;
+    char **v;
+    size_t n, cap;
+    int rc;
+};
+
+static int drop_list_cb(void *arg, const char *channel)
+{
+    struct drop_list *d = arg;
+    if (!spool_slot_bit(d->slots, spool_slot_of(channel, strlen(channel))) ||
+        spool_store_first_seq(d->store, channel) > spool_store_last_seq(d->store, channel))
+        return 0; /* another slot, or nothing retained */
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 64;
+        char **v = realloc(d->v, cap * sizeof *v);
+        if (v == NULL) {
+            d->rc = SPOOL_ENOMEM;
+            return 1;
+        }
+        d->v = v;
+        d->cap = cap;
+    }
+    if ((d->v[d->n] = strdup(channel)) == NULL) {
+        d->rc = SPOOL_ENOMEM;
+        return 1;
+    }
+    d->n++;
+    return 0;
+}
+
+/* Deletes every channel of `slots` (listed first: the channels() callback must not write). */
+static int drop_slots(struct spool_fsm *f, const uint8_t *slots, struct spool_err *err)
+{
+    struct drop_list d = {.store = f->store, .slots = slots};
+    spool_store_channels(f->store, drop_list_cb, &d);
+    int rc = d.rc != 0 ? spool_err_set(err, d.rc, "dropping slots: out of memory") : 0;
+    for (size_t i = 0; i < d.n && rc == 0; i++)
+        rc = spool_store_delete_channel(f->store, d.v[i], err);
+    if (rc == 0)
+        SPOOL_INFO("fsm.slots_dropped", "slots=%u channels=%zu", count_bits(slots), d.n);
+    for (size_t i = 0; i < d.n; i++)
+        free(d.v[i]);
+    free(d.v);
+    if (rc == 0)
+        rc = spool_pindex_rebuild(f->presence, f->store, 0, err);
+    spool_conv_reset(f->conv);
+    return rc;
+}
+
+/* Applies Entry.slot_fence (marks written to the store's shard state, channels dropped). */
+static int apply_fence(struct spool_fsm *f, uint64_t index, const Spool__SlotFence *sf,
+                       struct spool_err *err)
+{
+    if (sf->slots.len != SPOOL_SLOT_BITMAP_BYTES) {
+        /* Every replica sees the same bytes, so every replica ignores it the same way. */
+        SPOOL_ERROR("fsm.bad_slot_fence", "index=%llu bytes=%zu", (unsigned long long)index,
+                    sf->slots.len);
+        return 0;
+    }
+    const uint8_t *bm = sf->slots.data;
+    for (size_t i = 0; i < SPOOL_SLOT_BITMAP_BYTES; i++) {
+        if (sf->fenced) {
+            f->fenced[i] |= bm[i];
+            if (sf->drop)
+                f->dropped[i] |= bm[i];
+        } else {
+            f->fenced[i] &= (uint8_t)~bm[i];
+            f->dropped[i] &= (uint8_t)~bm[i];
+        }
+    }
+    int rc = marks_save(f, err);
+    if (rc == 0 && sf->fenced && sf->drop)
+        rc = drop_slots(f, bm, err);
+    SPOOL_INFO("fsm.slot_fence", "index=%llu slots=%u fenced=%d drop=%d fenced_total=%u",
+               (unsigned long long)index, count_bits(bm), sf->fenced, sf->drop, f->n_fenced);
+    return rc;
+}
+
+/* Applies Entry.imports as one store batch at `index`, then the derived state. */
+static int apply_imports(struct spool_fsm *f, uint64_t index, const Spool__Entry *e,
+                         size_t *n_stored, struct spool_err *err)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < e->n_imports; i++)
+        total += e->imports[i]->n_records;
+    struct spool_store_import *imp = scratch(f, e->n_imports, sizeof *imp);
+    const Spool__Record **stored = scratch(f, total, sizeof *stored);
+    if (imp == NULL || stored == NULL)
+        return spool_err_set(err, SPOOL_ENOMEM, "applying entry %llu: out of memory",
+                             (unsigned long long)index);
+    for (size_t i = 0; i < e->n_imports; i++) {
+        const Spool__ChannelImport *ci = e->imports[i];
+        const Spool__ChannelState *st = ci->channel;
+        const Spool__Retention *ret = st != NULL ? st->retention : NULL;
+        imp[i] = (struct spool_store_import){
+            .channel = st != NULL ? st->name : NULL, /* none: skipped (logged) by the store */
+            .last_seq = st != NULL ? st->last_seq : 0,
+            .recs = (const Spool__Record *const *)ci->records,
+            .n = ci->n_records,
+            .has_retention = ret != NULL};
+        if (ret != NULL)
+            imp[i].retention = (struct spool_retention){
+                .max_age_ms = ret->max_age_ms, .max_count = ret->max_count, .max_bytes = ret->max_bytes};
+    }
+    size_t k = 0;
+    int rc = spool_store_import(f->store, index, imp, e->n_imports, stored, &k, err);
+    if (rc != 0)
+        return rc;
+    /* Only ids a later publish could still collide with (its timestamp is at least this entry's)
+     * take room in the table. */
+    int64_t oldest = e->timestamp_ms - (int64_t)f->dedup.window_ms;
+    for (size_t i = 0; i < k; i++) {
+        const Spool__Record *rec = stored[i];
+        if (rec->id != NULL && rec->id[0] != '\0' && rec->timestamp_ms >= oldest &&
+            spool_dedup_insert(&f->dedup, rec->channel, rec->id, rec->seq, rec->timestamp_ms) != 0)
+            return spool_err_set(err, SPOOL_ENOMEM, "dedup insert: out of memory");
+        if (spool_pindex_apply(f->presence, rec->channel, rec) != 0)
+            SPOOL_WARN("fsm.presence_index", "index=%llu err=nomem", (unsigned long long)index);
+    }
+    spool_conv_reset(f->conv); /* its cached states may predate what arrived */
+    *n_stored = k;
+    return 0;
+}
+
+/* An entry carrying slot_fence and/or imports (fsm.h): nothing else of it applies. */
+static int apply_control(struct spool_fsm *f, uint64_t index, const Spool__Entry *e,
+                         struct spool_fsm_result **result, struct spool_err *err)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < e->n_publishes; i++)
+        total += e->publishes[i]->n_messages;
+    struct spool_fsm_result *r = result_alloc(index, e, total);
+    if (r == NULL)
+        return spool_err_set(err, SPOOL_ENOMEM, "applying entry %llu: out of memory",
+                             (unsigned long long)index);
+    for (size_t i = 0; i < e->n_publishes; i++) {
+        r->publishes[i].status = SPOOL_EINVAL;
+        snprintf(r->publishes[i].reason, sizeof r->publishes[i].reason,
+                 "a resharding entry carries no publishes");
+    }
+    int rc = e->slot_fence != NULL ? apply_fence(f, index, e->slot_fence, err) : 0;
+    size_t stored = 0;
+    if (rc == 0 && e->n_imports > 0)
+        rc = apply_imports(f, index, e, &stored, err);
+    else if (rc == 0)
+        rc = spool_store_mark_applied(f->store, index, err);
+    if (rc != 0) {
+        spool_fsm_result_free(r);
+        return rc;
+    }
+    if (e->n_imports > 0)
+        SPOOL_DEBUG("fsm.imported", "index=%llu imports=%zu records=%zu", (unsigned long long)index,
+                    e->n_imports, stored);
+    if (f->take_result == NULL)
+        *result = r;
+    else if (!f->take_result(f->take_arg, index, r))
+        spool_fsm_result_free(r);
     return 0;
 }
 
@@ -279,6 +508,8 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         SPOOL_ERROR("fsm.bad_entry", "index=%llu len=%zu", (unsigned long long)index, len);
         return spool_store_mark_applied(f->store, index, err);
     }
+    if (e->slot_fence != NULL || e->n_imports > 0)
+        return apply_control(f, index, e, result, err);
     int rc = SPOOL_ENOMEM;
     bool *gone = NULL; /* per publish: conditional presence leaves superseded in the store */
     size_t total = 0;
@@ -322,6 +553,13 @@ int spool_fsm_apply_entry(struct spool_fsm *f, uint64_t index, const void *buf, 
         const Spool__PublishRequest *p = e->publishes[i];
         if (p->channel == NULL || p->channel[0] == '\0') {
             r->publishes[i].status = SPOOL_EINVAL;
+            continue;
+        }
+        if (f->n_fenced > 0 &&
+            spool_slot_bit(f->fenced, spool_slot_of(p->channel, strlen(p->channel)))) {
+            r->publishes[i].status = SPOOL_EMOVED; /* the router sends it where the slot went */
+            snprintf(r->publishes[i].reason, sizeof r->publishes[i].reason,
+                     "channel's slot is moving to another shard");
             continue;
         }
         struct next_seq *row = row_at[i];
@@ -513,6 +751,7 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         if (rc == 0)
             rc = spool_pindex_rebuild(f->presence, f->store, 0, &err);
         spool_conv_reset(f->conv);
+        marks_load(f); /* the snapshot's fence marks (or none) */
         if (rc != 0) {
             SPOOL_ERROR("fsm.restore_failed", "code=%s msg=\"%s\"", spool_err_name(rc), err.msg);
             return rc == SPOOL_ECORRUPT ? RAFT_CORRUPT : RAFT_IOERR;
@@ -547,6 +786,7 @@ int spool_fsm_init(struct spool_fsm *f, struct spool_store *store, uint64_t dedu
         f->conv = NULL;
         return spool_err_set(err, SPOOL_ENOMEM, "conversation state: out of memory");
     }
+    marks_load(f);
     int rc = dedup_rebuild(f, err);
     if (rc == 0)
         rc = spool_pindex_rebuild(f->presence, store, 0, err);

@@ -14,6 +14,25 @@
  *   - the result (struct spool_fsm_result, owned by whoever receives it: the leader's apply
  *     callback, see cluster/batch.h) tells each request its seqs.
  *
+ * Resharding (control entries, cluster/slot_move.h; proposed alone by
+ * spool_shard_propose_control). An entry with slot_fence and/or imports carries nothing else
+ * (publishes in it are refused with SPOOL_EINVAL, a retention tick in it is ignored):
+ *   - slot_fence{slots, fenced = true}: publishes to channels of those slots are refused from
+ *     this entry on (status SPOOL_EMOVED, nothing stored, the rest of an entry applies);
+ *     with drop as well, every channel of those slots is deleted from the store (its last_seq
+ *     stays) and the slots read as dropped (readers answer SPOOL_EMOVED);
+ *     fenced = false: both marks are cleared (the slots are accepted again).
+ *     The marks are part of the replicated state: the store keeps them (its shard state), so
+ *     they survive restart, replay, snapshots and snapshot installs.
+ *   - imports (ChannelImport): spool_store_import (storage/store.h) stores the records with
+ *     their seqs, timestamps and fields, skipping what is already here, restarting a channel
+ *     with nothing retained at the copy's base, carrying the retention override. Derived state
+ *     follows: ids of imported records no older than the dedup window before the entry's
+ *     timestamp enter the dedup table (a re-sent id is still a duplicate on the new shard),
+ *     imported presence records enter the presence index, the conversation cache is reset.
+ *     Imported records are not passed to on_records (nobody subscribed to them here yet).
+ *   After a drop the presence index is rebuilt and the conversation cache reset.
+ *
  * Snapshots are the store's own stream (spool_store_sync first, so the store is durable before
  * libraft drops log entries); restore skips a snapshot the store has already passed.
  *
@@ -32,6 +51,7 @@
 #include "cluster/conversation.h"
 #include "cluster/dedup.h"
 #include "cluster/presence_index.h"
+#include "cluster/slot_move.h"
 #include "common/err.h"
 #include "proto/entry.pb-c.h"
 #include "proto/record.pb-c.h"
@@ -78,7 +98,19 @@ struct spool_fsm {
      * spool_fsm_apply_entry (tests). */
     bool (*take_result)(void *arg, uint64_t index, struct spool_fsm_result *r);
     void *take_arg;
+    /* Resharding marks (a copy of the store's shard state; see above). */
+    uint8_t fenced[SPOOL_SLOT_BITMAP_BYTES];
+    uint8_t dropped[SPOOL_SLOT_BITMAP_BYTES];
+    uint32_t n_fenced; /* 0: publishes skip the slot check */
 };
+
+/* Publishes to this slot are refused (SPOOL_EMOVED). */
+bool spool_fsm_slot_fenced(const struct spool_fsm *f, uint32_t slot);
+/* This slot's channels were dropped here: reads are refused too (answer SPOOL_EMOVED). */
+bool spool_fsm_slot_dropped(const struct spool_fsm *f, uint32_t slot);
+/* Both, for a channel name. */
+bool spool_fsm_channel_fenced(const struct spool_fsm *f, const char *channel);
+bool spool_fsm_channel_dropped(const struct spool_fsm *f, const char *channel);
 
 /* Builds the dedup table from the store's tails. */
 int spool_fsm_init(struct spool_fsm *f, struct spool_store *store, uint64_t dedup_window_ms,

@@ -390,3 +390,48 @@ int spool_shard_reconfigure(struct spool_shard *s, const struct spool_peer *vote
                (unsigned long long)who);
     return 0;
 }
+
+/* --- resharding control entries ----------------------------------------------------------- */
+
+struct control_op {
+    struct spool_batch_item item; /* first: done() gets it back */
+    spool_shard_control_cb cb;
+    void *arg;
+    uint8_t fields[];
+};
+
+static void control_done(struct spool_batch_item *item, int status, const struct spool_err *err,
+                         const struct spool_fsm_publish_result *res)
+{
+    (void)res;
+    struct control_op *op = (struct control_op *)item;
+    if (status != 0 && status != SPOOL_ECLOSED && status != SPOOL_ELIMIT) {
+        SPOOL_DEBUG("shard.control_failed", "code=%s msg=\"%s\"", spool_err_name(status),
+                    err != NULL ? err->msg : "");
+        status = SPOOL_ENOTLEADER;
+    }
+    spool_shard_control_cb cb = op->cb;
+    void *arg = op->arg;
+    free(op);
+    cb(arg, status);
+}
+
+int spool_shard_propose_control(struct spool_shard *sh, const uint8_t *fields, size_t len,
+                                spool_shard_control_cb cb, void *arg, struct spool_err *err)
+{
+    if (sh->closing || sh->batch.closing)
+        return spool_err_set(err, SPOOL_ECLOSED, "shard %u closing", sh->id);
+    struct control_op *op = malloc(sizeof *op + (len ? len : 1));
+    if (op == NULL)
+        return spool_err_set(err, SPOOL_ENOMEM, "shard %u: control entry of %zu bytes", sh->id, len);
+    if (len > 0)
+        memcpy(op->fields, fields, len);
+    op->item = (struct spool_batch_item){
+        .req = op->fields, .req_len = len, .done = control_done, .control = true};
+    op->cb = cb;
+    op->arg = arg;
+    /* Not leading: the queue's proposal fails with RAFT_NOTLEADER on the next loop turn, which
+     * completes it as SPOOL_ENOTLEADER (never from inside this call). */
+    spool_batch_submit(&sh->batch, &op->item);
+    return 0;
+}

@@ -108,4 +108,20 @@ int spool_shard_reconfigure(struct spool_shard *s, const struct spool_peer *vote
 /* The leader this replica knows of (0 = none). */
 uint64_t spool_shard_leader(struct spool_shard *s);
 
+/* Resharding (cluster/slot_move.h): proposes one entry made of `fields` (already packed Entry
+ * fields, e.g. from spool_slot_fence_pack or spool_slot_export_next; the shard adds
+ * timestamp_ms and the proposal nonce) on this replica, which must lead. It goes through the
+ * group-commit queue (cluster/batch.c: one entry in flight per shard), alone in its entry. The
+ * shard copies `fields`.
+ * Returns 0, and then `cb` runs exactly once, never from inside this call:
+ *   status 0 once the entry is applied here (the state machine took it: fsm.h);
+ *   SPOOL_ENOTLEADER if this replica does not lead, leadership is lost or the proposal fails
+ *     (the entry may still commit under the next leader: control entries are idempotent);
+ *   SPOOL_ECLOSED when the shard closes first;
+ *   SPOOL_ELIMIT if `len` exceeds SPOOL_BATCH_MAX_CONTROL_BYTES.
+ * Or returns SPOOL_ENOMEM / SPOOL_ECLOSED (shard closing) with `err` set, and `cb` never runs. */
+typedef void (*spool_shard_control_cb)(void *arg, int status);
+int spool_shard_propose_control(struct spool_shard *sh, const uint8_t *fields, size_t len,
+                                spool_shard_control_cb cb, void *arg, struct spool_err *err);
+
 #endif

@@ -18,6 +18,8 @@
  *   START   u64 size of the previous segment, u64 applied index: the first frame of every
  *           segment after the first, so recovery can tell that a previous .log segment lost
  *           whole batches at its end (its size falls short), which nothing else would reveal.
+ *   STATE   the owner's opaque shard state (spool_store_set_shard_state), replacing the
+ *           previous one. Never inside a batch.
  *
  * docs/storage-format.md has the whole layout.
  */
@@ -43,6 +45,7 @@ enum spool_frame_type {
     SPOOL_FRAME_COMMIT = 2,
     SPOOL_FRAME_META = 3,
     SPOOL_FRAME_START = 4,
+    SPOOL_FRAME_STATE = 5,
 };
 
 static inline void spool_put_u32(uint8_t *p, uint32_t v)

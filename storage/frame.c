@@ -23,7 +23,7 @@ enum spool_frame_status spool_frame_parse(const uint8_t *buf, size_t avail, stru
     uint32_t word = spool_get_u32(buf);
     uint32_t len = word & SPOOL_FRAME_MAX;
     unsigned type = word >> 28;
-    if (type < SPOOL_FRAME_RECORD || type > SPOOL_FRAME_START) return SPOOL_FRAME_BAD;
+    if (type < SPOOL_FRAME_RECORD || type > SPOOL_FRAME_STATE) return SPOOL_FRAME_BAD;
     if (type == SPOOL_FRAME_COMMIT && len != SPOOL_COMMIT_LEN) return SPOOL_FRAME_BAD;
     if (type == SPOOL_FRAME_START && len != SPOOL_START_LEN) return SPOOL_FRAME_BAD;
     if (avail - SPOOL_FRAME_HDR < len) return SPOOL_FRAME_TORN;

@@ -128,6 +128,14 @@ static enum spool_frame_status scan_frames(struct scan *sc, uint32_t seg, const 
             }
             sc->prev_size = 0;
             sc->good_end = off + SPOOL_FRAME_HDR + f.len;
+        } else if (f.type == SPOOL_FRAME_STATE) {
+            struct spool_err err = {0};
+            if (sc->n > 0) return SPOOL_FRAME_BAD;
+            if (spool_store_put_shard_state(s, f.payload, f.len, &err) != 0) {
+                sc->nomem = true;
+                return SPOOL_FRAME_BAD;
+            }
+            sc->good_end = off + SPOOL_FRAME_HDR + f.len;
         } else {
             struct spool_err err = {0};
             if (sc->n > 0) return SPOOL_FRAME_BAD;

@@ -11,7 +11,8 @@
  * bytes fell under half of what it holds is compacted (storage/seal.c). Deleting a segment
  * also deletes the META and COMMIT frames inside it, so first a checkpoint is written to the
  * active segment (a COMMIT of the applied index with no records and a META for every channel)
- * and synced: after that no deleted frame carries information the log does not repeat later.
+ * and synced, with a STATE frame for the owner's shard state: after that no deleted frame
+ * carries information the log does not repeat later.
  *
  * enforce_retention runs with a timestamp from the Raft entry that asked for it, so every
  * replica trims the same records.
@@ -31,8 +32,14 @@ int spool_store_put_state(struct spool_store *s, const Spool__ChannelState *st,
 {
     struct spool_chan *c = spool_chanmap_put(&s->chans, st->name);
     if (c == NULL) return spool_err_set(err, SPOOL_ENOMEM, "channel table");
-    if (st->last_seq > c->last_seq) c->last_seq = st->last_seq;
-    if (st->first_seq > spool_chan_first(c)) spool_store_trim(s, c, st->first_seq);
+    if (st->reset) { /* an import restarted the channel here (storage/import.c) */
+        if (c->count > 0) spool_store_trim(s, c, c->base + c->count);
+        c->last_seq = st->last_seq;
+        c->base = st->last_seq + 1;
+    } else {
+        if (st->last_seq > c->last_seq) c->last_seq = st->last_seq;
+        if (st->first_seq > spool_chan_first(c)) spool_store_trim(s, c, st->first_seq);
+    }
     c->has_retention = st->retention != NULL;
     if (st->retention != NULL)
         c->retention = (struct spool_retention){.max_age_ms = st->retention->max_age_ms,
@@ -129,6 +136,7 @@ static uint64_t retained_from(const struct spool_chan *c, const struct spool_ret
 static int checkpoint(struct spool_store *s, struct spool_err *err)
 {
     int rv = spool_store_mark_applied(s, s->applied_index, err);
+    if (rv == 0) rv = spool_store_write_shard_state(s, err);
     SPOOL_CHANMAP_FOREACH(&s->chans, c)
     {
         if (rv != 0) break;

@@ -177,7 +177,7 @@ int spool_store_compact(struct spool_store *s, struct spool_segment *seg, struct
                 kept = 0;
                 continue;
             }
-            if (f.type == SPOOL_FRAME_META || f.type == SPOOL_FRAME_START) {
+            if (f.type == SPOOL_FRAME_META || f.type == SPOOL_FRAME_START || f.type == SPOOL_FRAME_STATE) {
                 rv = spool_sealer_add(&w, frame, flen, NULL, err);
                 continue;
             }

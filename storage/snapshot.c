@@ -4,8 +4,8 @@
  *
  *   "SPSN" | u32 version | frame* ; frame = u32 length | u32 crc32c(payload) | payload
  *
- * payload is a SnapshotFrame: first the header (applied index, channel and record counts),
- * then per channel its ChannelState followed by its records in ascending seq, then `end`.
+ * payload is a SnapshotFrame: first the header (applied index, channel and record counts, the
+ * owner's shard state when there is one), then per channel its ChannelState followed by its records in ascending seq, then `end`.
  * Writing copies each record's stored protobuf bytes into the frame as field 3 (the encoding
  * of an embedded message is its bytes behind a tag and a length), so nothing is decoded and
  * re-encoded on the way out. Records lost to corruption (index holes) are left out with an
@@ -93,6 +93,8 @@ int spool_store_snapshot(struct spool_store *s, spool_store_write_cb write, void
     if (o.buf == NULL) return spool_err_set(err, SPOOL_ENOMEM, "snapshot buffer");
     Spool__SnapshotHeader hdr = SPOOL__SNAPSHOT_HEADER__INIT;
     hdr.applied_index = s->applied_index;
+    hdr.shard_state.data = s->state;
+    hdr.shard_state.len = s->state_len;
     SPOOL_CHANMAP_FOREACH(&s->chans, c)
     {
         if (!spool_chan_listed(c)) continue;
@@ -167,10 +169,11 @@ struct walker {
 };
 
 /* Checks the whole stream, calling `w` (if any) for each channel and record in order. Fills
- * *hdr_out with the header. Record objects passed to w->record are malloc'd: the callee owns
- * them. */
+ * *applied with the header's applied index and, if `state` is not NULL, *state (malloc'd, NULL
+ * when empty) / *state_len with its shard state. Record objects passed to w->record are
+ * malloc'd: the callee owns them. */
 static int walk(const uint8_t *buf, size_t len, struct walker *w, uint64_t *applied,
-                struct spool_err *err)
+                uint8_t **state, size_t *state_len, struct spool_err *err)
 {
     if (len < 8 || memcmp(buf, SNAP_MAGIC, 4) != 0)
         return spool_err_set(err, SPOOL_ECORRUPT, "snapshot: bad magic");
@@ -210,6 +213,12 @@ static int walk(const uint8_t *buf, size_t len, struct walker *w, uint64_t *appl
             *applied = f->header->applied_index;
             want_channels = f->header->channel_count;
             want_records = f->header->record_count;
+            size_t sl = f->header->shard_state.len;
+            if (state != NULL && sl > 0) {
+                if ((*state = malloc(sl)) == NULL) rv = spool_err_set(err, SPOOL_ENOMEM, "snapshot");
+                else memcpy(*state, f->header->shard_state.data, sl);
+                *state_len = *state != NULL ? sl : 0;
+            }
         } else if (f->channel != NULL) {
             const Spool__ChannelState *st = f->channel;
             if (st->name == NULL || st->name[0] == '\0' || st->first_seq == 0 || st->first_seq > st->last_seq + 1) {
@@ -255,7 +264,7 @@ static int walk(const uint8_t *buf, size_t len, struct walker *w, uint64_t *appl
 uint64_t spool_store_snapshot_applied_index(const void *buf, size_t len, struct spool_err *err)
 {
     uint64_t applied = 0;
-    if (walk(buf, len, NULL, &applied, err) != 0) return 0;
+    if (walk(buf, len, NULL, &applied, NULL, NULL, err) != 0) return 0;
     return applied;
 }
 
@@ -323,18 +332,31 @@ static int load_record(struct walker *w, Spool__Record *r, struct spool_err *err
 int spool_store_restore(struct spool_store *s, const void *buf, size_t len, struct spool_err *err)
 {
     uint64_t applied = 0;
-    int rv = walk(buf, len, NULL, &applied, err);
-    if (rv != 0) return rv;
+    uint8_t *state = NULL;
+    size_t state_len = 0;
+    int rv = walk(buf, len, NULL, &applied, &state, &state_len, err);
+    if (rv != 0) {
+        free(state);
+        return rv;
+    }
     struct spool_store *n = malloc(sizeof *n);
-    if (n == NULL) return spool_err_set(err, SPOOL_ENOMEM, "restore");
+    if (n == NULL) {
+        free(state);
+        return spool_err_set(err, SPOOL_ENOMEM, "restore");
+    }
     spool_store_init_mem(n, &s->cfg, err);
     n->gen = s->gen + 1;
     n->root = strdup(s->root);
     if (n->root == NULL) rv = spool_err_set(err, SPOOL_ENOMEM, "restore");
     if (rv == 0) rv = spool_gen_prepare(s->root, n->gen, &n->dir, err);
     struct loader l = {.w = {load_channel, load_record}, .n = n, .applied = applied};
-    if (rv == 0) rv = walk(buf, len, &l.w, &applied, err);
+    if (rv == 0) rv = walk(buf, len, &l.w, &applied, NULL, NULL, err);
     if (rv == 0) rv = finish_channel(&l, err);
+    if (rv == 0 && state_len > 0) {
+        rv = spool_store_put_shard_state(n, state, state_len, err);
+        if (rv == 0) rv = spool_store_write_shard_state(n, err);
+    }
+    free(state);
     for (size_t i = 0; i < l.nbatch; i++) spool__record__free_unpacked(l.batch[i], NULL);
     if (l.state != NULL) spool__channel_state__free_unpacked(l.state, NULL);
     if (rv == 0) rv = spool_store_mark_applied(n, applied, err);

@@ -72,6 +72,7 @@ void spool_store_free_mem(struct spool_store *s)
     free(s->wbuf);
     free(s->rbuf);
     free(s->batch_chans);
+    free(s->state);
     free(s->root);
     free(s->dir);
     if (s->lock_fd >= 0) close(s->lock_fd);

@@ -22,6 +22,12 @@
  * - Reads never return a corrupt record: every record is checksummed (CRC32C) and a mismatch
  *   is an SPOOL_ECORRUPT error, not data. Recent records come from an in-memory tail cache.
  * - Unknown channels read as empty: last_seq 0, first_seq 1, seq_at_time 1.
+ * - last_seq only ever rises, with one exception: spool_store_import restarts a channel that has
+ *   nothing retained at the base its imported records bring (resharding: a channel whose slot
+ *   left this shard and comes back), which may lower it. Seqs are still never reused for
+ *   different content: the imported records are the channel's own, from the shard it was on.
+ * - The owner may keep an opaque "shard state" in the store (spool_store_set_shard_state): it is
+ *   written in log order like channel state, survives reopening, checkpoints and snapshots.
  * - Visitors and the channels() callback may read from the store (nested reads are safe) but
  *   must not write to it.
  * - Not thread-safe: one owner (the shard's loop thread).
@@ -110,6 +116,52 @@ int spool_store_enforce_retention(struct spool_store *s, int64_t now_ms, struct 
 /* Removes every record of the channel; its last_seq is kept so seqs are never reused (first_seq
  * becomes last_seq + 1). Unknown or already empty channels: 0, nothing written. */
 int spool_store_delete_channel(struct spool_store *s, const char *channel, struct spool_err *err);
+
+/* The channel's own retention override: true with *r filled, false when it has none (the store
+ * default applies). */
+bool spool_store_retention(const struct spool_store *s, const char *channel, struct spool_retention *r);
+
+/* --- resharding (storage/import.c) --- */
+
+/* Replaces the owner's opaque shard state with `len` bytes (0 = empty) and writes it (a STATE
+ * frame, never inside a batch; recovery, checkpoints and snapshots keep it). Not an applied
+ * entry by itself: the owner marks its entry applied after it (replaying the entry after a
+ * crash in between sets the same state again). */
+int spool_store_set_shard_state(struct spool_store *s, const void *buf, size_t len,
+                                struct spool_err *err);
+/* The current shard state (valid until the next change); NULL with *len 0 when empty. */
+const void *spool_store_shard_state(const struct spool_store *s, size_t *len);
+
+/* Part of one channel's content copied from another store (proto/entry.proto ChannelImport). */
+struct spool_store_import {
+    const char *channel;
+    uint64_t last_seq;                /* the channel's last seq at the source */
+    const Spool__Record *const *recs; /* retained records, ascending consecutive seqs, naming
+                                         `channel`, every field as stored there */
+    size_t n;
+    bool has_retention;               /* the channel's retention override at the source */
+    struct spool_retention retention;
+};
+
+/* Applies the imports of the entry at `raft_index`, in order, as one batch (then the applied
+ * index is raft_index; a crash loses the records together, Raft replays the entry). Per import:
+ *   - the channel has something retained here (or earlier imports of this call took records):
+ *     records at or below its last seq are skipped (an idempotent re-copy); a record that does
+ *     not continue the channel (a gap) discards what is retained here first (logged);
+ *   - it has nothing retained: its last seq is first set to (first record's seq - 1), or to
+ *     the import's last_seq when it brings no records (lowered if need be: the META frame says
+ *     "reset"), so the records keep their seqs;
+ *   - an import without records whose last_seq is above the channel's trims what is retained
+ *     here and raises last_seq (the channel was deleted at the source);
+ *   - the retention override becomes the import's.
+ * Records are stored exactly as given (seq, timestamp, every field). The records stored are put
+ * in stored[] (capacity: the imports' record count) and counted in *n_stored, for the owner's
+ * derived state. Errors: SPOOL_EINVAL (raft_index not above the applied index), SPOOL_ENOMEM,
+ * SPOOL_EIO; imports that cannot apply (no channel name, a record naming another channel, seq
+ * 0) are skipped and logged, so every replica does the same. */
+int spool_store_import(struct spool_store *s, uint64_t raft_index,
+                       const struct spool_store_import *imp, size_t n,
+                       const Spool__Record **stored, size_t *n_stored, struct spool_err *err);
 
 /* Iterates channel names (order unspecified): every channel that ever had a record or a
  * retention override, deleted ones included (they keep their last_seq). Return non-zero from cb

@@ -7,6 +7,7 @@
  *   retention.c  retention, channel deletion, checkpoints
  *   snapshot.c   snapshot streams and restore
  *   gen.c        the generation directory and its atomic switch (used by restore)
+ *   import.c     resharding: channel imports, the owner's shard state
  *
  * Directory layout: <dir>/CURRENT names the live generation directory <dir>/gen-<n>, which
  * holds the segment files. Restore builds gen-<n+1> next to it and switches CURRENT with a
@@ -68,6 +69,8 @@ struct spool_store {
     struct spool_sealing sealing;
     struct spool_iostats io;
     uint64_t tail_hits;
+    uint8_t *state; /* the owner's shard state (STATE frames), malloc'd; NULL when empty */
+    size_t state_len;
 };
 
 /* segments */
@@ -117,6 +120,13 @@ int spool_store_apply_meta(struct spool_store *s, const uint8_t *payload, uint32
                            struct spool_err *err);
 /* Writes a META frame with the channel's current state. */
 int spool_store_write_meta(struct spool_store *s, struct spool_chan *c, struct spool_err *err);
+
+/* import.c */
+/* Replaces the in-memory shard state (a STATE frame's, a snapshot header's); no write. */
+int spool_store_put_shard_state(struct spool_store *s, const uint8_t *buf, size_t len,
+                                struct spool_err *err);
+/* Writes a STATE frame with the current shard state (checkpoints); nothing when empty. */
+int spool_store_write_shard_state(struct spool_store *s, struct spool_err *err);
 
 /* recover.c */
 int spool_store_recover(struct spool_store *s, struct spool_err *err);
