@@ -45,6 +45,8 @@ struct spool_meta {
 struct map_proto {
     Spool__SlotMap sm; /* first: the pointer handed out */
     uint8_t bytes[2 * SPOOL_SLOTS];
+    uint8_t target_bytes[2 * SPOOL_SLOTS];
+    uint8_t move_bytes[SPOOL_SLOT_BYTES];
     Spool__Member members[SPOOL_MAX_NODES];
     Spool__Member *member_ptrs[SPOOL_MAX_NODES];
     Spool__ShardReplicas shards[SPOOL_MAX_SHARDS];
@@ -69,6 +71,23 @@ Spool__SlotMap *spool_slot_map_proto_new(const struct spool_slot_map *m)
     mp->sm.replicas_wanted = p->wanted;
     mp->sm.change = m->change;
     mp->sm.change_node = m->change_node;
+    if (m->change == SPOOL_CHANGE_SHARDS) {
+        for (uint32_t i = 0; i < SPOOL_SLOTS; i++) {
+            mp->target_bytes[2 * i] = (uint8_t)(m->slot_target[i] & 0xff);
+            mp->target_bytes[2 * i + 1] = (uint8_t)(m->slot_target[i] >> 8);
+        }
+        mp->sm.slot_target.data = mp->target_bytes;
+        mp->sm.slot_target.len = 2 * SPOOL_SLOTS;
+        mp->sm.shards_before = m->shards_before;
+        mp->sm.move_phase = m->move_phase;
+        mp->sm.move_from = m->move_from;
+        mp->sm.move_to = m->move_to;
+        if (m->move_phase != SPOOL_MOVE_NONE) {
+            memcpy(mp->move_bytes, m->move_slots, sizeof mp->move_bytes);
+            mp->sm.move_slots.data = mp->move_bytes;
+            mp->sm.move_slots.len = SPOOL_SLOT_BYTES;
+        }
+    }
     for (size_t i = 0; i < p->n_nodes; i++) {
         spool__member__init(&mp->members[i]);
         mp->members[i].id = p->nodes[i].id;
@@ -82,7 +101,7 @@ Spool__SlotMap *spool_slot_map_proto_new(const struct spool_slot_map *m)
             spool__shard_replicas__init(&mp->shards[s]);
             mp->shards[s].n_ids = p->n_replicas[s];
             mp->shards[s].ids = (uint64_t *)p->replica[s];
-            if (m->change != SPOOL_CHANGE_NONE) {
+            if (m->change == SPOOL_CHANGE_ADD || m->change == SPOOL_CHANGE_REMOVE) {
                 mp->shards[s].n_target = m->n_target[s];
                 mp->shards[s].target = (uint64_t *)m->target[s];
             }
@@ -151,17 +170,38 @@ int spool_slot_map_from_proto(const Spool__SlotMap *p, struct spool_slot_map *m)
             return -1;
     pl->wanted = p->replicas_wanted;
     spool_placement_set_replicas(pl);
-    if (p->n_replicas != p->shards || p->change > SPOOL_CHANGE_REMOVE)
+    if (p->n_replicas != p->shards || p->change > SPOOL_CHANGE_SHARDS)
         return -1;
     m->change = p->change;
     m->change_node = p->change_node;
+    if (m->change == SPOOL_CHANGE_SHARDS) {
+        if (p->slot_target.len != 2 * SPOOL_SLOTS || p->shards_before == 0 ||
+            p->shards_before > p->shards || p->move_phase > SPOOL_MOVE_DROP ||
+            (p->move_phase != SPOOL_MOVE_NONE &&
+             (p->move_slots.len != SPOOL_SLOT_BYTES || p->move_from >= p->shards ||
+              p->move_to >= p->shards)))
+            return -1;
+        for (uint32_t i = 0; i < SPOOL_SLOTS; i++) {
+            uint16_t s = (uint16_t)(p->slot_target.data[2 * i] |
+                                    (p->slot_target.data[2 * i + 1] << 8));
+            if (s >= p->shards)
+                return -1;
+            m->slot_target[i] = s;
+        }
+        m->shards_before = p->shards_before;
+        m->move_phase = p->move_phase;
+        m->move_from = p->move_from;
+        m->move_to = p->move_to;
+        if (p->move_phase != SPOOL_MOVE_NONE)
+            memcpy(m->move_slots, p->move_slots.data, SPOOL_SLOT_BYTES);
+    }
     for (uint32_t s = 0; s < p->shards; s++) {
         const Spool__ShardReplicas *r = p->replicas[s];
         if (r->n_ids == 0 || !ids_valid(pl, r->ids, r->n_ids))
             return -1;
         pl->n_replicas[s] = (uint8_t)r->n_ids;
         memcpy(pl->replica[s], r->ids, r->n_ids * sizeof r->ids[0]);
-        if (m->change == SPOOL_CHANGE_NONE)
+        if (m->change != SPOOL_CHANGE_ADD && m->change != SPOOL_CHANGE_REMOVE)
             continue;
         if (r->n_target > 0 && !ids_valid(pl, r->target, r->n_target))
             return -1; /* no target: nothing (more) to do for this shard */
@@ -209,9 +249,11 @@ static bool apply_payload(struct spool_meta *m, const void *buf, size_t len)
             }
             m->map = *next;
             changed = true;
-            SPOOL_INFO("meta.slot_map", "epoch=%llu shards=%u nodes=%zu change=%u change_node=%llu",
+            SPOOL_INFO("meta.slot_map", "epoch=%llu shards=%u nodes=%zu change=%u change_node=%llu "
+                       "move_phase=%u move_from=%u move_to=%u",
                        (unsigned long long)next->epoch, next->p.shards, next->p.n_nodes,
-                       next->change, (unsigned long long)next->change_node);
+                       next->change, (unsigned long long)next->change_node, next->move_phase,
+                       next->move_from, next->move_to);
         } else {
             SPOOL_ERROR("meta.bad_slot_map", "epoch=%llu",
                         (unsigned long long)e->set_slot_map->epoch);

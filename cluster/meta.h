@@ -39,7 +39,21 @@
 
 #define SPOOL_META_GROUP 0x80000000u /* transport group id; shard ids stay below it */
 
-enum { SPOOL_CHANGE_NONE = 0, SPOOL_CHANGE_ADD = 1, SPOOL_CHANGE_REMOVE = 2 };
+enum {
+    SPOOL_CHANGE_NONE = 0,
+    SPOOL_CHANGE_ADD = 1,
+    SPOOL_CHANGE_REMOVE = 2,
+    SPOOL_CHANGE_SHARDS = 3, /* adding shards: slots move (cluster/reshard.c) */
+};
+
+/* The step of the slot move in progress (SlotMap.move_phase, cluster/reshard.c). */
+enum {
+    SPOOL_MOVE_NONE = 0,
+    SPOOL_MOVE_COPY = 1, /* fence on the source, copy to the destination; routers still use from */
+    SPOOL_MOVE_DROP = 2, /* slot_shard already says `to`; the source drops the slots */
+};
+
+#define SPOOL_SLOT_BYTES (SPOOL_SLOTS / 8) /* a slot bitmap: slot i = bit i % 8 of byte i / 8 */
 
 /* The cluster map (named for its first content, the slot map). */
 struct spool_slot_map {
@@ -50,6 +64,12 @@ struct spool_slot_map {
     uint8_t n_target[SPOOL_MAX_SHARDS]; /* while a change runs: where each shard is going;
                                          * 0 = nothing (more) to do for that shard */
     uint64_t target[SPOOL_MAX_SHARDS][SPOOL_MAX_REPLICAS];
+    /* change == SPOOL_CHANGE_SHARDS (cluster/reshard.c): */
+    uint32_t shards_before;              /* shards before the change (new ones are >= it) */
+    uint16_t slot_target[SPOOL_SLOTS];   /* where each slot is going */
+    uint32_t move_phase;                 /* SPOOL_MOVE_*: the move in progress */
+    uint32_t move_from, move_to;
+    uint8_t move_slots[SPOOL_SLOT_BYTES];
 };
 
 struct spool_meta;

@@ -274,3 +274,82 @@ uint32_t spool_placement_balance(const struct spool_placement *p,
     }
     return changed;
 }
+
+/* --- adding shards ------------------------------------------------------------------------ */
+
+long spool_placement_plan_shards(struct spool_placement *p, uint32_t shards, uint16_t *slot_target,
+                                 struct spool_err *err)
+{
+    uint32_t old = p->shards;
+    if (shards <= old || shards > SPOOL_MAX_SHARDS) {
+        spool_err_set(err, SPOOL_EINVAL, "the new shard count must be above %u and at most %d",
+                      old, SPOOL_MAX_SHARDS);
+        return -1;
+    }
+    if (shards > SPOOL_SLOTS) {
+        spool_err_set(err, SPOOL_EINVAL, "at most %d shards (one slot each)", SPOOL_SLOTS);
+        return -1;
+    }
+    /* 1. Replica sets of the new shards: least-loaded nodes first. */
+    uint32_t load[SPOOL_MAX_NODES];
+    for (size_t i = 0; i < p->n_nodes; i++)
+        load[i] = spool_placement_load(p, p->nodes[i].id);
+    for (uint32_t s = old; s < shards; s++) {
+        p->n_replicas[s] = 0;
+        for (uint32_t r = 0; r < p->replicas; r++) {
+            int k = pick(p, load, p->replica[s], p->n_replicas[s], true);
+            if (k < 0)
+                break;
+            p->replica[s][p->n_replicas[s]++] = p->nodes[k].id;
+            load[k]++;
+        }
+    }
+    p->shards = shards;
+    /* 2. Shares: floor or ceil of SPOOL_SLOTS / shards; the ceil ones go to the most loaded
+     *    existing shards first (so they give fewer slots), then to the new shards in order. */
+    uint32_t count[SPOOL_MAX_SHARDS] = {0}, quota[SPOOL_MAX_SHARDS];
+    bool ceil_given[SPOOL_MAX_SHARDS] = {false};
+    for (uint32_t i = 0; i < SPOOL_SLOTS; i++) {
+        slot_target[i] = p->slot_shard[i];
+        count[p->slot_shard[i]]++;
+    }
+    uint32_t base = SPOOL_SLOTS / shards, extra = SPOOL_SLOTS % shards;
+    for (uint32_t e = 0; e < extra; e++) {
+        int best = -1;
+        for (uint32_t s = 0; s < old; s++)
+            if (!ceil_given[s] && (best < 0 || count[s] > count[best]))
+                best = (int)s;
+        if (best < 0 || count[best] <= base) /* no existing shard above the floor: new ones */
+            for (uint32_t s = old; s < shards && (best < 0 || count[best] <= base); s++)
+                if (!ceil_given[s]) {
+                    best = (int)s;
+                    break;
+                }
+        ceil_given[best] = true;
+    }
+    for (uint32_t s = 0; s < shards; s++)
+        quota[s] = base + ceil_given[s];
+    /* 3. Every new shard takes what it needs from the existing shard furthest above its share,
+     *    that shard's lowest-numbered slot first. */
+    long moved = 0;
+    for (uint32_t b = old; b < shards; b++) {
+        while (count[b] < quota[b]) {
+            int a = -1;
+            for (uint32_t s = 0; s < old; s++)
+                if (count[s] > quota[s] &&
+                    (a < 0 || count[s] - quota[s] > count[a] - quota[a]))
+                    a = (int)s;
+            if (a < 0)
+                break; /* cannot happen: the shares add up to SPOOL_SLOTS */
+            for (uint32_t i = 0; i < SPOOL_SLOTS; i++)
+                if (slot_target[i] == (uint16_t)a) {
+                    slot_target[i] = (uint16_t)b;
+                    break;
+                }
+            count[a]--;
+            count[b]++;
+            moved++;
+        }
+    }
+    return moved;
+}

@@ -93,4 +93,17 @@ void spool_placement_set_replicas(struct spool_placement *p);
 uint32_t spool_placement_balance(const struct spool_placement *p,
                                  uint64_t target[][SPOOL_MAX_REPLICAS], uint8_t *n_target);
 
+/* Adding shards (resharding, cluster/reshard.c, docs/resharding.md): grows `p` from p->shards to
+ * `shards` (more, at most SPOOL_MAX_SHARDS) and plans where slots go. The new shards get replica
+ * sets of p->replicas nodes each, the least-loaded nodes first (ties by lowest id, load counted
+ * as shards are added), so replicas stay balanced. slot_target[SPOOL_SLOTS] receives each slot's
+ * shard after the change (p->slot_shard is left as it is: slots move later, one batch at a time):
+ * every shard ends with floor or ceil of SPOOL_SLOTS / shards slots (the ceil ones are the most
+ * loaded existing shards first, then the new shards in order), only new shards receive slots,
+ * and each slot a new shard still needs comes from the existing shard the furthest above its
+ * share (ties by lowest shard), its lowest-numbered slot first: the fewest slots move. Pure
+ * and deterministic. Returns the number of slots that move, or -1 with err (SPOOL_EINVAL). */
+long spool_placement_plan_shards(struct spool_placement *p, uint32_t shards, uint16_t *slot_target,
+                                 struct spool_err *err);
+
 #endif

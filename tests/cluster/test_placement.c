@@ -287,3 +287,103 @@ Test(placement, cluster_map_roundtrip_and_validation)
     cr_assert_eq(back.p.n_nodes, 0);
     cr_assert_eq(back.p.shards, 4);
 }
+
+/* --- adding shards (spool_placement_plan_shards, docs/resharding.md) ---------------------- */
+
+static void plan_check(uint32_t nodes, uint32_t shards, uint32_t replicas, uint32_t grow_to)
+{
+    struct spool_peer peers[8];
+    for (uint32_t i = 0; i < nodes; i++) {
+        peers[i].id = i + 1;
+        snprintf(peers[i].address, sizeof peers[i].address, "127.0.0.1:%u", 7001 + i);
+    }
+    struct spool_placement p, again;
+    struct spool_err err;
+    cr_assert_eq(spool_placement_init(&p, peers, nodes, shards, replicas, &err), 0);
+    again = p;
+    static uint16_t target[SPOOL_SLOTS], target2[SPOOL_SLOTS];
+    long moved = spool_placement_plan_shards(&p, grow_to, target, &err);
+    cr_assert_geq(moved, 0, "%s", err.msg);
+    /* Deterministic. */
+    cr_assert_eq(spool_placement_plan_shards(&again, grow_to, target2, &err), moved);
+    cr_assert_eq(memcmp(target, target2, sizeof target), 0);
+    cr_assert_eq(memcmp(&p, &again, sizeof p), 0);
+    cr_assert_eq(p.shards, grow_to);
+    /* Every shard ends with floor or ceil of SPOOL_SLOTS / shards slots. */
+    uint32_t count[SPOOL_MAX_SHARDS] = {0};
+    long diff = 0;
+    for (uint32_t i = 0; i < SPOOL_SLOTS; i++) {
+        cr_assert_lt(target[i], grow_to);
+        count[target[i]]++;
+        if (target[i] != p.slot_shard[i]) {
+            diff++;
+            cr_assert_geq(target[i], shards, "slot %u moves to an old shard", i);
+        }
+    }
+    cr_assert_eq(diff, moved);
+    uint32_t lo = SPOOL_SLOTS / grow_to, hi = lo + (SPOOL_SLOTS % grow_to != 0);
+    for (uint32_t s = 0; s < grow_to; s++)
+        cr_assert(count[s] == lo || count[s] == hi, "shard %u has %u slots", s, count[s]);
+    /* The fewest moves: the new shards' slots and nothing else (they start empty). */
+    long need = 0;
+    for (uint32_t s = shards; s < grow_to; s++)
+        need += count[s];
+    cr_assert_eq(moved, need);
+    /* New replica sets: R distinct nodes each; node loads differ by at most one. */
+    uint32_t r = replicas < nodes ? replicas : nodes;
+    for (uint32_t s = shards; s < grow_to; s++) {
+        cr_assert_eq(p.n_replicas[s], r);
+        for (uint32_t i = 0; i < r; i++)
+            for (uint32_t j = 0; j < i; j++)
+                cr_assert_neq(p.replica[s][i], p.replica[s][j]);
+    }
+    uint32_t min = UINT32_MAX, max = 0;
+    for (uint32_t i = 0; i < nodes; i++) {
+        uint32_t l = spool_placement_load(&p, peers[i].id);
+        min = l < min ? l : min;
+        max = l > max ? l : max;
+    }
+    cr_assert_leq(max - min, 1, "loads %u..%u", min, max);
+}
+
+Test(placement, plan_shards_2_to_4)
+{
+    plan_check(3, 2, 3, 4);
+}
+
+Test(placement, plan_shards_uneven)
+{
+    plan_check(3, 3, 2, 4); /* 1366/1365/1365 -> 1024 each */
+    plan_check(5, 4, 2, 6); /* 4096 % 6 = 4: ceil shares */
+    plan_check(4, 3, 1, 7);
+    plan_check(1, 1, 1, 3);
+}
+
+Test(placement, plan_shards_2_to_4_exact)
+{
+    struct spool_peer peers[3] = {{1, "a:1"}, {2, "b:2"}, {3, "c:3"}};
+    struct spool_placement p;
+    struct spool_err err;
+    cr_assert_eq(spool_placement_init(&p, peers, 3, 2, 2, &err), 0);
+    static uint16_t target[SPOOL_SLOTS];
+    cr_assert_eq(spool_placement_plan_shards(&p, 4, target, &err), 2048);
+    /* Shard 2 takes its slots from shard 0, shard 1's furthest-above-share first: the lowest
+     * slots of each alternately. Loads: 1,2 / 2,3 before; shards 2 and 3 on the least loaded. */
+    cr_assert_eq(target[0], 2);
+    cr_assert_eq(target[1], 2);
+    cr_assert_eq(p.replica[2][0], 1);
+    cr_assert_eq(p.replica[2][1], 3);
+}
+
+Test(placement, plan_shards_refuses)
+{
+    struct spool_peer peers[1] = {{1, "a:1"}};
+    struct spool_placement p;
+    struct spool_err err;
+    static uint16_t target[SPOOL_SLOTS];
+    cr_assert_eq(spool_placement_init(&p, peers, 1, 4, 1, &err), 0);
+    cr_assert_eq(spool_placement_plan_shards(&p, 4, target, &err), -1);
+    cr_assert_eq(spool_placement_plan_shards(&p, 2, target, &err), -1);
+    cr_assert_eq(spool_placement_plan_shards(&p, SPOOL_MAX_SHARDS + 1, target, &err), -1);
+    cr_assert_eq(p.shards, 4);
+}
