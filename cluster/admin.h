@@ -96,4 +96,29 @@ uint32_t spool_node_replica_count(const struct spool_node *n, uint32_t shard);
 /* The storage nodes in the map this node follows (id and cluster address). */
 size_t spool_node_members(const struct spool_node *n, struct spool_peer *out, size_t cap);
 
+/* ---- adding shards (cluster/reshard.c, docs/resharding.md) ---- */
+
+/* Adding shards goes through spool_node_membership_change with kind SPOOL_CHANGE_SHARDS and
+ * id = the new shard count (refused: SPOOL_EINVAL for a count not above the current one or
+ * above SPOOL_MAX_SHARDS, SPOOL_ECONFLICT while another change runs). */
+struct spool_reshard_status {
+    bool running;           /* a resharding change is in progress */
+    uint32_t shards;        /* the map's shard count (the new one while running) */
+    uint32_t shards_before;
+    uint32_t slots_left;    /* slots not on their target shard yet */
+    uint32_t move_phase;    /* SPOOL_MOVE_* of the move in progress (0: none) */
+    uint32_t move_from, move_to, move_slots;
+};
+void spool_node_reshard_status(const struct spool_node *n, struct spool_reshard_status *out);
+/* Slots `shard` owns in the map this node routes with. */
+uint32_t spool_node_shard_slots(const struct spool_node *n, uint32_t shard);
+/* The plan the metadata leader would make from this node's map (the same function): *out is
+ * the grown placement; returns the number of slots that move, or -1 with err. */
+long spool_node_plan_shards(const struct spool_node *n, uint32_t shards, struct spool_placement *out,
+                            struct spool_err *err);
+/* membership.c: turns `next` (a copy of the current map) into the map that starts adding
+ * shards up to `shards`; *moved = slots that will move. */
+int spool_reshard_plan_map(struct spool_slot_map *next, uint32_t shards, long *moved,
+                           struct spool_err *err);
+
 #endif

@@ -7,8 +7,9 @@
  *
  *   accept   A request (spool_node_membership_change, forwarded over SPOOL_METHOD_MEMBERSHIP to
  *            the leader) is checked against the map: one change at a time; for an add the new
- *            node must answer a cluster RPC first, as a --join node without a map and with the
- *            cluster's shard count (LeaderReply.joining / shards). The leader then
+ *            node must answer a cluster RPC first, as a --join node without a map
+ *            (LeaderReply.joining; its --shards does not matter: the map's count wins). The
+ *            leader then
  *            proposes the next map: for an add the node joins the node list; the change (kind,
  *            node) and every shard's target replica set (spool_placement_balance) are recorded.
  *   meta     The metadata group's voters follow the map's node list (meta.c, one Raft change
@@ -244,8 +245,8 @@ static void tick_cb(uv_timer_t *t)
     if (m->busy || m->closing || n->closing || n->meta == NULL || !spool_meta_is_leader(n->meta))
         return;
     const struct spool_slot_map *map = spool_meta_map(n->meta);
-    if (map->epoch == 0 || map->change == SPOOL_CHANGE_NONE)
-        return;
+    if (map->epoch == 0 || map->change == SPOOL_CHANGE_NONE || map->change == SPOOL_CHANGE_SHARDS)
+        return; /* adding shards: cluster/reshard.c drives it */
     uint64_t now = uv_now(n->loop);
     if (map->epoch != m->progress_epoch) {
         m->progress_epoch = map->epoch;
@@ -328,7 +329,10 @@ static void accept_proposed_cb(void *arg, int status)
     struct spool_node *n = a->m->node;
     if (status == 0)
         SPOOL_INFO("membership.accepted", "change=%s node=%llu epoch=%llu",
-                   a->kind == SPOOL_CHANGE_ADD ? "add" : "remove", (unsigned long long)a->id,
+                   a->kind == SPOOL_CHANGE_ADD      ? "add"
+                   : a->kind == SPOOL_CHANGE_SHARDS ? "shards"
+                                                    : "remove",
+                   (unsigned long long)a->id,
                    (unsigned long long)spool_meta_map(n->meta)->epoch);
     accept_finish(a, status, status == 0 ? "" : "the metadata group did not commit the change",
                   status == 0 ? spool_meta_map(n->meta)->epoch : 0);
@@ -348,10 +352,17 @@ static int accept_check(struct spool_node *n, uint32_t kind, uint64_t id, const 
         return SPOOL_EBUSY;
     }
     if (map->change != SPOOL_CHANGE_NONE) {
-        *msg = map->change == SPOOL_CHANGE_ADD
-                   ? "another membership change (an add) is in progress"
-                   : "another membership change (a remove) is in progress";
+        *msg = map->change == SPOOL_CHANGE_ADD      ? "another membership change (an add) is in progress"
+               : map->change == SPOOL_CHANGE_REMOVE ? "another membership change (a remove) is in progress"
+                                                    : "shards are being added (resharding in progress)";
         return SPOOL_ECONFLICT;
+    }
+    if (kind == SPOOL_CHANGE_SHARDS) {
+        if (id <= map->p.shards || id > SPOOL_MAX_SHARDS) {
+            *msg = "the new shard count must be above the current one and at most 1024";
+            return SPOOL_EINVAL;
+        }
+        return 0;
     }
     bool member = spool_placement_node_index(&map->p, id) >= 0;
     if (id == 0) {
@@ -408,6 +419,23 @@ static void accept_propose(struct accept *a)
         return;
     }
     struct spool_err err;
+    if (a->kind == SPOOL_CHANGE_SHARDS) {
+        long moved = 0;
+        rc = spool_reshard_plan_map(next, (uint32_t)a->id, &moved, &err);
+        if (rc == 0) {
+            SPOOL_INFO("reshard.plan", "shards=%u was=%u slots_to_move=%ld", next->p.shards,
+                       next->shards_before, moved);
+            rc = spool_meta_propose(n->meta, next, accept_proposed_cb, a);
+            msg = rc == SPOOL_EBUSY ? "the metadata group is busy: retry" : "proposal refused";
+        } else {
+            msg = err.msg;
+        }
+        free(next);
+        free(tmp);
+        if (rc != 0)
+            accept_finish(a, rc, msg, 0);
+        return;
+    }
     if (a->kind == SPOOL_CHANGE_ADD) {
         rc = spool_placement_add_node(&next->p, a->id, a->address, &err);
         spool_placement_set_replicas(&next->p);
@@ -453,16 +481,14 @@ static void probe_reply_cb(void *arg, int status, const struct spool_err *err, c
     /* It must be a node waiting to join, shaped like this cluster: a node that cannot open the
      * shards it is given would leave a promotion pending forever. */
     Spool__LeaderReply *r = spool__leader_reply__unpack(NULL, len, body);
-    struct spool_node *n = a->m->node;
-    uint32_t shards = n->meta ? spool_meta_map(n->meta)->p.shards : 0;
+    /* Its --shards does not matter: every node adopts the map's shard count (which resharding
+     * grows, cluster/reshard.c), and has room for any. */
     const char *msg = NULL;
     if (r == NULL)
         msg = "the new node sent a bad answer";
     else if (!r->joining)
         msg = "the node at that address is not waiting to join (start it with --join, on an "
               "empty data directory, with --peers naming running nodes)";
-    else if (r->shards != shards)
-        msg = "the new node's --shards differs from the cluster's";
     if (r)
         spool__leader_reply__free_unpacked(r, NULL);
     if (msg != NULL) {

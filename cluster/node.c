@@ -201,12 +201,13 @@ void spool_node_close(struct spool_node *n, void (*cb)(void *arg), void *arg)
     spool_presence_reaper_close(n);
     spool_membership_close(n);
     n->shards_open = n->meta != NULL;
-    for (uint32_t i = 0; i < n->placement.shards; i++)
+    spool_reshard_close(n);
+    for (uint32_t i = 0; i < SPOOL_MAX_SHARDS; i++)
         if (n->shards[i] != NULL)
             n->shards_open++; /* retiring ones too: replicas.c reports them */
     if (n->meta != NULL)
         spool_meta_close(n->meta, meta_closed_cb, n);
-    for (uint32_t i = 0; i < n->placement.shards; i++)
+    for (uint32_t i = 0; i < SPOOL_MAX_SHARDS; i++)
         if (n->shards[i] != NULL && !n->shards[i]->closing)
             spool_shard_close(n->shards[i], shard_closed_cb);
     close_stage(n);
@@ -228,18 +229,28 @@ static const char *node_peer_address(const struct spool_node *n, const struct sp
 
 bool spool_node_adopt_slot_map(struct spool_node *n, const struct spool_slot_map *map)
 {
-    if (map->p.shards != n->placement.shards) {
-        SPOOL_ERROR("node.slot_map_mismatch", "epoch=%llu shards=%u configured=%u",
-                    (unsigned long long)map->epoch, map->p.shards, n->placement.shards);
-        return false;
-    }
     if (map->p.n_nodes == 0) { /* an old map: membership stays the configuration's */
+        if (map->p.shards != n->placement.shards) {
+            SPOOL_ERROR("node.slot_map_mismatch", "epoch=%llu shards=%u configured=%u",
+                        (unsigned long long)map->epoch, map->p.shards, n->placement.shards);
+            return false;
+        }
         memcpy(n->placement.slot_shard, map->p.slot_shard, sizeof n->placement.slot_shard);
         return true;
     }
+    /* The map is the authority on the shard count (--shards only seeds the bootstrap map):
+     * resharding (cluster/reshard.c) grows it; n->shards / leader_hint have room for all. */
+    if (map->p.shards != n->placement.shards)
+        SPOOL_INFO("node.shard_count", "epoch=%llu shards=%u was=%u",
+                   (unsigned long long)map->epoch, map->p.shards, n->placement.shards);
+    bool slots_moved =
+        memcmp(n->placement.slot_shard, map->p.slot_shard, sizeof map->p.slot_shard) != 0;
     n->placement = map->p;
     n->view_change = map->change;
     n->view_change_node = map->change_node;
+    spool_reshard_view_update(n, map);
+    if (slots_moved)
+        spool_subs_slots_moved(n); /* topics of moved slots follow their new shard */
     for (size_t i = 0; i < map->p.n_nodes && n->rpc != NULL; i++)
         if (map->p.nodes[i].id != n->cfg.id)
             spool_rpc_set_peer(n->rpc, map->p.nodes[i].id, node_peer_address(n, &map->p.nodes[i]));
@@ -344,8 +355,9 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
                            "mode for a node without replicas)", (unsigned long long)cfg->id);
         goto err_mux;
     }
-    n->shards = calloc(n->placement.shards, sizeof *n->shards);
-    n->leader_hint = calloc(n->placement.shards, sizeof *n->leader_hint);
+    /* Room for every shard a map can name: resharding grows the count at run time. */
+    n->shards = calloc(SPOOL_MAX_SHARDS, sizeof *n->shards);
+    n->leader_hint = calloc(SPOOL_MAX_SHARDS, sizeof *n->leader_hint);
     if (n->shards == NULL || n->leader_hint == NULL) {
         rc = spool_err_set(err, SPOOL_ENOMEM, "node shards");
         goto err_mux;
@@ -364,6 +376,8 @@ int spool_node_init(struct spool_node **out, uv_loop_t *loop, const struct spool
         rc = spool_replicas_start(n, err);
     if (rc == 0)
         rc = spool_membership_start(n, err);
+    if (rc == 0)
+        rc = spool_reshard_start(n, err);
     if (rc == 0 && n->cfg.gateway_only)
         rc = spool_remote_view_start(n, err);
     if (rc == 0)

@@ -33,6 +33,8 @@ enum {
     SPOOL_METHOD_RECONFIGURE = 21, /* ReconfigureRequest -> ReconfigureReply (membership.c) */
     SPOOL_METHOD_PRESENCE_HEARTBEAT = 7, /* one-way: PresenceHeartbeat (presence_reaper.c) */
     SPOOL_METHOD_PUBLISH_BATCH = 8, /* ForwardPublishBatch -> PublishBatchReply (router.c) */
+    SPOOL_METHOD_SLOT_EXPORT = 22, /* SlotExportRequest -> SlotReply (reshard.c, polled) */
+    SPOOL_METHOD_SLOT_IMPORT = 23, /* SlotImportRequest -> SlotReply (reshard.c) */
 };
 
 #define SPOOL_READ_DEFAULT_LIMIT 100
@@ -43,6 +45,15 @@ enum {
 struct spool_op;
 struct spool_topic;
 struct spool_membership;
+struct spool_reshard;
+
+/* The resharding state of the map this node routes with (admin status, any node). */
+struct spool_reshard_view {
+    bool running;           /* change == SPOOL_CHANGE_SHARDS */
+    uint32_t shards_before;
+    uint32_t slots_left;    /* slots whose shard is not their target yet */
+    uint32_t move_phase, move_from, move_to, move_count;
+};
 
 /* What a node without replicas knows of the cluster, refreshed over RPC (remote_view.c): the
  * slot map (from a storage node's metadata replica) and every shard's leader. */
@@ -52,6 +63,7 @@ struct spool_remote_view {
     unsigned attempt;   /* rotates over the storage nodes asked */
     unsigned in_flight; /* calls not answered yet: a new round waits for them */
     bool started;
+    bool map_now;       /* a request met SPOOL_EMOVED: ask for the map on the next tick */
 };
 
 struct spool_node {
@@ -85,6 +97,8 @@ struct spool_node {
     struct spool_presence_reaper *presence_reaper; /* heartbeats, dead nodes' members leave */
     struct spool_op *waiters;    /* parked long-poll reads served for peers (router.c) */
     struct spool_membership *membership; /* membership changes driven here (membership.c) */
+    struct spool_reshard *reshard;       /* the resharding driver and export jobs (reshard.c) */
+    struct spool_reshard_view reshard_view;
     uint64_t epoch_mark;         /* the map epoch local replicas follow, on disk (replicas.c) */
     uint32_t view_change;        /* the adopted map's membership change (gateway-only status) */
     uint64_t view_change_node;
@@ -158,6 +172,18 @@ void spool_membership_close(struct spool_node *n);
 void spool_membership_serve(struct spool_node *n, uint32_t method, const void *body, size_t len,
                             struct spool_rpc_reply *reply);
 
+/* reshard.c: adding shards (docs/resharding.md) */
+int spool_reshard_start(struct spool_node *n, struct spool_err *err);
+/* Stops the driver and abandons export jobs; counts in pending_close until all is released. */
+void spool_reshard_close(struct spool_node *n);
+void spool_reshard_serve(struct spool_node *n, uint32_t method, const void *body, size_t len,
+                         struct spool_rpc_reply *reply);
+/* Refreshes n->reshard_view from an adopted map. */
+void spool_reshard_view_update(struct spool_node *n, const struct spool_slot_map *map);
+/* SPOOL_EMOVED met: this node's map is older than the request's target's (gateway-only nodes
+ * fetch the map at once). */
+void spool_reshard_map_stale(struct spool_node *n);
+
 /* serve.c: requests from peers */
 void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, const void *body,
                             size_t len, struct spool_rpc_reply *reply);
@@ -186,11 +212,18 @@ typedef void (*spool_follow_cb)(void *arg, int status, const struct spool_err *e
 struct spool_op *spool_router_follow(struct spool_node *n, const char *channel, uint64_t after_seq,
                                      bool anchor, spool_follow_cb cb, void *arg);
 void spool_router_cancel(struct spool_op *op);
+/* True when `channel`'s slot is fenced or dropped on this replica (resharding moves it away):
+ * reads of it are refused with SPOOL_EMOVED, as its publishes are. */
+bool spool_router_slot_moving(struct spool_shard *sh, const char *channel);
 
 /* subscription.c */
 void spool_subs_records_cb(void *arg, const Spool__Record *const *recs, size_t n);
 void spool_subs_restored_cb(void *arg);
 void spool_subs_close(struct spool_node *n);
+/* The topics of a shard whose local replica goes away switch to a long-poll chain. */
+void spool_subs_replica_gone(struct spool_node *n, uint32_t shard);
+/* The slot table changed (resharding): topics of moved slots follow their new shard. */
+void spool_subs_slots_moved(struct spool_node *n);
 
 /* remote_view.c (gateway-only nodes) */
 int spool_remote_view_start(struct spool_node *n, struct spool_err *err);

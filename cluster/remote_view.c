@@ -3,7 +3,8 @@
  * a storage node's metadata replica (SPOOL_METHOD_SLOT_MAP), and the leader of every shard, asked
  * of the shard's replicas (SPOOL_METHOD_LEADER) whenever the router's hint is unknown.
  *
- * One timer ticks every 250 ms: a tick asks for the map while it is unknown (then every 5 s) and
+ * One timer ticks every 250 ms: a tick asks for the map while it is unknown (then every 5 s, and
+ * at once after a request met SPOOL_EMOVED: resharding moved a slot, cluster/reshard.c) and
  * for the leader of each shard whose hint is unknown (the router forgets a hint when the node it
  * names stops answering). A tick sends the calls it needs and later ticks wait until all of them
  * have answered (each is bounded by its RPC timeout): never more than one round in flight.
@@ -105,8 +106,11 @@ static void view_timer_cb(uv_timer_t *t)
         return;
     const struct spool_placement *p = &n->placement;
     unsigned a = n->view.attempt++;
-    if (n->view.epoch == 0 || a % (VIEW_SLOW_MS / VIEW_FAST_MS) == 0)
+    /* map_now: a request met SPOOL_EMOVED (resharding moved its slot): the map at once. */
+    if (n->view.epoch == 0 || n->view.map_now || a % (VIEW_SLOW_MS / VIEW_FAST_MS) == 0) {
+        n->view.map_now = false;
         call(n, p->nodes[a % p->n_nodes].id, SPOOL_METHOD_SLOT_MAP, 0, slot_map_reply_cb);
+    }
     for (uint32_t s = 0; s < p->shards; s++)
         if (n->leader_hint[s] == 0)
             call(n, spool_placement_replica(p, s, a % p->replicas)->id, SPOOL_METHOD_LEADER, s,

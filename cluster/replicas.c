@@ -6,9 +6,11 @@
  *     is not joining: the replicas the configuration places on it, bootstrapping pristine ones
  *     with the configured voters (the behaviour of a cluster that never changed);
  *   - always: every shard directory already on disk (no bootstrap: libraft resumes it).
- * Then, for every applied map of epoch >= 2 (membership changes, cluster/membership.c) and not
- * older than the mark, reconcile: open an empty, not bootstrapped replica of each shard newly
- * placed here (its leader fills it with AppendEntries or InstallSnapshot once it adds this node
+ * Then, for every applied map of epoch >= 2 (membership changes, cluster/membership.c, and
+ * resharding, cluster/reshard.c) and not older than the mark, reconcile: open each shard newly
+ * placed here -- a shard the resharding change in progress creates (>= its shards_before) with
+ * a pristine directory bootstraps its group with the map's replica set; any other gets an empty,
+ * not bootstrapped replica (its leader fills it with AppendEntries or InstallSnapshot once it adds this node
  * to the group), and close and delete each replica no longer placed here.
  *
  * The epoch mark (<data>/meta/epoch, written and fsynced before a reconcile acts) keeps a
@@ -155,30 +157,30 @@ int spool_replicas_start(struct spool_node *n, struct spool_err *err)
         return 0;
     const struct spool_placement *p = &n->placement;
     bool from_config = !n->cfg.join && n->epoch_mark <= 1;
-    bool open[SPOOL_MAX_SHARDS] = {false};
+    /* Shards beyond --shards may be on disk: resharding added them (the map says so later). */
+    bool *open = calloc(SPOOL_MAX_SHARDS, sizeof *open);
+    if (open == NULL)
+        return spool_err_set(err, SPOOL_ENOMEM, "replicas");
     uint32_t local = 0;
-    for (uint32_t s = 0; s < p->shards; s++) {
+    for (uint32_t s = 0; s < SPOOL_MAX_SHARDS; s++) {
         char gone[1120];
         snprintf(gone, sizeof gone, "%s/shard-%u.removed", n->data_dir, s);
         remove_tree(gone);
-        open[s] = (from_config && spool_placement_has_replica(p, s, n->cfg.id)) ||
+        open[s] = (from_config && s < p->shards && spool_placement_has_replica(p, s, n->cfg.id)) ||
                   shard_dir_exists(n, s);
         local += open[s];
     }
-    for (uint32_t s = 0; s < p->shards; s++) {
+    int rc = 0;
+    for (uint32_t s = 0; s < SPOOL_MAX_SHARDS && rc == 0; s++) {
         if (!open[s])
             continue;
-        int rc = open_replica(n, s, from_config && spool_placement_has_replica(p, s, n->cfg.id),
-                              local, err);
-        if (rc != 0)
-            return rc;
+        rc = open_replica(n, s,
+                          from_config && s < p->shards && spool_placement_has_replica(p, s, n->cfg.id),
+                          local, err);
     }
-    return 0;
+    free(open);
+    return rc;
 }
-
-/* subscription.c: the topics of a shard whose local replica goes away switch to a long-poll
- * chain (declared here until node_int.h is free to edit). */
-void spool_subs_replica_gone(struct spool_node *n, uint32_t shard);
 
 static void retired_cb(struct spool_shard *s)
 {
@@ -221,13 +223,21 @@ void spool_replicas_reconcile(struct spool_node *n)
         struct spool_shard *sh = n->shards[s];
         if (want && sh == NULL) {
             struct spool_err err;
-            /* Empty and not bootstrapped: the shard's leader adds this node and fills it. */
-            remove_shard_dir(n, s); /* leftovers of an earlier stint here are stale */
-            if (open_replica(n, s, false, local, &err) != 0)
+            /* A shard that resharding creates (cluster/reshard.c): its replicas bootstrap the
+             * group with the map's replica set, like the initial bootstrap -- only while that
+             * change runs and only a pristine directory (a replica placed here later by a
+             * membership change is filled by the leader and must never bootstrap). */
+            bool create = map->change == SPOOL_CHANGE_SHARDS && s >= map->shards_before &&
+                          !shard_dir_exists(n, s);
+            /* Otherwise empty and not bootstrapped: the shard's leader adds this node and fills
+             * it. */
+            if (!create)
+                remove_shard_dir(n, s); /* leftovers of an earlier stint here are stale */
+            if (open_replica(n, s, create, local, &err) != 0)
                 SPOOL_ERROR("replica.open_failed", "shard=%u msg=\"%s\"", s, err.msg);
             else
-                SPOOL_INFO("replica.opened", "shard=%u epoch=%llu", s,
-                           (unsigned long long)map->epoch);
+                SPOOL_INFO("replica.opened", "shard=%u epoch=%llu bootstrap=%d", s,
+                           (unsigned long long)map->epoch, create);
         } else if (!want && sh != NULL && !sh->closing) {
             SPOOL_INFO("replica.retiring", "shard=%u epoch=%llu", s,
                        (unsigned long long)map->epoch);

@@ -50,6 +50,50 @@
 
 static void attempt(struct spool_op *op);
 
+/* The channel of a publish op: the first field of its packed PublishRequest (protobuf-c writes
+ * fields in order, channel = 1). False if the bytes do not start that way. */
+static bool packed_channel(const struct spool_op *op, const char **ch, size_t *len)
+{
+    const uint8_t *p = op->packed, *end = op->packed + op->packed_len;
+    if (p == NULL || p >= end || *p++ != 0x0a)
+        return false;
+    uint64_t v = 0;
+    for (unsigned shift = 0; p < end && shift < 64; shift += 7) {
+        uint8_t b = *p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            if (v > (uint64_t)(end - p))
+                return false;
+            *ch = (const char *)p;
+            *len = (size_t)v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The op's channel is in a slot that moved (or is moving) to another shard (SPOOL_EMOVED from
+ * a fenced or dropped slot, docs/resharding.md): route by the current map from now on. Until
+ * the map this node follows flips the slot, that is the same shard again, which answers
+ * SPOOL_EMOVED again: the op backs off as during an election, bounded by its deadline. */
+static void reroute(struct spool_op *op)
+{
+    struct spool_node *n = op->node;
+    uint32_t shard = op->shard;
+    if (op->kind == OP_PUBLISH) {
+        const char *ch;
+        size_t len;
+        if (packed_channel(op, &ch, &len))
+            shard = n->placement.slot_shard[spool_slot_of(ch, len)];
+    } else if (op->read != NULL && op->read->channel != NULL) {
+        shard = spool_node_shard_of(n, op->read->channel);
+    }
+    spool_reshard_map_stale(n);
+    if (shard != op->shard)
+        SPOOL_DEBUG("router.rerouted", "from=%u to=%u", op->shard, shard);
+    op->shard = shard;
+}
+
 static void attempt_timer_cb(uv_timer_t *t)
 {
     attempt(t->data);
@@ -112,6 +156,12 @@ static void bad_reply(struct spool_op *op, const char *msg)
 static bool redirected(struct spool_op *op, const Spool__ReplyStatus *s)
 {
     int code = s->code;
+    if (code == SPOOL_EMOVED && !op->reply) {
+        spool_op_set_last(op, code, s->msg);
+        reroute(op);
+        retry(op, false);
+        return true;
+    }
     if (code != SPOOL_ENOTLEADER && code != SPOOL_EBUSY && code != SPOOL_ECLOSED)
         return false;
     uint64_t hint = s->leader_hint;
@@ -373,7 +423,14 @@ void spool_router_batch_done_cb(struct spool_batch_item *item, int status,
         spool_op_finish_publish(op, 0, err, res->seqs, res->duplicate, res->n);
         return;
     }
-    /* A peer's request goes back to the peer (it retries); our own is retried here, later. */
+    /* A peer's request goes back to the peer (it retries); our own is retried here, later
+     * (SPOOL_EMOVED: the slot is fenced here, so by the next map's shard). */
+    if (status == SPOOL_EMOVED && !op->reply && !op->canceled && !op->node->closing) {
+        spool_op_set_last(op, status, err->msg);
+        reroute(op);
+        retry(op, false);
+        return;
+    }
     if (op->reply || op->canceled || op->node->closing || status != SPOOL_ENOTLEADER) {
         spool_op_finish_publish(op, op->node->closing ? SPOOL_ECLOSED : status, err, NULL, NULL, 0);
         return;
@@ -426,6 +483,14 @@ static void attempt_read(struct spool_op *op)
 {
     struct spool_node *n = op->node;
     struct spool_shard *sh = spool_node_local_shard(n, op->shard);
+    if (sh != NULL && spool_router_slot_moving(sh, op->read->channel)) {
+        /* The slot is leaving (or left) this shard: its content here may miss what the new
+         * shard already acknowledged. Wait for the map that sends it there. */
+        spool_op_set_last(op, SPOOL_EMOVED, "the channel's slot is moving to another shard");
+        reroute(op);
+        retry(op, false);
+        return;
+    }
     if (op->kind == OP_READ && sh && (op->read->leader ? spool_shard_leader_reads_ready(sh)
                                       : spool_store_last_seq(sh->store, op->read->channel) >=
                                             op->read->min_seq)) {
@@ -491,6 +556,12 @@ static void start(struct spool_op *op)
     if (op->kind != OP_FOLLOW)
         op->deadline = uv_now(op->node->loop) + op->node->cfg.forward_timeout_ms;
     uv_timer_start(&op->timer, attempt_timer_cb, 0, 0);
+}
+
+bool spool_router_slot_moving(struct spool_shard *sh, const char *channel)
+{
+    uint32_t slot = spool_slot_of(channel, strlen(channel));
+    return spool_fsm_slot_fenced(&sh->fsm, slot) || spool_fsm_slot_dropped(&sh->fsm, slot);
 }
 
 /* --- public entry points ------------------------------------------------------------------ */

@@ -176,6 +176,10 @@ static void waiter_timeout_cb(uv_timer_t *t)
         spool_op_finish_error(op, SPOOL_ECLOSED, "node closing");
         return;
     }
+    if (spool_router_slot_moving(sh, op->read->channel)) { /* fenced or dropped meanwhile */
+        spool_op_finish_error(op, SPOOL_EMOVED, "the channel's slot is moving to another shard");
+        return;
+    }
     spool_op_serve_read(op, sh);
 }
 
@@ -201,6 +205,14 @@ static void serve_read_request(struct spool_node *n, const void *body, size_t le
         respond_status(reply, SPOOL_METHOD_READ, SPOOL_EBUSY,
                        "new leader still applying its predecessors' entries",
                        spool_op_local_leader(n, shard));
+        spool__read_request__free_unpacked(r, NULL);
+        return;
+    }
+    if (!n->closing && sh != NULL && spool_router_slot_moving(sh, r->channel)) {
+        /* Resharding: the slot is fenced (being copied away) or dropped here. The origin waits
+         * for the map that sends it to its new shard (router.c). */
+        respond_status(reply, SPOOL_METHOD_READ, SPOOL_EMOVED,
+                       "the channel's slot is moving to another shard", 0);
         spool__read_request__free_unpacked(r, NULL);
         return;
     }
@@ -302,6 +314,10 @@ void spool_serve_request_cb(void *arg, uint64_t from_node, uint32_t method, cons
     case SPOOL_METHOD_MEMBERSHIP:
     case SPOOL_METHOD_RECONFIGURE:
         spool_membership_serve(n, method, body, len, reply);
+        break;
+    case SPOOL_METHOD_SLOT_EXPORT:
+    case SPOOL_METHOD_SLOT_IMPORT:
+        spool_reshard_serve(n, method, body, len, reply);
         break;
     default:
         spool_rpc_respond(reply, SPOOL_EINVAL, "unknown method", NULL, 0);

@@ -223,15 +223,20 @@ void spool_subs_records_cb(void *arg, const Spool__Record *const *recs, size_t n
         struct spool_topic *t = topic_find(node, rec->channel);
         if (t == NULL || !t->anchored)
             continue;
+        /* The channel's shard by the current map (resharding moves slots; t->hash is the
+         * channel's FNV-1a 64, whose remainder is its slot). */
+        t->shard = node->placement.slot_shard[t->hash % SPOOL_SLOTS];
         struct spool_shard *sh = spool_node_local_shard(node, t->shard);
         if (rec->seq > t->last + 1 && sh != NULL)
             catch_up_local(t, sh->store, rec->seq);
-        /* A gap left (a retiring replica, whose store is no longer ours to read): the chain,
-         * which runs whenever there is no local replica, fills it from t->last. */
+        /* A gap left (a retiring replica, whose store is no longer ours to read; a record of
+         * the slot's new shard applied here before this node's map moved the slot): the chain
+         * fills it from t->last, started even if the local replica leads (it then reads the
+         * local store of the shard the current map names). */
         bool gap = rec->seq > t->last + 1;
-        if (!gap || !chain_wanted(t))
+        if (!gap)
             deliver(t, rec);
-        if (t->follow == NULL && chain_wanted(t))
+        if (t->follow == NULL && (gap || chain_wanted(t)))
             follow_start(t);
         topic_gc(t);
     }
@@ -245,6 +250,30 @@ void spool_subs_replica_gone(struct spool_node *node, uint32_t shard)
                        (unsigned long long)t->last);
             follow_start(t); /* never calls back before it returns (router.c) */
         }
+}
+
+void spool_subs_slots_moved(struct spool_node *node)
+{
+    struct spool_topic *t = node->topics;
+    while (t) {
+        struct spool_topic *next = t->next;
+        uint32_t shard = node->placement.slot_shard[t->hash % SPOOL_SLOTS];
+        if (shard != t->shard && t->live > 0) {
+            SPOOL_INFO("subs.slot_moved", "from=%u to=%u last=%llu", t->shard, shard,
+                       (unsigned long long)t->last);
+            t->shard = shard;
+            /* Seqs continue on the new shard (the copy kept them): what its local replica
+             * already holds after t->last is delivered now, the rest by its state machine or by
+             * the chain, which an idle channel would otherwise never restart. */
+            struct spool_shard *sh = spool_node_local_shard(node, shard);
+            if (sh != NULL && t->anchored && !spool_router_slot_moving(sh, t->channel))
+                catch_up_local(t, sh->store, 0);
+            if (t->follow == NULL && chain_wanted(t))
+                follow_start(t);
+            topic_gc(t);
+        }
+        t = next;
+    }
 }
 
 void spool_subs_restored_cb(void *arg)

@@ -9,8 +9,11 @@
  *   POST   /v1/admin/nodes           {"id":N,"address":"host:port"}: add a storage node (it runs
  *                                   with --join); 202 once the metadata leader accepted it
  *   DELETE /v1/admin/nodes/{id}      remove a storage node (its replicas move first); 202
- * Membership changes run in the background (cluster/membership.c): GET /v1/admin/cluster shows
- * their progress under "membership".
+ *   POST   /v1/admin/shards          {"shards":N}: add shards (resharding, cluster/reshard.c); 202
+ *                                   with the plan once the metadata leader accepted it
+ * Membership changes and resharding run in the background (cluster/membership.c,
+ * cluster/reshard.c): GET /v1/admin/cluster shows their progress under "membership" and
+ * "resharding" (and every shard's slot count).
  * Cluster-wide endpoints need `admin` on every channel: the capability is checked against the
  * channel name "*", which only the pattern "*" matches. The channel endpoint needs `admin` on
  * that channel.
@@ -102,10 +105,11 @@ static void on_members(void *arg, const struct spool_members *m)
         }
         for (size_t i = 0; i < m->n; i++)
             leads[i] += st.leader_id == m->nodes[i].id;
-        json_t *o = json_pack("{s:I,s:o,s:I,s:o,s:o}", "id", (json_int_t)s, "replicas", ids,
+        json_t *o = json_pack("{s:I,s:o,s:I,s:o,s:o,s:I}", "id", (json_int_t)s, "replicas", ids,
                               "home", (json_int_t)spool_node_replica(node, s, 0), "leader",
                               st.leader_id ? json_integer((json_int_t)st.leader_id) : json_null(),
-                              "progress", progress);
+                              "progress", progress, "slots",
+                              (json_int_t)spool_node_shard_slots(node, s));
         uint64_t target[SPOOL_MAX_REPLICAS];
         size_t nt = spool_node_shard_target(node, s, target, SPOOL_MAX_REPLICAS);
         if (nt > 0) { /* a membership change is moving this shard's replicas */
@@ -133,17 +137,32 @@ static void on_members(void *arg, const struct spool_members *m)
     uint64_t fair = m->n > 0 ? (shards + m->n - 1) / m->n : shards;
     const char *state = ms.change == SPOOL_CHANGE_ADD      ? "adding"
                         : ms.change == SPOOL_CHANGE_REMOVE ? "removing"
+                        : ms.change == SPOOL_CHANGE_SHARDS ? "resharding"
                                                            : "idle";
+    struct spool_reshard_status rs;
+    spool_node_reshard_status(node, &rs);
+    json_t *move = json_null();
+    if (rs.running && rs.move_phase != SPOOL_MOVE_NONE)
+        move = json_pack("{s:I,s:I,s:I,s:s}", "from", (json_int_t)rs.move_from, "to",
+                         (json_int_t)rs.move_to, "slots", (json_int_t)rs.move_slots, "phase",
+                         rs.move_phase == SPOOL_MOVE_COPY ? "copy" : "drop");
+    json_t *resharding = json_pack("{s:s,s:I,s:o,s:I,s:o}", "state",
+                                   rs.running ? "moving" : "idle", "shards",
+                                   (json_int_t)rs.shards, "shardsBefore",
+                                   rs.running ? json_integer((json_int_t)rs.shards_before)
+                                              : json_null(),
+                                   "slotsLeft", (json_int_t)rs.slots_left, "move", move);
     json_t *membership = json_pack("{s:s,s:o,s:I,s:o}", "state", state, "node",
                                    ms.change ? json_integer((json_int_t)ms.node) : json_null(),
                                    "shardsLeft", (json_int_t)ms.shards_left, "metaLeader",
                                    ms.meta_leader ? json_integer((json_int_t)ms.meta_leader)
                                                   : json_null());
-    json_t *v = json_pack("{s:I,s:s,s:I,s:I,s:I,s:o,s:o,s:o}", "node", (json_int_t)self, "role",
-                          op->api->opts->role, "slotMapEpoch",
+    json_t *v = json_pack("{s:I,s:s,s:I,s:I,s:I,s:o,s:o,s:o,s:o}", "node", (json_int_t)self,
+                          "role", op->api->opts->role, "slotMapEpoch",
                           (json_int_t)spool_node_slot_map_epoch(node), "replicasPerShard",
                           (json_int_t)replicas, "fairShare", (json_int_t)fair, "membership",
-                          membership, "nodes", nodes, "shards", jshards);
+                          membership, "resharding", resharding, "nodes", nodes, "shards",
+                          jshards);
     spool_http_respond_json(op->req, 200, v);
     free(op);
 }
@@ -250,6 +269,93 @@ static void handle_node_remove(void *arg, struct spool_http_req *req)
     membership_start(api, req, SPOOL_CHANGE_REMOVE, (uint64_t)id, NULL);
 }
 
+/* ---- POST /v1/admin/shards ---- */
+
+struct reshard_op {
+    struct spool_http_api *api;
+    struct spool_http_req *req;
+    json_t *plan; /* the answer's body, completed with the epoch */
+};
+
+static void on_reshard(void *arg, int status, const struct spool_err *err, uint64_t epoch)
+{
+    struct reshard_op *op = arg;
+    if (status != 0) {
+        json_decref(op->plan);
+        spool_http_api_respond_err(op->req, status, err && err->msg[0] ? err->msg : "refused");
+    } else {
+        json_object_set_new(op->plan, "epoch", json_integer((json_int_t)epoch));
+        spool_http_respond_json(op->req, 202, op->plan);
+    }
+    free(op);
+}
+
+static void handle_shards_add(void *arg, struct spool_http_req *req)
+{
+    struct spool_http_api *api = arg;
+    if (!admit_cluster(api, req)) return;
+    json_error_t jerr;
+    json_t *v = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
+    json_t *js = json_object_get(v, "shards");
+    if (!json_is_object(v) || !json_is_integer(js) || json_integer_value(js) <= 0 ||
+        json_integer_value(js) > SPOOL_MAX_SHARDS) {
+        json_decref(v);
+        spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_JSON,
+                                 "want {\"shards\": N} (the new shard count, 1..%d)",
+                                 SPOOL_MAX_SHARDS);
+        return;
+    }
+    uint32_t shards = (uint32_t)json_integer_value(js);
+    json_decref(v);
+    uint32_t before = spool_node_shard_count(api->node);
+    struct spool_membership_status ms;
+    spool_node_membership_status(api->node, &ms);
+    if (ms.change != SPOOL_CHANGE_NONE) { /* the metadata leader would say so too */
+        spool_http_respond_error(req, 409, SPOOL_HTTP_ECONFLICT, "%s",
+                                 ms.change == SPOOL_CHANGE_SHARDS
+                                     ? "shards are being added (resharding in progress)"
+                                     : "a membership change is in progress");
+        return;
+    }
+    struct spool_placement *plan = malloc(sizeof *plan);
+    struct reshard_op *op = malloc(sizeof *op);
+    if (plan == NULL || op == NULL) {
+        free(plan);
+        free(op);
+        spool_http_respond_error(req, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
+        return;
+    }
+    /* The plan the metadata leader makes from the same map (this node's view of it). */
+    struct spool_err err;
+    long moved = spool_node_plan_shards(api->node, shards, plan, &err);
+    if (moved < 0) {
+        free(plan);
+        free(op);
+        spool_http_respond_error(req, 400, SPOOL_HTTP_EBAD_REQUEST, "%s", err.msg);
+        return;
+    }
+    json_t *added = json_array();
+    for (uint32_t s = before; s < shards; s++) {
+        json_t *ids = json_array();
+        for (uint32_t i = 0; i < plan->n_replicas[s]; i++)
+            json_array_append_new(ids, json_integer((json_int_t)plan->replica[s][i]));
+        json_array_append_new(added, json_pack("{s:I,s:o}", "id", (json_int_t)s, "replicas", ids));
+    }
+    free(plan);
+    *op = (struct reshard_op){api, req, NULL};
+    op->plan = json_pack("{s:b,s:I,s:I,s:I,s:I,s:o}", "accepted", 1, "shards",
+                         (json_int_t)shards, "shardsBefore", (json_int_t)before, "slotsToMove",
+                         (json_int_t)moved, "slotsPerShard", (json_int_t)(SPOOL_SLOTS / shards),
+                         "newShards", added);
+    int rv = spool_node_membership_change(api->node, SPOOL_CHANGE_SHARDS, shards, NULL,
+                                          on_reshard, op);
+    if (rv != 0) {
+        json_decref(op->plan);
+        free(op);
+        spool_http_api_respond_err(req, rv, "resharding refused");
+    }
+}
+
 /* ---- GET /v1/admin/channels/{channel} ---- */
 
 static void on_channel_read(void *arg, int status, const struct spool_err *err,
@@ -326,6 +432,7 @@ int spool_http_admin_routes(struct spool_http_api *api, struct spool_http_router
         (rv = spool_http_router_add(r, "POST", "/v1/admin/rebalance", handle_rebalance, api, err)) ||
         (rv = spool_http_router_add(r, "GET", "/v1/admin/channels/{channel}", handle_channel, api, err)) ||
         (rv = spool_http_router_add(r, "POST", "/v1/admin/nodes", handle_node_add, api, err)) ||
+        (rv = spool_http_router_add(r, "POST", "/v1/admin/shards", handle_shards_add, api, err)) ||
         (rv = spool_http_router_add(r, "DELETE", "/v1/admin/nodes/{id}", handle_node_remove, api,
                                     err)))
         return rv;

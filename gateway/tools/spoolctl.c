@@ -10,6 +10,9 @@
  *                             replicas have moved (POST /v1/admin/nodes, then polls status)
  *     node remove ID          move every replica off node ID and take it out of the cluster
  *                             (DELETE /v1/admin/nodes/ID), waiting the same way
+ *     shards add N [--wait]   grow the cluster to N shards: new Raft groups, slots move to them
+ *                             (POST /v1/admin/shards, docs/resharding.md), waiting the same way
+ *                             until every slot reached its shard (--wait is the default)
  *
  * --server / SPOOL_SERVER (default 127.0.0.1:8080), --key / SPOOL_KEY (sent as HTTP Basic; none
  * = anonymous), --timeout SECONDS / SPOOL_TIMEOUT (node add/remove: how long to wait for the
@@ -38,7 +41,9 @@
 static const char *usage_text =
     "usage: spoolctl [--server host:port] [--key name:secret] [--json] COMMAND\n"
     "  status | nodes | rebalance | channel NAME | node add ID@HOST:PORT | node remove ID\n"
-    "  [--timeout SECONDS] (node add/remove: wait at most this long for the change; 0 = no wait)\n"
+    "  | shards add N [--wait]\n"
+    "  [--timeout SECONDS] (node add/remove, shards add: wait at most this long for the change;\n"
+    "   0 = no wait)\n"
     "  env: SPOOL_SERVER, SPOOL_KEY, SPOOL_TIMEOUT\n";
 
 static bool quiet; /* while polling (node add/remove): connection errors are expected */
@@ -204,9 +209,25 @@ static void print_status(json_t *v)
                " shard(s) still moving\n", state, int_of(ms, "node"), int_of(ms, "shardsLeft"));
     else
         printf("membership: idle\n");
+    json_t *rs = json_object_get(v, "resharding");
+    const char *rstate = json_string_value(json_object_get(rs, "state"));
+    json_t *mv = json_object_get(rs, "move");
+    if (rstate != NULL && strcmp(rstate, "idle") != 0) {
+        printf("resharding: %" JSON_INTEGER_FORMAT " -> %" JSON_INTEGER_FORMAT " shards, %"
+               JSON_INTEGER_FORMAT " slot(s) left", int_of(rs, "shardsBefore"), int_of(rs, "shards"),
+               int_of(rs, "slotsLeft"));
+        if (json_is_object(mv))
+            printf("; moving %" JSON_INTEGER_FORMAT " slot(s) %" JSON_INTEGER_FORMAT " -> %"
+                   JSON_INTEGER_FORMAT " (%s)", int_of(mv, "slots"), int_of(mv, "from"),
+                   int_of(mv, "to"), json_string_value(json_object_get(mv, "phase")));
+        printf("\n");
+    } else if (rs != NULL) {
+        printf("resharding: idle (%" JSON_INTEGER_FORMAT " shards)\n", int_of(rs, "shards"));
+    }
     printf("\n");
     print_nodes(v);
-    printf("\n%-6s %-7s %-8s %-10s %s\n", "SHARD", "LEADER", "TERM", "COMMIT", "REPLICAS (id:lag)");
+    printf("\n%-6s %-6s %-7s %-8s %-10s %s\n", "SHARD", "SLOTS", "LEADER", "TERM", "COMMIT",
+           "REPLICAS (id:lag)");
     size_t i, j;
     json_t *s, *r;
     json_array_foreach(json_object_get(v, "shards"), i, s) {
@@ -215,7 +236,8 @@ static void print_status(json_t *v)
         if (json_is_integer(leader)) snprintf(lead, sizeof lead, "%" JSON_INTEGER_FORMAT, json_integer_value(leader));
         if (json_object_get(s, "term")) snprintf(term, sizeof term, "%" JSON_INTEGER_FORMAT, int_of(s, "term"));
         if (json_object_get(s, "commitIndex")) snprintf(commit, sizeof commit, "%" JSON_INTEGER_FORMAT, int_of(s, "commitIndex"));
-        printf("%-6" JSON_INTEGER_FORMAT " %-7s %-8s %-10s", int_of(s, "id"), lead, term, commit);
+        printf("%-6" JSON_INTEGER_FORMAT " %-6" JSON_INTEGER_FORMAT " %-7s %-8s %-10s",
+               int_of(s, "id"), int_of(s, "slots"), lead, term, commit);
         json_array_foreach(json_object_get(s, "progress"), j, r) {
             json_t *lag = json_object_get(r, "lag");
             if (json_is_integer(lag))
@@ -279,6 +301,52 @@ static int wait_membership(const char *server, const char *key, bool add, long l
             return 1;
         }
         usleep(250 * 1000);
+    }
+}
+
+/* shards add: wait (bounded) until the map has `shards` shards and no resharding runs. */
+static int wait_shards(const char *server, const char *key, long long shards, long timeout_s)
+{
+    struct timeval start, now;
+    gettimeofday(&start, NULL);
+    quiet = true;
+    for (;;) {
+        char *body = NULL;
+        int status = http(server, key, "GET", "/v1/admin/cluster", NULL, &body);
+        json_t *v = status == 200 ? json_loads(body, 0, NULL) : NULL;
+        free(body);
+        json_t *rs = json_object_get(v, "resharding");
+        const char *state = json_string_value(json_object_get(rs, "state"));
+        if (state != NULL && strcmp(state, "idle") == 0 && int_of(rs, "shards") == shards) {
+            printf("resharding done: %lld shards, epoch %" JSON_INTEGER_FORMAT "\n", shards,
+                   int_of(v, "slotMapEpoch"));
+            json_decref(v);
+            return 0;
+        }
+        json_decref(v);
+        gettimeofday(&now, NULL);
+        if (now.tv_sec - start.tv_sec >= timeout_s) {
+            fprintf(stderr, "spoolctl: shards add %lld: not complete after %ld s (see spoolctl "
+                    "status)\n", shards, timeout_s);
+            return 1;
+        }
+        usleep(250 * 1000);
+    }
+}
+
+static void print_reshard(json_t *v)
+{
+    printf("accepted: %" JSON_INTEGER_FORMAT " -> %" JSON_INTEGER_FORMAT " shards at epoch %"
+           JSON_INTEGER_FORMAT ", %" JSON_INTEGER_FORMAT " slot(s) to move\n",
+           int_of(v, "shardsBefore"), int_of(v, "shards"), int_of(v, "epoch"),
+           int_of(v, "slotsToMove"));
+    size_t i, j;
+    json_t *s, *r;
+    json_array_foreach(json_object_get(v, "newShards"), i, s) {
+        printf("  new shard %" JSON_INTEGER_FORMAT " on nodes", int_of(s, "id"));
+        json_array_foreach(json_object_get(s, "replicas"), j, r)
+            printf("%s%" JSON_INTEGER_FORMAT, j ? "," : " ", json_integer_value(r));
+        printf("\n");
     }
 }
 
@@ -346,7 +414,7 @@ int main(int argc, char **argv)
     const char *method = "GET";
     char path[3 * 1024 + 64], req_body[512] = "";
     void (*print)(json_t *) = NULL;
-    int wait_kind = 0; /* 1 add, 2 remove */
+    int wait_kind = 0; /* 1 add, 2 remove, 3 shards */
     long long node_id = 0;
     if (strcmp(cmd, "status") == 0 && rest == 0) {
         snprintf(path, sizeof path, "/v1/admin/cluster");
@@ -384,6 +452,17 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "/v1/admin/nodes/%lld", node_id);
         print = print_accepted;
         wait_kind = 2;
+    } else if (strcmp(cmd, "shards") == 0 && (rest == 2 || (rest == 3 && strcmp(argv[i + 2], "--wait") == 0)) &&
+               strcmp(argv[i], "add") == 0) {
+        char *end;
+        node_id = strtoll(argv[i + 1], &end, 10);
+        if (*end != '\0' || node_id <= 0 || node_id > 1024)
+            return usage("shards add wants the new shard count (1..1024)");
+        method = "POST";
+        snprintf(path, sizeof path, "/v1/admin/shards");
+        snprintf(req_body, sizeof req_body, "{\"shards\":%lld}", node_id);
+        print = print_reshard;
+        wait_kind = 3;
     } else {
         return usage("unknown command or wrong arguments");
     }
@@ -404,7 +483,9 @@ int main(int argc, char **argv)
     }
     json_decref(v);
     free(body);
-    if (rc == 0 && wait_kind != 0 && timeout_s > 0)
+    if (rc == 0 && wait_kind == 3 && timeout_s > 0)
+        rc = wait_shards(server, key, node_id, timeout_s);
+    else if (rc == 0 && wait_kind != 0 && timeout_s > 0)
         rc = wait_membership(server, key, wait_kind == 1, node_id, timeout_s);
     return rc;
 }

@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""
+Adding shards under load (docs/resharding.md), driven by test_reshard.sh. Reuses faults.py's
+Cluster / Node / Load and sse.py's Stream.
+
+  1. three storage nodes, --shards 2 --replicas 3, plus a gateway-only node (it learns the map
+     over RPC: cluster/remote_view.c);
+  2. publishers with unique ids on 40 channels (spread over slots), through every node
+     including the gateway; one SSE stream per watched channel on every node (never
+     reconnected), all running during `spoolctl shards add 4 --wait`;
+  3. checks, printed: every node's map has 4 shards of 1024 slots and no resharding left; some
+     channels now live on shards 2 and 3 (GET /v1/channels/{c}); publishes are acknowledged
+     afterwards; history read through every node holds every acknowledged message exactly once
+     with dense serials (and the serial it was acknowledged with); every stream got every serial
+     of its channel once, in order (and no attach.live_gap was logged: the SSE layer would hide a
+     skipped record by filling it from history); then, with the cluster stopped, every store on
+     disk (spool-dump): each channel is on exactly one shard per node -- the one the final map
+     names -- and identical on the three replicas.
+  Fault variant (run_kill): the same, but the metadata group's leader is killed with -9 while
+  the first slot move is in flight; the move still completes (a new leader resumes the driver
+  from the map; the export job restarts at the source shard's leader); the killed node is then
+  restarted and catches up before the disk checks.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faults  # noqa: E402
+from faults import Cluster, Load, Node, http, log, with_cluster  # noqa: E402
+from sse import Stream  # noqa: E402
+
+faults.SHARDS = 2
+GROW_TO = 4
+SPOOLCTL = os.path.join(faults.BUILD, "spoolctl")
+faults.CHANNELS = ["rs-%d" % i for i in range(40)]
+WATCHED = faults.CHANNELS[:6]
+
+
+class GatewayNode(Node):
+    """A --role gateway node (id 9): not in --peers, no replicas."""
+
+    def start(self):
+        args = [faults.SPOOLD, "--id", str(self.id), "--role", "gateway",
+                "--listen", "%s:%d" % (self.host, self.port),
+                "--cluster-listen", "%s:%d" % (self.host, self.cport),
+                "--peers", self.cluster.peers, "--data", self.data, "--shards", str(faults.SHARDS),
+                "--replicas", "3", "--anonymous", "--election-timeout", "1000",
+                "--heartbeat-interval", "1s", "--log-level", "info"]
+        self.stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.stderr)
+
+
+class RCluster(Cluster):
+    """faults.Cluster plus a gateway node that takes part in the load and the streams."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.gateway = GatewayNode(self, 9)
+
+    def start(self):
+        super().start()
+        self.gateway.start()
+        deadline = time.time() + 30
+        while not self.gateway.ready():
+            assert time.time() < deadline, "gateway not ready"
+            time.sleep(0.05)
+
+    def any_live(self):
+        return super().any_live() + ([self.gateway] if self.gateway.alive() else [])
+
+    def storage_live(self):
+        return [n for n in self.nodes.values() if n.alive()]
+
+    def stop_all(self):
+        if self.gateway.alive():
+            assert self.gateway.stop() == 0, "gateway exited non-zero"
+        super().stop_all()
+
+
+def cluster_status(node):
+    st, body = http("GET", node.url + "/v1/admin/cluster", timeout=5.0)
+    assert st == 200, "status on node %d: %r" % (node.id, st)
+    return body
+
+
+def meta_leader(cluster):
+    for n in cluster.storage_live():
+        try:
+            ml = cluster_status(n)["membership"].get("metaLeader")
+        except (OSError, AssertionError):
+            continue
+        if ml:
+            return int(ml)
+    return None
+
+
+def history(node, channel):
+    """Every item of a channel read through `node` (leader reads, paged): [(serial, id)]."""
+    out, path = [], "/v1/channels/%s/messages?limit=1000&rollup=false" % channel
+    while path:
+        for attempt in range(100):
+            try:
+                st, body = http("GET", node.url + path, timeout=5.0)
+            except OSError:
+                st, body = None, None
+            if st == 200:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("history of %s via node %d: %r" % (channel, node.id, st))
+        out += [(it["serial"], it.get("id")) for it in body["items"]]
+        path = body.get("next")
+    return out
+
+
+def check_history(cluster, load, what):
+    acked = dict(load.acked)
+    by_channel = {}
+    for mid, (ch, serial) in acked.items():
+        by_channel.setdefault(ch, {})[mid] = serial
+    for node in cluster.any_live():
+        for ch in faults.CHANNELS:
+            items = history(node, ch)
+            serials = [s for s, _ in items]
+            assert serials == list(range(1, len(serials) + 1)), \
+                "%s: %s via node %d: serials not dense" % (what, ch, node.id)
+            ids = [i for _, i in items]
+            assert len(ids) == len(set(ids)), "%s: %s via node %d: duplicate" % (what, ch, node.id)
+            got = dict((i, s) for s, i in items)
+            for mid, serial in by_channel.get(ch, {}).items():
+                assert got.get(mid) == serial, "%s: %s acked as %s:%d, via node %d: %r" % (
+                    what, mid, ch, serial, node.id, got.get(mid))
+    log("%s: history through %d nodes: %d acknowledged messages on %d channels, each exactly "
+        "once with its serial, dense serials" % (what, len(cluster.any_live()), len(acked),
+                                                 len(faults.CHANNELS)))
+
+
+def check_map(cluster, what):
+    for n in cluster.any_live():
+        v = cluster_status(n)
+        shards = v["shards"]
+        slots = [s["slots"] for s in shards]
+        assert len(shards) == GROW_TO and slots == [4096 // GROW_TO] * GROW_TO, \
+            "%s: node %d sees %d shards with slots %r" % (what, n.id, len(shards), slots)
+        assert v["resharding"]["state"] == "idle", "%s: node %d: %r" % (what, n.id, v["resharding"])
+    log("%s: every node (gateway included) sees %d shards of %r slots, resharding idle" % (
+        what, GROW_TO, 4096 // GROW_TO))
+
+
+def channel_shards(cluster):
+    out = {}
+    node = cluster.nodes[1] if cluster.nodes[1].alive() else cluster.storage_live()[0]
+    for ch in faults.CHANNELS:
+        st, body = http("GET", "%s/v1/channels/%s" % (node.url, ch), timeout=5.0)
+        assert st == 200, "channel %s: %r" % (ch, st)
+        out[ch] = int(body["shard"])
+    return out
+
+
+def wait_streams(streams, want, what, bound=20.0):
+    deadline = time.time() + bound
+    while time.time() < deadline and any(s.last < want.get(s.channel, 0) for s in streams
+                                         if s.ended is None):
+        time.sleep(0.05)
+    for s in streams:
+        assert s.ended is None, "%s: node %d stream of %s: %s" % (what, s.node.id, s.channel, s.ended)
+        assert s.last >= want.get(s.channel, 0), "%s: node %d stream of %s stalled at %d (want %d)" % (
+            what, s.node.id, s.channel, s.last, want.get(s.channel, 0))
+
+
+def check_disk(cluster, streams, where, what):
+    """Each channel on exactly one shard per node (the map's), identical on every replica; the
+    streams hold exactly their channel's log."""
+    logs = {}
+    for n in cluster.nodes.values():
+        per_shard = {}
+        for d in sorted(os.listdir(n.data)):
+            store = os.path.join(n.data, d, "store")
+            if not re.match(r"^shard-\d+$", d) or not os.path.isdir(store):
+                continue
+            r = subprocess.run([faults.DUMP, store], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, "spool-dump %s: %s" % (store, r.stderr)
+            for line in r.stdout.splitlines():
+                rec = json.loads(line)
+                per_shard.setdefault(rec["channel"], {}).setdefault(int(d[6:]), []).append(
+                    (rec["seq"], rec["id"]))
+        for ch in faults.CHANNELS:
+            shards = per_shard.get(ch, {})
+            assert list(shards) == [where[ch]], "%s: node %d holds %s on shards %r, the map says %d" % (
+                what, n.id, ch, sorted(shards), where[ch])
+            recs = shards[where[ch]]
+            if ch in logs:
+                assert recs == logs[ch], "%s: %s differs on node %d" % (what, ch, n.id)
+            logs[ch] = recs
+    for s in streams:
+        ref = logs[s.channel]
+        assert not s.errors, "%s: node %d stream of %s: %s" % (what, s.node.id, s.channel, s.errors[:3])
+        assert s.got == ref, "%s: node %d stream of %s got %d events, the log has %d" % (
+            what, s.node.id, s.channel, len(s.got), len(ref))
+    gaps = [n.id for n in list(cluster.nodes.values()) + [cluster.gateway]
+            if "attach.live_gap" in open(n.stderr_path, errors="replace").read()]
+    assert not gaps, "%s: attach.live_gap logged on nodes %r" % (what, gaps)
+    log("%s: on disk: every channel on exactly its map's shard on all 3 nodes, identical; %d "
+        "streams (%d events) got exactly their channel's log" % (
+            what, len(streams), sum(len(s.got) for s in streams)))
+
+
+def run(cluster, kill_meta_leader=False):
+    what = "reshard-kill" if kill_meta_leader else "reshard"
+    cluster.start()
+    nodes = cluster.any_live()
+    streams = [Stream(n, ch, timeout=120) for ch in WATCHED for n in nodes]
+    for s in streams:
+        s.start()
+    for s in streams:
+        assert s.opened.wait(10) and s.ended is None, "stream of %s: %s" % (s.channel, s.ended)
+    load = Load(cluster, publishers=4, per_publisher=100000, max_seconds=80)
+    load.start()
+    try:
+        assert load.wait_acks(200, 30), "%s: no load before resharding" % what
+        before = channel_shards(cluster)
+        assert set(before.values()) == {0, 1}
+        t0 = time.time()
+        # Through the gateway node: the request is forwarded to the metadata leader, and the
+        # gateway's status (its map, fetched over RPC) must show the end too.
+        gw = cluster.gateway
+        ctl = subprocess.Popen([SPOOLCTL, "--server", "%s:%d" % (gw.host, gw.port),
+                                "--timeout", "60", "shards", "add", str(GROW_TO), "--wait"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        killed = None
+        if kill_meta_leader:
+            # Wait for the first move to be in flight, then kill the metadata leader.
+            deadline = time.time() + 20
+            rs = {}
+            while time.time() < deadline:
+                try:
+                    rs = cluster_status(cluster.nodes[1])["resharding"]
+                except (OSError, AssertionError):
+                    rs = {}
+                if rs.get("move"):
+                    break
+                time.sleep(0.02)
+            killed = meta_leader(cluster)
+            assert killed, "no metadata leader"
+            cluster.nodes[killed].kill9()
+            log("%s: killed the metadata leader (node %d) during a move (%r)" % (what, killed, rs))
+            for s in streams:
+                if s.node.id == killed:
+                    s.stop()
+            streams = [s for s in streams if s.node.id != killed]
+        out, _ = ctl.communicate(timeout=90)
+        assert ctl.returncode == 0, "%s: spoolctl shards add failed:\n%s" % (what, out)
+        log("%s: spoolctl shards add %d --wait took %.1fs:\n%s" % (what, GROW_TO, time.time() - t0,
+                                                                   out.strip()))
+        check_map(cluster, what)
+        after = channel_shards(cluster)
+        moved = {ch: (before[ch], after[ch]) for ch in faults.CHANNELS if after[ch] != before[ch]}
+        on_new = sorted(set(after[ch] for ch in moved))
+        assert on_new == [2, 3], "%s: channels moved to %r" % (what, on_new)
+        assert all(b >= 2 for _, b in moved.values())
+        log("%s: %d of %d channels moved (to shards %r), e.g. %r" % (
+            what, len(moved), len(faults.CHANNELS), on_new, sorted(moved.items())[:4]))
+        base = load.acked_count()
+        assert load.wait_acks(base + 100, 15), "%s: publishes not acknowledged after" % what
+        log("%s: publishes acknowledged after the resharding (%d -> %d)" % (
+            what, base, load.acked_count()))
+    finally:
+        load.finish()
+    log("%s: load: %d acknowledged of %d sent" % (what, len(load.acked), len(load.sent)))
+    want = {}
+    for ch, serial in list(load.acked.values()):
+        want[ch] = max(want.get(ch, 0), serial)
+    wait_streams(streams, want, what)
+    check_history(cluster, load, what)
+    if kill_meta_leader:
+        cluster.nodes[killed].start()
+        cluster.wait_ready()
+        cluster.wait_converged(30)
+    for s in streams:
+        s.stop()
+    where = channel_shards(cluster)
+    cluster.stop_all()
+    check_disk(cluster, streams, where, what)
+
+
+def main():
+    with_cluster("spool-reshard-", lambda c: run(c))
+    if os.environ.get("SPOOL_RESHARD_FAULT", "1") == "1":
+        with_cluster("spool-reshard-kill-", lambda c: run(c, kill_meta_leader=True))
+    log("reshard: all ok")
+
+
+faults.Cluster = RCluster  # with_cluster builds this one
+if __name__ == "__main__":
+    main()
