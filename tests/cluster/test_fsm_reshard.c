@@ -542,6 +542,23 @@ static void control_cb(void *arg, int status)
     *s = status;
 }
 
+struct pub_item {
+    struct spool_batch_item item; /* first */
+    int status;
+    uint64_t seq;
+};
+
+static void pub_done(struct spool_batch_item *item, int status, const struct spool_err *err,
+                     const struct spool_fsm_publish_result *res)
+{
+    (void)err;
+    struct pub_item *p = (struct pub_item *)item;
+    cr_assert_eq(p->status, -1, "publish completed twice");
+    p->status = status;
+    if (status == 0)
+        p->seq = res->seqs[0];
+}
+
 static void batch_closed(struct spool_batch *b)
 {
     (void)b;
@@ -581,13 +598,26 @@ Test(fsm_reshard, propose_control_completes_once_applied)
     cr_assert_eq(spool_shard_propose_control(sh, f, len, control_cb, &status, &err), 0, "%s", err.msg);
     free(f); /* the shard copied it */
     cr_assert_eq(status, -1, "not from inside the call");
-    for (int i = 0; i < 10000 && status == -1; i++) {
+    /* A publish queued in the same turn goes in an entry of its own, after the fence. */
+    Spool__Record rec = SPOOL__RECORD__INIT, *recp = &rec;
+    rec.data.data = (uint8_t *)"hi";
+    rec.data.len = 2;
+    Spool__PublishRequest req = SPOOL__PUBLISH_REQUEST__INIT;
+    req.channel = "a";
+    req.n_messages = 1;
+    req.messages = &recp;
+    uint8_t packed[128];
+    size_t plen = spool__publish_request__pack(&req, packed);
+    struct pub_item pub = {.item = {.req = packed, .req_len = plen, .done = pub_done}, .status = -1};
+    spool_batch_submit(&sh->batch, &pub.item);
+    for (int i = 0; i < 10000 && (status == -1 || pub.status == -1); i++) {
         uv_run(&loop, UV_RUN_NOWAIT);
         raft_fixture_step(&fx);
     }
     cr_assert_eq(status, 0);
     cr_assert(spool_fsm_slot_fenced(&n.fsm, slot("a")));
-    cr_assert_eq(sh->batch.entries, 1);
+    cr_assert_eq(pub.status, SPOOL_EMOVED, "the publish applied after the fence");
+    cr_assert_eq(sh->batch.entries, 2);
 
     spool_batch_close(&sh->batch, batch_closed);
     uv_run(&loop, UV_RUN_DEFAULT);
