@@ -93,13 +93,13 @@ int spool_entry_pack_fields(int64_t timestamp_ms, const uint8_t *fields, size_t 
         *w++ = TAG_TIMESTAMP;
         w += spool_varint_put(w, (uint64_t)timestamp_ms);
     }
-    if (fields_len > 0)
-        memcpy(w, fields, fields_len);
-    w += fields_len;
-    if (proposal != 0) {
+    if (proposal != 0) { /* field 4 before the fields (5, 6): protobuf-c's order */
         *w++ = TAG_PROPOSAL;
         w += spool_varint_put(w, proposal);
     }
+    if (fields_len > 0)
+        memcpy(w, fields, fields_len);
+    w += fields_len;
     memset(w, 0, total - (size_t)(w - p));
     *buf = p;
     *len = total;
