@@ -525,6 +525,61 @@ Test(fsm_reshard, a_slot_comes_back_to_a_shard_that_dropped_it)
     node_close(&a);
 }
 
+/* One presence enter of (client, connection) hosted by node 5, as a publish entry. */
+static void presence_enter(struct node *n, const char *channel, const char *client)
+{
+    Spool__Record rec = SPOOL__RECORD__INIT, *recp = &rec;
+    rec.action = SPOOL__ACTION__ACTION_PRESENCE;
+    rec.name = "enter";
+    rec.client_id = (char *)client;
+    rec.connection_id = "conn-1";
+    rec.presence_node = 5;
+    rec.presence_boot = 77;
+    Spool__PublishRequest req = SPOOL__PUBLISH_REQUEST__INIT, *reqp = &req;
+    req.channel = (char *)channel;
+    req.n_messages = 1;
+    req.messages = &recp;
+    Spool__Entry e = SPOOL__ENTRY__INIT;
+    e.timestamp_ms = 1000;
+    e.n_publishes = 1;
+    e.publishes = &reqp;
+    void *buf;
+    size_t len;
+    cr_assert_eq(spool_fsm_encode_entry(&e, &buf, &len), 0);
+    struct spool_fsm_result *r = apply_buf(n, buf, len);
+    cr_assert_eq(r->publishes[0].status, 0);
+    spool_fsm_result_free(r);
+}
+
+Test(fsm_reshard, presence_members_move_with_their_slot)
+{
+    struct node a, b;
+    node_open(&a, "a");
+    node_open(&b, "b");
+    uint8_t bm[SPOOL_SLOT_BITMAP_BYTES] = {0};
+    spool_slot_bit_set(bm, slot("room"));
+    char other[32];
+    int k = 0;
+    name_outside(other, sizeof other, "other", bm, &k);
+    presence_enter(&a, "room", "alice");
+    presence_enter(&a, other, "bob");
+    cr_assert_eq(spool_pindex_size(a.fsm.presence), 2);
+    static struct part parts[8];
+    fence(&b, bm, false, false);
+    fence(&a, bm, true, false);
+    size_t np = export_all(&a, bm, 1 << 20, parts, 8);
+    import_all(&b, parts, np);
+    parts_free(parts, np);
+    fence(&a, bm, true, true);
+    /* The new shard's leader reaps alice if node 5 dies; the old one no longer does. */
+    cr_assert_not_null(spool_pindex_find(b.fsm.presence, "room", "alice", "conn-1"));
+    cr_assert_null(spool_pindex_find(a.fsm.presence, "room", "alice", "conn-1"));
+    cr_assert_not_null(spool_pindex_find(a.fsm.presence, other, "bob", "conn-1"));
+    cr_assert_eq(spool_pindex_size(a.fsm.presence), 1);
+    node_close(&b);
+    node_close(&a);
+}
+
 /* --- spool_shard_propose_control through the batch queue ------------------------------------ */
 
 static void quiet_emit(struct raft_tracer *t, int type, const void *info)
