@@ -21,7 +21,8 @@
  *     this entry on (status SPOOL_EMOVED, nothing stored, the rest of an entry applies);
  *     with drop as well, every channel of those slots is deleted from the store (its last_seq
  *     stays) and the slots read as dropped (readers answer SPOOL_EMOVED);
- *     fenced = false: both marks are cleared (the slots are accepted again).
+ *     fenced = true without drop leaves the dropped mark as it was; fenced = false clears both
+ *     marks (the slots are accepted again).
  *     The marks are part of the replicated state: the store keeps them (its shard state), so
  *     they survive restart, replay, snapshots and snapshot installs.
  *   - imports (ChannelImport): spool_store_import (storage/store.h) stores the records with
