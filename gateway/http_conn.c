@@ -76,13 +76,7 @@ void spool_http_request_reset(struct spool_http_conn *c)
         free(c->body);
         c->body = NULL, c->body_cap = 0;
     }
-    free(c->headers);
-    c->headers = NULL;
-    free(c->params_arena);
-    c->params_arena = NULL;
-    c->params_len = 0;
-    free(c->decoded_path);
-    c->decoded_path = NULL;
+    c->params_len = 0; /* headers, params and decoded path keep their buffers for the next one */
     c->message_complete = false;
     c->error_status = 0;
     c->status = 0;
@@ -98,6 +92,9 @@ static void conn_free(struct spool_http_conn *c)
     else s->conns = c->next;
     if (c->next != NULL) c->next->prev = c->prev;
     spool_http_request_reset(c);
+    free(c->headers);
+    free(c->params_arena);
+    free(c->decoded_path);
     free(c->head);
     free(c->hdr_offs);
     free(c->body);

@@ -57,6 +57,7 @@
 #define READ_BUF_BYTES 65536
 #define PENDING_MIN 65536 /* pipelined bytes buffered per connection beyond max_header_bytes */
 #define WRITE_BUFS 4
+#define WRITE_INLINE_HEAD 320 /* a response head this long travels inside its write request */
 #define LINGER_MS 2000 /* lingering close after a refused request */
 
 enum phase { PHASE_IDLE, PHASE_RECEIVING, PHASE_HANDLING, PHASE_FLUSHING, PHASE_DONE };
@@ -94,12 +95,14 @@ struct spool_http_conn {
     enum piece piece;
     struct header_offsets *hdr_offs;
     size_t n_hdrs, hdrs_cap;
-    struct spool_http_header *headers;
+    struct spool_http_header *headers; /* kept across requests, headers_cap entries */
+    size_t headers_cap;
     char *body;
     size_t body_len, body_cap;
-    char *params_arena; /* decoded path params, NUL-separated */
-    size_t params_len;
-    char *decoded_path;
+    char *params_arena; /* decoded path params, NUL-separated; kept across requests */
+    size_t params_len, params_cap;
+    char *decoded_path; /* raw path NUL decoded path NUL; kept across requests */
+    size_t decoded_cap;
     bool message_complete;
     int error_status, error_code; /* set by a parser callback that refused the request */
     const char *error_msg;
@@ -143,7 +146,7 @@ struct write_req {
     unsigned n_bufs;
     uv_buf_t bufs[WRITE_BUFS];
     char *owned[WRITE_BUFS];
-    char chunk_head[24];
+    char inline_head[WRITE_INLINE_HEAD]; /* a copy of bufs[0] (chunk or response head) */
 };
 
 
@@ -186,8 +189,11 @@ void spool_http_conn_parse_pending(struct spool_http_conn *c);
 void spool_http_conn_refuse(struct spool_http_conn *c, int status, int code, const char *msg);
 
 /* http_response.c */
+/* Writes `n` buffers in one uv_write; owned[i] (may be NULL) is freed once written. With
+ * `inline_head`, bufs[0] (at most WRITE_INLINE_HEAD bytes, e.g. on the caller's stack) is copied
+ * into the write request. Returns 0 or SPOOL_ECLOSED (the owned buffers are then freed). */
 int spool_http_conn_write(struct spool_http_conn *c, const uv_buf_t *bufs, char **owned, unsigned n,
-                          const char *chunk_head);
+                          bool inline_head);
 
 /* http_server.c */
 void spool_http_server_maybe_finish(struct spool_http_server *s);

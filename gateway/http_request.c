@@ -103,7 +103,7 @@ static int on_headers_complete(http_parser *p)
         p->http_minor >= 1 && (p->flags & (F_CHUNKED | F_CONTENTLENGTH)) != 0) {
         uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
         char *owned = NULL;
-        spool_http_conn_write(c, &b, &owned, 1, NULL);
+        spool_http_conn_write(c, &b, &owned, 1, false);
     }
     return 0;
 }
@@ -145,9 +145,13 @@ static int request_build(struct spool_http_conn *c)
     r->body = c->body != NULL ? c->body : "";
     r->body_len = c->body_len;
     r->target = c->head != NULL ? c->head : "";
+    if (c->n_hdrs > c->headers_cap) {
+        size_t cap = c->n_hdrs < 16 ? 16 : c->n_hdrs;
+        struct spool_http_header *h = realloc(c->headers, cap * sizeof *h);
+        if (h == NULL) return refuse(c, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
+        c->headers = h, c->headers_cap = cap;
+    }
     if (c->n_hdrs > 0) {
-        c->headers = calloc(c->n_hdrs, sizeof *c->headers);
-        if (c->headers == NULL) return refuse(c, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
         for (size_t i = 0; i < c->n_hdrs; i++) {
             c->headers[i].name = c->head + c->hdr_offs[i].name;
             c->headers[i].value = c->hdr_offs[i].value == SIZE_MAX ? "" : c->head + c->hdr_offs[i].value;
@@ -160,8 +164,8 @@ static int request_build(struct spool_http_conn *c)
     size_t tlen = strlen(t);
     const char *q = memchr(t, '?', tlen);
     size_t plen = q != NULL ? (size_t)(q - t) : tlen;
-    c->decoded_path = malloc(tlen + 2 + plen + 1);
-    if (c->decoded_path == NULL) return refuse(c, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
+    if (buf_reserve(&c->decoded_path, &c->decoded_cap, tlen + 2 + plen + 1) != 0)
+        return refuse(c, 500, SPOOL_HTTP_EINTERNAL, "out of memory");
     /* layout: raw path NUL decoded path NUL */
     char *raw = c->decoded_path;
     memcpy(raw, t, plen);

@@ -35,13 +35,12 @@ static void on_write(uv_write_t *w, int status)
     spool_http_conn_maybe_free(c);
 }
 
-/* Writes `n` buffers in one uv_write. `owned[i]` (may be NULL) is freed once written. Returns 0,
- * or SPOOL_ECLOSED when the peer is gone (the owned buffers are freed at once). */
+/* Writes `n` buffers in one uv_write (see http_conn.h). */
 int spool_http_conn_write(struct spool_http_conn *c, const uv_buf_t *bufs, char **owned, unsigned n,
-                      const char *chunk_head)
+                          bool inline_head)
 {
     struct write_req *wr = NULL;
-    if (c->peer_gone || c->closing || c->tcp == NULL || (wr = calloc(1, sizeof *wr)) == NULL) {
+    if (c->peer_gone || c->closing || c->tcp == NULL || (wr = malloc(sizeof *wr)) == NULL) {
         for (unsigned i = 0; i < n; i++) free(owned[i]);
         if (wr == NULL && !c->peer_gone && !c->closing) { /* out of memory: give up on the peer */
             c->peer_gone = true;
@@ -51,14 +50,15 @@ int spool_http_conn_write(struct spool_http_conn *c, const uv_buf_t *bufs, char 
     }
     wr->conn = c;
     wr->n_bufs = n;
+    wr->bytes = 0;
     for (unsigned i = 0; i < n; i++) {
         wr->bufs[i] = bufs[i];
         wr->owned[i] = owned[i];
         wr->bytes += bufs[i].len;
     }
-    if (chunk_head != NULL) { /* bufs[0] points at the caller's chunk header: keep our copy */
-        memcpy(wr->chunk_head, chunk_head, bufs[0].len);
-        wr->bufs[0].base = wr->chunk_head;
+    if (inline_head) { /* bufs[0] points at the caller's (stack) bytes: keep our copy */
+        memcpy(wr->inline_head, bufs[0].base, bufs[0].len);
+        wr->bufs[0].base = wr->inline_head;
     }
     int rv = uv_write(&wr->w, (uv_stream_t *)c->tcp, wr->bufs, n, on_write);
     if (rv != 0) {
@@ -81,38 +81,84 @@ static const char *status_text(int status)
     return t != NULL && strcmp(t, "<unknown>") != 0 ? t : "Unknown";
 }
 
-/* Formats the status line and headers (+ framing header) into a malloc'd buffer. */
-static char *format_head(struct spool_http_conn *c, int status, const struct spool_http_header *hh,
-                         size_t nh, const char *framing, size_t *len)
+/* Appends n bytes to the head being built in *out (the caller's `stack` buffer until it is full,
+ * then the heap). */
+struct head_buf {
+    char *p;
+    size_t len, cap;
+    char *stack;
+};
+
+static int head_put(struct head_buf *h, const char *s, size_t n)
 {
-    char *out = NULL;
-    size_t olen = 0, ocap = 0;
-    char line[128];
-    int k = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nServer: spool\r\n", status, status_text(status));
-    if (buf_append(&out, &olen, &ocap, line, (size_t)k) != 0) goto oom;
+    if (h->len + n + 1 > h->cap) {
+        size_t cap = h->cap * 2;
+        while (cap < h->len + n + 1) cap *= 2;
+        char *q = h->p == h->stack ? malloc(cap) : realloc(h->p, cap);
+        if (q == NULL) return -1;
+        if (h->p == h->stack) memcpy(q, h->stack, h->len);
+        h->p = q, h->cap = cap;
+    }
+    memcpy(h->p + h->len, s, n);
+    h->len += n;
+    return 0;
+}
+
+/* The status line and headers (+ framing header) into `stack` (WRITE_INLINE_HEAD bytes) when
+ * they fit, else a malloc'd buffer; NULL when out of memory. */
+static char *format_head(struct spool_http_conn *c, int status, const struct spool_http_header *hh,
+                         size_t nh, const char *framing, char *stack, size_t *len)
+{
+    struct head_buf h = {stack, 0, WRITE_INLINE_HEAD, stack};
+    char line[32] = "HTTP/1.1 000 ";
+    int k = 13;
+    if (status >= 100 && status <= 999) {
+        line[9] = (char)('0' + status / 100), line[10] = (char)('0' + status / 10 % 10);
+        line[11] = (char)('0' + status % 10);
+    } else {
+        k = snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
+    }
+    const char *text = status_text(status);
+    if (head_put(&h, line, (size_t)k) != 0 || head_put(&h, text, strlen(text)) != 0 ||
+        head_put(&h, "\r\nServer: spool\r\n", 17) != 0)
+        goto oom;
     size_t n = nh + c->req.n_extra_headers;
     for (size_t i = 0; i < n; i++) {
-        const struct spool_http_header *h = i < nh ? &hh[i] : &c->req.extra_headers[i - nh];
-        size_t start = olen;
-        if (buf_append(&out, &olen, &ocap, h->name, strlen(h->name)) != 0 ||
-            buf_append(&out, &olen, &ocap, ": ", 2) != 0 ||
-            buf_append(&out, &olen, &ocap, h->value, strlen(h->value)) != 0)
+        const struct spool_http_header *hd = i < nh ? &hh[i] : &c->req.extra_headers[i - nh];
+        size_t start = h.len;
+        if (head_put(&h, hd->name, strlen(hd->name)) != 0 || head_put(&h, ": ", 2) != 0 ||
+            head_put(&h, hd->value, strlen(hd->value)) != 0)
             goto oom;
-        for (size_t j = start; j < olen; j++) /* no header injection through a value */
-            if (out[j] == '\r' || out[j] == '\n') out[j] = ' ';
-        if (buf_append(&out, &olen, &ocap, "\r\n", 2) != 0) goto oom;
+        for (size_t j = start; j < h.len; j++) /* no header injection through a value */
+            if (h.p[j] == '\r' || h.p[j] == '\n') h.p[j] = ' ';
+        if (head_put(&h, "\r\n", 2) != 0) goto oom;
     }
-    if (buf_append(&out, &olen, &ocap, framing, strlen(framing)) != 0) goto oom;
+    if (head_put(&h, framing, strlen(framing)) != 0) goto oom;
     const char *conn_hdr = c->close_after ? "Connection: close\r\n\r\n"
                            : (c->req.http_minor == 0 && c->req.http_major == 1)
                                ? "Connection: keep-alive\r\n\r\n"
                                : "\r\n";
-    if (buf_append(&out, &olen, &ocap, conn_hdr, strlen(conn_hdr)) != 0) goto oom;
-    *len = olen;
-    return out;
+    if (head_put(&h, conn_hdr, strlen(conn_hdr)) != 0) goto oom;
+    *len = h.len;
+    return h.p;
 oom:
-    free(out);
+    if (h.p != stack) free(h.p);
     return NULL;
+}
+
+/* "Content-Length: N\r\n" into out (at least 48 bytes). */
+static void content_length(char *out, size_t len)
+{
+    char digits[24];
+    size_t k = 0;
+    do {
+        digits[k++] = (char)('0' + len % 10);
+        len /= 10;
+    } while (len != 0);
+    memcpy(out, "Content-Length: ", 16);
+    char *w = out + 16;
+    while (k > 0) *w++ = digits[--k];
+    memcpy(w, "\r\n", 3);
 }
 
 static void decide_close(struct spool_http_conn *c)
@@ -133,9 +179,10 @@ void spool_http_respond_owned(struct spool_http_req *req, int status,
     bool bodiless = status < 200 || status == 204 || status == 304;
     char framing[48] = "";
     if (bodiless) len = 0;
-    else snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", len);
+    else content_length(framing, len);
     size_t head_len = 0;
-    char *head = format_head(c, status, headers, n_headers, framing, &head_len);
+    char stack[WRITE_INLINE_HEAD];
+    char *head = format_head(c, status, headers, n_headers, framing, stack, &head_len);
     if (head == NULL) {
         free(body);
         c->peer_gone = true;
@@ -143,9 +190,9 @@ void spool_http_respond_owned(struct spool_http_req *req, int status,
     } else {
         bool head_only = req->method_id == HTTP_HEAD || len == 0;
         uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)head_len), uv_buf_init(body, (unsigned)len)};
-        char *owned[2] = {head, body};
+        char *owned[2] = {head != stack ? head : NULL, body};
         if (head_only) free(body);
-        spool_http_conn_write(c, bufs, owned, head_only ? 1 : 2, NULL);
+        spool_http_conn_write(c, bufs, owned, head_only ? 1 : 2, head == stack);
     }
     c->phase = PHASE_FLUSHING;
     if (c->writes_pending > 0) spool_http_conn_timer_set(c, c->server->cfg.request_timeout_ms);
@@ -185,15 +232,17 @@ int spool_http_stream_start(struct spool_http_req *req, int status,
     c->chunked = !(req->http_major == 1 && req->http_minor == 0);
     if (!c->chunked) c->close_after = true;
     size_t len = 0;
+    char stack[WRITE_INLINE_HEAD];
     char *head = format_head(c, status, headers, n_headers,
-                             c->chunked ? "Transfer-Encoding: chunked\r\n" : "", &len);
+                             c->chunked ? "Transfer-Encoding: chunked\r\n" : "", stack, &len);
     if (head == NULL) {
         c->peer_gone = true;
         spool_http_conn_close(c);
         return SPOOL_ECLOSED;
     }
     uv_buf_t b = uv_buf_init(head, (unsigned)len);
-    return spool_http_conn_write(c, &b, &head, 1, NULL);
+    char *owned = head != stack ? head : NULL;
+    return spool_http_conn_write(c, &b, &owned, 1, head == stack);
 }
 
 int spool_http_stream_writev(struct spool_http_req *req, const uv_buf_t *bufs, size_t n)
@@ -212,14 +261,14 @@ int spool_http_stream_writev(struct spool_http_req *req, const uv_buf_t *bufs, s
     }
     if (!c->chunked) {
         uv_buf_t b = uv_buf_init(data, (unsigned)total);
-        return spool_http_conn_write(c, &b, &data, 1, NULL);
+        return spool_http_conn_write(c, &b, &data, 1, false);
     }
     char chunk_head[24];
     int k = snprintf(chunk_head, sizeof chunk_head, "%zx\r\n", total);
     uv_buf_t v[3] = {uv_buf_init(chunk_head, (unsigned)k), uv_buf_init(data, (unsigned)total),
                      uv_buf_init("\r\n", 2)};
     char *owned[3] = {NULL, data, NULL};
-    return spool_http_conn_write(c, v, owned, 3, chunk_head);
+    return spool_http_conn_write(c, v, owned, 3, true);
 }
 
 int spool_http_stream_write(struct spool_http_req *req, const void *data, size_t len)
@@ -234,7 +283,7 @@ void spool_http_stream_end(struct spool_http_req *req)
     if (c->chunked && !c->peer_gone) {
         uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
         char *owned = NULL;
-        spool_http_conn_write(c, &b, &owned, 1, NULL);
+        spool_http_conn_write(c, &b, &owned, 1, false);
     }
     c->phase = PHASE_FLUSHING;
     if (c->writes_pending > 0) spool_http_conn_timer_set(c, c->server->cfg.request_timeout_ms);
@@ -297,12 +346,12 @@ int spool_http_req_add_param(struct spool_http_req *req, const char *value, size
 {
     struct spool_http_conn *c = req->conn;
     if (req->n_params >= SPOOL_HTTP_MAX_PARAMS) return SPOOL_ELIMIT;
-    /* One arena; pointers are rebuilt because realloc may move it. */
-    char *arena = realloc(c->params_arena, c->params_len + len + 1);
-    if (arena == NULL) return SPOOL_ENOMEM;
+    /* One arena, kept across requests; pointers are rebuilt because realloc may move it. */
+    if (buf_reserve(&c->params_arena, &c->params_cap, c->params_len + len + 1) != 0)
+        return SPOOL_ENOMEM;
+    char *arena = c->params_arena;
     memcpy(arena + c->params_len, value, len);
     arena[c->params_len + len] = '\0';
-    c->params_arena = arena;
     c->params_len += len + 1;
     req->n_params++;
     size_t off = 0;

@@ -1,0 +1,127 @@
+/*
+ * The HTTP server's per-request buffers and response heads, as the publish path uses them: on one
+ * keep-alive connection, requests with many and then few headers and path parameters of
+ * different lengths (the header array, decoded path and parameter arena are kept across requests
+ * and must never show a previous request's bytes), and response heads on both sides of the size
+ * that travels inside the write request (WRITE_INLINE_HEAD) must come out byte for byte.
+ * A raw TCP client on the server's loop (tests/gateway/http_test_client.h), no sleeps.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "gateway/http_router.h"
+#include "gateway/http_server.h"
+#include "http_test_client.h"
+
+static struct spool_http_server *srv;
+static struct spool_http_router router;
+static bool srv_closed;
+
+/* Answers 201 with the parameter, the header count, the last header and the path, and, when
+ * asked with "x-long: N", a response header of N bytes. */
+static char long_value[2048];
+static void handle_param(void *arg, struct spool_http_req *req)
+{
+    char out[1024];
+    const struct spool_http_header *last =
+        req->header_count > 0 ? &req->headers[req->header_count - 1] : NULL;
+    int n = snprintf(out, sizeof out, "param=[%s] headers=%zu last=[%s: %s] path=[%s]",
+                     req->params[0], req->header_count, last ? last->name : "-",
+                     last ? last->value : "-", req->decoded_path);
+    const char *x = spool_http_req_header(req, "x-long");
+    size_t want = x != NULL ? strtoul(x, NULL, 10) : 0;
+    cr_assert_lt(want, sizeof long_value);
+    memset(long_value, 'v', want);
+    long_value[want] = '\0';
+    struct spool_http_header h[] = {{"Content-Type", "application/json"}, {"X-Long", long_value}};
+    spool_http_respond(req, 201, h, x != NULL ? 2 : 1, out, (size_t)n);
+}
+
+static void on_server_closed(void *arg) { srv_closed = true; }
+
+static void start(void)
+{
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    spool_http_router_init(&router);
+    struct spool_err err;
+    cr_assert_eq(spool_http_router_add(&router, "POST", "/v1/channels/{channel}/messages",
+                                       handle_param, NULL, &err), 0);
+    struct spool_http_config cfg;
+    spool_http_config_defaults(&cfg);
+    cfg.handler = spool_http_router_dispatch;
+    cfg.handler_arg = &router;
+    cr_assert_eq(spool_http_server_init(&srv, &loop, &cfg, &err), 0, "%s", err.msg);
+    cr_assert_eq(spool_http_server_listen(srv, "127.0.0.1:0", &err), 0, "%s", err.msg);
+    port = spool_http_server_port(srv);
+    srv_closed = false;
+}
+
+static void stop(void)
+{
+    spool_http_server_close(srv, on_server_closed, NULL);
+    cr_assert(run_until(flag_set, &srv_closed, 3000), "server did not close");
+    spool_http_router_close(&router);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(uv_loop_close(&loop), 0, "handles left on the loop");
+}
+
+TestSuite(http_publish_wire, .init = start, .fini = stop);
+
+/* Sends one request with `extra` headers x-h0..x-h{extra-1} (the last one's value names it) on
+ * `c` and waits for its answer (the nth on the connection). */
+static void request(struct client *c, const char *channel, int extra, const char *more, size_t nth)
+{
+    char head[8192];
+    int n = snprintf(head, sizeof head, "POST /v1/channels/%s/messages HTTP/1.1\r\nHost: t\r\n%s",
+                     channel, more);
+    for (int i = 0; i < extra; i++)
+        n += snprintf(head + n, sizeof head - (size_t)n, "x-h%d: value-%d\r\n", i, i);
+    n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: 2\r\n\r\n{}");
+    client_send(c, head, (size_t)n);
+    cr_assert(wait_text(c, "path=[", nth), "no answer %zu", nth);
+}
+
+Test(http_publish_wire, buffers_kept_across_requests_show_only_the_current_one)
+{
+    struct client *c = client_open();
+    request(c, "a-much-longer-channel-name-than-the-next", 30, "", 1);
+    cr_assert(strstr(c->buf, "param=[a-much-longer-channel-name-than-the-next] headers=32 "
+                             "last=[Content-Length: 2] path=[/v1/channels/a-much-longer-"
+                             "channel-name-than-the-next/messages]") != NULL, "%s", c->buf);
+    c->len = 0, c->buf[0] = '\0';
+    request(c, "b", 0, "", 1);
+    cr_assert(strstr(c->buf, "param=[b] headers=2 last=[Content-Length: 2] "
+                             "path=[/v1/channels/b/messages]") != NULL, "%s", c->buf);
+    c->len = 0, c->buf[0] = '\0';
+    request(c, "c%2Fd", 60, "", 1); /* more headers than before: the array grows */
+    cr_assert(strstr(c->buf, "param=[c/d] headers=62 last=[Content-Length: 2] "
+                             "path=[/v1/channels/c/d/messages]") != NULL, "%s", c->buf);
+    c->len = 0, c->buf[0] = '\0';
+    request(c, "e", 1, "", 1);
+    cr_assert(strstr(c->buf, "param=[e] headers=3 last=[Content-Length: 2]") != NULL, "%s", c->buf);
+    client_free(c);
+}
+
+Test(http_publish_wire, response_heads_of_every_size_around_the_inline_one)
+{
+    struct client *c = client_open();
+    for (size_t want = 200; want <= 360; want += 3) {
+        char more[64];
+        snprintf(more, sizeof more, "x-long: %zu\r\n", want);
+        c->len = 0, c->buf[0] = '\0';
+        request(c, "ch", 0, more, 1);
+        char expect[4096];
+        memset(long_value, 'v', want);
+        long_value[want] = '\0';
+        const char *body = "param=[ch] headers=3 last=[Content-Length: 2] path=[/v1/channels/ch/messages]";
+        snprintf(expect, sizeof expect,
+                 "HTTP/1.1 201 Created\r\nServer: spool\r\nContent-Type: application/json\r\n"
+                 "X-Long: %s\r\nContent-Length: %zu\r\n\r\n%s",
+                 long_value, strlen(body), body);
+        cr_assert_str_eq(c->buf, expect, "header of %zu bytes", want);
+    }
+    client_free(c);
+}
