@@ -22,11 +22,23 @@ static void on_timer(uv_timer_t *t);
 
 /* ---- connection life cycle ---- */
 
+/* Lazy (see http_conn.h): the timer is only re-armed for a deadline earlier than the armed one. */
+static void timer_arm(struct spool_http_conn *c, uint64_t now, uint64_t at)
+{
+    uv_timer_start(&c->timer, on_timer, at - now, 0);
+    c->armed = at;
+}
+
 void spool_http_conn_timer_set(struct spool_http_conn *c, uint64_t ms)
 {
     if (c->closing) return;
-    uv_timer_stop(&c->timer);
-    if (ms > 0) uv_timer_start(&c->timer, on_timer, ms, 0);
+    if (ms == 0) {
+        c->deadline = 0; /* an armed timer fires, finds no deadline and stays off */
+        return;
+    }
+    uint64_t now = uv_now(c->server->loop);
+    c->deadline = now + ms;
+    if (c->armed == 0 || c->armed > c->deadline) timer_arm(c, now, c->deadline);
 }
 
 void spool_http_conn_notify_close(struct spool_http_conn *c, int reason)
@@ -215,6 +227,14 @@ void spool_http_conn_read_start(struct spool_http_conn *c)
 static void on_timer(uv_timer_t *t)
 {
     struct spool_http_conn *c = t->data;
+    uint64_t now = uv_now(c->server->loop);
+    c->armed = 0;
+    if (c->deadline == 0) return;
+    if (now < c->deadline) { /* the deadline moved on since the timer was armed */
+        timer_arm(c, now, c->deadline);
+        return;
+    }
+    c->deadline = 0;
     if (c->phase == PHASE_IDLE) {
         SPOOL_DEBUG("http.idle_timeout", "conn=%llu", (unsigned long long)c->id);
         spool_http_conn_close(c);

@@ -4,7 +4,10 @@
  * different lengths (the header array, decoded path and parameter arena are kept across requests
  * and must never show a previous request's bytes), and response heads on both sides of the size
  * that travels inside the write request (WRITE_INLINE_HEAD) must come out byte for byte.
- * A raw TCP client on the server's loop (tests/gateway/http_test_client.h), no sleeps.
+ * The connection timer is lazy (gateway/http_conn.h): deadlines earlier than the armed one must
+ * still fire on time, and a timer armed for a deadline that has moved on must not close a busy
+ * connection. A raw TCP client on the server's loop (tests/gateway/http_test_client.h), no
+ * sleeps.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -42,6 +45,8 @@ static void handle_param(void *arg, struct spool_http_req *req)
 
 static void on_server_closed(void *arg) { srv_closed = true; }
 
+static uint64_t request_ms = 30000, idle_ms = 60000;
+
 static void start(void)
 {
     cr_assert_eq(uv_loop_init(&loop), 0);
@@ -51,6 +56,8 @@ static void start(void)
                                        handle_param, NULL, &err), 0);
     struct spool_http_config cfg;
     spool_http_config_defaults(&cfg);
+    cfg.request_timeout_ms = request_ms;
+    cfg.idle_timeout_ms = idle_ms;
     cfg.handler = spool_http_router_dispatch;
     cfg.handler_arg = &router;
     cr_assert_eq(spool_http_server_init(&srv, &loop, &cfg, &err), 0, "%s", err.msg);
@@ -124,4 +131,70 @@ Test(http_publish_wire, response_heads_of_every_size_around_the_inline_one)
         cr_assert_str_eq(c->buf, expect, "header of %zu bytes", want);
     }
     client_free(c);
+}
+
+static bool never(void *a) { return false; }
+
+static uint64_t now_ms(void)
+{
+    uv_update_time(&loop);
+    return uv_now(&loop);
+}
+
+/* Idle deadline armed far out, then a request that stalls: its (earlier) request timeout fires. */
+Test(http_publish_wire, an_earlier_request_deadline_fires_on_time)
+{
+    stop();
+    request_ms = 200, idle_ms = 20000;
+    start();
+    struct client *c = client_open();
+    request(c, "a", 0, "", 1); /* answered: now idle, 20 s out */
+    /* let the timer armed for the first request's 200 ms fire and re-arm for the idle deadline */
+    cr_assert_not(run_until(never, NULL, 400));
+    cr_assert_not(c->eof);
+    uint64_t t0 = now_ms();
+    SEND(c, "POST /v1/channels/a/messages HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n{");
+    cr_assert(wait_text(c, " 408 ", 1), "no 408: %s", c->buf);
+    uint64_t waited = now_ms() - t0;
+    cr_assert(waited >= 150 && waited < 3000, "408 after %llu ms", (unsigned long long)waited);
+    client_free(c);
+    request_ms = 30000, idle_ms = 60000;
+}
+
+/* Request deadline armed far out, then the connection idles: the (earlier) idle timeout closes it. */
+Test(http_publish_wire, an_earlier_idle_deadline_fires_on_time)
+{
+    stop();
+    request_ms = 20000, idle_ms = 200;
+    start();
+    struct client *c = client_open();
+    request(c, "a", 0, "", 1);
+    uint64_t t0 = now_ms();
+    cr_assert(run_until(is_eof, c, 5000), "idle connection not closed");
+    uint64_t waited = now_ms() - t0;
+    cr_assert(waited >= 150 && waited < 3000, "closed after %llu ms", (unsigned long long)waited);
+    client_free(c);
+    request_ms = 30000, idle_ms = 60000;
+}
+
+/* Requests back to back for longer than both timeouts: the timer fires with the deadline moved
+ * on, re-arms, and the connection stays open; once quiet, it closes at the idle timeout. */
+Test(http_publish_wire, a_busy_connection_outlives_its_first_deadline)
+{
+    stop();
+    request_ms = 150, idle_ms = 300;
+    start();
+    struct client *c = client_open();
+    uint64_t t0 = now_ms();
+    size_t n = 0;
+    while (now_ms() - t0 < 1000 && n < 100000) {
+        c->len = 0, c->buf[0] = '\0';
+        request(c, "b", 0, "", 1);
+        cr_assert_not(c->eof, "closed after %zu requests", n);
+        n++;
+    }
+    cr_assert_gt(n, 3);
+    cr_assert(run_until(is_eof, c, 5000), "idle connection not closed");
+    client_free(c);
+    request_ms = 30000, idle_ms = 60000;
 }
