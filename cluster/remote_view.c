@@ -3,8 +3,9 @@
  * a storage node's metadata replica (SPOOL_METHOD_SLOT_MAP), and the leader of every shard, asked
  * of the shard's replicas (SPOOL_METHOD_LEADER) whenever the router's hint is unknown.
  *
- * One timer ticks every 250 ms: a tick asks for the map while it is unknown (then every 5 s, and
- * at once after a request met SPOOL_EMOVED: resharding moved a slot, cluster/reshard.c) and
+ * One timer ticks every 250 ms: a tick asks for the map while it is unknown (then every 5 s;
+ * every tick while a membership change or resharding runs, and at once after a request met
+ * SPOOL_EMOVED: resharding moved a slot, cluster/reshard.c) and
  * for the leader of each shard whose hint is unknown (the router forgets a hint when the node it
  * names stops answering). A tick sends the calls it needs and later ticks wait until all of them
  * have answered (each is bounded by its RPC timeout): never more than one round in flight.
@@ -107,7 +108,10 @@ static void view_timer_cb(uv_timer_t *t)
     const struct spool_placement *p = &n->placement;
     unsigned a = n->view.attempt++;
     /* map_now: a request met SPOOL_EMOVED (resharding moved its slot): the map at once. */
-    if (n->view.epoch == 0 || n->view.map_now || a % (VIEW_SLOW_MS / VIEW_FAST_MS) == 0) {
+    /* While a change runs (resharding moves slots every few hundred ms), every tick. */
+    bool changing = n->view_change != SPOOL_CHANGE_NONE;
+    if (n->view.epoch == 0 || n->view.map_now || changing ||
+        a % (VIEW_SLOW_MS / VIEW_FAST_MS) == 0) {
         n->view.map_now = false;
         call(n, p->nodes[a % p->n_nodes].id, SPOOL_METHOD_SLOT_MAP, 0, slot_map_reply_cb);
     }

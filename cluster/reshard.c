@@ -332,6 +332,20 @@ static void job_start(struct export_job *j, struct spool_shard *sh)
     j->state = JOB_FENCE;
     j->last_part = false;
     j->parts = j->bytes = 0;
+    /* Fenced here already (an earlier run of this job, on this leader or a former one): the
+     * fence entry applied on this replica, so did everything before it -- the content of the
+     * slots is final and need not be fenced again (restarts while the destination elects its
+     * leader would otherwise add an entry per poll). */
+    bool all = true;
+    for (uint32_t i = 0; i < SPOOL_SLOTS && all; i++)
+        all = !bit(j->slots, i) || spool_fsm_slot_fenced(&sh->fsm, i);
+    if (all) {
+        SPOOL_DEBUG("reshard.job_restarted", "from=%u to=%u", j->from, j->to);
+        j->waiting = true;
+        r->inflight++;
+        job_step_cb(j, 0); /* on to the destination's unfence */
+        return;
+    }
     uint8_t *fields = NULL;
     size_t len = 0;
     struct spool_err err;

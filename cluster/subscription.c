@@ -209,6 +209,9 @@ static bool chain_wanted(struct spool_topic *t)
 {
     if (t->live == 0 || t->node->closing)
         return false;
+    /* By the current map: a follow op goes to the shard the map names now (resharding), so
+     * judging by an older one could restart a chain its local answer just ended, forever. */
+    t->shard = t->node->placement.slot_shard[t->hash % SPOOL_SLOTS];
     struct spool_shard *sh = spool_node_local_shard(t->node, t->shard);
     return sh == NULL || !spool_shard_is_leader(sh);
 }

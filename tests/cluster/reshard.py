@@ -35,9 +35,59 @@ from sse import Stream  # noqa: E402
 
 faults.SHARDS = 2
 GROW_TO = 4
+REPLICAS = 3  # run_quiet uses 2: nodes without a replica of a moved slot's new shard
 SPOOLCTL = os.path.join(faults.BUILD, "spoolctl")
 faults.CHANNELS = ["rs-%d" % i for i in range(40)]
 WATCHED = faults.CHANNELS[:6]
+
+
+def slot_of(channel):
+    """cluster/placement.c: FNV-1a 64 -> slot of 4096."""
+    h = 0xcbf29ce484222325
+    for b in channel.encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return h % 4096
+
+
+def quiet_channels():
+    """Idle channels for run_quiet. The 2 -> 4 plan moves slots 0..1023 to shard 2 and
+    1024..2047 to shard 3 (spool_placement_plan_shards: each new shard takes the lowest slots
+    of shards 0 and 1 in turn; slot s starts on shard s % 2): mostly channels
+    going 1 -> 2 (with R = 2 of 3, shard 1's home node 2 has no replica of shard 2), and some
+    of each other kind."""
+    kinds = {(1, 2): 4, (0, 2): 2, (1, 3): 1, (0, 3): 1}
+    out, i = [], 0
+    while any(kinds.values()):
+        c = "quiet-%d" % i
+        k = (slot_of(c) % 2, 2 if slot_of(c) < 1024 else 3 if slot_of(c) < 2048 else None)
+        if kinds.get(k, 0) > 0:
+            kinds[k] -= 1
+            out.append(c)
+        i += 1
+    return out
+
+
+QUIET = quiet_channels()
+
+
+class RNode(Node):
+    """faults.Node with this test's replica count."""
+
+    def start(self):
+        args = [faults.SPOOLD, "--id", str(self.id), "--listen", "%s:%d" % (self.host, self.port),
+                "--cluster-listen", "%s:%d" % (self.host, self.cport), "--peers",
+                self.cluster.peers, "--data", self.data, "--shards", str(faults.SHARDS),
+                "--replicas", str(REPLICAS), "--anonymous", "--election-timeout", "1000",
+                "--heartbeat-interval", "1s", "--rebalance-interval", "2s", "--log-level", "info"]
+        if REPLICAS == 2:
+            # One event loop: clients are served by the node that holds the replicas (with
+            # worker loops they would mostly be on gateway-only loops, fed by long polls).
+            args += ["--workers", "1"]
+        self.stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.stderr)
+
+
+faults.Node = RNode  # faults.Cluster builds its storage nodes with it
 
 
 class GatewayNode(Node):
@@ -150,25 +200,48 @@ def check_history(cluster, load, what):
                                                  len(faults.CHANNELS)))
 
 
-def check_map(cluster, what):
+def check_map(cluster, what, bound=10.0):
+    """Every node's map (storage nodes apply it at their own pace, the gateway fetches it) has
+    GROW_TO shards of equal slot counts and no resharding left, within the bound."""
+    deadline = time.time() + bound
     for n in cluster.any_live():
-        v = cluster_status(n)
-        shards = v["shards"]
-        slots = [s["slots"] for s in shards]
-        assert len(shards) == GROW_TO and slots == [4096 // GROW_TO] * GROW_TO, \
-            "%s: node %d sees %d shards with slots %r" % (what, n.id, len(shards), slots)
-        assert v["resharding"]["state"] == "idle", "%s: node %d: %r" % (what, n.id, v["resharding"])
+        while True:
+            v = cluster_status(n)
+            slots = [s["slots"] for s in v["shards"]]
+            ok = slots == [4096 // GROW_TO] * GROW_TO and v["resharding"]["state"] == "idle"
+            if ok or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert ok, "%s: node %d sees %d shards with slots %r, %r" % (
+            what, n.id, len(slots), slots, v["resharding"])
     log("%s: every node (gateway included) sees %d shards of %r slots, resharding idle" % (
         what, GROW_TO, 4096 // GROW_TO))
 
 
-def channel_shards(cluster):
-    out = {}
-    node = cluster.nodes[1] if cluster.nodes[1].alive() else cluster.storage_live()[0]
-    for ch in faults.CHANNELS:
-        st, body = http("GET", "%s/v1/channels/%s" % (node.url, ch), timeout=5.0)
-        assert st == 200, "channel %s: %r" % (ch, st)
-        out[ch] = int(body["shard"])
+def planned_shard(channel):
+    """The 2 -> 4 plan (see quiet_channels): slots 0..1023 -> 2, 1024..2047 -> 3, else s % 2."""
+    slot = slot_of(channel)
+    return 2 if slot < 1024 else 3 if slot < 2048 else slot % 2
+
+
+def channel_shards(cluster, want=None, bound=10.0):
+    """{channel: shard} as GET /v1/channels/{c} reports it on every live node (a worker loop's
+    map is fetched over RPC and may be a moment behind: with `want`, wait for it)."""
+    deadline = time.time() + bound
+    for node in cluster.any_live():
+        while True:
+            out = {}
+            for ch in faults.CHANNELS:
+                st, body = http("GET", "%s/v1/channels/%s" % (node.url, ch), timeout=5.0)
+                assert st == 200, "channel %s: %r" % (ch, st)
+                out[ch] = int(body["shard"])
+            if want is None or out == want or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        if want is not None:
+            assert out == want, "node %d places %r, the plan says %r" % (
+                node.id, sorted(set(out.items()) - set(want.items())),
+                sorted(set(want.items()) - set(out.items())))
     return out
 
 
@@ -233,8 +306,7 @@ def run(cluster, kill_meta_leader=False):
     load.start()
     try:
         assert load.wait_acks(200, 30), "%s: no load before resharding" % what
-        before = channel_shards(cluster)
-        assert set(before.values()) == {0, 1}
+        before = channel_shards(cluster, want=dict((ch, slot_of(ch) % 2) for ch in faults.CHANNELS))
         t0 = time.time()
         # Through the gateway node: the request is forwarded to the metadata leader, and the
         # gateway's status (its map, fetched over RPC) must show the end too.
@@ -268,7 +340,7 @@ def run(cluster, kill_meta_leader=False):
         log("%s: spoolctl shards add %d --wait took %.1fs:\n%s" % (what, GROW_TO, time.time() - t0,
                                                                    out.strip()))
         check_map(cluster, what)
-        after = channel_shards(cluster)
+        after = channel_shards(cluster, want=dict((ch, planned_shard(ch)) for ch in faults.CHANNELS))
         moved = {ch: (before[ch], after[ch]) for ch in faults.CHANNELS if after[ch] != before[ch]}
         on_new = sorted(set(after[ch] for ch in moved))
         assert on_new == [2, 3], "%s: channels moved to %r" % (what, on_new)
@@ -293,15 +365,87 @@ def run(cluster, kill_meta_leader=False):
         cluster.wait_converged(30)
     for s in streams:
         s.stop()
-    where = channel_shards(cluster)
+    where = dict((ch, planned_shard(ch)) for ch in faults.CHANNELS)
     cluster.stop_all()
     check_disk(cluster, streams, where, what)
 
 
+def publish_quiet(cluster, tag, count=2):
+    """`count` messages to each quiet channel; {channel: last serial}."""
+    out = {}
+    for ch in QUIET:
+        for i in range(count):
+            for attempt in range(100):
+                node = cluster.storage_live()[attempt % len(cluster.storage_live())]
+                try:
+                    st, body = http("POST", "%s/v1/channels/%s/messages" % (node.url, ch),
+                                    {"id": "%s-%s-%d" % (ch, tag, i), "data": i}, timeout=2.0)
+                except OSError:
+                    st, body = None, None
+                if st in (200, 201) and isinstance(body, dict):
+                    out[ch] = int(body["serials"][0])
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError("publish to %s not acknowledged (%s)" % (ch, tag))
+    return out
+
+
+def run_quiet(cluster):
+    """R = 2 of 3 nodes: a node may lead a channel's old shard (its topic then has no long-poll
+    chain) and hold no replica of the new one; idle channels get no record that would restart a
+    feeder. Every stream must still get the records published after the move."""
+    what = "reshard-quiet"
+    cluster.start()
+    publish_quiet(cluster, "a")
+    streams = [Stream(n, ch, timeout=120) for ch in QUIET for n in cluster.any_live()]
+    for s in streams:
+        s.start()
+    for s in streams:
+        assert s.opened.wait(10) and s.ended is None, "stream of %s: %s" % (s.channel, s.ended)
+    before = dict((ch, int(http("GET", "%s/v1/channels/%s" % (cluster.nodes[1].url, ch))[1]["shard"]))
+                  for ch in QUIET)
+    gw = cluster.gateway
+    r = subprocess.run([SPOOLCTL, "--server", "%s:%d" % (gw.host, gw.port), "--timeout", "60",
+                        "shards", "add", str(GROW_TO), "--wait"], capture_output=True, text=True,
+                       timeout=90)
+    assert r.returncode == 0, "%s: spoolctl: %s%s" % (what, r.stdout, r.stderr)
+    check_map(cluster, what)
+    want = publish_quiet(cluster, "b")
+    moved = [ch for ch in QUIET
+             if int(http("GET", "%s/v1/channels/%s" % (cluster.nodes[1].url, ch))[1]["shard"]) != before[ch]]
+    assert len(moved) == len(QUIET), "%s: %d of %d quiet channels moved" % (
+        what, len(moved), len(QUIET))
+    wait_streams(streams, want, what, bound=15.0)
+    for s in streams:
+        assert not s.errors, "%s: %s" % (what, s.errors[:3])
+        assert [x for x, _ in s.got] == list(range(1, want[s.channel] + 1)), \
+            "%s: node %d stream of %s: %r" % (what, s.node.id, s.channel, s.got)
+        s.stop()
+    log("%s: R=2: %d idle channels (%d moved) on %d streams got every record after the move" % (
+        what, len(QUIET), len(moved), len(streams)))
+    cluster.stop_all()
+
+
+def guarded(body):
+    """body(cluster), killing the gateway node too on failure (with_cluster kills the others)."""
+    def run_body(cluster):
+        try:
+            body(cluster)
+        except BaseException:
+            if cluster.gateway.alive():
+                cluster.gateway.kill9()
+            raise
+    return run_body
+
+
 def main():
-    with_cluster("spool-reshard-", lambda c: run(c))
+    global REPLICAS
+    with_cluster("spool-reshard-", guarded(run))
     if os.environ.get("SPOOL_RESHARD_FAULT", "1") == "1":
-        with_cluster("spool-reshard-kill-", lambda c: run(c, kill_meta_leader=True))
+        with_cluster("spool-reshard-kill-", guarded(lambda c: run(c, kill_meta_leader=True)))
+    REPLICAS = 2
+    with_cluster("spool-reshard-quiet-", guarded(run_quiet))
     log("reshard: all ok")
 
 
