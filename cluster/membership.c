@@ -7,9 +7,9 @@
  *
  *   accept   A request (spool_node_membership_change, forwarded over SPOOL_METHOD_MEMBERSHIP to
  *            the leader) is checked against the map: one change at a time; for an add the new
- *            node must answer a cluster RPC first, as a --join node without a map
- *            (LeaderReply.joining; its --shards does not matter: the map's count wins). The
- *            leader then
+ *            node must answer a cluster RPC first, as a --join node without a map and with the
+ *            map's shard count (LeaderReply.joining / shards; resharding may have grown it
+ *            past the original --shards). The leader then
  *            proposes the next map: for an add the node joins the node list; the change (kind,
  *            node) and every shard's target replica set (spool_placement_balance) are recorded.
  *   meta     The metadata group's voters follow the map's node list (meta.c, one Raft change
@@ -481,14 +481,17 @@ static void probe_reply_cb(void *arg, int status, const struct spool_err *err, c
     /* It must be a node waiting to join, shaped like this cluster: a node that cannot open the
      * shards it is given would leave a promotion pending forever. */
     Spool__LeaderReply *r = spool__leader_reply__unpack(NULL, len, body);
-    /* Its --shards does not matter: every node adopts the map's shard count (which resharding
-     * grows, cluster/reshard.c), and has room for any. */
+    struct spool_node *n = a->m->node;
+    /* Compared with the map's count (resharding grows it, cluster/reshard.c), not --shards. */
+    uint32_t shards = n->meta ? spool_meta_map(n->meta)->p.shards : 0;
     const char *msg = NULL;
     if (r == NULL)
         msg = "the new node sent a bad answer";
     else if (!r->joining)
         msg = "the node at that address is not waiting to join (start it with --join, on an "
               "empty data directory, with --peers naming running nodes)";
+    else if (r->shards != shards)
+        msg = "the new node's --shards differs from the cluster map's shard count";
     if (r)
         spool__leader_reply__free_unpacked(r, NULL);
     if (msg != NULL) {

@@ -226,7 +226,7 @@ static void print_status(json_t *v)
     }
     printf("\n");
     print_nodes(v);
-    printf("\n%-6s %-6s %-7s %-8s %-10s %s\n", "SHARD", "SLOTS", "LEADER", "TERM", "COMMIT",
+    printf("\n%-6s %-7s %-8s %-10s %-6s %s\n", "SHARD", "LEADER", "TERM", "COMMIT", "SLOTS",
            "REPLICAS (id:lag)");
     size_t i, j;
     json_t *s, *r;
@@ -236,8 +236,8 @@ static void print_status(json_t *v)
         if (json_is_integer(leader)) snprintf(lead, sizeof lead, "%" JSON_INTEGER_FORMAT, json_integer_value(leader));
         if (json_object_get(s, "term")) snprintf(term, sizeof term, "%" JSON_INTEGER_FORMAT, int_of(s, "term"));
         if (json_object_get(s, "commitIndex")) snprintf(commit, sizeof commit, "%" JSON_INTEGER_FORMAT, int_of(s, "commitIndex"));
-        printf("%-6" JSON_INTEGER_FORMAT " %-6" JSON_INTEGER_FORMAT " %-7s %-8s %-10s",
-               int_of(s, "id"), int_of(s, "slots"), lead, term, commit);
+        printf("%-6" JSON_INTEGER_FORMAT " %-7s %-8s %-10s %-6" JSON_INTEGER_FORMAT, int_of(s, "id"),
+               lead, term, commit, int_of(s, "slots"));
         json_array_foreach(json_object_get(s, "progress"), j, r) {
             json_t *lag = json_object_get(r, "lag");
             if (json_is_integer(lag))
