@@ -314,6 +314,16 @@ def run(cluster, kill_meta_leader=False):
         ctl = subprocess.Popen([SPOOLCTL, "--server", "%s:%d" % (gw.host, gw.port),
                                 "--timeout", "60", "shards", "add", str(GROW_TO), "--wait"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # While it runs, another change is refused (409); a shard count that does not grow is
+        # a 400 (checked once it is done, below).
+        deadline = time.time() + 20
+        while time.time() < deadline and \
+                cluster_status(cluster.nodes[1])["resharding"]["state"] != "moving":
+            time.sleep(0.02)
+        st, body = http("POST", cluster.nodes[1].url + "/v1/admin/shards",
+                        {"shards": GROW_TO + 1}, timeout=5.0)
+        assert st == 409, "%s: a second change during the resharding answered %r %r" % (
+            what, st, body)
         killed = None
         if kill_meta_leader:
             # Wait for the first move to be in flight, then kill the metadata leader.
@@ -340,6 +350,11 @@ def run(cluster, kill_meta_leader=False):
         log("%s: spoolctl shards add %d --wait took %.1fs:\n%s" % (what, GROW_TO, time.time() - t0,
                                                                    out.strip()))
         check_map(cluster, what)
+        for bad in ({"shards": GROW_TO}, {"shards": 1}, {"shards": 5000}, {"shard": 8}):
+            st, body = http("POST", cluster.storage_live()[0].url + "/v1/admin/shards", bad,
+                            timeout=5.0)
+            assert st == 400, "%s: POST /v1/admin/shards %r answered %r %r" % (what, bad, st, body)
+        log("%s: a second change while it ran: 409; bad shard counts / body: 400" % what)
         after = channel_shards(cluster, want=dict((ch, planned_shard(ch)) for ch in faults.CHANNELS))
         moved = {ch: (before[ch], after[ch]) for ch in faults.CHANNELS if after[ch] != before[ch]}
         on_new = sorted(set(after[ch] for ch in moved))

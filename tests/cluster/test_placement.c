@@ -387,3 +387,45 @@ Test(placement, plan_shards_refuses)
     cr_assert_eq(spool_placement_plan_shards(&p, SPOOL_MAX_SHARDS + 1, target, &err), -1);
     cr_assert_eq(p.shards, 4);
 }
+
+Test(placement, slot_map_reshard_fields_roundtrip)
+{
+    struct spool_peer peers[3] = {{1, "a:1"}, {2, "b:2"}, {3, "c:3"}};
+    static struct spool_slot_map m, back;
+    struct spool_err err;
+    memset(&m, 0, sizeof m);
+    m.epoch = 7;
+    cr_assert_eq(spool_placement_init(&m.p, peers, 3, 2, 3, &err), 0);
+    long moved = spool_placement_plan_shards(&m.p, 4, m.slot_target, &err);
+    cr_assert_eq(moved, 2048);
+    m.change = SPOOL_CHANGE_SHARDS;
+    m.shards_before = 2;
+    m.move_phase = SPOOL_MOVE_COPY;
+    m.move_from = 1;
+    m.move_to = 3;
+    m.move_slots[0] = 0x81;
+    m.move_slots[SPOOL_SLOT_BYTES - 1] = 0x40;
+    Spool__SlotMap *pm = spool_slot_map_proto_new(&m);
+    cr_assert_not_null(pm);
+    size_t len = spool__slot_map__get_packed_size(pm);
+    uint8_t *buf = malloc(len);
+    spool__slot_map__pack(pm, buf);
+    spool_slot_map_proto_free(pm);
+    Spool__SlotMap *u = spool__slot_map__unpack(NULL, len, buf);
+    cr_assert_not_null(u);
+    cr_assert_eq(spool_slot_map_from_proto(u, &back), 0);
+    cr_assert_eq(back.p.shards, 4);
+    cr_assert_eq(back.change, SPOOL_CHANGE_SHARDS);
+    cr_assert_eq(back.shards_before, 2);
+    cr_assert_eq(back.move_phase, SPOOL_MOVE_COPY);
+    cr_assert_eq(back.move_from, 1);
+    cr_assert_eq(back.move_to, 3);
+    cr_assert_eq(memcmp(back.move_slots, m.move_slots, SPOOL_SLOT_BYTES), 0);
+    cr_assert_eq(memcmp(back.slot_target, m.slot_target, sizeof m.slot_target), 0);
+    cr_assert_eq(back.p.n_replicas[3], 3);
+    /* A target naming a shard beyond the count is refused. */
+    u->slot_target.data[2 * 5] = 9;
+    cr_assert_eq(spool_slot_map_from_proto(u, &back), -1);
+    spool__slot_map__free_unpacked(u, NULL);
+    free(buf);
+}
