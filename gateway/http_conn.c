@@ -117,7 +117,7 @@ static void conn_free(struct spool_http_conn *c)
 
 void spool_http_conn_maybe_free(struct spool_http_conn *c)
 {
-    if (c->open_handles > 0 || c->writes_pending > 0) return;
+    if (c->open_handles > 0 || c->writes_pending > 0 || c->finish_queued) return;
     if (c->phase == PHASE_HANDLING || c->phase == PHASE_FLUSHING) return;
     conn_free(c);
 }
@@ -167,7 +167,37 @@ static void conn_finish_request(struct spool_http_conn *c)
 
 void spool_http_conn_maybe_finish(struct spool_http_conn *c)
 {
-    if (c->phase == PHASE_FLUSHING && c->writes_pending == 0) conn_finish_request(c);
+    if (c->phase == PHASE_FLUSHING && c->writes_pending == 0 && !c->finish_queued)
+        conn_finish_request(c);
+}
+
+void spool_http_conn_finish_later(struct spool_http_conn *c)
+{
+    struct spool_http_server *s = c->server;
+    if (c->finish_queued) return;
+    c->finish_queued = true;
+    c->finish_next = NULL;
+    if (s->finish_tail != NULL) s->finish_tail->finish_next = c;
+    else s->finish_head = c;
+    s->finish_tail = c;
+    uv_idle_start(&s->finish_idle, spool_http_server_on_finish_idle);
+}
+
+/* The finish queue: connections queued while it runs wait for the next turn. */
+void spool_http_server_on_finish_idle(uv_idle_t *h)
+{
+    struct spool_http_server *s = h->data;
+    struct spool_http_conn *c = s->finish_head;
+    s->finish_head = s->finish_tail = NULL;
+    uv_idle_stop(h);
+    while (c != NULL) {
+        struct spool_http_conn *next = c->finish_next;
+        c->finish_next = NULL;
+        c->finish_queued = false;
+        spool_http_conn_maybe_finish(c);
+        spool_http_conn_maybe_free(c);
+        c = next;
+    }
 }
 
 static size_t pending_max(const struct spool_http_conn *c)

@@ -27,6 +27,13 @@
  * (stopping and starting it was 2% of a node's CPU under HTTP publish load); a deadline earlier
  * than the armed one re-arms at once, so every timeout still fires on time.
  *
+ * Writing a complete response first tries uv_try_write: on a socket with room (the usual case)
+ * the whole response leaves inside the completion call, with no write request, no write callback
+ * and no epoll_ctl to drop POLLOUT afterwards (libuv's drain re-registers the socket after every
+ * uv_write: a syscall per response). FLUSHING then ends in the server's idle handle on the next
+ * loop turn (finish queue), as it would have in the write callback. What does not fit goes
+ * through uv_write as before.
+ *
  * A connection over max_connections is accepted but not counted; each request on it gets 503
  * and it closes (bounded by the request timeout like any other).
  *
@@ -79,6 +86,8 @@ struct spool_http_conn {
     uint64_t id;
     uv_tcp_t *tcp; /* NULL once handed over by an upgrade */
     uv_timer_t timer;
+    struct spool_http_conn *finish_next; /* in the server's finish queue */
+    bool finish_queued; /* a response written at once waits there for its turnover */
     uint64_t deadline; /* loop ms the phase's timeout is due; 0 = none */
     uint64_t armed;    /* loop ms the timer is armed for; 0 = not armed */
     int open_handles;
@@ -135,7 +144,9 @@ struct spool_http_server {
     struct spool_http_config cfg;
     uv_tcp_t listener;
     uv_timer_t drain_timer;
-    bool listener_closed, drain_timer_closed, drain_timer_closing;
+    uv_idle_t finish_idle; /* runs the finish queue */
+    struct spool_http_conn *finish_head, *finish_tail;
+    bool listener_closed, drain_timer_closed, drain_timer_closing, finish_idle_closed;
     bool closing, finished;
     struct spool_http_conn *conns;
     uint64_t n_conns;
@@ -188,6 +199,12 @@ void spool_http_request_reset(struct spool_http_conn *c);
 void spool_http_conn_maybe_free(struct spool_http_conn *c);
 void spool_http_conn_maybe_finish(struct spool_http_conn *c);
 void spool_http_conn_read_start(struct spool_http_conn *c);
+
+/* A response went to the kernel in full inside the completion call: the connection turns over
+ * (conn_finish_request) from the server's idle handle in the next loop turn, never inside the
+ * handler's call. */
+void spool_http_conn_finish_later(struct spool_http_conn *c);
+void spool_http_server_on_finish_idle(uv_idle_t *h);
 
 /* http_request.c */
 void spool_http_parser_settings(http_parser_settings *s);

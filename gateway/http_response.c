@@ -168,6 +168,45 @@ static void decide_close(struct spool_http_conn *c)
         c->close_after = true;
 }
 
+/* A complete response: head (on the caller's stack when `inline_head`, else malloc'd) and body
+ * (malloc'd or NULL), both owned from here. As much as the socket takes now goes with
+ * uv_try_write; the rest, if any, through spool_http_conn_write (see http_conn.h). */
+static void write_response(struct spool_http_conn *c, char *head, size_t head_len, bool inline_head,
+                           char *body, size_t len)
+{
+    uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)head_len), uv_buf_init(body, (unsigned)len)};
+    unsigned nb = len > 0 ? 2 : 1;
+    int n = UV_EAGAIN;
+    if (!c->peer_gone && !c->closing && c->tcp != NULL && c->writes_pending == 0)
+        n = uv_try_write((uv_stream_t *)c->tcp, bufs, nb);
+    if (n == (int)(head_len + len)) { /* all of it: turn over in the next loop turn */
+        if (!inline_head) free(head);
+        free(body);
+        spool_http_conn_finish_later(c);
+        return;
+    }
+    size_t done = n > 0 ? (size_t)n : 0;
+    if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) { /* the peer is gone */
+        if (!inline_head) free(head);
+        free(body);
+        if (!c->closing) {
+            SPOOL_DEBUG("http.write_failed", "conn=%llu err=%s", (unsigned long long)c->id, uv_err_name(n));
+            c->peer_gone = true;
+            spool_http_conn_close(c);
+        }
+        return;
+    }
+    if (done >= head_len) { /* the head went: the rest of the body */
+        if (!inline_head) free(head);
+        uv_buf_t b = uv_buf_init(body + (done - head_len), (unsigned)(len - (done - head_len)));
+        spool_http_conn_write(c, &b, &body, 1, false);
+        return;
+    }
+    bufs[0] = uv_buf_init(head + done, (unsigned)(head_len - done));
+    char *owned[2] = {inline_head ? NULL : head, body};
+    spool_http_conn_write(c, bufs, owned, nb, inline_head);
+}
+
 void spool_http_respond_owned(struct spool_http_req *req, int status,
                               const struct spool_http_header *headers, size_t n_headers, char *body,
                               size_t len)
@@ -188,11 +227,11 @@ void spool_http_respond_owned(struct spool_http_req *req, int status,
         c->peer_gone = true;
         spool_http_conn_close(c);
     } else {
-        bool head_only = req->method_id == HTTP_HEAD || len == 0;
-        uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)head_len), uv_buf_init(body, (unsigned)len)};
-        char *owned[2] = {head != stack ? head : NULL, body};
-        if (head_only) free(body);
-        spool_http_conn_write(c, bufs, owned, head_only ? 1 : 2, head == stack);
+        if (req->method_id == HTTP_HEAD || len == 0) {
+            free(body);
+            body = NULL, len = 0;
+        }
+        write_response(c, head, head_len, head == stack, body, len);
     }
     c->phase = PHASE_FLUSHING;
     if (c->writes_pending > 0) spool_http_conn_timer_set(c, c->server->cfg.request_timeout_ms);

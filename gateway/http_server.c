@@ -170,6 +170,8 @@ int spool_http_server_init(struct spool_http_server **out, uv_loop_t *loop,
     s->listener.data = s;
     uv_timer_init(loop, &s->drain_timer);
     s->drain_timer.data = s;
+    uv_idle_init(loop, &s->finish_idle);
+    s->finish_idle.data = s;
     *out = s;
     return 0;
 }
@@ -260,6 +262,7 @@ static void on_server_handle_close(uv_handle_t *h)
 {
     struct spool_http_server *s = h->data;
     if (h == (uv_handle_t *)&s->listener) s->listener_closed = true;
+    else if (h == (uv_handle_t *)&s->finish_idle) s->finish_idle_closed = true;
     else s->drain_timer_closed = true;
     spool_http_server_maybe_finish(s);
 }
@@ -270,8 +273,9 @@ void spool_http_server_maybe_finish(struct spool_http_server *s)
     if (!s->drain_timer_closing) {
         s->drain_timer_closing = true;
         uv_close((uv_handle_t *)&s->drain_timer, on_server_handle_close);
+        uv_close((uv_handle_t *)&s->finish_idle, on_server_handle_close);
     }
-    if (!s->listener_closed || !s->drain_timer_closed) return;
+    if (!s->listener_closed || !s->drain_timer_closed || !s->finish_idle_closed) return;
     s->finished = true;
     if (s->close_cb != NULL) s->close_cb(s->close_arg);
     free(s);

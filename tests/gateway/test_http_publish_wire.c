@@ -6,7 +6,8 @@
  * that travels inside the write request (WRITE_INLINE_HEAD) must come out byte for byte.
  * The connection timer is lazy (gateway/http_conn.h): deadlines earlier than the armed one must
  * still fire on time, and a timer armed for a deadline that has moved on must not close a busy
- * connection. A raw TCP client on the server's loop (tests/gateway/http_test_client.h), no
+ * connection. A response larger than the socket takes in one go must arrive whole, and the
+ * connection carry on. A raw TCP client on the server's loop (tests/gateway/http_test_client.h), no
  * sleeps.
  */
 #include <criterion/criterion.h>
@@ -34,6 +35,15 @@ static void handle_param(void *arg, struct spool_http_req *req)
     int n = snprintf(out, sizeof out, "param=[%s] headers=%zu last=[%s: %s] path=[%s]",
                      req->params[0], req->header_count, last ? last->name : "-",
                      last ? last->value : "-", req->decoded_path);
+    const char *big = spool_http_req_header(req, "x-big");
+    if (big != NULL) { /* more than the socket takes at once: the rest goes through uv_write */
+        size_t len = strtoul(big, NULL, 10);
+        char *b = malloc(len);
+        cr_assert_not_null(b);
+        for (size_t i = 0; i < len; i++) b[i] = (char)('a' + i % 26);
+        spool_http_respond_owned(req, 201, NULL, 0, b, len);
+        return;
+    }
     const char *x = spool_http_req_header(req, "x-long");
     size_t want = x != NULL ? strtoul(x, NULL, 10) : 0;
     cr_assert_lt(want, sizeof long_value);
@@ -197,4 +207,98 @@ Test(http_publish_wire, a_busy_connection_outlives_its_first_deadline)
     cr_assert(run_until(is_eof, c, 5000), "idle connection not closed");
     client_free(c);
     request_ms = 30000, idle_ms = 60000;
+}
+
+/* A client that counts what it receives and checks the big body's pattern as it arrives. */
+struct counter {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    bool connected, closed;
+    size_t total, body_seen, bad;
+    char head[4096];
+    size_t head_len;
+    bool in_body;
+    char rbuf[65536];
+};
+
+static void counter_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    struct counter *k = h->data;
+    *b = uv_buf_init(k->rbuf, sizeof k->rbuf);
+}
+
+static void counter_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    struct counter *k = st->data;
+    if (n < 0) {
+        uv_read_stop(st);
+        return;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        char ch = b->base[i];
+        k->total++;
+        if (!k->in_body) {
+            if (k->head_len < sizeof k->head - 1) k->head[k->head_len++] = ch;
+            k->head[k->head_len] = '\0';
+            if (k->head_len >= 4 && memcmp(k->head + k->head_len - 4, "\r\n\r\n", 4) == 0)
+                k->in_body = true, k->body_seen = 0;
+            continue;
+        }
+        if (ch != (char)('a' + k->body_seen % 26)) k->bad++;
+        k->body_seen++;
+    }
+}
+
+static void counter_connected(uv_connect_t *r, int status)
+{
+    struct counter *k = r->data;
+    cr_assert_eq(status, 0);
+    k->connected = true;
+    uv_read_start((uv_stream_t *)&k->tcp, counter_alloc, counter_read);
+}
+
+static void counter_closed(uv_handle_t *h) { ((struct counter *)h->data)->closed = true; }
+static bool counter_is_connected(void *a) { return ((struct counter *)a)->connected; }
+static bool counter_is_closed(void *a) { return ((struct counter *)a)->closed; }
+
+struct body_wait {
+    struct counter *k;
+    size_t len;
+};
+static bool body_done(void *a)
+{
+    struct body_wait *w = a;
+    return w->k->in_body && w->k->body_seen >= w->len;
+}
+
+Test(http_publish_wire, a_response_larger_than_the_socket_takes_arrives_whole)
+{
+    struct counter *k = calloc(1, sizeof *k);
+    uv_tcp_init(&loop, &k->tcp);
+    k->tcp.data = k, k->connect.data = k;
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", port, &sa);
+    cr_assert_eq(uv_tcp_connect(&k->connect, &k->tcp, (struct sockaddr *)&sa, counter_connected), 0);
+    cr_assert(run_until(counter_is_connected, k, 3000));
+    const size_t sizes[] = {16u << 20, 100, 3u << 20};
+    for (size_t r = 0; r < 3; r++) {
+        char req[256];
+        int n = snprintf(req, sizeof req,
+                         "POST /v1/channels/big/messages HTTP/1.1\r\nHost: t\r\nx-big: %zu\r\n"
+                         "Content-Length: 0\r\n\r\n", sizes[r]);
+        k->in_body = false, k->head_len = 0, k->body_seen = 0;
+        uv_buf_t b = uv_buf_init(req, (unsigned)n);
+        cr_assert_eq(uv_try_write((uv_stream_t *)&k->tcp, &b, 1), n);
+        struct body_wait w = {k, sizes[r]};
+        cr_assert(run_until(body_done, &w, 20000), "body %zu: %zu bytes", sizes[r], k->body_seen);
+        char cl[64];
+        snprintf(cl, sizeof cl, "Content-Length: %zu\r\n", sizes[r]);
+        cr_assert(strstr(k->head, "HTTP/1.1 201 Created\r\n") == k->head, "%s", k->head);
+        cr_assert(strstr(k->head, cl) != NULL, "%s", k->head);
+        cr_assert_eq(k->body_seen, sizes[r]);
+        cr_assert_eq(k->bad, 0);
+    }
+    uv_close((uv_handle_t *)&k->tcp, counter_closed);
+    cr_assert(run_until(counter_is_closed, k, 2000));
+    free(k);
 }
