@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cluster/dirs.h"
+#include "cluster/raft_prezero.h"
 #include "common/log.h"
 
 static void raft_closed_cb(struct raft *r);
@@ -66,6 +67,9 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
         rc = spool_err_set(err, SPOOL_EIO, "shard %u: transport init failed", cfg->id);
         goto err_fsm;
     }
+    /* Log segments prepared as written zeros: libraft's NOWAIT log writes then complete from the
+     * loop instead of a thread-pool hand-over per new 4 KiB block (raft_prezero.c). */
+    spool_raft_prezero_enable(true);
     int rv = raft_uv_init(&s->io, loop, raft_dir, &s->transport);
     if (rv != 0) {
         rc = spool_err_set(err, SPOOL_EIO, "shard %u: raft_uv_init: %s", cfg->id, s->io.errmsg);
