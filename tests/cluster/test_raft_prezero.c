@@ -71,6 +71,15 @@ static ssize_t nowait_write(const char *path, off_t off)
     return n < 0 ? -e : n;
 }
 
+/* Index of the first byte that is not zero, or n (one assertion per buffer, not per byte). */
+static size_t first_nonzero(const char *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && b[i] == 0)
+        i++;
+    return i;
+}
+
 /* Extents of the file: how many, and how many unwritten. false where FIEMAP is not supported. */
 static bool extents(const char *path, unsigned *n, unsigned *unwritten)
 {
@@ -113,8 +122,7 @@ Test(raft_prezero, prepared_range_reads_as_zeros_of_the_asked_size)
     static char got[SEG];
     cr_assert_eq(fread(got, 1, SEG, f), (size_t)SEG);
     fclose(f);
-    for (size_t i = 0; i < SEG; i++)
-        cr_assert_eq(got[i], 0, "byte %zu", i);
+    cr_assert_eq(first_nonzero(got, SEG), SEG, "a byte that is not zero");
     /* What libraft's NOWAIT writes need: allocated and written, no unwritten extent left. */
     unsigned n, unwritten;
     if (extents(path, &n, &unwritten)) {
@@ -136,8 +144,7 @@ Test(raft_prezero, data_before_the_end_of_the_file_is_kept)
     char got[65536];
     cr_assert_eq(pread(fd, got, sizeof got, 0), (ssize_t)sizeof got);
     cr_assert_eq(memcmp(got, "hello", 5), 0);
-    for (size_t i = 5; i < sizeof got; i++)
-        cr_assert_eq(got[i], 0, "byte %zu", i);
+    cr_assert_eq(first_nonzero(got + 5, sizeof got - 5), sizeof got - 5, "a byte that is not zero");
     /* A range wholly inside the file only reserves: nothing written, data kept. */
     before = spool_raft_prezero_bytes();
     cr_assert_eq(posix_fallocate(fd, 0, 4096), 0);
