@@ -6,7 +6,10 @@
  * start the metadata replica and the shard replicas this node holds (cluster/replicas.c). A node
  * restarted on the same data directory finds its Raft logs and stores and resumes where it
  * stopped. Each map the metadata group applies replaces the placement (membership changes move
- * replicas, cluster/membership.c) and the local replicas follow it.
+ * replicas, cluster/membership.c; resharding grows the shard count and moves slots,
+ * cluster/reshard.c) and the local replicas follow it. The map is the authority on the shard
+ * count (--shards only seeds the bootstrap map): the per-shard arrays have room for
+ * SPOOL_MAX_SHARDS.
  *
  * Close: mark closing (new calls fail with SPOOL_ECLOSED), fail idle ops, drop subscriptions,
  * close every shard (each hands its leadership to another voter first), then the RPC layer

@@ -28,6 +28,12 @@
  * since it started. A timed-out forwarded publish may still commit: message ids make the retry
  * exact. Follow ops have no deadline: they retry until they get an answer or are cancelled.
  *
+ * Resharding (docs/resharding.md): a shard answers SPOOL_EMOVED for a channel whose slot it has
+ * fenced (being copied to another shard) or dropped -- publishes from its state machine, reads
+ * before serving. The op then takes its shard from the map this node has now (reroute()) and
+ * retries with the same backoff, bounded by its deadline: the same shard again until the map
+ * flips the slot, the new one after. Gateway-only nodes fetch the map at once when that happens.
+ *
  * Ops that arrive from peers (the RPC request callback) never forward again: the receiving node
  * serves them if it can (leads the shard for a publish, has applied min_seq for a read) or
  * answers at once with SPOOL_ENOTLEADER / SPOOL_EBUSY and its leader hint. The origin retries.

@@ -11,6 +11,9 @@
  * state machine applies a record of its channel or wait_ms passes, then answered from the store.
  * A gateway-only node's poll (ReadRequest.ephemerals) is also answered when an ephemeral record
  * of its channel arrives (cluster/conversation_ephemeral.c puts them into the answer).
+ * A read of a channel whose slot is fenced or dropped here (resharding moves it to another
+ * shard) is answered SPOOL_EMOVED, also when a parked poll wakes: the origin routes it again.
+ * SPOOL_METHOD_SLOT_EXPORT / SLOT_IMPORT go to cluster/reshard.c.
  */
 #include <stdint.h>
 #include <stdlib.h>

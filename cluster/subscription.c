@@ -37,6 +37,15 @@
  * (the new replica does not lead) and the new replica's state machine, replaying the channel
  * from its start or a snapshot, only brings seqs already delivered until it has caught up.
  *
+ * Resharding moves a channel's slot to another shard (docs/resharding.md) with its seqs, so the
+ * last + 1 rule holds across the move. A topic's shard is always the current map's (taken again
+ * on each record and in chain_wanted; the FNV-1a hash of the channel gives its slot). When a map
+ * moves slots, spool_subs_slots_moved switches each topic of a moved slot to its new shard,
+ * delivers what the local replica of it already holds, and starts the chain if the topic needs
+ * one: a node that led the old shard (no chain) and holds no replica of the new one would
+ * otherwise stall on an idle channel. A record past a gap the local store cannot fill starts the
+ * chain even on a leading replica's node.
+ *
  * Unsubscribing inside a delivery callback is allowed: the sub is only marked while the topic
  * is delivering and freed when the delivery loop ends.
  */
