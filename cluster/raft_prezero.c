@@ -21,9 +21,8 @@
  * dropped from the page cache, since a direct NOWAIT write over cached pages fails with EAGAIN
  * too) and fdatasync'ed, so its extents are allocated and written; the part inside the file
  * (none, for libraft) is fallocate()d as before. The file then reads exactly as a fallocate()d
- * one (zeros), so the
- * on-disk format, libraft's recovery and open-segment scanning are unchanged; only the extents'
- * state differs. After it, libraft's log writes are overwrites of written blocks and complete
+ * one (zeros), so the on-disk format, libraft's recovery and open-segment scanning are unchanged;
+ * only the extents' state differs. After it, libraft's log writes are overwrites of written blocks and complete
  * from the loop (measured: futex calls ~3,500 -> 8-25 per node in 5 s, io_getevents no longer
  * blocks).
  *
