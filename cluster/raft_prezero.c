@@ -22,9 +22,9 @@
  * too) and fdatasync'ed, so its extents are allocated and written; the part inside the file
  * (none, for libraft) is fallocate()d as before. The file then reads exactly as a fallocate()d
  * one (zeros), so the on-disk format, libraft's recovery and open-segment scanning are unchanged;
- * only the extents' state differs. After it, libraft's log writes are overwrites of written blocks and complete
- * from the loop (measured: futex calls ~3,500 -> 8-25 per node in 5 s, io_getevents no longer
- * blocks).
+ * only the extents' state differs. After it, libraft's log writes are overwrites of written
+ * blocks and complete from the loop (measured: futex calls ~3,500 -> 8-25 per node in 5 s,
+ * io_getevents no longer blocks).
  *
  * Cost. Writing 8 MiB of zeros and syncing them takes ~25 ms of a pool thread on the bench
  * machine (~365 MB/s), once per segment (libraft keeps two prepared per group), never on the
