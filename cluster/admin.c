@@ -133,8 +133,32 @@ static size_t node_index(const struct spool_placement *p, uint64_t id)
     return i;
 }
 
+/* Whether a membership change in the map (cluster/membership.c) takes `id` out of shard s: the
+ * node a remove takes out of the cluster, or any replica not in the shard's target set while
+ * the shard still has one. Its leadership must not go there: the driver hands the leadership
+ * of a leaving replica to a remaining voter before removing it, and giving it back (the leaving
+ * node is often the shard's home and, losing its shards, leads the fewest) undoes that hand-over
+ * every pass -- a remove whose new leader could not finish within one rebalance interval (a
+ * loaded machine) never finished. */
+static bool leaving(const struct spool_node *n, uint32_t s, uint64_t id)
+{
+    const struct spool_slot_map *map = n->meta ? spool_meta_map(n->meta) : NULL;
+    if (map == NULL || map->epoch == 0 ||
+        (map->change != SPOOL_CHANGE_ADD && map->change != SPOOL_CHANGE_REMOVE))
+        return false;
+    if (map->change == SPOOL_CHANGE_REMOVE && id == map->change_node)
+        return true;
+    if (s >= map->p.shards || s >= SPOOL_MAX_SHARDS || map->n_target[s] == 0)
+        return false;
+    for (uint8_t i = 0; i < map->n_target[s] && i < SPOOL_MAX_REPLICAS; i++)
+        if (map->target[s][i] == id)
+            return false;
+    return true;
+}
+
 /* Where shard s's leadership should go: its home if that leads fewer than `fair`, else the
- * replica leading the fewest (fewer than `fair`); 0 = nowhere. */
+ * replica leading the fewest (fewer than `fair`); 0 = nowhere. Never a replica that a running
+ * membership change takes out of the shard. */
 static uint64_t move_target(const struct spool_node *n, uint32_t s, const unsigned *count,
                             unsigned fair)
 {
@@ -144,7 +168,7 @@ static uint64_t move_target(const struct spool_node *n, uint32_t s, const unsign
     for (uint32_t i = 0; i < spool_placement_replica_count(p, s); i++) {
         uint64_t id = spool_placement_replica(p, s, i)->id;
         unsigned c = count[node_index(p, id)];
-        if (id == n->cfg.id || c >= fair)
+        if (id == n->cfg.id || c >= fair || leaving(n, s, id))
             continue;
         if (i == 0)
             return id; /* home */

@@ -214,6 +214,18 @@ static void reconfigure_step(struct spool_membership *m, const struct spool_slot
         return;
     }
     uint64_t target = spool_node_route_target(n, s, m->attempt++);
+    if (target == 0) {
+        /* No leader known here: typically this node is the incoming replica (step 1 opened it
+         * empty; it hears from no leader until the leader adds it) and no peer gave a hint, so
+         * spool_node_route_target waits for an election that is not running. Ask the map's
+         * other replicas in turn; a follower answers ENOTLEADER with its leader as the hint. */
+        uint32_t r = spool_placement_replica_count(&map->p, s);
+        for (uint32_t i = 0; i < r && target == 0; i++) {
+            uint64_t id = spool_placement_replica(&map->p, s, (m->attempt + i) % r)->id;
+            if (id != n->cfg.id)
+                target = id;
+        }
+    }
     Spool__ReconfigureRequest q = SPOOL__RECONFIGURE_REQUEST__INIT;
     Spool__Member members[SPOOL_MAX_REPLICAS], *ptrs[SPOOL_MAX_REPLICAS];
     struct spool_peer voters[SPOOL_MAX_REPLICAS];

@@ -75,6 +75,7 @@ class MNode(Node):
     join = False
     replicas = REPLICAS
     peers = None  # default: the cluster's --peers
+    rebalance = "2s"  # --rebalance-interval (membership_leader.py: much shorter)
 
     def start(self):
         args = [faults.SPOOLD, "--id", str(self.id), "--listen", "%s:%d" % (self.host, self.port),
@@ -82,7 +83,7 @@ class MNode(Node):
                 self.cluster.peers if self.peers is None else self.peers,
                 "--data", self.data, "--shards", str(SHARDS), "--replicas", str(self.replicas),
                 "--anonymous", "--election-timeout", "1000", "--heartbeat-interval", "1s",
-                "--rebalance-interval", "2s", "--log-level", "info",
+                "--rebalance-interval", self.rebalance, "--log-level", "info",
                 # small snapshots: a replica added after the first few hundred entries is filled
                 # by InstallSnapshot (the store's own stream), not only by AppendEntries
                 "--snapshot-threshold", "64", "--snapshot-trailing", "64"]
@@ -415,8 +416,34 @@ def run(cluster):
     log("ok: node 4 holds %d records; %.1fs in all" % (new_held, time.time() - t0))
 
 
+# On a failure: every node's membership driver and shard reconfiguration lines (the metadata
+# leader's membership.waiting names the stalled shard and the last answer), not only log tails.
+EVENTS = ("event=membership.", "event=shard.reconfigure", "event=shard.moved",
+          "event=shard.transferred", "event=shard.move_refused", "event=node.rebalance ",
+          "event=meta.")
+
+
+def print_events(cluster, last=60):
+    for n in cluster.nodes.values():
+        try:
+            lines = [ln for ln in open(n.stderr_path, errors="replace") if any(e in ln for e in EVENTS)]
+        except OSError:
+            continue
+        sys.stdout.write("--- node %d membership/reconfigure events (last %d of %d) ---\n" %
+                         (n.id, min(last, len(lines)), len(lines)))
+        sys.stdout.write("".join(lines[-last:]))
+
+
+def run_reporting(cluster):
+    try:
+        run(cluster)
+    except BaseException:
+        print_events(cluster)
+        raise
+
+
 if __name__ == "__main__":
-    with_cluster("spool-membership-", run)
+    with_cluster("spool-membership-", run_reporting)
     with_cluster("spool-membership-dead-", run_dead)
     with_cluster("spool-membership-grow-", run_grow)
     print("membership: 3 passed, 0 failed")
