@@ -59,6 +59,7 @@ struct spool_membership {
     uint64_t progress_epoch, progress_ms; /* the map epoch last seen and since when (stalls) */
     int last_status;    /* of the last RECONFIGURE step (logged on a stall) */
     uint32_t last_shard;
+    uint64_t last_target; /* the node the last RECONFIGURE step went to: self, a peer, 0 = none */
 };
 
 static void maybe_free(struct spool_membership *m);
@@ -206,6 +207,7 @@ static void reconfigure_step(struct spool_membership *m, const struct spool_slot
     m->inflight++;
     struct spool_shard *sh = spool_node_local_shard(n, s);
     if (sh != NULL && spool_shard_is_leader(sh)) {
+        m->last_target = n->cfg.id;
         struct spool_peer voters[SPOOL_MAX_REPLICAS];
         fill_voters(map, s, voters);
         bool done = false;
@@ -241,6 +243,8 @@ static void reconfigure_step(struct spool_membership *m, const struct spool_slot
     q.voters = ptrs;
     uint8_t buf[2048];
     size_t len = spool__reconfigure_request__pack(&q, buf);
+    m->last_shard = s;
+    m->last_target = target;
     if (target == 0 || n->rpc == NULL ||
         spool_rpc_call(n->rpc, target, SPOOL_METHOD_RECONFIGURE, buf, len,
                        RECONFIGURE_TIMEOUT_MS, reconf_reply_cb, c) != 0) {
@@ -267,9 +271,10 @@ static void tick_cb(uv_timer_t *t)
         m->progress_ms = now; /* once per STALL_LOG_MS */
         bool voter = spool_meta_is_voter(n->meta, map->change_node);
         SPOOL_WARN("membership.waiting", "epoch=%llu change_node=%llu meta_voter=%d "
-                   "shards_left=%u shard=%u last=%s",
+                   "shards_left=%u shard=%u last=%s target=%llu",
                    (unsigned long long)map->epoch, (unsigned long long)map->change_node,
-                   voter, shards_left(map), m->last_shard, spool_err_name(m->last_status));
+                   voter, shards_left(map), m->last_shard, spool_err_name(m->last_status),
+                   (unsigned long long)m->last_target);
     }
     if (map->change == SPOOL_CHANGE_ADD && !spool_meta_is_voter(n->meta, map->change_node))
         return; /* meta.c adds it to the metadata group first */
