@@ -11,9 +11,13 @@
  * shard's home node (its first replica in placement order). Every node only ever gives away its
  * own leaderships, so passes on different nodes never fight over a shard; a transfer that does
  * not happen (target unreachable, libraft's election-timeout bound) is simply retried by a later
- * pass. Passes run every `rebalance_interval_ms` (one transfer per pass, 0 = never) and on
- * demand (spool_node_rebalance with all = true: every excess leadership at once, and every
- * other storage node is asked to run one too, over the cluster RPC, one-way).
+ * pass. While a membership change runs, a replica the change takes out of a shard (the node a
+ * remove takes out, or any replica outside the shard's target set) is never a target: the
+ * driver (cluster/membership.c) hands a leaving replica's leadership away before removing it,
+ * and giving it back undid that every pass. Passes run every `rebalance_interval_ms` (one
+ * transfer per pass, 0 = never) and on demand (spool_node_rebalance with all = true: every
+ * excess leadership at once, and every other storage node is asked to run one too, over the
+ * cluster RPC, one-way).
  */
 #ifndef SPOOL_CLUSTER_ADMIN_H
 #define SPOOL_CLUSTER_ADMIN_H

@@ -17,7 +17,9 @@
  *   shards   For the first shard that still has a target, one step per tick:
  *              1. propose a map whose replica set is current + incoming (the incoming node
  *                 opens an empty replica, cluster/replicas.c);
- *              2. SPOOL_METHOD_RECONFIGURE to the shard's leader, every tick, until it reports
+ *              2. SPOOL_METHOD_RECONFIGURE to the shard's leader (when this node knows none
+ *                 -- e.g. it is the incoming replica, opened empty -- the map's replicas in
+ *                 turn: a follower answers with its leader), every tick, until it reports
  *                 done: each call that finds no change pending starts the next one -- raft_add
  *                 the incoming node, raft_assign it RAFT_VOTER (libraft catches it up first),
  *                 then raft_remove the outgoing one (handing leadership over first if it is
