@@ -191,6 +191,41 @@ def history(node, channel):
     return out
 
 
+def settle(cluster, load, what):
+    """Publishes sent but never acknowledged (the client gave up on them: a timeout, a node
+    killed) may still be stored: their operation lives on in the nodes (forwarded, waiting for a
+    leader or a moved slot, bounded by --forward-timeout at each hop) and can commit at any time,
+    also while the nodes are being stopped one by one for the disk check -- a record committed
+    after the first node stopped is then on the others only, which is not a divergence. So each
+    is published again with its id (faults.Load's ids and bodies) until acknowledged: the id is
+    then stored, any late copy of it is a duplicate (the dedup window), and no publish of the
+    test can add a record any more. Afterwards the acknowledged set is the whole content."""
+    lost = sorted(set(load.sent) - set(load.acked))
+    again = {}
+    for mid in lost:
+        p, i = (int(x) for x in mid[1:].split("-"))
+        ch = faults.CHANNELS[(p + i) % len(faults.CHANNELS)]
+        for attempt in range(100):
+            live = cluster.storage_live()
+            node = live[attempt % len(live)]
+            try:
+                st, body = http("POST", "%s/v1/channels/%s/messages" % (node.url, ch),
+                                {"id": mid, "name": "token", "data": {"p": p, "i": i}},
+                                timeout=10.0)
+            except OSError:
+                st, body = None, None
+            if st in (200, 201) and isinstance(body, dict):
+                with load.lock:
+                    load.acked[mid] = (ch, int(body["serials"][0]))
+                again[mid] = (ch, int(body["serials"][0]))
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("%s: %s (sent, not acknowledged) not acknowledged again" % (what, mid))
+    log("%s: %d publishes the client gave up on, acknowledged with their ids now: %r" % (
+        what, len(lost), sorted(again.items())[:4]))
+
+
 def check_history(cluster, load, what):
     acked = dict(load.acked)
     by_channel = {}
@@ -269,10 +304,43 @@ def wait_streams(streams, want, what, bound=20.0):
             what, s.node.id, s.channel, s.last, want.get(s.channel, 0))
 
 
-def check_disk(cluster, streams, where, what):
-    """Each channel on exactly one shard per node (the map's), identical on every replica; the
-    streams hold exactly their channel's log."""
-    logs = {}
+def disk_diff(ref, ref_id, recs, node_id, ch, stamps, acked_ids):
+    """What differs between two replicas' records of a channel: the first differing position,
+    the records only one of them holds (seq, id, timestamp, acknowledged or not), and when the
+    test converged and began stopping the nodes (wall clock, ms) -- so a late write is told
+    from a replica that diverged."""
+    i = 0
+    while i < min(len(ref), len(recs)) and ref[i] == recs[i]:
+        i += 1
+
+    def name(node):
+        return "node %d" % node if node else "the acknowledged log"
+
+    def show(node, items):
+        return [(s, m, stamps.get((node, ch, s)), "acked" if m in acked_ids else "not acked")
+                for s, m in items[:8]]
+    return ("%d records in %s, %d on %s; first difference at position %d; only in %s: %r; "
+            "only on %s: %r; converged at %s, stopping from %s" % (
+                len(ref), name(ref_id), len(recs), name(node_id), i, name(ref_id),
+                show(ref_id, [x for x in ref[i:] if x not in recs]), name(node_id),
+                show(node_id, [x for x in recs[i:] if x not in ref]),
+                CHECK_TIMES.get("converged"), CHECK_TIMES.get("stopping")))
+
+
+CHECK_TIMES = {}  # wall clock (ms) of the last convergence and of stop_all, for disk_diff
+
+
+def check_disk(cluster, streams, where, what, acked):
+    """Each channel on exactly one shard per node (the map's), identical on every replica and
+    exactly the acknowledged messages with their serials (settle made every sent message
+    acknowledged); the streams hold exactly their channel's log."""
+    logs, ref_node, stamps = {}, {}, {}
+    acked_ids = set(acked)
+    acked_log = {}
+    for mid, (ch, serial) in acked.items():
+        acked_log.setdefault(ch, []).append((serial, mid))
+    for v in acked_log.values():
+        v.sort()
     for n in cluster.nodes.values():
         per_shard = {}
         for d in sorted(os.listdir(n.data)):
@@ -285,14 +353,21 @@ def check_disk(cluster, streams, where, what):
                 rec = json.loads(line)
                 per_shard.setdefault(rec["channel"], {}).setdefault(int(d[6:]), []).append(
                     (rec["seq"], rec["id"]))
+                stamps[(n.id, rec["channel"], rec["seq"])] = rec["timestamp"]
         for ch in faults.CHANNELS:
             shards = per_shard.get(ch, {})
             assert list(shards) == [where[ch]], "%s: node %d holds %s on shards %r, the map says %d" % (
                 what, n.id, ch, sorted(shards), where[ch])
             recs = shards[where[ch]]
+            want = acked_log.get(ch, [])
+            assert recs == want, "%s: %s on node %d (shard %d) is not its acknowledged log: %s" % (
+                what, ch, n.id, where[ch], disk_diff(want, 0, recs, n.id, ch, stamps, acked_ids))
             if ch in logs:
-                assert recs == logs[ch], "%s: %s differs on node %d" % (what, ch, n.id)
+                assert recs == logs[ch], "%s: %s differs on node %d (shard %d): %s" % (
+                    what, ch, n.id, where[ch], disk_diff(logs[ch], ref_node[ch], recs, n.id, ch,
+                                                        stamps, acked_ids))
             logs[ch] = recs
+            ref_node[ch] = n.id
     for s in streams:
         ref = logs[s.channel]
         assert not s.errors, "%s: node %d stream of %s: %s" % (what, s.node.id, s.channel, s.errors[:3])
@@ -301,9 +376,12 @@ def check_disk(cluster, streams, where, what):
     gaps = [n.id for n in list(cluster.nodes.values()) + [cluster.gateway]
             if "attach.live_gap" in open(n.stderr_path, errors="replace").read()]
     assert not gaps, "%s: attach.live_gap logged on nodes %r" % (what, gaps)
+    late = sorted(set((ch, seq) for (_, ch, seq), ts in stamps.items()
+                      if ts > CHECK_TIMES.get("converged", 1 << 62)))
     log("%s: on disk: every channel on exactly its map's shard on all 3 nodes, identical; %d "
-        "streams (%d events) got exactly their channel's log" % (
-            what, len(streams), sum(len(s.got) for s in streams)))
+        "streams (%d events) got exactly their channel's log; %d records stamped after the "
+        "replicas converged %r" % (what, len(streams), sum(len(s.got) for s in streams),
+                                   len(late), late[:4]))
 
 
 def run(cluster, kill_meta_leader=False):
@@ -388,6 +466,7 @@ def run(cluster, kill_meta_leader=False):
     finally:
         load.finish()
     log("%s: load: %d acknowledged of %d sent" % (what, len(load.acked), len(load.sent)))
+    settle(cluster, load, what)
     want = {}
     for ch, serial in list(load.acked.values()):
         want[ch] = max(want.get(ch, 0), serial)
@@ -396,12 +475,15 @@ def run(cluster, kill_meta_leader=False):
     if kill_meta_leader:
         cluster.nodes[killed].start()
         cluster.wait_ready()
-        cluster.wait_converged(30)
+    # Every replica applied the same prefix (nothing of the test can add a record: settle).
+    cluster.wait_converged(30)
+    CHECK_TIMES["converged"] = int(time.time() * 1000)
     for s in streams:
         s.stop()
     where = dict((ch, planned_shard(ch)) for ch in faults.CHANNELS)
+    CHECK_TIMES["stopping"] = int(time.time() * 1000)
     cluster.stop_all()
-    check_disk(cluster, streams, where, what)
+    check_disk(cluster, streams, where, what, dict(load.acked))
 
 
 def publish_quiet(cluster, tag, count=2):
