@@ -217,13 +217,14 @@ def settle(cluster, load, what):
             if st in (200, 201) and isinstance(body, dict):
                 with load.lock:
                     load.acked[mid] = (ch, int(body["serials"][0]))
-                again[mid] = (ch, int(body["serials"][0]))
+                again[mid] = (ch, int(body["serials"][0]),
+                              "stored before" if body.get("duplicates") else "new")
                 break
             time.sleep(0.1)
         else:
             raise AssertionError("%s: %s (sent, not acknowledged) not acknowledged again" % (what, mid))
-    log("%s: %d publishes the client gave up on, acknowledged with their ids now: %r" % (
-        what, len(lost), sorted(again.items())[:4]))
+    log("%s: %d publishes the client gave up on, acknowledged with their ids now (stored "
+        "before by their first operation, or new): %r" % (what, len(lost), sorted(again.items())[:4]))
 
 
 def check_history(cluster, load, what):
