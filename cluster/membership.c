@@ -247,9 +247,12 @@ static void reconfigure_step(struct spool_membership *m, const struct spool_slot
     size_t len = spool__reconfigure_request__pack(&q, buf);
     m->last_shard = s;
     m->last_target = target;
-    if (target == 0 || n->rpc == NULL ||
-        spool_rpc_call(n->rpc, target, SPOOL_METHOD_RECONFIGURE, buf, len,
-                       RECONFIGURE_TIMEOUT_MS, reconf_reply_cb, c) != 0) {
+    int rc = target == 0 || n->rpc == NULL
+                 ? SPOOL_ENOTLEADER
+                 : spool_rpc_call(n->rpc, target, SPOOL_METHOD_RECONFIGURE, buf, len,
+                                  RECONFIGURE_TIMEOUT_MS, reconf_reply_cb, c);
+    if (rc != 0) {
+        m->last_status = rc; /* not sent (stall line: last= with this target=) */
         m->busy = false;
         m->inflight--;
         free(c);
@@ -645,6 +648,25 @@ static void serve_reconfigure(struct spool_node *n, const void *body, size_t len
     /* Answered at once: a change it started is committed later, and the driver, calling again
      * every tick, sees EBUSY until then and the next step (or done) after. */
     int rc = spool_shard_reconfigure(sh, voters, nv, &done, NULL, NULL);
+    if (rc == SPOOL_EBUSY) {
+        /* Refused without starting anything: say why, at most every STALL_LOG_MS per shard. */
+        static uint64_t logged_ms[SPOOL_MAX_SHARDS];
+        uint64_t now = uv_now(n->loop);
+        uint32_t s = sh->id < SPOOL_MAX_SHARDS ? sh->id : 0;
+        if (logged_ms[s] == 0 || now - logged_ms[s] >= STALL_LOG_MS) {
+            logged_ms[s] = now;
+            SPOOL_INFO("membership.reconfigure_busy",
+                       "shard=%u changing=%d moving=%d transferee=%llu conf_uncommitted=%llu "
+                       "conf_committed=%llu commit=%llu applied=%llu last=%llu",
+                       sh->id, sh->changing, sh->moving,
+                       (unsigned long long)raft_transferee(&sh->raft),
+                       (unsigned long long)sh->raft.configuration_uncommitted_index,
+                       (unsigned long long)sh->raft.configuration_committed_index,
+                       (unsigned long long)raft_commit_index(&sh->raft),
+                       (unsigned long long)raft_last_applied(&sh->raft),
+                       (unsigned long long)raft_last_index(&sh->raft));
+        }
+    }
     respond_reconf(reply, rc == 0 && !done ? SPOOL_EBUSY : rc,
                    rc == 0 ? (done ? "" : "change started: call again") : spool_err_name(rc),
                    spool_shard_leader(sh), done);
