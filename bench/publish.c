@@ -17,6 +17,8 @@
  * Latency is publish -> ack, measured per message. Only messages sent after the warm-up and
  * acknowledged before the end of the measured window count. Output ends with one line:
  *   RESULT target=.. size=.. inflight=.. acked=.. errors=.. secs=.. msgs_per_s=.. p50_ms=.. p99_ms=..
+ * With --progress, one stderr line per second of the whole run (warm-up and drain included),
+ *   PROGRESS t=S acked=N max_ms=M, shows a stall as it happens.
  * All loops are bounded by --duration and --count; traffic goes only where --urls says.
  */
 #include <errno.h>
@@ -66,6 +68,7 @@ static struct {
     bool create_stream;
     unsigned replicas;
     bool msg_id;
+    bool progress;
     bool quiet;
 } opt = {
     .target = "spool",
@@ -118,8 +121,27 @@ static void sample_add(uint64_t ns)
 }
 
 /* Called for each acknowledged publish (send time, ack time). */
+/* --progress: one stderr line per second of the run (all acks, warm-up included), to see a
+ * stall as it happens: "PROGRESS t=S acked=N max_ms=M" (M: the slowest ack of that second). */
+static uint64_t prog_next, prog_n, prog_max;
+
+static void progress_tick(uint64_t t)
+{
+    if (!opt.progress || t < prog_next)
+        return;
+    if (prog_next)
+        fprintf(stderr, "PROGRESS t=%.0f acked=%" PRIu64 " max_ms=%.1f\n",
+                (double)(prog_next - t_start) / 1e9, prog_n, (double)prog_max / 1e6);
+    prog_next = (prog_next ? prog_next : t_start) + 1000000000ull;
+    prog_n = prog_max = 0;
+}
+
 static void record_ack(uint64_t sent, uint64_t acked)
 {
+    prog_n++;
+    if (acked - sent > prog_max)
+        prog_max = acked - sent;
+    progress_tick(acked);
     if (sent < t_measure || acked > t_end)
         return;
     n_acked++;
@@ -427,6 +449,7 @@ static void load_run(char *conns, unsigned nconn, const struct load_ops *ops)
             break;
         int n = epoll_wait(ep, evs, max_events, 10);
         t = now_ns();
+        progress_tick(t);
         for (int k = 0; k < n; k++) {
             void *c = evs[k].data.ptr;
             if (ops->fd(c) < 0)
@@ -1059,6 +1082,7 @@ static void usage(void)
             "  --streams K             nats: K streams NAME0.. on PREFIX.k.>, publishes round-robin (1)\n"
             "  --create-stream         nats: (re)create the stream: file storage, --replicas, PREFIX.>\n"
             "  --replicas R            nats: stream replicas (3)\n"
+            "  --progress              print PROGRESS t=S acked=N max_ms=M to stderr once a second\n"
             "  --msg-id                nats: send a Nats-Msg-Id per message (JetStream dedup, like Spool's id)\n");
 }
 
@@ -1099,6 +1123,8 @@ int main(int argc, char **argv)
             opt.replicas = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--create-stream") == 0)
             opt.create_stream = true;
+        else if (strcmp(a, "--progress") == 0)
+            opt.progress = true;
         else if (strcmp(a, "--msg-id") == 0)
             opt.msg_id = true;
         else {
