@@ -437,6 +437,8 @@ def print_events(cluster, last=60):
 def run_reporting(cluster):
     try:
         run(cluster)
+        if os.environ.get("SPOOL_TEST_EVENTS"):  # also on success (timings, busy answers)
+            print_events(cluster, 400)
     except BaseException:
         print_events(cluster)
         raise
