@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cluster/dirs.h"
+#include "cluster/raft_aio.h"
 #include "cluster/raft_prezero.h"
 #include "common/log.h"
 
@@ -70,6 +71,9 @@ int spool_shard_init(struct spool_shard **out, uv_loop_t *loop, struct spool_mux
     /* Log segments prepared as written zeros: libraft's NOWAIT log writes then complete from the
      * loop instead of a thread-pool hand-over per new 4 KiB block (raft_prezero.c). */
     spool_raft_prezero_enable(true);
+    /* A closed segment's AIO context destroyed off the loop: io_destroy waits for an RCU grace
+     * period, tens of ms with the whole node's loop stopped (raft_aio.c). */
+    spool_raft_aio_enable(true);
     int rv = raft_uv_init(&s->io, loop, raft_dir, &s->transport);
     if (rv != 0) {
         rc = spool_err_set(err, SPOOL_EIO, "shard %u: raft_uv_init: %s", cfg->id, s->io.errmsg);
