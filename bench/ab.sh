@@ -21,7 +21,7 @@ run_one() { # label binary
     $bin --id $i --listen 127.0.0.1:$((BASE+i)) --cluster-listen 127.0.0.1:$((BASE+10+i)) --peers $peers \
       --data $D/n$i --shards 3 --replicas 3 --anonymous --log-level warn --rate-per-connection 100000000 \
       > $D/n$i.log 2>&1 &
-    pids+=($!)
+    pids+=($!); echo $! >> $D.pids
   done
   for i in 1 2 3; do for t in $(seq 200); do curl -sf 127.0.0.1:$((BASE+i))/readyz >/dev/null && break; sleep 0.2; done; done
   for inf in $INFS; do
@@ -33,8 +33,10 @@ run_one() { # label binary
     echo "$label inflight=$inf $(echo "$out" | grep -o 'msgs_per_s=[0-9]*\|p50_ms=[0-9.]*\|p99_ms=[0-9.]*\|errors=[0-9]*' | tr '\n' ' ') server_us_per_msg=$us"
   done
   kill ${pids[@]} 2>/dev/null; for p in ${pids[@]}; do while kill -0 $p 2>/dev/null; do sleep 0.1; done; done
+  : > $D.pids
 }
-trap 'pkill -f -- "--data $D/" 2>/dev/null; rm -rf $D' EXIT
+trap '[ -f $D.pids ] && kill $(cat $D.pids) 2>/dev/null; rm -rf $D $D.pids' EXIT
+rm -f $D.pids
 for r in $(seq $ROUNDS); do run_one A $A; run_one B $B; done | tee $D.out
 # Medians per build and depth, and B against A.
 awk '
