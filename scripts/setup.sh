@@ -10,7 +10,7 @@ set -euo pipefail
 SPOOL_DEPS=${SPOOL_DEPS:-/opt/spool-deps}
 RAFT_VERSION=0.22.1
 RAFT_DEBIAN_VERSION=0.22.1-1
-RAFT_BUILD_ID=$RAFT_DEBIAN_VERSION+spool1   # bump when the local fix below changes
+RAFT_BUILD_ID=$RAFT_DEBIAN_VERSION+spool2   # bump when the local fixes below change
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -85,6 +85,15 @@ SRC
   perl -0pi -e 's/(infof\("already taking or installing snapshot"\);\s*)return 0;/$1return RAFT_BUSY;/' \
     "$work/raft-$RAFT_VERSION/src/replication.c"
   grep -A1 'already taking or installing snapshot' "$work/raft-$RAFT_VERSION/src/replication.c" | grep -q 'return RAFT_BUSY;'
+  # Local fix: a follower that receives a configuration entry inside an AppendEntries batch (not
+  # its first entry) records the batch's first index as its uncommitted configuration index
+  # (replicationAppend passes `index` where `index + i` is meant, as client.c does), so applying
+  # the entry at its real index never clears the mark; once that follower leads, every
+  # raft_add/raft_assign/raft_remove is refused (RAFT_CANTCHANGE) for good.
+  # tests/cluster/test_raft_config_batch.c fails without this.
+  perl -0pi -e 's/membershipUncommittedChange\(r, index, entry\)/membershipUncommittedChange(r, index + i, entry)/' \
+    "$work/raft-$RAFT_VERSION/src/replication.c"
+  grep -q 'membershipUncommittedChange(r, index + i, entry)' "$work/raft-$RAFT_VERSION/src/replication.c"
   (cd "$work/raft-$RAFT_VERSION" &&
      autoreconf -i >/dev/null 2>&1 &&
      ./configure --prefix="$prefix" --disable-shared --enable-static --with-pic \
