@@ -197,47 +197,6 @@ static void fill_voters(const struct spool_slot_map *map, uint32_t s, struct spo
     }
 }
 
-/* libraft 0.22.1 bug, worked around here: a follower that receives a configuration entry in an
- * AppendEntries batch records the batch's first index as its uncommitted configuration index
- * (replication.c: membershipUncommittedChange(r, index, entry), not index + i), so applying the
- * entry, at its real index, never clears it. Once that follower leads, every configuration
- * change is refused (RAFT_CANTCHANGE; spool_shard_reconfigure answers EBUSY) until another
- * configuration change -- which it cannot make. The CI stall: the replica a remove hands the
- * leadership to had received the promotion of the incoming replica that way, and answered
- * EBUSY for good (membership.reconfigure_busy: conf_uncommitted below applied).
- *
- * As a leader whose read barrier of this term has applied (everything of earlier terms is
- * committed and applied) and with no change of its own pending, a set uncommitted index can
- * only be that stale mark: the configuration in force is committed. Mark it so, as applying
- * the entry would have (the committed copy, used by snapshots, becomes the current one; its
- * index stays at the stale mark, below the entry's real index, so a restart that reads the
- * entry from the log again treats it as libraft always does). */
-static void repair_stale_configuration(struct spool_shard *sh)
-{
-    struct raft *r = &sh->raft;
-    raft_index u = r->configuration_uncommitted_index;
-    if (u == 0 || sh->changing || sh->moving || raft_transferee(r) != 0 ||
-        !spool_shard_leader_reads_ready(sh) || raft_last_applied(r) < u)
-        return;
-    struct raft_configuration c;
-    raft_configuration_init(&c);
-    for (unsigned i = 0; i < r->configuration.n; i++) {
-        const struct raft_server *srv = &r->configuration.servers[i];
-        if (raft_configuration_add(&c, srv->id, srv->address, srv->role) != 0) {
-            raft_configuration_close(&c);
-            return;
-        }
-    }
-    raft_configuration_close(&r->configuration_committed);
-    r->configuration_committed = c;
-    if (r->configuration_committed_index < u)
-        r->configuration_committed_index = u;
-    r->configuration_uncommitted_index = 0;
-    SPOOL_WARN("membership.stale_configuration", "shard=%u uncommitted=%llu applied=%llu "
-               "msg=\"libraft left a follower's applied configuration marked uncommitted\"",
-               sh->id, (unsigned long long)u, (unsigned long long)raft_last_applied(r));
-}
-
 static void reconfigure_step(struct spool_membership *m, const struct spool_slot_map *map,
                              uint32_t s)
 {
@@ -250,7 +209,6 @@ static void reconfigure_step(struct spool_membership *m, const struct spool_slot
     m->inflight++;
     struct spool_shard *sh = spool_node_local_shard(n, s);
     if (sh != NULL && spool_shard_is_leader(sh)) {
-        repair_stale_configuration(sh);
         m->last_target = n->cfg.id;
         struct spool_peer voters[SPOOL_MAX_REPLICAS];
         fill_voters(map, s, voters);
@@ -687,8 +645,6 @@ static void serve_reconfigure(struct spool_node *n, const void *body, size_t len
     size_t nv = q->n_voters;
     spool__reconfigure_request__free_unpacked(q, NULL);
     bool done = false;
-    if (spool_shard_is_leader(sh))
-        repair_stale_configuration(sh);
     /* Answered at once: a change it started is committed later, and the driver, calling again
      * every tick, sees EBUSY until then and the next step (or done) after. */
     int rc = spool_shard_reconfigure(sh, voters, nv, &done, NULL, NULL);
