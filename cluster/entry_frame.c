@@ -6,19 +6,26 @@
 
 #include "common/err.h"
 
-int spool_entry_frame(const ProtobufCMessage *m, void **buf, size_t *len)
+uint8_t *spool_entry_frame_alloc(size_t payload, void **buf, size_t *len)
 {
-    size_t payload = protobuf_c_message_get_packed_size(m);
     size_t total = (8 + payload + 7) & ~(size_t)7;
     uint8_t *p = raft_malloc(total);
     if (p == NULL)
-        return SPOOL_ENOMEM;
+        return NULL;
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)((uint64_t)payload >> (8 * i));
-    protobuf_c_message_pack(m, p + 8);
     memset(p + 8 + payload, 0, total - 8 - payload);
     *buf = p;
     *len = total;
+    return p + 8;
+}
+
+int spool_entry_frame(const ProtobufCMessage *m, void **buf, size_t *len)
+{
+    uint8_t *w = spool_entry_frame_alloc(protobuf_c_message_get_packed_size(m), buf, len);
+    if (w == NULL)
+        return SPOOL_ENOMEM;
+    protobuf_c_message_pack(m, w);
     return 0;
 }
 

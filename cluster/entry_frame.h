@@ -13,6 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A raft_malloc'd frame for a payload of `payload` bytes: the length prefix written and the
+ * padding zeroed; returns where the payload goes (NULL when out of memory), the buffer and its
+ * framed length in *buf / *len. Callers that write the payload themselves use this. */
+uint8_t *spool_entry_frame_alloc(size_t payload, void **buf, size_t *len);
 /* Packs `m` framed into a raft_malloc'd buffer (what raft_apply takes). SPOOL_ENOMEM or 0. */
 int spool_entry_frame(const ProtobufCMessage *m, void **buf, size_t *len);
 /* The packed message inside a framed buffer; -1 if the frame is malformed. */

@@ -4,6 +4,7 @@
 #include <raft.h>
 #include <string.h>
 
+#include "cluster/entry_frame.h"
 #include "common/err.h"
 #include "common/varint.h"
 
@@ -40,13 +41,9 @@ int spool_entry_pack(int64_t timestamp_ms, const struct spool_entry_part *parts,
     }
     if (proposal != 0)
         payload += 1 + spool_varint_size(proposal);
-    size_t total = (8 + payload + 7) & ~(size_t)7; /* the entry_frame.h frame */
-    uint8_t *p = raft_malloc(total);
-    if (p == NULL)
+    uint8_t *w = spool_entry_frame_alloc(payload, buf, len);
+    if (w == NULL)
         return SPOOL_ENOMEM;
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)((uint64_t)payload >> (8 * i));
-    uint8_t *w = p + 8;
     if (timestamp_ms != 0) {
         *w++ = TAG_TIMESTAMP;
         w += spool_varint_put(w, (uint64_t)timestamp_ms);
@@ -68,9 +65,6 @@ int spool_entry_pack(int64_t timestamp_ms, const struct spool_entry_part *parts,
         *w++ = TAG_PROPOSAL;
         w += spool_varint_put(w, proposal);
     }
-    memset(w, 0, total - (size_t)(w - p));
-    *buf = p;
-    *len = total;
     return 0;
 }
 
@@ -82,13 +76,9 @@ int spool_entry_pack_fields(int64_t timestamp_ms, const uint8_t *fields, size_t 
         payload += 1 + spool_varint_size((uint64_t)timestamp_ms);
     if (proposal != 0)
         payload += 1 + spool_varint_size(proposal);
-    size_t total = (8 + payload + 7) & ~(size_t)7;
-    uint8_t *p = raft_malloc(total);
-    if (p == NULL)
+    uint8_t *w = spool_entry_frame_alloc(payload, buf, len);
+    if (w == NULL)
         return SPOOL_ENOMEM;
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)((uint64_t)payload >> (8 * i));
-    uint8_t *w = p + 8;
     if (timestamp_ms != 0) {
         *w++ = TAG_TIMESTAMP;
         w += spool_varint_put(w, (uint64_t)timestamp_ms);
@@ -100,8 +90,5 @@ int spool_entry_pack_fields(int64_t timestamp_ms, const uint8_t *fields, size_t 
     if (fields_len > 0)
         memcpy(w, fields, fields_len);
     w += fields_len;
-    memset(w, 0, total - (size_t)(w - p));
-    *buf = p;
-    *len = total;
     return 0;
 }

@@ -90,22 +90,6 @@ bool spool_store_retention(const struct spool_store *s, const char *channel, str
 
 /* ---- imports ---- */
 
-/* A META frame with the channel's state; `reset`: replace last_seq instead of raising it. */
-static int write_meta(struct spool_store *s, struct spool_chan *c, bool reset, struct spool_err *err)
-{
-    if (!reset) return spool_store_write_meta(s, c, err);
-    Spool__ChannelState st;
-    Spool__Retention ret;
-    spool_chan_state(c, &st, &ret);
-    st.reset = true;
-    size_t len = spool__channel_state__get_packed_size(&st);
-    int rv = spool_store_grow_wbuf(s, SPOOL_FRAME_HDR + len, err);
-    if (rv != 0) return rv;
-    spool__channel_state__pack(&st, s->wbuf + SPOOL_FRAME_HDR);
-    spool_frame_finish(s->wbuf, SPOOL_FRAME_META, (uint32_t)len);
-    return spool_store_write(s, s->wbuf, SPOOL_FRAME_HDR + len, err);
-}
-
 /* Restarts `c` (nothing retained, or what is retained is discarded) with last_seq `last`. */
 static void restart(struct spool_store *s, struct spool_chan *c, uint64_t last)
 {
@@ -176,7 +160,7 @@ int spool_store_import(struct spool_store *s, uint64_t raft_index,
             c->retention = im->has_retention ? im->retention : (struct spool_retention){0};
             meta = true;
         }
-        if (meta && (rv = write_meta(s, c, reset, err)) != 0) break;
+        if (meta && (rv = spool_store_write_meta_reset(s, c, reset, err)) != 0) break;
         size_t first = k;
         for (; j < im->n; j++) {
             const Spool__Record *r = im->recs[j];

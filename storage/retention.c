@@ -79,9 +79,16 @@ int spool_store_apply_meta(struct spool_store *s, const uint8_t *payload, uint32
 
 int spool_store_write_meta(struct spool_store *s, struct spool_chan *c, struct spool_err *err)
 {
+    return spool_store_write_meta_reset(s, c, false, err);
+}
+
+int spool_store_write_meta_reset(struct spool_store *s, struct spool_chan *c, bool reset,
+                                 struct spool_err *err)
+{
     Spool__ChannelState st;
     Spool__Retention ret;
     spool_chan_state(c, &st, &ret);
+    st.reset = reset;
     size_t len = spool__channel_state__get_packed_size(&st);
     int rv = spool_store_grow_wbuf(s, SPOOL_FRAME_HDR + len, err);
     if (rv != 0) return rv;

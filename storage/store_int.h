@@ -120,6 +120,10 @@ int spool_store_apply_meta(struct spool_store *s, const uint8_t *payload, uint32
                            struct spool_err *err);
 /* Writes a META frame with the channel's current state. */
 int spool_store_write_meta(struct spool_store *s, struct spool_chan *c, struct spool_err *err);
+/* The same META with ChannelState.reset set as given: `reset` replaces last_seq instead of raising
+ * it (resharding imports, storage/import.c). */
+int spool_store_write_meta_reset(struct spool_store *s, struct spool_chan *c, bool reset,
+                                 struct spool_err *err);
 
 /* import.c */
 /* Replaces the in-memory shard state (a STATE frame's, a snapshot header's); no write. */
