@@ -146,14 +146,6 @@ static struct spool_fsm_result *result_alloc(uint64_t index, const Spool__Entry 
 #define MARKS_VERSION 1
 #define MARKS_LEN (1 + 2 * SPOOL_SLOT_BITMAP_BYTES)
 
-static uint32_t count_bits(const uint8_t *bm)
-{
-    uint32_t n = 0;
-    for (size_t i = 0; i < SPOOL_SLOT_BITMAP_BYTES; i++)
-        n += (uint32_t)__builtin_popcount(bm[i]);
-    return n;
-}
-
 /* The marks from the store's shard state (after open and after a snapshot restore). */
 static void marks_load(struct spool_fsm *f)
 {
@@ -167,7 +159,7 @@ static void marks_load(struct spool_fsm *f)
     } else if (len != 0) {
         SPOOL_ERROR("fsm.shard_state_unknown", "len=%zu version=%u", len, p[0]);
     }
-    f->n_fenced = count_bits(f->fenced);
+    f->n_fenced = spool_slot_count(f->fenced);
 }
 
 static int marks_save(struct spool_fsm *f, struct spool_err *err)
@@ -176,7 +168,7 @@ static int marks_save(struct spool_fsm *f, struct spool_err *err)
     buf[0] = MARKS_VERSION;
     memcpy(buf + 1, f->fenced, SPOOL_SLOT_BITMAP_BYTES);
     memcpy(buf + 1 + SPOOL_SLOT_BITMAP_BYTES, f->dropped, SPOOL_SLOT_BITMAP_BYTES);
-    f->n_fenced = count_bits(f->fenced);
+    f->n_fenced = spool_slot_count(f->fenced);
     return spool_store_set_shard_state(f->store, buf, sizeof buf, err);
 }
 
@@ -241,7 +233,7 @@ static int drop_slots(struct spool_fsm *f, const uint8_t *slots, struct spool_er
     for (size_t i = 0; i < d.n && rc == 0; i++)
         rc = spool_store_delete_channel(f->store, d.v[i], err);
     if (rc == 0)
-        SPOOL_INFO("fsm.slots_dropped", "slots=%u channels=%zu", count_bits(slots), d.n);
+        SPOOL_INFO("fsm.slots_dropped", "slots=%u channels=%zu", spool_slot_count(slots), d.n);
     for (size_t i = 0; i < d.n; i++)
         free(d.v[i]);
     free(d.v);
@@ -276,7 +268,7 @@ static int apply_fence(struct spool_fsm *f, uint64_t index, const Spool__SlotFen
     if (rc == 0 && sf->fenced && sf->drop)
         rc = drop_slots(f, bm, err);
     SPOOL_INFO("fsm.slot_fence", "index=%llu slots=%u fenced=%d drop=%d fenced_total=%u",
-               (unsigned long long)index, count_bits(bm), sf->fenced, sf->drop, f->n_fenced);
+               (unsigned long long)index, spool_slot_count(bm), sf->fenced, sf->drop, f->n_fenced);
     return rc;
 }
 

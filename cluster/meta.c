@@ -46,7 +46,7 @@ struct map_proto {
     Spool__SlotMap sm; /* first: the pointer handed out */
     uint8_t bytes[2 * SPOOL_SLOTS];
     uint8_t target_bytes[2 * SPOOL_SLOTS];
-    uint8_t move_bytes[SPOOL_SLOT_BYTES];
+    uint8_t move_bytes[SPOOL_SLOT_BITMAP_BYTES];
     Spool__Member members[SPOOL_MAX_NODES];
     Spool__Member *member_ptrs[SPOOL_MAX_NODES];
     Spool__ShardReplicas shards[SPOOL_MAX_SHARDS];
@@ -85,7 +85,7 @@ Spool__SlotMap *spool_slot_map_proto_new(const struct spool_slot_map *m)
         if (m->move_phase != SPOOL_MOVE_NONE) {
             memcpy(mp->move_bytes, m->move_slots, sizeof mp->move_bytes);
             mp->sm.move_slots.data = mp->move_bytes;
-            mp->sm.move_slots.len = SPOOL_SLOT_BYTES;
+            mp->sm.move_slots.len = SPOOL_SLOT_BITMAP_BYTES;
         }
     }
     for (size_t i = 0; i < p->n_nodes; i++) {
@@ -178,7 +178,7 @@ int spool_slot_map_from_proto(const Spool__SlotMap *p, struct spool_slot_map *m)
         if (p->slot_target.len != 2 * SPOOL_SLOTS || p->shards_before == 0 ||
             p->shards_before > p->shards || p->move_phase > SPOOL_MOVE_DROP ||
             (p->move_phase != SPOOL_MOVE_NONE &&
-             (p->move_slots.len != SPOOL_SLOT_BYTES || p->move_from >= p->shards ||
+             (p->move_slots.len != SPOOL_SLOT_BITMAP_BYTES || p->move_from >= p->shards ||
               p->move_to >= p->shards)))
             return -1;
         for (uint32_t i = 0; i < SPOOL_SLOTS; i++) {
@@ -193,7 +193,7 @@ int spool_slot_map_from_proto(const Spool__SlotMap *p, struct spool_slot_map *m)
         m->move_from = p->move_from;
         m->move_to = p->move_to;
         if (p->move_phase != SPOOL_MOVE_NONE)
-            memcpy(m->move_slots, p->move_slots.data, SPOOL_SLOT_BYTES);
+            memcpy(m->move_slots, p->move_slots.data, SPOOL_SLOT_BITMAP_BYTES);
     }
     for (uint32_t s = 0; s < p->shards; s++) {
         const Spool__ShardReplicas *r = p->replicas[s];

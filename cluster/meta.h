@@ -53,7 +53,6 @@ enum {
     SPOOL_MOVE_DROP = 2, /* slot_shard already says `to`; the source drops the slots */
 };
 
-#define SPOOL_SLOT_BYTES (SPOOL_SLOTS / 8) /* a slot bitmap: slot i = bit i % 8 of byte i / 8 */
 
 /* The cluster map (named for its first content, the slot map). */
 struct spool_slot_map {
@@ -69,7 +68,7 @@ struct spool_slot_map {
     uint16_t slot_target[SPOOL_SLOTS];   /* where each slot is going */
     uint32_t move_phase;                 /* SPOOL_MOVE_*: the move in progress */
     uint32_t move_from, move_to;
-    uint8_t move_slots[SPOOL_SLOT_BYTES];
+    uint8_t move_slots[SPOOL_SLOT_BITMAP_BYTES];
 };
 
 struct spool_meta;

@@ -39,6 +39,35 @@
 /* The slot of a channel: stable across versions and platforms (FNV-1a 64, then modulo). */
 uint32_t spool_slot_of(const char *channel, size_t len);
 
+/* A set of slots (resharding): SPOOL_SLOTS bits, slot i = bit i % 8 of byte i / 8. */
+#define SPOOL_SLOT_BITMAP_BYTES (SPOOL_SLOTS / 8)
+
+static inline bool spool_slot_bit(const uint8_t *bm, uint32_t slot)
+{
+    return slot < SPOOL_SLOTS && (bm[slot / 8] >> (slot % 8) & 1) != 0;
+}
+
+static inline void spool_slot_bit_set(uint8_t *bm, uint32_t slot)
+{
+    if (slot < SPOOL_SLOTS)
+        bm[slot / 8] |= (uint8_t)(1u << (slot % 8));
+}
+
+static inline void spool_slot_bit_clear(uint8_t *bm, uint32_t slot)
+{
+    if (slot < SPOOL_SLOTS)
+        bm[slot / 8] &= (uint8_t)~(1u << (slot % 8));
+}
+
+static inline uint32_t spool_slot_count(const uint8_t *bm)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < SPOOL_SLOT_BITMAP_BYTES; i++)
+        n += (uint32_t)__builtin_popcount(bm[i]);
+    return n;
+}
+
+
 struct spool_peer {
     uint64_t id;
     char address[SPOOL_ADDRESS_MAX];

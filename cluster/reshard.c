@@ -66,7 +66,7 @@ enum job_state { JOB_FENCE, JOB_UNFENCE, JOB_COPY, JOB_DONE, JOB_FAILED };
 struct export_job {
     struct spool_reshard *r;
     uint32_t from, to;
-    uint8_t slots[SPOOL_SLOT_BYTES];
+    uint8_t slots[SPOOL_SLOT_BITMAP_BYTES];
     enum job_state state;
     bool waiting;    /* a callback is outstanding (proposal or RPC) */
     bool abandoned;  /* replaced or closing: the outstanding callback frees it */
@@ -89,19 +89,6 @@ struct spool_reshard {
 };
 
 static void maybe_free(struct spool_reshard *r);
-
-static bool bit(const uint8_t *bm, uint32_t slot)
-{
-    return (bm[slot / 8] >> (slot % 8)) & 1;
-}
-
-static uint32_t bits(const uint8_t *bm)
-{
-    uint32_t c = 0;
-    for (uint32_t i = 0; i < SPOOL_SLOTS; i++)
-        c += bit(bm, i);
-    return c;
-}
 
 /* ---- a control entry on any shard: local leader, else SPOOL_METHOD_SLOT_IMPORT ---- */
 
@@ -253,7 +240,7 @@ static void job_next_part(struct export_job *j)
         spool_slot_export_free(j->x);
         j->x = NULL;
         SPOOL_INFO("reshard.copied", "from=%u to=%u slots=%u parts=%llu bytes=%llu", j->from,
-                   j->to, bits(j->slots), (unsigned long long)j->parts,
+                   j->to, spool_slot_count(j->slots), (unsigned long long)j->parts,
                    (unsigned long long)j->bytes);
         return;
     }
@@ -310,7 +297,7 @@ static void job_step_cb(void *arg, int status)
             spool_slot_export_free(j->x);
             j->x = NULL;
             SPOOL_INFO("reshard.copied", "from=%u to=%u slots=%u parts=%llu bytes=%llu", j->from,
-                       j->to, bits(j->slots), (unsigned long long)j->parts,
+                       j->to, spool_slot_count(j->slots), (unsigned long long)j->parts,
                        (unsigned long long)j->bytes);
             return;
         }
@@ -338,7 +325,7 @@ static void job_start(struct export_job *j, struct spool_shard *sh)
      * leader would otherwise add an entry per poll). */
     bool all = true;
     for (uint32_t i = 0; i < SPOOL_SLOTS && all; i++)
-        all = !bit(j->slots, i) || spool_fsm_slot_fenced(&sh->fsm, i);
+        all = !spool_slot_bit(j->slots, i) || spool_fsm_slot_fenced(&sh->fsm, i);
     if (all) {
         SPOOL_DEBUG("reshard.job_restarted", "from=%u to=%u", j->from, j->to);
         j->waiting = true;
@@ -357,7 +344,8 @@ static void job_start(struct export_job *j, struct spool_shard *sh)
         job_fail(j, rc, "fence");
         return;
     }
-    SPOOL_INFO("reshard.job_started", "from=%u to=%u slots=%u", j->from, j->to, bits(j->slots));
+    SPOOL_INFO("reshard.job_started", "from=%u to=%u slots=%u", j->from, j->to,
+               spool_slot_count(j->slots));
     j->waiting = true;
     r->inflight++;
 }
@@ -428,7 +416,7 @@ static void serve_export(struct spool_node *n, const void *body, size_t len,
                          struct spool_rpc_reply *reply)
 {
     Spool__SlotExportRequest *q = spool__slot_export_request__unpack(NULL, len, body);
-    if (q == NULL || q->slots.len != SPOOL_SLOT_BYTES || q->from >= SPOOL_MAX_SHARDS ||
+    if (q == NULL || q->slots.len != SPOOL_SLOT_BITMAP_BYTES || q->from >= SPOOL_MAX_SHARDS ||
         q->to >= SPOOL_MAX_SHARDS) {
         if (q)
             spool__slot_export_request__free_unpacked(q, NULL);
@@ -541,7 +529,7 @@ static void propose_step(struct spool_reshard *r, const struct spool_slot_map *n
         return;
     }
     SPOOL_INFO("reshard.step", "step=%s from=%u to=%u slots=%u epoch=%llu", what, next->move_from,
-               next->move_to, next->move_phase ? bits(next->move_slots) : 0,
+               next->move_to, next->move_phase ? spool_slot_count(next->move_slots) : 0,
                (unsigned long long)spool_meta_map(n->meta)->epoch + 1);
 }
 
@@ -565,7 +553,7 @@ static void step_result(struct step_call *c, int status, bool done)
         if (next != NULL) {
             if (map->move_phase == SPOOL_MOVE_COPY) {
                 for (uint32_t i = 0; i < SPOOL_SLOTS; i++)
-                    if (bit(map->move_slots, i))
+                    if (spool_slot_bit(map->move_slots, i))
                         next->p.slot_shard[i] = (uint16_t)map->move_to;
                 next->move_phase = SPOOL_MOVE_DROP;
                 propose_step(r, next, "flip");
@@ -614,15 +602,32 @@ static void drop_done_cb(void *arg, int status)
     step_result(arg, status, true);
 }
 
-static void copy_step(struct spool_reshard *r, const struct spool_slot_map *map)
+/* A step in flight: `busy` until its one callback (step_result) or step_abort. */
+static struct step_call *step_start(struct spool_reshard *r, const struct spool_slot_map *map)
 {
-    struct spool_node *n = r->node;
     struct step_call *c = malloc(sizeof *c);
     if (c == NULL)
-        return;
+        return NULL;
     *c = (struct step_call){r, map->epoch};
     r->busy = true;
     r->inflight++;
+    return c;
+}
+
+/* The step could not be sent: nothing will call back. */
+static void step_abort(struct step_call *c)
+{
+    c->r->busy = false;
+    c->r->inflight--;
+    free(c);
+}
+
+static void copy_step(struct spool_reshard *r, const struct spool_slot_map *map)
+{
+    struct spool_node *n = r->node;
+    struct step_call *c = step_start(r, map);
+    if (c == NULL)
+        return;
     struct spool_shard *sh = spool_node_local_shard(n, map->move_from);
     if (sh != NULL && spool_shard_is_leader(sh)) {
         bool done = false;
@@ -634,33 +639,26 @@ static void copy_step(struct spool_reshard *r, const struct spool_slot_map *map)
     q.from = map->move_from;
     q.to = map->move_to;
     q.slots.data = (uint8_t *)map->move_slots;
-    q.slots.len = SPOOL_SLOT_BYTES;
-    uint8_t buf[SPOOL_SLOT_BYTES + 32];
+    q.slots.len = SPOOL_SLOT_BITMAP_BYTES;
+    uint8_t buf[SPOOL_SLOT_BITMAP_BYTES + 32];
     size_t len = spool__slot_export_request__pack(&q, buf);
     uint64_t target = spool_node_route_target(n, map->move_from, r->attempt++);
     if (target == 0 || n->rpc == NULL ||
         spool_rpc_call(n->rpc, target, SPOOL_METHOD_SLOT_EXPORT, buf, len,
                        EXPORT_CALL_TIMEOUT_MS, export_reply_cb, c) != 0) {
-        r->busy = false;
-        r->inflight--;
-        free(c);
+        step_abort(c);
     }
 }
 
 static void drop_step(struct spool_reshard *r, const struct spool_slot_map *map)
 {
     struct spool_node *n = r->node;
-    struct step_call *c = malloc(sizeof *c);
+    struct step_call *c = step_start(r, map);
     if (c == NULL)
         return;
-    *c = (struct step_call){r, map->epoch};
-    r->busy = true;
-    r->inflight++;
     if (fence_call(n, map->move_from, map->move_slots, true, true, r->attempt++, drop_done_cb,
                    c) != 0) {
-        r->busy = false;
-        r->inflight--;
-        free(c);
+        step_abort(c);
     }
 }
 
@@ -729,7 +727,7 @@ static void tick_cb(uv_timer_t *t)
     uint32_t count = 0;
     for (uint32_t i = first; i < SPOOL_SLOTS && count < SPOOL_RESHARD_MOVE_SLOTS; i++)
         if (map->p.slot_shard[i] == a && map->slot_target[i] == b) {
-            next->move_slots[i / 8] |= (uint8_t)(1u << (i % 8));
+            spool_slot_bit_set(next->move_slots, i);
             count++;
         }
     next->move_from = a;
@@ -786,7 +784,7 @@ void spool_reshard_view_update(struct spool_node *n, const struct spool_slot_map
     v->move_phase = map->move_phase;
     v->move_from = map->move_from;
     v->move_to = map->move_to;
-    v->move_count = map->move_phase ? bits(map->move_slots) : 0;
+    v->move_count = map->move_phase ? spool_slot_count(map->move_slots) : 0;
 }
 
 void spool_node_reshard_status(const struct spool_node *n, struct spool_reshard_status *out)

@@ -35,25 +35,6 @@
 #include "common/err.h"
 #include "storage/store.h"
 
-#define SPOOL_SLOT_BITMAP_BYTES (SPOOL_SLOTS / 8)
-
-static inline bool spool_slot_bit(const uint8_t *bm, uint32_t slot)
-{
-    return slot < SPOOL_SLOTS && (bm[slot / 8] >> (slot % 8) & 1) != 0;
-}
-
-static inline void spool_slot_bit_set(uint8_t *bm, uint32_t slot)
-{
-    if (slot < SPOOL_SLOTS)
-        bm[slot / 8] |= (uint8_t)(1u << (slot % 8));
-}
-
-static inline void spool_slot_bit_clear(uint8_t *bm, uint32_t slot)
-{
-    if (slot < SPOOL_SLOTS)
-        bm[slot / 8] &= (uint8_t)~(1u << (slot % 8));
-}
-
 /* Packs Entry field 5 (a SlotFence) as wire bytes that can follow an Entry's header fields
  * (tag + length + message). Caller frees *out with free(). */
 int spool_slot_fence_pack(const uint8_t *bitmap, bool fenced, bool drop, uint8_t **out,

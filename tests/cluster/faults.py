@@ -210,11 +210,15 @@ class Cluster:
                 out[int(shard)] = int(float(value))
         return out
 
+    def converging_nodes(self):
+        """The nodes whose applied indexes must agree (every live one here)."""
+        return self.any_live()
+
     def wait_converged(self, bound=20.0):
         deadline = time.time() + bound
         last = None
         while time.time() < deadline:
-            views = [self.applied(n) for n in self.any_live()]
+            views = [self.applied(n) for n in self.converging_nodes()]
             if views and all(views) and all(v == views[0] for v in views):
                 return views[0]
             last = views
