@@ -404,7 +404,7 @@ Test(placement, slot_map_reshard_fields_roundtrip)
     m.move_from = 1;
     m.move_to = 3;
     m.move_slots[0] = 0x81;
-    m.move_slots[SPOOL_SLOT_BYTES - 1] = 0x40;
+    m.move_slots[SPOOL_SLOT_BITMAP_BYTES - 1] = 0x40;
     Spool__SlotMap *pm = spool_slot_map_proto_new(&m);
     cr_assert_not_null(pm);
     size_t len = spool__slot_map__get_packed_size(pm);
@@ -420,7 +420,7 @@ Test(placement, slot_map_reshard_fields_roundtrip)
     cr_assert_eq(back.move_phase, SPOOL_MOVE_COPY);
     cr_assert_eq(back.move_from, 1);
     cr_assert_eq(back.move_to, 3);
-    cr_assert_eq(memcmp(back.move_slots, m.move_slots, SPOOL_SLOT_BYTES), 0);
+    cr_assert_eq(memcmp(back.move_slots, m.move_slots, SPOOL_SLOT_BITMAP_BYTES), 0);
     cr_assert_eq(memcmp(back.slot_target, m.slot_target, sizeof m.slot_target), 0);
     cr_assert_eq(back.p.n_replicas[3], 3);
     /* A target naming a shard beyond the count is refused. */
