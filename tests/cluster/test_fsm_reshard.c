@@ -674,6 +674,21 @@ Test(fsm_reshard, propose_control_completes_once_applied)
     cr_assert_eq(pub.status, SPOOL_EMOVED, "the publish applied after the fence");
     cr_assert_eq(sh->batch.entries, 2);
 
+    /* Over the control entry cap: refused with SPOOL_ELIMIT through the callback, nothing proposed. */
+    size_t big_len = SPOOL_BATCH_MAX_CONTROL_BYTES + 1;
+    uint8_t *big = calloc(1, big_len);
+    cr_assert_not_null(big);
+    int big_status = -1;
+    cr_assert_eq(spool_shard_propose_control(sh, big, big_len, control_cb, &big_status, &err), 0,
+                 "%s", err.msg);
+    free(big);
+    for (int i = 0; i < 1000 && big_status == -1; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        raft_fixture_step(&fx);
+    }
+    cr_assert_eq(big_status, SPOOL_ELIMIT);
+    cr_assert_eq(sh->batch.entries, 2, "nothing proposed for it");
+
     spool_batch_close(&sh->batch, batch_closed);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0);
