@@ -22,6 +22,7 @@ a bridge, and the leader's link is taken down, then brought back.
 
 Everything is bounded: the load stops after a fixed count or time, every wait has a deadline.
 """
+import atexit
 import http.client as httpclient
 import json
 import os
@@ -51,11 +52,43 @@ def log(msg):
     print("faults: " + msg, flush=True)
 
 
+PORT_CLAIMS = os.path.join(tempfile.gettempdir(), "spool-test-ports")
+
+
+def claim_port(p):
+    """Claims p for this process's lifetime across every test using this harness. ctest runs
+    tests side by side, and a port is free to any prober while its node is down for a restart:
+    without a claim another test's cluster could take it. A claim whose process is gone is stale."""
+    os.makedirs(PORT_CLAIMS, exist_ok=True)
+    path = os.path.join(PORT_CLAIMS, str(p))
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    os.kill(int(f.read().strip() or 0), 0)
+                return False  # held by a live process
+            except (ProcessLookupError, ValueError, FileNotFoundError):
+                try:
+                    os.unlink(path)  # stale: its process is gone
+                except FileNotFoundError:
+                    pass
+                continue
+            except PermissionError:
+                return False
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+        return True
+    return False
+
+
 def free_port(used):
     # Below the ephemeral range (32768+) so outgoing connections never take our listening ports.
     for _ in range(1000):
         p = random.randint(20000, 32000)
-        if p in used:
+        if p in used or not claim_port(p):
             continue
         s = socket.socket()
         try:
